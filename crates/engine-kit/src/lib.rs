@@ -1,0 +1,275 @@
+//! The one measurement loop that every Rust engine uses.
+//!
+//! An engine implements [`Engine`] (prefill, decode step, reset, device sync) and calls
+//! [`run_main`] from its `main`. The kit reads the [`Request`] from stdin, times loading, runs the
+//! scenarios (warm-up, N iterations, monotonic clock, a device sync before every timestamp,
+//! sampling, stopping rules), reports progress on stderr and writes the [`Report`] to stdout.
+//! Fairness comes from every engine being timed by this same code.
+
+mod sampling;
+
+use std::io::{Read, Write};
+use std::time::Instant;
+
+use lab_protocol::{
+    EngineIdentity, IterationSample, LoadTimings, MemoryUsage, PromptReport, Report, Request,
+    ScenarioKind, ScenarioReport, ScenarioRequest, SCHEMA_VERSION,
+};
+
+pub use sampling::{argmax, Sampler};
+
+/// Errors from engine code are boxed; the kit only needs their message.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub type EngineResult<T> = Result<T, BoxError>;
+
+/// What an engine adapter implements. One sequence at a time; the kit owns the loop.
+pub trait Engine {
+    /// Name, versions, device, dtype, threads and fairness settings, as recorded in the report.
+    fn identity(&self) -> EngineIdentity;
+
+    /// Forgets the previous sequence (KV cache). Called before every prefill.
+    fn reset(&mut self) -> EngineResult<()>;
+
+    /// Runs the prompt and writes the logits of its last position into `logits` (vocab-sized).
+    fn prefill(&mut self, prompt: &[u32], logits: &mut Vec<f32>) -> EngineResult<()>;
+
+    /// Feeds one token at the next position and writes its logits into `logits`.
+    fn decode(&mut self, token: u32, logits: &mut Vec<f32>) -> EngineResult<()>;
+
+    /// Waits until queued device work is done. Called before every timestamp.
+    fn synchronize(&mut self) -> EngineResult<()> {
+        Ok(())
+    }
+
+    /// Peak accelerator memory in bytes, if the engine runs on one and can tell.
+    fn peak_device_bytes(&self) -> Option<u64> {
+        None
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KitError {
+    #[error("cannot read the request from stdin: {0}")]
+    Stdin(std::io::Error),
+    #[error("malformed request JSON on stdin: {0}")]
+    MalformedRequest(serde_json::Error),
+    #[error("request schema_version is {got}, this engine speaks {expected}")]
+    SchemaVersion { got: u32, expected: u32 },
+    #[error("scenario `{scenario}`: {message}")]
+    InvalidScenario { scenario: String, message: String },
+    #[error("engine error during {phase}: {source}")]
+    Engine { phase: &'static str, source: BoxError },
+}
+
+/// Parses and validates a request. Exposed for tests and for engines with their own `main`.
+pub fn parse_request(json: &str) -> Result<Request, KitError> {
+    let request: Request = serde_json::from_str(json).map_err(KitError::MalformedRequest)?;
+    if request.schema_version != SCHEMA_VERSION {
+        return Err(KitError::SchemaVersion { got: request.schema_version, expected: SCHEMA_VERSION });
+    }
+    for s in &request.scenarios {
+        let bad = |message: &str| KitError::InvalidScenario {
+            scenario: s.id.clone(),
+            message: message.to_string(),
+        };
+        if s.iterations == 0 {
+            return Err(bad("iterations must be at least 1"));
+        }
+        if s.generation.max_new_tokens == 0 {
+            return Err(bad("generation.max_new_tokens must be at least 1"));
+        }
+        if let Some(p) = s.prompts.iter().find(|p| p.token_ids.is_empty()) {
+            return Err(bad(&format!("prompt `{}` has no tokens", p.name)));
+        }
+    }
+    Ok(request)
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), if the platform tells.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The whole engine process: read request, load, run, write report. Never returns on error paths
+/// without writing a report; exits with status 1 when the report carries a fatal error.
+pub fn run_main<E, L>(identity_on_failure: EngineIdentity, load: L) -> !
+where
+    E: Engine,
+    L: FnOnce(&Request) -> EngineResult<E>,
+{
+    let process_start = Instant::now();
+    let outcome = run(process_start, load);
+    let (report, ok) = match outcome {
+        Ok(report) => {
+            let ok = report.error.is_none();
+            (report, ok)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            (failed_report(identity_on_failure, e.to_string()), false)
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let written = serde_json::to_writer(&mut out, &report)
+        .map_err(std::io::Error::from)
+        .and_then(|_| out.write_all(b"\n"))
+        .and_then(|_| out.flush());
+    if let Err(e) = written {
+        eprintln!("error: cannot write the report to stdout: {e}");
+        std::process::exit(1);
+    }
+    std::process::exit(if ok { 0 } else { 1 })
+}
+
+fn failed_report(engine: EngineIdentity, error: String) -> Report {
+    Report {
+        schema_version: SCHEMA_VERSION,
+        engine,
+        load: None,
+        memory: MemoryUsage { peak_rss_bytes: peak_rss_bytes(), peak_device_bytes: None },
+        scenarios: Vec::new(),
+        error: Some(error),
+    }
+}
+
+fn run<E, L>(process_start: Instant, load: L) -> Result<Report, KitError>
+where
+    E: Engine,
+    L: FnOnce(&Request) -> EngineResult<E>,
+{
+    let mut input = String::new();
+    std::io::stdin().read_to_string(&mut input).map_err(KitError::Stdin)?;
+    let request = parse_request(&input)?;
+
+    eprintln!("loading {} ({:?}, {}) on {}", request.model.name, request.model.format, request.model.dtype.as_str(), request.device);
+    let load_start = Instant::now();
+    let mut engine = load(&request).map_err(|source| KitError::Engine { phase: "load", source })?;
+    engine.synchronize().map_err(|source| KitError::Engine { phase: "load", source })?;
+    let load = LoadTimings {
+        load_ms: load_start.elapsed().as_secs_f64() * 1e3,
+        process_start_to_ready_ms: process_start.elapsed().as_secs_f64() * 1e3,
+    };
+    eprintln!("loaded in {:.0} ms", load.load_ms);
+
+    let mut scenarios = Vec::new();
+    for scenario in &request.scenarios {
+        scenarios.push(run_scenario(&mut engine, scenario));
+    }
+    Ok(Report {
+        schema_version: SCHEMA_VERSION,
+        engine: engine.identity(),
+        load: Some(load),
+        memory: MemoryUsage { peak_rss_bytes: peak_rss_bytes(), peak_device_bytes: engine.peak_device_bytes() },
+        scenarios,
+        error: None,
+    })
+}
+
+/// Runs one scenario; an engine error ends the scenario but keeps the prompts already measured.
+pub fn run_scenario<E: Engine>(engine: &mut E, scenario: &ScenarioRequest) -> ScenarioReport {
+    let mut prompts = Vec::new();
+    let mut error = None;
+    match scenario.kind {
+        ScenarioKind::SingleRequestLatency => {
+            for prompt in &scenario.prompts {
+                match measure_prompt(engine, scenario, &prompt.name, &prompt.token_ids) {
+                    Ok(report) => prompts.push(report),
+                    Err(e) => {
+                        eprintln!("error: scenario {} prompt {}: {e}", scenario.id, prompt.name);
+                        error = Some(format!("prompt `{}`: {e}", prompt.name));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    ScenarioReport { id: scenario.id.clone(), kind: scenario.kind, prompts, error }
+}
+
+fn measure_prompt<E: Engine>(
+    engine: &mut E,
+    scenario: &ScenarioRequest,
+    name: &str,
+    prompt: &[u32],
+) -> Result<PromptReport, KitError> {
+    let total = scenario.warmup_iterations + scenario.iterations;
+    let mut logits = Vec::new();
+    let mut samples = Vec::with_capacity(scenario.iterations as usize);
+    let mut first_seen: Option<Vec<u32>> = None;
+    let mut reference: Option<Vec<u32>> = None;
+    let mut deterministic = true;
+    for i in 0..total {
+        let warmup = i < scenario.warmup_iterations;
+        let (sample, tokens) = one_sequence(engine, scenario, prompt, &mut logits)?;
+        // Warm-ups count too: every iteration of a prompt must produce the same ids.
+        match &first_seen {
+            None => first_seen = Some(tokens.clone()),
+            Some(f) if *f != tokens => deterministic = false,
+            Some(_) => {}
+        }
+        if !warmup && reference.is_none() {
+            reference = Some(tokens);
+        }
+        if !warmup {
+            samples.push(sample);
+        }
+        let phase = if warmup { "warm-up" } else { "iteration" };
+        let n = if warmup { i + 1 } else { i + 1 - scenario.warmup_iterations };
+        let of = if warmup { scenario.warmup_iterations } else { scenario.iterations };
+        eprintln!("progress: {} {} {phase} {n}/{of}", scenario.id, name);
+    }
+    Ok(PromptReport {
+        prompt: name.to_string(),
+        prompt_tokens: prompt.len() as u32,
+        generated_token_ids: reference.unwrap_or_default(),
+        deterministic,
+        warmup_iterations: scenario.warmup_iterations,
+        samples,
+    })
+}
+
+/// Prefill plus fixed-length decode of one sequence, timed.
+fn one_sequence<E: Engine>(
+    engine: &mut E,
+    scenario: &ScenarioRequest,
+    prompt: &[u32],
+    logits: &mut Vec<f32>,
+) -> Result<(IterationSample, Vec<u32>), KitError> {
+    let g = &scenario.generation;
+    let wrap = |phase: &'static str| move |source| KitError::Engine { phase, source };
+    let mut sampler = Sampler::new(&g.sampling);
+    let mut tokens = Vec::with_capacity(g.max_new_tokens as usize);
+    let mut inter_token_ns = Vec::with_capacity(g.max_new_tokens as usize);
+
+    engine.reset().map_err(wrap("reset"))?;
+    engine.synchronize().map_err(wrap("reset"))?;
+    let start = Instant::now();
+    engine.prefill(prompt, logits).map_err(wrap("prefill"))?;
+    let mut token = sampler.sample(logits);
+    engine.synchronize().map_err(wrap("prefill"))?;
+    let mut last = Instant::now();
+    let ttft_ns = (last - start).as_nanos() as u64;
+    tokens.push(token);
+
+    while (tokens.len() as u32) < g.max_new_tokens {
+        if g.stop_at_eos && g.eos_token_ids.contains(&token) {
+            break;
+        }
+        engine.decode(token, logits).map_err(wrap("decode"))?;
+        token = sampler.sample(logits);
+        engine.synchronize().map_err(wrap("decode"))?;
+        let now = Instant::now();
+        inter_token_ns.push((now - last).as_nanos() as u64);
+        last = now;
+        tokens.push(token);
+    }
+    let e2e_ns = (last - start).as_nanos() as u64;
+    let sample = IterationSample { ttft_ns, e2e_ns, new_tokens: tokens.len() as u32, inter_token_ns };
+    Ok((sample, tokens))
+}
+
+#[cfg(test)]
+mod tests;

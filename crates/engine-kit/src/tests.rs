@@ -1,0 +1,182 @@
+use std::collections::BTreeMap;
+
+use lab_protocol::*;
+
+use super::*;
+
+/// A mock engine: the next token is `(last + 1) % vocab`, with a switch to make it fail or be
+/// non-deterministic. It counts calls so the tests can check the loop's shape.
+struct Mock {
+    vocab: usize,
+    last: u32,
+    fail_on_prompt_len: Option<usize>,
+    flaky: bool,
+    sequences: u32,
+    syncs: u32,
+    resets: u32,
+    decodes: u32,
+}
+
+impl Mock {
+    fn new() -> Self {
+        Mock { vocab: 8, last: 0, fail_on_prompt_len: None, flaky: false, sequences: 0, syncs: 0, resets: 0, decodes: 0 }
+    }
+    fn fill(&self, logits: &mut Vec<f32>) {
+        logits.clear();
+        logits.resize(self.vocab, 0.0);
+        let mut next = (self.last as usize + 1) % self.vocab;
+        if self.flaky && self.sequences % 2 == 0 {
+            next = (next + 1) % self.vocab;
+        }
+        logits[next] = 1.0;
+    }
+}
+
+impl Engine for Mock {
+    fn identity(&self) -> EngineIdentity {
+        EngineIdentity {
+            name: "mock".into(),
+            version: "0".into(),
+            backend: "none".into(),
+            device: "cpu".into(),
+            dtype: "f32".into(),
+            weight_format: WeightFormat::Safetensors,
+            threads: 1,
+            settings: BTreeMap::new(),
+        }
+    }
+    fn reset(&mut self) -> EngineResult<()> {
+        self.resets += 1;
+        self.sequences += 1;
+        Ok(())
+    }
+    fn prefill(&mut self, prompt: &[u32], logits: &mut Vec<f32>) -> EngineResult<()> {
+        if self.fail_on_prompt_len == Some(prompt.len()) {
+            return Err("out of memory (simulated)".into());
+        }
+        self.last = *prompt.last().unwrap();
+        self.fill(logits);
+        Ok(())
+    }
+    fn decode(&mut self, token: u32, logits: &mut Vec<f32>) -> EngineResult<()> {
+        self.decodes += 1;
+        self.last = token;
+        self.fill(logits);
+        Ok(())
+    }
+    fn synchronize(&mut self) -> EngineResult<()> {
+        self.syncs += 1;
+        Ok(())
+    }
+}
+
+fn scenario(prompts: &[&[u32]], max_new: u32, stop_at_eos: bool) -> ScenarioRequest {
+    ScenarioRequest {
+        id: "s1".into(),
+        kind: ScenarioKind::SingleRequestLatency,
+        prompts: prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Prompt { name: format!("p{i}"), token_ids: p.to_vec() })
+            .collect(),
+        generation: GenerationSettings {
+            max_new_tokens: max_new,
+            stop_at_eos,
+            eos_token_ids: vec![2],
+            sampling: Sampling::Greedy,
+        },
+        warmup_iterations: 1,
+        iterations: 3,
+    }
+}
+
+#[test]
+fn generates_fixed_length_ignoring_eos_by_default() {
+    let mut e = Mock::new();
+    let r = run_scenario(&mut e, &scenario(&[&[5, 6]], 6, false));
+    assert!(r.error.is_none());
+    let p = &r.prompts[0];
+    // 6 -> 7 -> 0 -> 1 -> 2 (eos, ignored) -> 3
+    assert_eq!(p.generated_token_ids, vec![7, 0, 1, 2, 3, 4]);
+    assert_eq!(p.samples.len(), 3);
+    assert!(p.deterministic);
+    for s in &p.samples {
+        assert_eq!(s.new_tokens, 6);
+        assert_eq!(s.inter_token_ns.len(), 5);
+        assert!(s.e2e_ns >= s.ttft_ns);
+    }
+    // 4 sequences (1 warm-up + 3), one reset each, 5 decode steps each.
+    assert_eq!(e.resets, 4);
+    assert_eq!(e.decodes, 4 * 5);
+    // A sync before every timestamp: after reset, after prefill, after every decode step.
+    assert_eq!(e.syncs, 4 * (2 + 5));
+}
+
+#[test]
+fn stops_at_eos_only_when_asked() {
+    let mut e = Mock::new();
+    let r = run_scenario(&mut e, &scenario(&[&[5, 6]], 6, true));
+    assert_eq!(r.prompts[0].generated_token_ids, vec![7, 0, 1, 2]);
+    assert_eq!(r.prompts[0].samples[0].new_tokens, 4);
+}
+
+#[test]
+fn an_engine_error_keeps_the_prompts_already_measured() {
+    let mut e = Mock::new();
+    e.fail_on_prompt_len = Some(3);
+    let r = run_scenario(&mut e, &scenario(&[&[1], &[1, 2, 3], &[4]], 3, false));
+    assert_eq!(r.prompts.len(), 1);
+    let err = r.error.expect("scenario error");
+    assert!(err.contains("p1") && err.contains("simulated"), "{err}");
+}
+
+#[test]
+fn non_deterministic_engines_are_flagged() {
+    let mut e = Mock::new();
+    e.flaky = true;
+    let r = run_scenario(&mut e, &scenario(&[&[1]], 3, false));
+    assert!(!r.prompts[0].deterministic);
+}
+
+#[test]
+fn bad_requests_get_one_clear_error() {
+    let err = parse_request("{not json").unwrap_err().to_string();
+    assert!(err.starts_with("malformed request JSON"), "{err}");
+
+    let mut req = Request {
+        schema_version: SCHEMA_VERSION,
+        model: ModelSpec {
+            name: "m".into(),
+            dir: "/models/m".into(),
+            format: WeightFormat::Gguf,
+            dtype: Dtype::Q4_1,
+            synthetic: false,
+        },
+        device: Device::Cpu,
+        threads: None,
+        scenarios: vec![scenario(&[&[1]], 3, false)],
+    };
+    let ok = serde_json::to_string(&req).unwrap();
+    assert_eq!(parse_request(&ok).unwrap(), req);
+
+    req.schema_version = 99;
+    let err = parse_request(&serde_json::to_string(&req).unwrap()).unwrap_err().to_string();
+    assert!(err.contains("schema_version is 99"), "{err}");
+
+    req.schema_version = SCHEMA_VERSION;
+    req.scenarios[0].iterations = 0;
+    let err = parse_request(&serde_json::to_string(&req).unwrap()).unwrap_err().to_string();
+    assert!(err.contains("`s1`") && err.contains("iterations"), "{err}");
+
+    // Unknown fields are refused rather than silently ignored.
+    let with_typo = ok.replace("\"threads\"", "\"thread\"");
+    let err = parse_request(&with_typo).unwrap_err().to_string();
+    assert!(err.contains("thread"), "{err}");
+}
+
+#[test]
+fn peak_rss_is_reported_on_linux() {
+    if cfg!(target_os = "linux") {
+        assert!(peak_rss_bytes().unwrap() > 0);
+    }
+}

@@ -1,0 +1,258 @@
+//! The lab's engine protocol: the only thing the harness and the engines share.
+//!
+//! An engine is a process. It reads one [`Request`] as JSON on stdin, writes one [`Report`] as
+//! JSON on stdout and writes human-readable logs and progress on stderr. Token ids are the
+//! interface: prompts arrive as ids and generated ids are returned, so token counts are identical
+//! for every engine.
+//!
+//! Units are part of field names (`_ns`, `_ms`, `_bytes`). Raw per-iteration samples are kept;
+//! statistics are computed by the harness, never by engines.
+//!
+//! The written schema lives in `crates/lab-protocol/schema/*.schema.json` (generated from these
+//! types; a test keeps it up to date) so that non-Rust engines can be tested against it.
+
+pub mod manifest;
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Bumped on every incompatible change of [`Request`] or [`Report`].
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What the harness asks an engine to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// Must equal [`SCHEMA_VERSION`]; engines refuse anything else.
+    pub schema_version: u32,
+    pub model: ModelSpec,
+    pub device: Device,
+    /// CPU threads the engine may use (`None`: the engine's default, which it must report).
+    pub threads: Option<u32>,
+    pub scenarios: Vec<ScenarioRequest>,
+}
+
+/// Which weights to load, as the engine sees them (inside a container the path is the mount).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Model volume entry name, e.g. `smollm2-135m`.
+    pub name: String,
+    /// Directory of the model volume entry (read-only).
+    pub dir: String,
+    pub format: WeightFormat,
+    /// Compute dtype. For GGUF this is the dtype the file stores (e.g. `q4_1`).
+    pub dtype: Dtype,
+    /// True for seeded random-weight models: their outputs are meaningless, only their speed is.
+    pub synthetic: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightFormat {
+    /// `model.gguf` as shipped (quantized).
+    Gguf,
+    /// `model.safetensors` + `config.json` in Hugging Face Llama layout.
+    Safetensors,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Dtype {
+    F32,
+    F16,
+    Bf16,
+    /// GGUF quantized weights as stored in the file (SmolLM2: Q4_1 with one Q8_0 tensor).
+    Q4_1,
+}
+
+impl Dtype {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F16 => "f16",
+            Dtype::Bf16 => "bf16",
+            Dtype::Q4_1 => "q4_1",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Device {
+    Cpu,
+    Cuda { ordinal: u32 },
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda { ordinal } => write!(f, "cuda:{ordinal}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioRequest {
+    /// Scenario id as the user names it, e.g. `s1`.
+    pub id: String,
+    pub kind: ScenarioKind,
+    pub prompts: Vec<Prompt>,
+    pub generation: GenerationSettings,
+    /// Untimed iterations per prompt before measuring.
+    pub warmup_iterations: u32,
+    /// Measured iterations per prompt.
+    pub iterations: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ScenarioKind {
+    /// S1: one request at a time; prefill the prompt, then decode a fixed number of tokens.
+    SingleRequestLatency,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Prompt {
+    /// Stable name, e.g. `p10` for the 10-token prompt.
+    pub name: String,
+    pub token_ids: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationSettings {
+    /// Tokens to generate (the first one comes from prefill).
+    pub max_new_tokens: u32,
+    /// Stop early at an EOS token. Off by default: fixed-length generation keeps work equal.
+    pub stop_at_eos: bool,
+    pub eos_token_ids: Vec<u32>,
+    pub sampling: Sampling,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Sampling {
+    /// Argmax; ties go to the lowest token id.
+    Greedy,
+    /// Temperature then nucleus (top-p) sampling with the kit's seeded generator.
+    TopP { temperature: f32, top_p: f32, seed: u64 },
+}
+
+/// What an engine writes on stdout, once, at the end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    pub schema_version: u32,
+    pub engine: EngineIdentity,
+    /// `None` when the engine failed before it finished loading.
+    pub load: Option<LoadTimings>,
+    pub memory: MemoryUsage,
+    pub scenarios: Vec<ScenarioReport>,
+    /// A fatal error (the engine could not load or could not run at all).
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EngineIdentity {
+    /// Lab engine name, e.g. `candle`.
+    pub name: String,
+    /// Version of the engine adapter crate.
+    pub version: String,
+    /// The library doing the work and its version, e.g. `candle-core 0.10.2`.
+    pub backend: String,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    pub dtype: String,
+    pub weight_format: WeightFormat,
+    /// CPU threads actually used.
+    pub threads: u32,
+    /// Fairness-relevant settings, recorded verbatim (e.g. prefix caching, SIMD level).
+    pub settings: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoadTimings {
+    /// From the engine's `main` to ready to serve (includes parsing the request and loading).
+    pub process_start_to_ready_ms: f64,
+    /// Loading weights and building the model.
+    pub load_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryUsage {
+    /// Peak resident set size of the engine process (Linux `VmHWM`).
+    pub peak_rss_bytes: Option<u64>,
+    /// Peak accelerator memory, when the engine runs on one.
+    pub peak_device_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioReport {
+    pub id: String,
+    pub kind: ScenarioKind,
+    pub prompts: Vec<PromptReport>,
+    /// Set when this scenario failed; results of earlier prompts are kept.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromptReport {
+    pub prompt: String,
+    pub prompt_tokens: u32,
+    /// Token ids generated in the first measured iteration.
+    pub generated_token_ids: Vec<u32>,
+    /// Whether every warm-up and measured iteration produced exactly these ids.
+    pub deterministic: bool,
+    pub warmup_iterations: u32,
+    pub samples: Vec<IterationSample>,
+}
+
+/// One measured iteration, raw. Timestamps come from a monotonic clock after a device sync.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IterationSample {
+    /// Start of prefill to the first generated token (sampled) being available.
+    pub ttft_ns: u64,
+    /// Start of prefill to the last generated token being available.
+    pub e2e_ns: u64,
+    pub new_tokens: u32,
+    /// Gaps between consecutive generated tokens (`new_tokens - 1` entries).
+    pub inter_token_ns: Vec<u64>,
+}
+
+impl IterationSample {
+    /// Prompt tokens per second of time to first token.
+    pub fn prefill_tok_per_s(&self, prompt_tokens: u32) -> f64 {
+        prompt_tokens as f64 / (self.ttft_ns as f64 / 1e9)
+    }
+
+    /// Decode throughput: tokens after the first over the time after the first.
+    pub fn decode_tok_per_s(&self) -> Option<f64> {
+        let decode_ns = self.e2e_ns.checked_sub(self.ttft_ns)?;
+        if self.new_tokens < 2 || decode_ns == 0 {
+            return None;
+        }
+        Some((self.new_tokens - 1) as f64 / (decode_ns as f64 / 1e9))
+    }
+}
+
+/// JSON Schemas of the two protocol messages, as committed under `schema/`.
+pub fn json_schemas() -> [(&'static str, String); 2] {
+    let req = schemars::schema_for!(Request);
+    let rep = schemars::schema_for!(Report);
+    [
+        ("request.schema.json", serde_json::to_string_pretty(&req).unwrap() + "\n"),
+        ("report.schema.json", serde_json::to_string_pretty(&rep).unwrap() + "\n"),
+    ]
+}
