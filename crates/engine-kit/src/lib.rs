@@ -58,14 +58,20 @@ pub enum KitError {
     #[error("scenario `{scenario}`: {message}")]
     InvalidScenario { scenario: String, message: String },
     #[error("engine error during {phase}: {source}")]
-    Engine { phase: &'static str, source: BoxError },
+    Engine {
+        phase: &'static str,
+        source: BoxError,
+    },
 }
 
 /// Parses and validates a request. Exposed for tests and for engines with their own `main`.
 pub fn parse_request(json: &str) -> Result<Request, KitError> {
     let request: Request = serde_json::from_str(json).map_err(KitError::MalformedRequest)?;
     if request.schema_version != SCHEMA_VERSION {
-        return Err(KitError::SchemaVersion { got: request.schema_version, expected: SCHEMA_VERSION });
+        return Err(KitError::SchemaVersion {
+            got: request.schema_version,
+            expected: SCHEMA_VERSION,
+        });
     }
     for s in &request.scenarios {
         let bad = |message: &str| KitError::InvalidScenario {
@@ -93,15 +99,39 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// The whole engine process: read request, load, run, write report. Never returns on error paths
-/// without writing a report; exits with status 1 when the report carries a fatal error.
-pub fn run_main<E, L>(identity_on_failure: EngineIdentity, load: L) -> !
+/// Static facts about an engine, known before anything is loaded (used in failure reports).
+#[derive(Debug, Clone)]
+pub struct EngineMeta {
+    pub name: &'static str,
+    pub version: &'static str,
+    /// The library doing the work and its version, e.g. `candle-core 0.10.2`.
+    pub backend: &'static str,
+}
+
+/// The whole engine process: read request, load, run, write report. Every path writes a report;
+/// the process exits with status 1 when the report carries a fatal error. Panics inside the
+/// engine are caught and reported as errors.
+pub fn run_main<E, L>(meta: EngineMeta, load: L) -> !
 where
     E: Engine,
     L: FnOnce(&Request) -> EngineResult<E>,
 {
     let process_start = Instant::now();
-    let outcome = run(process_start, load);
+    let mut parsed: Option<Request> = None;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run(process_start, load, &mut parsed)
+    }));
+    let outcome = match outcome {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".to_string());
+            Err(format!("engine panicked: {msg}"))
+        }
+    };
     let (report, ok) = match outcome {
         Ok(report) => {
             let ok = report.error.is_none();
@@ -109,7 +139,10 @@ where
         }
         Err(e) => {
             eprintln!("error: {e}");
-            (failed_report(identity_on_failure, e.to_string()), false)
+            (
+                failed_report(failure_identity(&meta, parsed.as_ref()), e),
+                false,
+            )
         }
     };
     let mut out = std::io::stdout().lock();
@@ -124,30 +157,69 @@ where
     std::process::exit(if ok { 0 } else { 1 })
 }
 
+fn failure_identity(meta: &EngineMeta, request: Option<&Request>) -> EngineIdentity {
+    EngineIdentity {
+        name: meta.name.to_string(),
+        version: meta.version.to_string(),
+        backend: meta.backend.to_string(),
+        device: request.map(|r| r.device.to_string()).unwrap_or_default(),
+        dtype: request
+            .map(|r| r.model.dtype.as_str().to_string())
+            .unwrap_or_default(),
+        weight_format: request
+            .map(|r| r.model.format)
+            .unwrap_or(lab_protocol::WeightFormat::Safetensors),
+        threads: request.and_then(|r| r.threads).unwrap_or(0),
+        settings: Default::default(),
+    }
+}
+
 fn failed_report(engine: EngineIdentity, error: String) -> Report {
     Report {
         schema_version: SCHEMA_VERSION,
         engine,
         load: None,
-        memory: MemoryUsage { peak_rss_bytes: peak_rss_bytes(), peak_device_bytes: None },
+        memory: MemoryUsage {
+            peak_rss_bytes: peak_rss_bytes(),
+            peak_device_bytes: None,
+        },
         scenarios: Vec::new(),
         error: Some(error),
     }
 }
 
-fn run<E, L>(process_start: Instant, load: L) -> Result<Report, KitError>
+fn run<E, L>(
+    process_start: Instant,
+    load: L,
+    parsed: &mut Option<Request>,
+) -> Result<Report, KitError>
 where
     E: Engine,
     L: FnOnce(&Request) -> EngineResult<E>,
 {
     let mut input = String::new();
-    std::io::stdin().read_to_string(&mut input).map_err(KitError::Stdin)?;
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(KitError::Stdin)?;
     let request = parse_request(&input)?;
+    *parsed = Some(request.clone());
 
-    eprintln!("loading {} ({:?}, {}) on {}", request.model.name, request.model.format, request.model.dtype.as_str(), request.device);
+    eprintln!(
+        "loading {} ({:?}, {}) on {}",
+        request.model.name,
+        request.model.format,
+        request.model.dtype.as_str(),
+        request.device
+    );
     let load_start = Instant::now();
-    let mut engine = load(&request).map_err(|source| KitError::Engine { phase: "load", source })?;
-    engine.synchronize().map_err(|source| KitError::Engine { phase: "load", source })?;
+    let mut engine = load(&request).map_err(|source| KitError::Engine {
+        phase: "load",
+        source,
+    })?;
+    engine.synchronize().map_err(|source| KitError::Engine {
+        phase: "load",
+        source,
+    })?;
     let load = LoadTimings {
         load_ms: load_start.elapsed().as_secs_f64() * 1e3,
         process_start_to_ready_ms: process_start.elapsed().as_secs_f64() * 1e3,
@@ -162,10 +234,31 @@ where
         schema_version: SCHEMA_VERSION,
         engine: engine.identity(),
         load: Some(load),
-        memory: MemoryUsage { peak_rss_bytes: peak_rss_bytes(), peak_device_bytes: engine.peak_device_bytes() },
+        memory: MemoryUsage {
+            peak_rss_bytes: peak_rss_bytes(),
+            peak_device_bytes: engine.peak_device_bytes(),
+        },
         scenarios,
         error: None,
     })
+}
+
+/// Checks that a model file exists and is a non-empty regular file; engines call this before
+/// handing a path to their library, so that nothing ever turns a missing file into a download.
+pub fn require_file(path: &std::path::Path) -> EngineResult<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() && m.len() > 0 => Ok(()),
+        Ok(_) => Err(format!(
+            "model file {} is empty or not a file (rebuild it with `cargo xtask models`)",
+            path.display()
+        )
+        .into()),
+        Err(_) => Err(format!(
+            "model file {} is missing (engines never download; run `cargo xtask models`)",
+            path.display()
+        )
+        .into()),
+    }
 }
 
 /// Runs one scenario; an engine error ends the scenario but keeps the prompts already measured.
@@ -178,7 +271,10 @@ pub fn run_scenario<E: Engine>(engine: &mut E, scenario: &ScenarioRequest) -> Sc
                 match measure_prompt(engine, scenario, &prompt.name, &prompt.token_ids) {
                     Ok(report) => prompts.push(report),
                     Err(e) => {
-                        eprintln!("error: scenario {} prompt {}: {e}", scenario.id, prompt.name);
+                        eprintln!(
+                            "error: scenario {} prompt {}: {e}",
+                            scenario.id, prompt.name
+                        );
                         error = Some(format!("prompt `{}`: {e}", prompt.name));
                         break;
                     }
@@ -186,7 +282,12 @@ pub fn run_scenario<E: Engine>(engine: &mut E, scenario: &ScenarioRequest) -> Sc
             }
         }
     }
-    ScenarioReport { id: scenario.id.clone(), kind: scenario.kind, prompts, error }
+    ScenarioReport {
+        id: scenario.id.clone(),
+        kind: scenario.kind,
+        prompts,
+        error,
+    }
 }
 
 fn measure_prompt<E: Engine>(
@@ -217,8 +318,16 @@ fn measure_prompt<E: Engine>(
             samples.push(sample);
         }
         let phase = if warmup { "warm-up" } else { "iteration" };
-        let n = if warmup { i + 1 } else { i + 1 - scenario.warmup_iterations };
-        let of = if warmup { scenario.warmup_iterations } else { scenario.iterations };
+        let n = if warmup {
+            i + 1
+        } else {
+            i + 1 - scenario.warmup_iterations
+        };
+        let of = if warmup {
+            scenario.warmup_iterations
+        } else {
+            scenario.iterations
+        };
         eprintln!("progress: {} {} {phase} {n}/{of}", scenario.id, name);
     }
     Ok(PromptReport {
@@ -267,7 +376,12 @@ fn one_sequence<E: Engine>(
         tokens.push(token);
     }
     let e2e_ns = (last - start).as_nanos() as u64;
-    let sample = IterationSample { ttft_ns, e2e_ns, new_tokens: tokens.len() as u32, inter_token_ns };
+    let sample = IterationSample {
+        ttft_ns,
+        e2e_ns,
+        new_tokens: tokens.len() as u32,
+        inter_token_ns,
+    };
     Ok((sample, tokens))
 }
 

@@ -25,7 +25,11 @@ pub struct Sampler {
 
 enum Mode {
     Greedy,
-    TopP { inv_temperature: f32, top_p: f32, state: u64 },
+    TopP {
+        inv_temperature: f32,
+        top_p: f32,
+        state: u64,
+    },
 }
 
 impl Sampler {
@@ -33,19 +37,32 @@ impl Sampler {
     pub fn new(sampling: &Sampling) -> Self {
         let mode = match *sampling {
             Sampling::Greedy => Mode::Greedy,
-            Sampling::TopP { temperature, top_p, seed } if temperature > 0.0 => {
-                Mode::TopP { inv_temperature: 1.0 / temperature, top_p: top_p.clamp(0.0, 1.0), state: seed }
-            }
+            Sampling::TopP {
+                temperature,
+                top_p,
+                seed,
+            } if temperature > 0.0 => Mode::TopP {
+                inv_temperature: 1.0 / temperature,
+                top_p: top_p.clamp(0.0, 1.0),
+                state: seed,
+            },
             // Temperature 0 is greedy by definition.
             Sampling::TopP { .. } => Mode::Greedy,
         };
-        Sampler { mode, scratch: Vec::new() }
+        Sampler {
+            mode,
+            scratch: Vec::new(),
+        }
     }
 
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         match &mut self.mode {
             Mode::Greedy => argmax(logits),
-            Mode::TopP { inv_temperature, top_p, state } => {
+            Mode::TopP {
+                inv_temperature,
+                top_p,
+                state,
+            } => {
                 let u = next_unit(state);
                 sample_top_p(logits, *inv_temperature, *top_p, u, &mut self.scratch)
             }
@@ -66,7 +83,13 @@ fn next_unit(state: &mut u64) -> f64 {
     (splitmix64(state) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-fn sample_top_p(logits: &[f32], inv_t: f32, top_p: f32, u: f64, scratch: &mut Vec<(f32, u32)>) -> u32 {
+fn sample_top_p(
+    logits: &[f32],
+    inv_t: f32,
+    top_p: f32,
+    u: f64,
+    scratch: &mut Vec<(f32, u32)>,
+) -> u32 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     scratch.clear();
     let mut sum = 0f64;
@@ -115,7 +138,11 @@ mod tests {
     fn seeded_top_p_is_reproducible_and_seed_sensitive() {
         let logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
         let draw = |seed| {
-            let mut s = Sampler::new(&Sampling::TopP { temperature: 1.0, top_p: 0.9, seed });
+            let mut s = Sampler::new(&Sampling::TopP {
+                temperature: 1.0,
+                top_p: 0.9,
+                seed,
+            });
             (0..50).map(|_| s.sample(&logits)).collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
@@ -127,20 +154,32 @@ mod tests {
         // One dominant token with 0.99 of the mass: top_p 0.5 must always pick it.
         let mut logits = vec![0.0f32; 50];
         logits[42] = 12.0;
-        let mut s = Sampler::new(&Sampling::TopP { temperature: 1.0, top_p: 0.5, seed: 1 });
+        let mut s = Sampler::new(&Sampling::TopP {
+            temperature: 1.0,
+            top_p: 0.5,
+            seed: 1,
+        });
         for _ in 0..200 {
             assert_eq!(s.sample(&logits), 42);
         }
         // With top_p 1.0 other tokens must eventually appear (the mass outside is ~0.3 % per draw
         // at T=1, so use a high temperature to make them likely).
-        let mut s = Sampler::new(&Sampling::TopP { temperature: 10.0, top_p: 1.0, seed: 1 });
+        let mut s = Sampler::new(&Sampling::TopP {
+            temperature: 10.0,
+            top_p: 1.0,
+            seed: 1,
+        });
         assert!((0..200).any(|_| s.sample(&logits) != 42));
     }
 
     #[test]
     fn zero_temperature_is_greedy() {
         let logits = [0.1, 0.7, 0.2];
-        let mut s = Sampler::new(&Sampling::TopP { temperature: 0.0, top_p: 0.9, seed: 3 });
+        let mut s = Sampler::new(&Sampling::TopP {
+            temperature: 0.0,
+            top_p: 0.9,
+            seed: 3,
+        });
         assert_eq!(s.sample(&logits), 1);
     }
 }

@@ -19,7 +19,16 @@ struct Mock {
 
 impl Mock {
     fn new() -> Self {
-        Mock { vocab: 8, last: 0, fail_on_prompt_len: None, flaky: false, sequences: 0, syncs: 0, resets: 0, decodes: 0 }
+        Mock {
+            vocab: 8,
+            last: 0,
+            fail_on_prompt_len: None,
+            flaky: false,
+            sequences: 0,
+            syncs: 0,
+            resets: 0,
+            decodes: 0,
+        }
     }
     fn fill(&self, logits: &mut Vec<f32>) {
         logits.clear();
@@ -77,7 +86,10 @@ fn scenario(prompts: &[&[u32]], max_new: u32, stop_at_eos: bool) -> ScenarioRequ
         prompts: prompts
             .iter()
             .enumerate()
-            .map(|(i, p)| Prompt { name: format!("p{i}"), token_ids: p.to_vec() })
+            .map(|(i, p)| Prompt {
+                name: format!("p{i}"),
+                token_ids: p.to_vec(),
+            })
             .collect(),
         generation: GenerationSettings {
             max_new_tokens: max_new,
@@ -160,12 +172,16 @@ fn bad_requests_get_one_clear_error() {
     assert_eq!(parse_request(&ok).unwrap(), req);
 
     req.schema_version = 99;
-    let err = parse_request(&serde_json::to_string(&req).unwrap()).unwrap_err().to_string();
+    let err = parse_request(&serde_json::to_string(&req).unwrap())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("schema_version is 99"), "{err}");
 
     req.schema_version = SCHEMA_VERSION;
     req.scenarios[0].iterations = 0;
-    let err = parse_request(&serde_json::to_string(&req).unwrap()).unwrap_err().to_string();
+    let err = parse_request(&serde_json::to_string(&req).unwrap())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("`s1`") && err.contains("iterations"), "{err}");
 
     // Unknown fields are refused rather than silently ignored.

@@ -141,7 +141,11 @@ pub enum Sampling {
     /// Argmax; ties go to the lowest token id.
     Greedy,
     /// Temperature then nucleus (top-p) sampling with the kit's seeded generator.
-    TopP { temperature: f32, top_p: f32, seed: u64 },
+    TopP {
+        temperature: f32,
+        top_p: f32,
+        seed: u64,
+    },
 }
 
 /// What an engine writes on stdout, once, at the end.
@@ -252,7 +256,13 @@ pub fn json_schemas() -> [(&'static str, String); 2] {
     let req = schemars::schema_for!(Request);
     let rep = schemars::schema_for!(Report);
     [
-        ("request.schema.json", serde_json::to_string_pretty(&req).unwrap() + "\n"),
-        ("report.schema.json", serde_json::to_string_pretty(&rep).unwrap() + "\n"),
+        (
+            "request.schema.json",
+            serde_json::to_string_pretty(&req).unwrap() + "\n",
+        ),
+        (
+            "report.schema.json",
+            serde_json::to_string_pretty(&rep).unwrap() + "\n",
+        ),
     ]
 }

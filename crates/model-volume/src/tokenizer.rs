@@ -21,28 +21,43 @@ const CONTROL: i32 = 3;
 
 pub(crate) fn read_gguf(path: &Path) -> Result<(gguf_file::Content, std::fs::File)> {
     let mut file = std::fs::File::open(path).map_err(io_err(path))?;
-    let content = gguf_file::Content::read(&mut file)
-        .map_err(|source| Error::Candle { path: path.to_path_buf(), source })?;
+    let content = gguf_file::Content::read(&mut file).map_err(|source| Error::Candle {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok((content, file))
 }
 
 fn meta<'a>(c: &'a gguf_file::Content, path: &Path, key: &str) -> Result<&'a gguf_file::Value> {
-    c.metadata
-        .get(key)
-        .ok_or_else(|| Error::Msg(format!("{}: GGUF metadata key `{key}` is missing", path.display())))
+    c.metadata.get(key).ok_or_else(|| {
+        Error::Msg(format!(
+            "{}: GGUF metadata key `{key}` is missing",
+            path.display()
+        ))
+    })
 }
 
 fn bad(path: &Path, key: &str, e: candle_core::Error) -> Error {
-    Error::Msg(format!("{}: GGUF metadata key `{key}`: {e}", path.display()))
+    Error::Msg(format!(
+        "{}: GGUF metadata key `{key}`: {e}",
+        path.display()
+    ))
 }
 
 /// Builds the tokenizer JSON value from GGUF metadata.
 pub fn tokenizer_json_from_gguf(content: &gguf_file::Content, path: &Path) -> Result<Value> {
-    let model = meta(content, path, "tokenizer.ggml.model")?.to_string().map_err(|e| bad(path, "tokenizer.ggml.model", e))?;
+    let model = meta(content, path, "tokenizer.ggml.model")?
+        .to_string()
+        .map_err(|e| bad(path, "tokenizer.ggml.model", e))?;
     if model != "gpt2" {
-        return Err(Error::Msg(format!("{}: tokenizer.ggml.model is `{model}`, only `gpt2` (byte-level BPE) is supported", path.display())));
+        return Err(Error::Msg(format!(
+            "{}: tokenizer.ggml.model is `{model}`, only `gpt2` (byte-level BPE) is supported",
+            path.display()
+        )));
     }
-    let pre = meta(content, path, "tokenizer.ggml.pre")?.to_string().map_err(|e| bad(path, "tokenizer.ggml.pre", e))?;
+    let pre = meta(content, path, "tokenizer.ggml.pre")?
+        .to_string()
+        .map_err(|e| bad(path, "tokenizer.ggml.pre", e))?;
     if pre != "smollm" {
         return Err(Error::Msg(format!(
             "{}: tokenizer.ggml.pre is `{pre}`; this builder reproduces only the `smollm` pre-tokenizer",
@@ -71,23 +86,31 @@ pub fn tokenizer_json_from_gguf(content: &gguf_file::Content, path: &Path) -> Re
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| bad(path, "tokenizer.ggml.merges", e))?;
     if types.len() != tokens.len() {
-        return Err(Error::Msg(format!("{}: {} tokens but {} token types", path.display(), tokens.len(), types.len())));
+        return Err(Error::Msg(format!(
+            "{}: {} tokens but {} token types",
+            path.display(),
+            tokens.len(),
+            types.len()
+        )));
     }
 
     let mut vocab = serde_json::Map::new();
     let mut seen = BTreeMap::new();
     for (id, t) in tokens.iter().enumerate() {
         if let Some(first) = seen.insert(t.as_str(), id) {
-            return Err(Error::Msg(format!("{}: token {t:?} appears twice (ids {first} and {id})", path.display())));
+            return Err(Error::Msg(format!(
+                "{}: token {t:?} appears twice (ids {first} and {id})",
+                path.display()
+            )));
         }
         vocab.insert(t.clone(), json!(id));
     }
     let merges: Vec<Value> = merges
         .iter()
         .map(|m| {
-            let (a, b) = m
-                .split_once(' ')
-                .ok_or_else(|| Error::Msg(format!("{}: merge {m:?} is not `a b`", path.display())))?;
+            let (a, b) = m.split_once(' ').ok_or_else(|| {
+                Error::Msg(format!("{}: merge {m:?} is not `a b`", path.display()))
+            })?;
             Ok(json!([a, b]))
         })
         .collect::<Result<_>>()?;
@@ -136,7 +159,11 @@ pub fn write_tokenizer_json(gguf: &Path, dest: &Path) -> Result<()> {
     let (content, _) = read_gguf(gguf)?;
     let value = tokenizer_json_from_gguf(&content, gguf)?;
     let text = serde_json::to_string(&value).expect("tokenizer json serializes");
-    tokenizers::Tokenizer::from_bytes(text.as_bytes())
-        .map_err(|e| Error::Msg(format!("{}: rebuilt tokenizer does not load: {e}", dest.display())))?;
+    tokenizers::Tokenizer::from_bytes(text.as_bytes()).map_err(|e| {
+        Error::Msg(format!(
+            "{}: rebuilt tokenizer does not load: {e}",
+            dest.display()
+        ))
+    })?;
     write_atomic(dest, text.as_bytes())
 }

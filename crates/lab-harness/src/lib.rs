@@ -1,0 +1,289 @@
+//! The harness: orchestration, statistics, provenance, results and baselines.
+//!
+//! The xtask is a thin CLI over this library. The harness never links an engine: engines are
+//! processes that speak `lab-protocol` JSON ([`runner`]). Statistics do no IO ([`stats`]);
+//! results and reports are written by [`results`]; baselines are compared by [`baseline`].
+
+pub mod baseline;
+pub mod catalog;
+pub mod model;
+pub mod provenance;
+pub mod results;
+pub mod runner;
+pub mod stats;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use lab_protocol::{
+    Device, GenerationSettings, Request, Sampling, ScenarioRequest, SCHEMA_VERSION,
+};
+
+use crate::catalog::{Scenario, Target};
+use crate::model::ResolvedModel;
+use crate::results::{
+    compute_stats, write_json_atomic, RunManifest, RunSettings, RunStatus, TargetOutcome,
+    TargetResult, TargetStatus, RESULT_VERSION,
+};
+use crate::runner::{Launch, RunError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Msg(String),
+}
+
+impl Error {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+    pub fn msg(m: impl Into<String>) -> Self {
+        Error::Msg(m.into())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A target ready to run: how to start it and what its binary is.
+#[derive(Debug, Clone)]
+pub struct PreparedTarget {
+    pub target: Target,
+    pub launch: Launch,
+    /// The engine binary on the host (hashed for provenance).
+    pub binary: PathBuf,
+    /// The model directory as the engine sees it (differs from the host path in a container).
+    pub model_dir_for_engine: String,
+    pub image_digest: Option<String>,
+}
+
+/// Everything `bench` needs; built by the xtask from its flags.
+#[derive(Debug, Clone)]
+pub struct BenchPlan {
+    pub root: PathBuf,
+    pub run_dir: PathBuf,
+    pub run_id: String,
+    pub model: ResolvedModel,
+    pub targets: Vec<PreparedTarget>,
+    pub skipped: Vec<(String, String)>,
+    pub scenarios: Vec<Scenario>,
+    pub device: Device,
+    pub threads: usize,
+    pub warmup_iterations: u32,
+    pub iterations: u32,
+    pub max_new_tokens: u32,
+    pub timeout: Duration,
+    pub runtime: String,
+    pub profile: String,
+    pub provenance: provenance::Provenance,
+}
+
+/// Builds the request an engine receives for `plan`.
+pub fn build_request(
+    plan: &BenchPlan,
+    t: &PreparedTarget,
+    prompts: &[(Scenario, Vec<lab_protocol::Prompt>)],
+) -> Request {
+    Request {
+        schema_version: SCHEMA_VERSION,
+        model: lab_protocol::ModelSpec {
+            name: plan.model.name.clone(),
+            dir: t.model_dir_for_engine.clone(),
+            format: t.target.format,
+            dtype: t.target.dtype,
+            synthetic: plan.model.synthetic,
+        },
+        device: plan.device.clone(),
+        threads: Some(plan.threads as u32),
+        scenarios: prompts
+            .iter()
+            .map(|(s, p)| ScenarioRequest {
+                id: s.id.to_string(),
+                kind: s.kind,
+                prompts: p.clone(),
+                generation: GenerationSettings {
+                    max_new_tokens: plan.max_new_tokens,
+                    stop_at_eos: false,
+                    eos_token_ids: plan.model.eos_token_ids.clone(),
+                    sampling: Sampling::Greedy,
+                },
+                warmup_iterations: plan.warmup_iterations,
+                iterations: plan.iterations,
+            })
+            .collect(),
+    }
+}
+
+/// Runs every target of `plan` in turn and writes `run.json`, one result file per target and
+/// `report.md` into `plan.run_dir`. Each result is on disk as soon as its engine finishes; a
+/// failing engine is recorded and the run goes on; Ctrl-C stops after killing the current engine.
+pub fn bench(
+    plan: &BenchPlan,
+    interrupted: &AtomicBool,
+) -> Result<(RunManifest, Vec<TargetResult>)> {
+    std::fs::create_dir_all(&plan.run_dir).map_err(|e| Error::io(&plan.run_dir, e))?;
+    let prompts_dir = plan.root.join("prompts");
+    let prompts: Vec<(Scenario, Vec<lab_protocol::Prompt>)> = plan
+        .scenarios
+        .iter()
+        .map(|s| {
+            Ok((
+                s.clone(),
+                catalog::load_prompts(&prompts_dir, s, &plan.model.tokenizer_json)?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+
+    let mut manifest = RunManifest {
+        result_version: RESULT_VERSION,
+        run_id: plan.run_id.clone(),
+        status: RunStatus::Running,
+        profile: plan.profile.clone(),
+        settings: RunSettings {
+            model: plan.model.info(),
+            device: plan.device.to_string(),
+            threads: plan.threads,
+            scenarios: plan.scenarios.iter().map(|s| s.id.to_string()).collect(),
+            warmup_iterations: plan.warmup_iterations,
+            iterations: plan.iterations,
+            max_new_tokens: plan.max_new_tokens,
+            runtime: plan.runtime.clone(),
+            timeout_s: plan.timeout.as_secs(),
+        },
+        provenance: plan.provenance.clone(),
+        targets: plan
+            .skipped
+            .iter()
+            .map(|(t, why)| TargetOutcome {
+                target: t.clone(),
+                status: TargetStatus::Skipped,
+                error: Some(why.clone()),
+                file: None,
+            })
+            .collect(),
+    };
+    let run_json = plan.run_dir.join("run.json");
+    write_json_atomic(&run_json, &manifest)?;
+
+    let mut results = Vec::new();
+    for (i, t) in plan.targets.iter().enumerate() {
+        let label = t.target.label();
+        eprintln!(
+            "== [{}/{}] {label} ({}) ==",
+            i + 1,
+            plan.targets.len(),
+            plan.runtime
+        );
+        let request = build_request(plan, t, &prompts);
+        let binary_sha = sha256_file(&t.binary)?;
+        let outcome = runner::run_engine(&t.launch, &request, &label, plan.timeout, interrupted);
+        let (report, wall_ms, error) = match outcome {
+            Ok(f) => (Some(f.report), f.wall.as_secs_f64() * 1e3, None),
+            Err(RunError::Failed {
+                report,
+                message,
+                status,
+            }) => (
+                report.map(|r| *r),
+                0.0,
+                Some(format!("{label}: engine exited with {status}: {message}")),
+            ),
+            Err(RunError::Interrupted) => {
+                manifest.targets.push(TargetOutcome {
+                    target: label.clone(),
+                    status: TargetStatus::Failed,
+                    error: Some("interrupted (Ctrl-C)".into()),
+                    file: None,
+                });
+                manifest.status = RunStatus::Interrupted;
+                write_json_atomic(&run_json, &manifest)?;
+                let md = results::render_markdown(&manifest, &results);
+                results::write_atomic(&plan.run_dir.join("report.md"), md.as_bytes())?;
+                eprintln!(
+                    "interrupted: results of finished engines are in {}",
+                    plan.run_dir.display()
+                );
+                return Ok((manifest, results));
+            }
+            Err(e) => (None, 0.0, Some(format!("{label}: {e}"))),
+        };
+        if let Some(e) = &error {
+            eprintln!("error: {e}");
+        }
+        let Some(report) = report else {
+            manifest.targets.push(TargetOutcome {
+                target: label,
+                status: TargetStatus::Failed,
+                error,
+                file: None,
+            });
+            write_json_atomic(&run_json, &manifest)?;
+            continue;
+        };
+        let partial = report.scenarios.iter().any(|s| s.error.is_some());
+        let status = match (&error, report.error.is_some(), partial) {
+            (Some(_), _, _) | (_, true, _) => TargetStatus::Failed,
+            (None, false, true) => TargetStatus::Partial,
+            _ => TargetStatus::Ok,
+        };
+        let error = error.or_else(|| report.error.clone()).or_else(|| {
+            report
+                .scenarios
+                .iter()
+                .find_map(|s| s.error.as_ref().map(|e| format!("scenario {}: {e}", s.id)))
+        });
+        let result = TargetResult {
+            result_version: RESULT_VERSION,
+            run_id: plan.run_id.clone(),
+            target: label.clone(),
+            profile: plan.profile.clone(),
+            model: plan.model.info(),
+            engine_binary: t.binary.display().to_string(),
+            engine_binary_sha256: binary_sha,
+            image_digest: t.image_digest.clone(),
+            process_wall_ms: wall_ms,
+            provenance: plan.provenance.clone(),
+            stats: compute_stats(&report),
+            report,
+        };
+        let file = format!("{}.json", t.target.file_stem());
+        write_json_atomic(&plan.run_dir.join(&file), &result)?;
+        manifest.targets.push(TargetOutcome {
+            target: label,
+            status,
+            error,
+            file: Some(file),
+        });
+        write_json_atomic(&run_json, &manifest)?;
+        results.push(result);
+    }
+    manifest.status = RunStatus::Complete;
+    write_json_atomic(&run_json, &manifest)?;
+    let md = results::render_markdown(&manifest, &results);
+    results::write_atomic(&plan.run_dir.join("report.md"), md.as_bytes())?;
+    Ok((manifest, results))
+}

