@@ -266,3 +266,104 @@ pub fn json_schemas() -> [(&'static str, String); 2] {
         ),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_report() -> Report {
+        Report {
+            schema_version: SCHEMA_VERSION,
+            engine: EngineIdentity {
+                name: "candle".into(),
+                version: "0.0.0".into(),
+                backend: "candle-core 0.10.2".into(),
+                device: "cpu".into(),
+                dtype: "q4_1".into(),
+                weight_format: WeightFormat::Gguf,
+                threads: 2,
+                settings: [("kv_cache".to_string(), "cat".to_string())].into(),
+            },
+            load: Some(LoadTimings {
+                process_start_to_ready_ms: 12.5,
+                load_ms: 10.0,
+            }),
+            memory: MemoryUsage {
+                peak_rss_bytes: Some(1 << 20),
+                peak_device_bytes: None,
+            },
+            scenarios: vec![ScenarioReport {
+                id: "s1".into(),
+                kind: ScenarioKind::SingleRequestLatency,
+                prompts: vec![PromptReport {
+                    prompt: "p10".into(),
+                    prompt_tokens: 10,
+                    generated_token_ids: vec![7042, 30, 198],
+                    deterministic: true,
+                    warmup_iterations: 1,
+                    samples: vec![IterationSample {
+                        ttft_ns: 50_000_000,
+                        e2e_ns: 150_000_000,
+                        new_tokens: 3,
+                        inter_token_ns: vec![50_000_000, 50_000_000],
+                    }],
+                }],
+                error: None,
+            }],
+            error: None,
+        }
+    }
+
+    #[test]
+    fn report_round_trips_through_json() {
+        let r = sample_report();
+        let text = serde_json::to_string(&r).unwrap();
+        let back: Report = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r);
+        // Units are in field names.
+        for field in [
+            "\"ttft_ns\"",
+            "\"e2e_ns\"",
+            "\"peak_rss_bytes\"",
+            "\"load_ms\"",
+        ] {
+            assert!(text.contains(field), "{field} missing from {text}");
+        }
+    }
+
+    #[test]
+    fn derived_rates_use_the_right_spans() {
+        let s = &sample_report().scenarios[0].prompts[0].samples[0];
+        assert_eq!(s.prefill_tok_per_s(10), 200.0);
+        // two tokens after the first, in 100 ms
+        assert_eq!(s.decode_tok_per_s(), Some(20.0));
+        let one = IterationSample {
+            ttft_ns: 5,
+            e2e_ns: 5,
+            new_tokens: 1,
+            inter_token_ns: vec![],
+        };
+        assert_eq!(one.decode_tok_per_s(), None);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let mut v = serde_json::to_value(sample_report()).unwrap();
+        v["surprise"] = serde_json::json!(1);
+        let err = serde_json::from_value::<Report>(v).unwrap_err().to_string();
+        assert!(err.contains("surprise"), "{err}");
+    }
+
+    /// The committed schema files are what the types generate. Fix with `cargo xtask schema`.
+    #[test]
+    fn committed_json_schemas_are_up_to_date() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema");
+        for (name, text) in json_schemas() {
+            let committed = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+            assert!(
+                committed == text,
+                "crates/lab-protocol/schema/{name} is stale: run `cargo xtask schema`"
+            );
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! Harness tests with the mock engine (`src/bin/mock-engine.rs`): orchestration, failure
+//! handling, atomic results, and the baseline comparison. Prompts are tokenized with the real
+//! model volume's tokenizer, so the volume must exist (`cargo xtask test` makes it).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lab_harness::baseline::{self, CheckOptions, Verdict};
+use lab_harness::catalog::{self, Target};
+use lab_harness::results::{self, RunStatus, TargetStatus};
+use lab_harness::runner::Launch;
+use lab_harness::{model, provenance, BenchPlan, PreparedTarget};
+use lab_protocol::{Device, Dtype, WeightFormat};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn models_dir() -> PathBuf {
+    let dir = std::env::var_os("LAB_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("models"));
+    assert!(
+        dir.join("smollm2-135m/MANIFEST.json").exists(),
+        "model volume missing at {}: run `cargo xtask models`",
+        dir.display()
+    );
+    dir
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lab-harness-it-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn mock(variant_dtype: Dtype, mode: &str) -> PreparedTarget {
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_mock-engine"));
+    PreparedTarget {
+        target: Target {
+            engine: "mock",
+            package: "lab-harness",
+            binary: "mock-engine",
+            format: WeightFormat::Safetensors,
+            dtype: variant_dtype,
+        },
+        launch: Launch {
+            program: binary.display().to_string(),
+            args: vec![],
+            env: vec![("MOCK_ENGINE".into(), mode.into())],
+        },
+        binary,
+        model_dir_for_engine: "/models/smollm2-135m".into(),
+        image_digest: None,
+    }
+}
+
+fn plan(tag: &str, targets: Vec<PreparedTarget>, timeout: Duration) -> BenchPlan {
+    let model = model::resolve(&models_dir(), "smollm2-135m").unwrap();
+    let prov = provenance::collect(&root(), provenance::rfc3339(provenance::now_unix()));
+    let dir = tempdir(tag);
+    BenchPlan {
+        root: root(),
+        run_dir: dir.join("run"),
+        run_id: format!("test-{tag}"),
+        model,
+        targets,
+        skipped: vec![],
+        scenarios: catalog::select_scenarios(&[]).unwrap(),
+        device: Device::Cpu,
+        threads: 1,
+        warmup_iterations: 1,
+        iterations: 3,
+        max_new_tokens: 8,
+        timeout,
+        runtime: "native".into(),
+        profile: "test-profile".into(),
+        provenance: prov,
+    }
+}
+
+#[test]
+fn a_run_writes_results_and_survives_failing_engines() {
+    let p = plan(
+        "mixed",
+        vec![
+            mock(Dtype::F32, "ok"),
+            mock(Dtype::F16, "crash"),
+            mock(Dtype::Bf16, "garbage"),
+            mock(Dtype::Q4_1, "fail-load"),
+        ],
+        Duration::from_secs(60),
+    );
+    let no = AtomicBool::new(false);
+    let (manifest, res) = lab_harness::bench(&p, &no).unwrap();
+    assert_eq!(manifest.status, RunStatus::Complete);
+    let st: Vec<_> = manifest
+        .targets
+        .iter()
+        .map(|t| (t.target.as_str(), t.status))
+        .collect();
+    assert_eq!(
+        st,
+        [
+            ("mock:hf-f32", TargetStatus::Ok),
+            ("mock:hf-f16", TargetStatus::Failed),
+            ("mock:hf-bf16", TargetStatus::Failed),
+            ("mock:hf-q4_1", TargetStatus::Failed)
+        ]
+    );
+    let errs: Vec<String> = manifest
+        .targets
+        .iter()
+        .map(|t| t.error.clone().unwrap_or_default())
+        .collect();
+    assert!(errs[1].contains("simulated crash"), "{}", errs[1]);
+    assert!(errs[2].contains("no valid report"), "{}", errs[2]);
+    assert!(errs[3].contains("simulated load failure"), "{}", errs[3]);
+
+    // The successful target's file carries raw samples, stats and provenance.
+    assert_eq!(res.len(), 2, "ok and fail-load wrote reports");
+    let (m2, on_disk) = results::load_run(&p.run_dir).unwrap();
+    assert_eq!(m2, manifest);
+    let ok = &on_disk[0];
+    assert_eq!(ok.target, "mock:hf-f32");
+    assert!(!ok.provenance.git_rev.is_empty() && ok.engine_binary_sha256.len() == 64);
+    assert_eq!(
+        ok.model.sha256.get("model.gguf").map(String::as_str),
+        Some(model_volume_gguf_sha())
+    );
+    let prompts = &ok.report.scenarios[0].prompts;
+    assert_eq!(
+        prompts.iter().map(|p| p.prompt_tokens).collect::<Vec<_>>(),
+        [10, 50, 200]
+    );
+    for pr in prompts {
+        assert_eq!(pr.samples.len(), 3);
+        assert_eq!(pr.generated_token_ids.len(), 8);
+        assert!(pr.deterministic);
+    }
+    let stats = &ok.stats[0].prompts[0];
+    for m in results::METRICS {
+        assert!(stats.metrics.contains_key(m), "missing {m}");
+    }
+    let md = std::fs::read_to_string(p.run_dir.join("report.md")).unwrap();
+    assert!(md.contains("| mock:hf-f32 | s1 | p200 (200 tok) |"), "{md}");
+    assert!(md.contains("mock:hf-f16: Failed"), "{md}");
+    // No temporary files remain.
+    assert!(std::fs::read_dir(&p.run_dir).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".partial")));
+}
+
+fn model_volume_gguf_sha() -> &'static str {
+    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+}
+
+#[test]
+fn a_hung_engine_is_killed_at_its_timeout() {
+    let p = plan(
+        "hang",
+        vec![mock(Dtype::F32, "hang"), mock(Dtype::F16, "ok")],
+        Duration::from_secs(2),
+    );
+    let no = AtomicBool::new(false);
+    let start = std::time::Instant::now();
+    let (manifest, res) = lab_harness::bench(&p, &no).unwrap();
+    assert!(start.elapsed() < Duration::from_secs(30));
+    assert_eq!(manifest.targets[0].status, TargetStatus::Failed);
+    assert!(manifest.targets[0]
+        .error
+        .as_ref()
+        .unwrap()
+        .contains("timed out after 2 s"));
+    assert_eq!(
+        manifest.targets[1].status,
+        TargetStatus::Ok,
+        "the run goes on after a hung engine"
+    );
+    assert_eq!(res.len(), 1);
+}
+
+#[test]
+fn ctrl_c_keeps_finished_results_and_marks_the_run_interrupted() {
+    let p = plan(
+        "ctrlc",
+        vec![
+            mock(Dtype::F32, "ok"),
+            mock(Dtype::F16, "hang"),
+            mock(Dtype::Bf16, "ok"),
+        ],
+        Duration::from_secs(120),
+    );
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    let run_dir = p.run_dir.clone();
+    // Press "Ctrl-C" once the first engine's result is on disk.
+    let presser = std::thread::spawn(move || {
+        for _ in 0..600 {
+            if run_dir.join("mock.hf-f32.json").exists() {
+                std::thread::sleep(Duration::from_millis(300));
+                f.store(true, Ordering::SeqCst);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let (manifest, res) = lab_harness::bench(&p, &flag).unwrap();
+    presser.join().unwrap();
+    assert_eq!(manifest.status, RunStatus::Interrupted);
+    assert_eq!(res.len(), 1);
+    let (on_disk, kept) = results::load_run(&p.run_dir).unwrap();
+    assert_eq!(on_disk.status, RunStatus::Interrupted);
+    assert_eq!(kept[0].target, "mock:hf-f32");
+    assert!(p.run_dir.join("report.md").exists());
+}
+
+#[test]
+fn check_passes_on_itself_and_fails_on_shifted_numbers_and_tokens() {
+    let p = plan(
+        "check",
+        vec![mock(Dtype::F32, "ok")],
+        Duration::from_secs(60),
+    );
+    let no = AtomicBool::new(false);
+    let (_, res) = lab_harness::bench(&p, &no).unwrap();
+    let base = tempdir("check-baselines");
+
+    // Nothing accepted yet: every comparison is a missing baseline, which fails.
+    let f = baseline::check(&res, &base, CheckOptions::default()).unwrap();
+    assert!(
+        f.iter().all(|x| x.verdict == Verdict::MissingBaseline)
+            && f.iter().all(|x| x.verdict.fails())
+    );
+
+    baseline::accept(&res, &base).unwrap();
+    let snap = base.join("mock.hf-f32.s1.tokens.snap");
+    let body = baseline::read_snapshot_body(&snap).unwrap();
+    assert!(
+        body.starts_with("p10: 10 prompt tokens -> 8 new tokens\n"),
+        "{body}"
+    );
+
+    // The same result against its own baseline: all pass (CV gate off, the mock is not timed).
+    let lax = CheckOptions {
+        max_cv: f64::INFINITY,
+        ..CheckOptions::default()
+    };
+    let f = baseline::check(&res, &base, lax).unwrap();
+    assert!(f.iter().all(|x| !x.verdict.fails()), "{f:#?}");
+
+    // Decode 10 % faster and TTFT 10 % slower: both outside 5 %.
+    let mut shifted = res.clone();
+    for pr in &mut shifted[0].stats[0].prompts {
+        pr.metrics.get_mut("decode_tok_per_s").unwrap().median *= 1.10;
+        pr.metrics.get_mut("ttft_ms").unwrap().median *= 1.10;
+    }
+    let f = baseline::check(&shifted, &base, lax).unwrap();
+    let verdict = |metric: &str| {
+        f.iter()
+            .filter(|x| x.metric == metric)
+            .map(|x| x.verdict)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(verdict("decode_tok_per_s"), vec![Verdict::Improved; 3]);
+    assert_eq!(verdict("ttft_ms"), vec![Verdict::Regressed; 3]);
+    assert!(f.iter().any(|x| x.verdict.fails()));
+
+    // 4 % is within tolerance.
+    let mut near = res.clone();
+    near[0].stats[0].prompts[0]
+        .metrics
+        .get_mut("e2e_ms")
+        .unwrap()
+        .median *= 1.04;
+    let f = baseline::check(&near, &base, lax).unwrap();
+    assert!(f.iter().all(|x| !x.verdict.fails()), "{f:#?}");
+
+    // A noisy result is refused even when its median matches.
+    let mut noisy = res.clone();
+    noisy[0].stats[0].prompts[1]
+        .metrics
+        .get_mut("e2e_ms")
+        .unwrap()
+        .cv = 0.2;
+    let f = baseline::check(
+        &noisy,
+        &base,
+        CheckOptions {
+            max_cv: 0.05,
+            ..CheckOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(f
+        .iter()
+        .any(|x| x.verdict == Verdict::TooNoisy && x.prompt == "p50" && x.metric == "e2e_ms"));
+
+    // One different token id fails the exact comparison, even in --exact-only mode.
+    let mut wrong = res.clone();
+    wrong[0].report.scenarios[0].prompts[2].generated_token_ids[3] += 1;
+    let exact = CheckOptions {
+        exact_only: true,
+        ..CheckOptions::default()
+    };
+    let f = baseline::check(&wrong, &base, exact).unwrap();
+    let mismatch = f
+        .iter()
+        .find(|x| x.verdict == Verdict::TokenMismatch)
+        .expect("token mismatch found");
+    assert!(mismatch.detail.contains("line 6"), "{}", mismatch.detail);
+    assert!(
+        f.iter().all(|x| x.metric == "token_ids"),
+        "exact-only compares no numbers"
+    );
+}
+
+#[test]
+fn truncated_model_files_are_refused_before_any_engine_runs() {
+    let src = models_dir().join("smollm2-135m");
+    let dir = tempdir("truncated").join("smollm2-135m");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["MANIFEST.json", "config.json", "tokenizer.json"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(dir.join("model.gguf"), b"short").unwrap();
+    let err = model::resolve(dir.parent().unwrap(), "smollm2-135m")
+        .unwrap_err()
+        .to_string();
+    // The first file in manifest order that is wrong is named: model.gguf (truncated).
+    assert!(
+        err.contains("model.gguf is 5 bytes but MANIFEST.json says 98362432"),
+        "{err}"
+    );
+    let err = model::resolve(dir.parent().unwrap(), "no-such-model")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model `no-such-model`") && err.contains("cargo xtask models"),
+        "{err}"
+    );
+}
