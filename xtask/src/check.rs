@@ -74,6 +74,25 @@ pub fn run(flags: Flags) -> Result<()> {
         for path in baseline::accept(&results, &dir)? {
             eprintln!("wrote {}", path.display());
         }
+        // Accepting is allowed, but say which numbers will never compare cleanly.
+        for r in &results {
+            for sc in &r.stats {
+                for p in &sc.prompts {
+                    for m in baseline::CHECKED_METRICS {
+                        if let Some(s) = p.metrics.get(m).filter(|s| s.cv > flags.max_cv) {
+                            eprintln!(
+                                "warning: {} {} {} {m} has CV {:.1} % (> {:.1} %): check will call it too noisy on this machine",
+                                r.target,
+                                sc.id,
+                                p.prompt,
+                                s.cv * 100.0,
+                                flags.max_cv * 100.0
+                            );
+                        }
+                    }
+                }
+            }
+        }
         eprintln!(
             "accepted {} as the baseline of profile `{profile}`",
             manifest.run_id

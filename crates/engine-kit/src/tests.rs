@@ -1,3 +1,5 @@
+//! Tests of the measurement loop with a mock engine whose behaviour is known exactly.
+
 use std::collections::BTreeMap;
 
 use lab_protocol::*;

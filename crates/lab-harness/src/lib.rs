@@ -69,6 +69,16 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// `path` relative to `root` when it lies inside it (results never carry this machine's layout),
+/// else as given.
+pub fn display_path(root: &Path, path: &Path) -> String {
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    let abs = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    abs.strip_prefix(&root)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| path.display().to_string())
+}
+
 /// A target ready to run: how to start it and what its binary is.
 #[derive(Debug, Clone)]
 pub struct PreparedTarget {
@@ -138,6 +148,12 @@ pub fn build_request(
     }
 }
 
+fn model_info(plan: &BenchPlan) -> results::ModelInfo {
+    let mut info = plan.model.info();
+    info.dir = display_path(&plan.root, &plan.model.dir);
+    info
+}
+
 /// Runs every target of `plan` in turn and writes `run.json`, one result file per target and
 /// `report.md` into `plan.run_dir`. Each result is on disk as soon as its engine finishes; a
 /// failing engine is recorded and the run goes on; Ctrl-C stops after killing the current engine.
@@ -164,7 +180,7 @@ pub fn bench(
         status: RunStatus::Running,
         profile: plan.profile.clone(),
         settings: RunSettings {
-            model: plan.model.info(),
+            model: model_info(plan),
             device: plan.device.to_string(),
             threads: plan.threads,
             scenarios: plan.scenarios.iter().map(|s| s.id.to_string()).collect(),
@@ -261,8 +277,8 @@ pub fn bench(
             run_id: plan.run_id.clone(),
             target: label.clone(),
             profile: plan.profile.clone(),
-            model: plan.model.info(),
-            engine_binary: t.binary.display().to_string(),
+            model: model_info(plan),
+            engine_binary: display_path(&plan.root, &t.binary),
             engine_binary_sha256: binary_sha,
             image_digest: t.image_digest.clone(),
             process_wall_ms: wall_ms,
