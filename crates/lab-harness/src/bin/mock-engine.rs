@@ -1,6 +1,7 @@
 //! A mock engine for testing the harness itself (never benchmarked as a real engine).
 //!
-//! Deterministic tokens (`next = (31 * last + 7) mod 49152`), 1 ms per forward call, and
+//! Deterministic tokens (`next = (31 * last + 7) mod 49152`), a fixed sleep per forward call
+//! (`MOCK_ENGINE_SLEEP_US`, default 1000; 0 measures the kit's own per-token overhead) and
 //! failure modes chosen with `MOCK_ENGINE=ok|hang|crash|garbage|fail-load|panic`.
 
 use std::collections::BTreeMap;
@@ -14,11 +15,14 @@ const VOCAB: usize = 49152;
 struct Mock {
     identity: EngineIdentity,
     last: u32,
+    sleep: Duration,
 }
 
 impl Mock {
     fn emit(&mut self, logits: &mut Vec<f32>) {
-        std::thread::sleep(Duration::from_millis(1));
+        if !self.sleep.is_zero() {
+            std::thread::sleep(self.sleep);
+        }
         logits.clear();
         logits.resize(VOCAB, 0.0);
         logits[((31 * self.last as usize) + 7) % VOCAB] = 1.0;
@@ -73,6 +77,12 @@ fn load(request: &Request) -> EngineResult<Mock> {
             settings: BTreeMap::new(),
         },
         last: 0,
+        sleep: Duration::from_micros(
+            std::env::var("MOCK_ENGINE_SLEEP_US")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1000),
+        ),
     })
 }
 
