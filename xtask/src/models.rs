@@ -1,7 +1,7 @@
 //! `cargo xtask models`: builds and runs the `model-volume` tool.
 
 use anyhow::Result;
-use xshell::cmd;
+use xshell::{cmd, Shell};
 
 use crate::paths;
 
@@ -15,16 +15,21 @@ pub struct Flags {
     pub seed: u64,
 }
 
-/// Materialises smollm2-135m (a no-op when it verifies) and the requested synthetic shapes.
+/// Builds the tool, then materialises smollm2-135m and the requested synthetic shapes.
 pub fn run(flags: Flags) -> Result<()> {
     let sh = paths::shell()?;
     eprintln!("building model-volume (release)");
     cmd!(sh, "cargo build --release --quiet -p model-volume").run()?;
+    materialize(&sh, &flags.synthetic, flags.seed)
+}
+
+/// Runs the already built tool: smollm2-135m (a no-op when it verifies), then synthetic shapes.
+pub fn materialize(sh: &Shell, synthetic: &[String], seed: u64) -> Result<()> {
     let tool = paths::release_binary("model-volume");
     let models = paths::models_dir();
     cmd!(sh, "{tool} smollm2 --models-dir {models}").run()?;
-    let seed = flags.seed.to_string();
-    for shape in &flags.synthetic {
+    let seed = seed.to_string();
+    for shape in synthetic {
         cmd!(
             sh,
             "{tool} synthetic --models-dir {models} --shape {shape} --seed {seed}"

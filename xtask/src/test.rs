@@ -1,6 +1,7 @@
-//! `cargo xtask test`: the README's test command. Materialises the model volume (the tests use
-//! the real model), builds the engine binaries the end-to-end tests start, then runs every test
-//! of the workspace in release mode (one shared build of the heavy engine dependencies).
+//! `cargo xtask test`: the README's test command. Builds every test target of the workspace
+//! (which also builds the engine binaries the end-to-end tests start and the `model-volume`
+//! tool) in one cargo invocation, so shared dependencies compile once with one feature set;
+//! materialises the model volume (the tests use the real model); then runs every test.
 
 use anyhow::Result;
 use xshell::cmd;
@@ -15,13 +16,10 @@ pub struct Flags {
 }
 
 pub fn run(flags: Flags) -> Result<()> {
-    crate::models::run(crate::models::Flags {
-        synthetic: Vec::new(),
-        seed: 0,
-    })?;
     let sh = paths::shell()?;
-    eprintln!("building engine binaries (release)");
-    cmd!(sh, "cargo build --release -p engine-candle -p model-volume").run()?;
+    eprintln!("building the workspace's tests and binaries (release)");
+    cmd!(sh, "cargo test --workspace --release --no-run").run()?;
+    crate::models::materialize(&sh, &[], 0)?;
     let models = paths::models_dir();
     let _env = sh.push_env("LAB_MODELS_DIR", models);
     // Snapshots are never accepted here: a mismatch fails and leaves a .snap.new for review.
