@@ -36,7 +36,7 @@ impl Mock {
         logits.clear();
         logits.resize(self.vocab, 0.0);
         let mut next = (self.last as usize + 1) % self.vocab;
-        if self.flaky && self.sequences % 2 == 0 {
+        if self.flaky && self.sequences.is_multiple_of(2) {
             next = (next + 1) % self.vocab;
         }
         logits[next] = 1.0;

@@ -6,6 +6,7 @@
 //!   with `insta::assert_snapshot!`;
 //! - `<engine>.<variant>.<scenario>.metrics.json`: medians of the measured numbers, compared
 //!   within a relative tolerance (5 % by default).
+//!
 //! A run never rewrites them: only `cargo xtask check --accept` does.
 
 use std::collections::BTreeMap;

