@@ -200,6 +200,7 @@ mod tests {
         assert!(all.len() >= 2);
         let candle = select_targets(&["candle".into()]).unwrap();
         assert!(candle.iter().all(|t| t.engine == "candle") && candle.len() == 2);
+        assert_eq!(select_targets(&["llamacpp".into()]).unwrap()[0].label(), "llamacpp:gguf-q4_1");
         let one = select_targets(&["candle:hf-f32".into()]).unwrap();
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].label(), "candle:hf-f32");

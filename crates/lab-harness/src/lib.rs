@@ -11,6 +11,7 @@ pub mod provenance;
 pub mod results;
 pub mod runner;
 pub mod stats;
+pub mod testkit;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;

@@ -5,100 +5,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use lab_harness::baseline::{self, CheckOptions, Verdict};
-use lab_harness::catalog::{self, Target};
-use lab_harness::results::{RunStatus, TargetResult, TargetStatus};
+use lab_harness::baseline;
+use lab_harness::results::TargetResult;
 use lab_harness::runner::{self, Launch, RunError};
-use lab_harness::{model, provenance, BenchPlan, PreparedTarget};
-use lab_protocol::{Device, Dtype, WeightFormat};
-
-/// Must equal the generation length the committed baselines were accepted with (the default
-/// of `cargo xtask bench`), because token snapshots are compared exactly.
-const BASELINE_MAX_NEW_TOKENS: u32 = 64;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn models_dir() -> PathBuf {
-    let dir = std::env::var_os("LAB_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("models"));
-    assert!(
-        dir.join("smollm2-135m/MANIFEST.json").exists(),
-        "model volume missing at {}: run `cargo xtask models`",
-        dir.display()
-    );
-    dir
-}
-
-fn threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-}
+use lab_harness::testkit::{self, models_dir};
+use lab_harness::PreparedTarget;
+use lab_protocol::{Dtype, WeightFormat};
 
 fn candle(format: WeightFormat, dtype: Dtype, env: &[(&str, &str)]) -> PreparedTarget {
-    let binary = PathBuf::from(env!("CARGO_BIN_EXE_engine-candle"));
-    let mut env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    env.push(("RAYON_NUM_THREADS".into(), threads().to_string()));
-    PreparedTarget {
-        target: Target {
-            engine: "candle",
-            package: "engine-candle",
-            binary: "engine-candle",
-            format,
-            dtype,
-        },
-        launch: Launch {
-            program: binary.display().to_string(),
-            args: vec![],
-            env,
-        },
-        binary,
-        model_dir_for_engine: models_dir().join("smollm2-135m").display().to_string(),
-        image_digest: None,
-    }
-}
-
-fn run(
-    tag: &str,
-    targets: Vec<PreparedTarget>,
-    warmup: u32,
-    iterations: u32,
-) -> (BenchPlan, Vec<TargetResult>) {
-    let model = model::resolve(&models_dir(), "smollm2-135m").unwrap();
-    let prov = provenance::collect(&root(), provenance::rfc3339(provenance::now_unix()));
-    let profile = provenance::hardware_profile(&prov.host, &Device::Cpu, threads());
-    let dir = std::env::temp_dir().join(format!("engine-candle-it-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let plan = BenchPlan {
-        root: root(),
-        run_dir: dir.join("run"),
-        run_id: format!("test-{tag}"),
-        model,
-        targets,
-        skipped: vec![],
-        scenarios: catalog::select_scenarios(&["s1".into()]).unwrap(),
-        device: Device::Cpu,
-        threads: threads(),
-        warmup_iterations: warmup,
-        iterations,
-        max_new_tokens: BASELINE_MAX_NEW_TOKENS,
-        timeout: Duration::from_secs(1200),
-        runtime: "native".into(),
-        profile,
-        provenance: prov,
-    };
-    let (manifest, results) = lab_harness::bench(&plan, &AtomicBool::new(false)).unwrap();
-    assert_eq!(manifest.status, RunStatus::Complete);
-    for t in &manifest.targets {
-        assert_eq!(t.status, TargetStatus::Ok, "{}: {:?}", t.target, t.error);
-    }
-    (plan, results)
+    testkit::target("candle", Path::new(env!("CARGO_BIN_EXE_engine-candle")), format, dtype, env)
 }
 
 /// `bench` then `check` on the real model, against the committed baseline of this machine's
@@ -107,56 +22,21 @@ fn run(
 /// and printed but not asserted: timings are never pass/fail in tests.
 #[test]
 fn bench_and_check_on_the_real_model() {
-    let (plan, results) = run(
-        "e2e",
-        vec![
-            candle(WeightFormat::Gguf, Dtype::Q4_1, &[]),
-            candle(WeightFormat::Safetensors, Dtype::F32, &[]),
-        ],
+    let (plan, results) = testkit::run_s1(
+        "candle",
+        vec![candle(WeightFormat::Gguf, Dtype::Q4_1, &[]), candle(WeightFormat::Safetensors, Dtype::F32, &[])],
         1,
         2,
     );
-    let baseline_dir = root().join("baselines").join(&plan.profile);
-    assert!(
-        baseline_dir.is_dir(),
-        "no baseline for hardware profile `{}` ({}): run `cargo xtask bench` and review it, then `cargo xtask check --accept`",
-        plan.profile,
-        baseline_dir.display()
-    );
+    let dir = testkit::baseline_dir(&plan);
     for r in &results {
         let name = baseline::snapshot_name(&baseline::stem_of(&r.target), "s1");
         let body = baseline::token_snapshot(r, "s1").unwrap();
-        insta::with_settings!({ snapshot_path => baseline_dir.clone(), prepend_module_to_snapshot => false, omit_expression => true }, {
+        insta::with_settings!({ snapshot_path => dir.clone(), prepend_module_to_snapshot => false, omit_expression => true }, {
             insta::assert_snapshot!(name, body);
         });
-        for p in &r.report.scenarios[0].prompts {
-            assert!(
-                p.deterministic,
-                "{} {} produced different ids across iterations",
-                r.target, p.prompt
-            );
-        }
     }
-    let exact = baseline::check(
-        &results,
-        &baseline_dir,
-        CheckOptions {
-            exact_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    assert!(
-        exact.iter().all(|f| f.verdict == Verdict::Pass),
-        "{exact:#?}"
-    );
-    // The numeric comparison runs on real numbers; its verdicts are shown, not asserted.
-    for f in baseline::check(&results, &baseline_dir, CheckOptions::default()).unwrap() {
-        eprintln!(
-            "numbers (informational): {} {} {} {:?} {}",
-            f.target, f.prompt, f.metric, f.verdict, f.detail
-        );
-    }
+    testkit::assert_tokens_match_baseline(&plan, &results);
 }
 
 /// The converter's output (F32 HF directory, dense Llama) generates exactly the tokens of the
@@ -165,8 +45,8 @@ fn bench_and_check_on_the_real_model() {
 /// missing Q/K un-permutation or a wrong config value changes the tokens within a few steps.
 #[test]
 fn converted_safetensors_match_the_dequantized_gguf() {
-    let (_, results) = run(
-        "convert",
+    let (_, results) = testkit::run_s1(
+        "candle-convert",
         vec![
             candle(
                 WeightFormat::Gguf,

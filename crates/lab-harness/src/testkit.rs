@@ -1,0 +1,127 @@
+//! Helpers for engines' end-to-end tests on the real model: locating the model volume, running
+//! targets through [`crate::bench`] exactly as `cargo xtask bench` does, and comparing token ids
+//! with the committed baseline of this machine's hardware profile.
+//!
+//! Only tests use this; it panics with the command to run when something is missing.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use lab_protocol::{Device, Dtype, WeightFormat};
+
+use crate::baseline::{self, CheckOptions, Verdict};
+use crate::catalog::{self, Target};
+use crate::results::{RunStatus, TargetResult, TargetStatus};
+use crate::runner::Launch;
+use crate::{model, provenance, BenchPlan, PreparedTarget};
+
+/// Must equal the generation length the committed baselines were accepted with (the default
+/// of `cargo xtask bench`), because token snapshots are compared exactly.
+pub const BASELINE_MAX_NEW_TOKENS: u32 = 64;
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("project root")
+}
+
+/// `LAB_MODELS_DIR` or `<root>/models`; panics with the fixing command when smollm2 is missing.
+pub fn models_dir() -> PathBuf {
+    let dir = std::env::var_os("LAB_MODELS_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("models"));
+    assert!(
+        dir.join("smollm2-135m/MANIFEST.json").exists(),
+        "model volume missing at {}: run `cargo xtask models` (or `cargo xtask test`)",
+        dir.display()
+    );
+    dir
+}
+
+pub fn threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// A target started from `binary` (an engine test's `CARGO_BIN_EXE_…`) with extra environment.
+pub fn target(
+    engine: &'static str,
+    binary: &Path,
+    format: WeightFormat,
+    dtype: Dtype,
+    env: &[(&str, &str)],
+) -> PreparedTarget {
+    let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    env.push(("RAYON_NUM_THREADS".into(), threads().to_string()));
+    let known = catalog::targets();
+    let t = known
+        .iter()
+        .find(|t| t.engine == engine && t.format == format && t.dtype == dtype)
+        .cloned()
+        .unwrap_or(Target { engine, package: engine, binary: engine, format, dtype });
+    PreparedTarget {
+        target: t,
+        launch: Launch { program: binary.display().to_string(), args: vec![], env },
+        binary: binary.to_path_buf(),
+        model_dir_for_engine: models_dir().join("smollm2-135m").display().to_string(),
+        image_digest: None,
+    }
+}
+
+/// Runs S1 on smollm2-135m for `targets` into a temporary directory; every target must succeed.
+pub fn run_s1(tag: &str, targets: Vec<PreparedTarget>, warmup: u32, iterations: u32) -> (BenchPlan, Vec<TargetResult>) {
+    let model = model::resolve(&models_dir(), "smollm2-135m").unwrap();
+    let prov = provenance::collect(&root(), provenance::rfc3339(provenance::now_unix()));
+    let profile = provenance::hardware_profile(&prov.host, &Device::Cpu, threads());
+    let dir = std::env::temp_dir().join(format!("lab-e2e-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let plan = BenchPlan {
+        root: root(),
+        run_dir: dir.join("run"),
+        run_id: format!("test-{tag}"),
+        model,
+        targets,
+        skipped: vec![],
+        scenarios: catalog::select_scenarios(&["s1".into()]).unwrap(),
+        device: Device::Cpu,
+        threads: threads(),
+        warmup_iterations: warmup,
+        iterations,
+        max_new_tokens: BASELINE_MAX_NEW_TOKENS,
+        timeout: Duration::from_secs(1200),
+        runtime: "native".into(),
+        profile,
+        provenance: prov,
+    };
+    let (manifest, results) = crate::bench(&plan, &AtomicBool::new(false)).unwrap();
+    assert_eq!(manifest.status, RunStatus::Complete);
+    for t in &manifest.targets {
+        assert_eq!(t.status, TargetStatus::Ok, "{}: {:?}", t.target, t.error);
+    }
+    (plan, results)
+}
+
+/// The committed baseline directory of this machine's profile; panics with the fixing command.
+pub fn baseline_dir(plan: &BenchPlan) -> PathBuf {
+    let dir = root().join("baselines").join(&plan.profile);
+    assert!(
+        dir.is_dir(),
+        "no baseline for hardware profile `{}` ({}): run `cargo xtask bench`, review it, then `cargo xtask check --accept`",
+        plan.profile,
+        dir.display()
+    );
+    dir
+}
+
+/// Exact comparison of every result's token ids and counts with the committed baseline, through
+/// `check --exact-only`. (The caller also asserts its snapshots with insta.) Numbers are compared
+/// and printed, never asserted.
+pub fn assert_tokens_match_baseline(plan: &BenchPlan, results: &[TargetResult]) {
+    let dir = baseline_dir(plan);
+    for r in results {
+        for p in &r.report.scenarios[0].prompts {
+            assert!(p.deterministic, "{} {} produced different ids across iterations", r.target, p.prompt);
+        }
+    }
+    let exact = baseline::check(results, &dir, CheckOptions { exact_only: true, ..Default::default() }).unwrap();
+    assert!(exact.iter().all(|f| f.verdict == Verdict::Pass), "{exact:#?}");
+    for f in baseline::check(results, &dir, CheckOptions::default()).unwrap() {
+        eprintln!("numbers (informational): {} {} {} {:?} {}", f.target, f.prompt, f.metric, f.verdict, f.detail);
+    }
+}
