@@ -58,6 +58,13 @@ pub fn targets() -> Vec<Target> {
             format: WeightFormat::Safetensors,
             dtype: Dtype::F32,
         },
+        Target {
+            engine: "llamacpp",
+            package: "engine-llamacpp",
+            binary: "engine-llamacpp",
+            format: WeightFormat::Gguf,
+            dtype: Dtype::Q4_1,
+        },
     ]
 }
 
@@ -200,7 +207,10 @@ mod tests {
         assert!(all.len() >= 2);
         let candle = select_targets(&["candle".into()]).unwrap();
         assert!(candle.iter().all(|t| t.engine == "candle") && candle.len() == 2);
-        assert_eq!(select_targets(&["llamacpp".into()]).unwrap()[0].label(), "llamacpp:gguf-q4_1");
+        assert_eq!(
+            select_targets(&["llamacpp".into()]).unwrap()[0].label(),
+            "llamacpp:gguf-q4_1"
+        );
         let one = select_targets(&["candle:hf-f32".into()]).unwrap();
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].label(), "candle:hf-f32");

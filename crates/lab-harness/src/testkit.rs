@@ -21,12 +21,17 @@ use crate::{model, provenance, BenchPlan, PreparedTarget};
 pub const BASELINE_MAX_NEW_TOKENS: u32 = 64;
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("project root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("project root")
 }
 
 /// `LAB_MODELS_DIR` or `<root>/models`; panics with the fixing command when smollm2 is missing.
 pub fn models_dir() -> PathBuf {
-    let dir = std::env::var_os("LAB_MODELS_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("models"));
+    let dir = std::env::var_os("LAB_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("models"));
     assert!(
         dir.join("smollm2-135m/MANIFEST.json").exists(),
         "model volume missing at {}: run `cargo xtask models` (or `cargo xtask test`)",
@@ -36,7 +41,9 @@ pub fn models_dir() -> PathBuf {
 }
 
 pub fn threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// A target started from `binary` (an engine test's `CARGO_BIN_EXE_…`) with extra environment.
@@ -47,17 +54,30 @@ pub fn target(
     dtype: Dtype,
     env: &[(&str, &str)],
 ) -> PreparedTarget {
-    let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let mut env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     env.push(("RAYON_NUM_THREADS".into(), threads().to_string()));
     let known = catalog::targets();
     let t = known
         .iter()
         .find(|t| t.engine == engine && t.format == format && t.dtype == dtype)
         .cloned()
-        .unwrap_or(Target { engine, package: engine, binary: engine, format, dtype });
+        .unwrap_or(Target {
+            engine,
+            package: engine,
+            binary: engine,
+            format,
+            dtype,
+        });
     PreparedTarget {
         target: t,
-        launch: Launch { program: binary.display().to_string(), args: vec![], env },
+        launch: Launch {
+            program: binary.display().to_string(),
+            args: vec![],
+            env,
+        },
         binary: binary.to_path_buf(),
         model_dir_for_engine: models_dir().join("smollm2-135m").display().to_string(),
         image_digest: None,
@@ -65,7 +85,12 @@ pub fn target(
 }
 
 /// Runs S1 on smollm2-135m for `targets` into a temporary directory; every target must succeed.
-pub fn run_s1(tag: &str, targets: Vec<PreparedTarget>, warmup: u32, iterations: u32) -> (BenchPlan, Vec<TargetResult>) {
+pub fn run_s1(
+    tag: &str,
+    targets: Vec<PreparedTarget>,
+    warmup: u32,
+    iterations: u32,
+) -> (BenchPlan, Vec<TargetResult>) {
     let model = model::resolve(&models_dir(), "smollm2-135m").unwrap();
     let prov = provenance::collect(&root(), provenance::rfc3339(provenance::now_unix()));
     let profile = provenance::hardware_profile(&prov.host, &Device::Cpu, threads());
@@ -116,12 +141,30 @@ pub fn assert_tokens_match_baseline(plan: &BenchPlan, results: &[TargetResult]) 
     let dir = baseline_dir(plan);
     for r in results {
         for p in &r.report.scenarios[0].prompts {
-            assert!(p.deterministic, "{} {} produced different ids across iterations", r.target, p.prompt);
+            assert!(
+                p.deterministic,
+                "{} {} produced different ids across iterations",
+                r.target, p.prompt
+            );
         }
     }
-    let exact = baseline::check(results, &dir, CheckOptions { exact_only: true, ..Default::default() }).unwrap();
-    assert!(exact.iter().all(|f| f.verdict == Verdict::Pass), "{exact:#?}");
+    let exact = baseline::check(
+        results,
+        &dir,
+        CheckOptions {
+            exact_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        exact.iter().all(|f| f.verdict == Verdict::Pass),
+        "{exact:#?}"
+    );
     for f in baseline::check(results, &dir, CheckOptions::default()).unwrap() {
-        eprintln!("numbers (informational): {} {} {} {:?} {}", f.target, f.prompt, f.metric, f.verdict, f.detail);
+        eprintln!(
+            "numbers (informational): {} {} {} {:?} {}",
+            f.target, f.prompt, f.metric, f.verdict, f.detail
+        );
     }
 }

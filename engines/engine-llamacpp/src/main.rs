@@ -53,15 +53,18 @@ impl LlamaCpp {
             lab_protocol::Device::Cpu => 0,
             lab_protocol::Device::Cuda { .. } if cfg!(feature = "cuda") => 999,
             lab_protocol::Device::Cuda { .. } => {
-                return Err("this engine-llamacpp binary was built without the `cuda` feature".into())
+                return Err(
+                    "this engine-llamacpp binary was built without the `cuda` feature".into(),
+                )
             }
         };
         let path = Path::new(&request.model.dir).join("model.gguf");
         require_file(&path)?;
-        let threads = request
-            .threads
-            .map(|t| t as i32)
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(1));
+        let threads = request.threads.map(|t| t as i32).unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get() as i32)
+                .unwrap_or(1)
+        });
 
         // The backend and the model live as long as the process; leaking them gives the context
         // the 'static borrow it needs without a self-referential struct.
@@ -85,7 +88,10 @@ impl LlamaCpp {
         settings.insert("n_ctx".into(), N_CTX.to_string());
         settings.insert("n_ubatch".into(), "512".into());
         settings.insert("n_gpu_layers".into(), gpu_layers.to_string());
-        settings.insert("kv_cache".into(), "llama.cpp KV cache, cleared before every sequence".into());
+        settings.insert(
+            "kv_cache".into(),
+            "llama.cpp KV cache, cleared before every sequence".into(),
+        );
         settings.insert("logits".into(), "last prompt position only".into());
         let identity = EngineIdentity {
             name: "llamacpp".into(),
@@ -97,16 +103,30 @@ impl LlamaCpp {
             threads: threads as u32,
             settings,
         };
-        Ok(LlamaCpp { ctx, batch: LlamaBatch::new(N_CTX as usize, 1), pos: 0, identity })
+        Ok(LlamaCpp {
+            ctx,
+            batch: LlamaBatch::new(N_CTX as usize, 1),
+            pos: 0,
+            identity,
+        })
     }
 
     fn run(&mut self, tokens: &[u32], logits: &mut Vec<f32>) -> EngineResult<()> {
         if self.pos as usize + tokens.len() > N_CTX as usize {
-            return Err(format!("sequence of {} tokens exceeds the context of {N_CTX}", self.pos as usize + tokens.len()).into());
+            return Err(format!(
+                "sequence of {} tokens exceeds the context of {N_CTX}",
+                self.pos as usize + tokens.len()
+            )
+            .into());
         }
         self.batch.clear();
         for (i, &t) in tokens.iter().enumerate() {
-            self.batch.add(LlamaToken(t as i32), self.pos + i as i32, &[0], i + 1 == tokens.len())?;
+            self.batch.add(
+                LlamaToken(t as i32),
+                self.pos + i as i32,
+                &[0],
+                i + 1 == tokens.len(),
+            )?;
         }
         self.ctx.decode(&mut self.batch)?;
         self.pos += tokens.len() as i32;
@@ -143,6 +163,10 @@ impl Engine for LlamaCpp {
 }
 
 fn main() {
-    let meta = EngineMeta { name: "llamacpp", version: env!("CARGO_PKG_VERSION"), backend: BACKEND };
+    let meta = EngineMeta {
+        name: "llamacpp",
+        version: env!("CARGO_PKG_VERSION"),
+        backend: BACKEND,
+    };
     engine_kit::run_main(meta, LlamaCpp::load)
 }

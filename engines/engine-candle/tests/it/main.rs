@@ -1,7 +1,7 @@
 //! engine-candle on the real model: the end-to-end `bench` + `check`, the GGUF→safetensors
 //! conversion check, and error handling. Needs the model volume (`cargo xtask test` builds it).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
@@ -13,7 +13,13 @@ use lab_harness::PreparedTarget;
 use lab_protocol::{Dtype, WeightFormat};
 
 fn candle(format: WeightFormat, dtype: Dtype, env: &[(&str, &str)]) -> PreparedTarget {
-    testkit::target("candle", Path::new(env!("CARGO_BIN_EXE_engine-candle")), format, dtype, env)
+    testkit::target(
+        "candle",
+        Path::new(env!("CARGO_BIN_EXE_engine-candle")),
+        format,
+        dtype,
+        env,
+    )
 }
 
 /// `bench` then `check` on the real model, against the committed baseline of this machine's
@@ -24,7 +30,10 @@ fn candle(format: WeightFormat, dtype: Dtype, env: &[(&str, &str)]) -> PreparedT
 fn bench_and_check_on_the_real_model() {
     let (plan, results) = testkit::run_s1(
         "candle",
-        vec![candle(WeightFormat::Gguf, Dtype::Q4_1, &[]), candle(WeightFormat::Safetensors, Dtype::F32, &[])],
+        vec![
+            candle(WeightFormat::Gguf, Dtype::Q4_1, &[]),
+            candle(WeightFormat::Safetensors, Dtype::F32, &[]),
+        ],
         1,
         2,
     );

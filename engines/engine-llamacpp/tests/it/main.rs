@@ -13,14 +13,22 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
 fn corpus() -> Vec<String> {
-    let read = |p: &Path| -> Vec<serde_json::Value> { serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
+    let read = |p: &Path| -> Vec<serde_json::Value> {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut texts: Vec<String> =
-        read(&here.join("tests/tokenizer_corpus.json")).into_iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let mut texts: Vec<String> = read(&here.join("tests/tokenizer_corpus.json"))
+        .into_iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
     // The corpus the volume's own reference ids were made for (code, digits, CJK, chat markup, the
     // S1 passage, ...).
     let reference = here.join("../../crates/model-volume/tests/reference/corpus.json");
-    texts.extend(read(&reference).into_iter().map(|v| v.as_str().unwrap().to_string()));
+    texts.extend(
+        read(&reference)
+            .into_iter()
+            .map(|v| v.as_str().unwrap().to_string()),
+    );
     texts
 }
 
@@ -32,9 +40,12 @@ fn llama_cpp_and_the_volume_tokenizer_agree_on_a_multilingual_corpus() {
     let dir = models_dir().join("smollm2-135m");
     let mut backend = LlamaBackend::init().unwrap();
     backend.void_logs();
-    let model =
-        LlamaModel::load_from_file(&backend, dir.join("model.gguf"), &LlamaModelParams::default().with_vocab_only(true))
-            .unwrap();
+    let model = LlamaModel::load_from_file(
+        &backend,
+        dir.join("model.gguf"),
+        &LlamaModelParams::default().with_vocab_only(true),
+    )
+    .unwrap();
     assert_eq!(model.meta_val_str("tokenizer.ggml.pre").unwrap(), "smollm");
     let vocab = model.vocab();
     let tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
@@ -45,10 +56,16 @@ fn llama_cpp_and_the_volume_tokenizer_agree_on_a_multilingual_corpus() {
     let mut tokens = 0;
     for text in &texts {
         let ours: Vec<u32> = tok.encode(text.as_str(), false).unwrap().get_ids().to_vec();
-        let theirs: Vec<u32> = vocab.tokenize(text.as_bytes(), false, true).iter().map(|t| t.0 as u32).collect();
+        let theirs: Vec<u32> = vocab
+            .tokenize(text.as_bytes(), false, true)
+            .iter()
+            .map(|t| t.0 as u32)
+            .collect();
         tokens += theirs.len();
         if ours != theirs {
-            mismatches.push(format!("ids differ for {text:?}\n  tokenizer.json {ours:?}\n  llama.cpp      {theirs:?}"));
+            mismatches.push(format!(
+                "ids differ for {text:?}\n  tokenizer.json {ours:?}\n  llama.cpp      {theirs:?}"
+            ));
             continue;
         }
         let ids: Vec<LlamaToken> = theirs.iter().map(|&t| LlamaToken(t as i32)).collect();
@@ -58,15 +75,29 @@ fn llama_cpp_and_the_volume_tokenizer_agree_on_a_multilingual_corpus() {
             mismatches.push(format!("decode differs for {text:?}: llama.cpp {theirs_text:?}, tokenizer.json {ours_text:?}"));
         }
     }
-    eprintln!("tokenizer cross-check: {} texts, {tokens} tokens, {} mismatches", texts.len(), mismatches.len());
+    eprintln!(
+        "tokenizer cross-check: {} texts, {tokens} tokens, {} mismatches",
+        texts.len(),
+        mismatches.len()
+    );
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
 
 #[test]
 fn bench_and_check_on_the_real_model() {
     let binary = Path::new(env!("CARGO_BIN_EXE_engine-llamacpp"));
-    let (plan, results) =
-        testkit::run_s1("llamacpp", vec![testkit::target("llamacpp", binary, WeightFormat::Gguf, Dtype::Q4_1, &[])], 1, 2);
+    let (plan, results) = testkit::run_s1(
+        "llamacpp",
+        vec![testkit::target(
+            "llamacpp",
+            binary,
+            WeightFormat::Gguf,
+            Dtype::Q4_1,
+            &[],
+        )],
+        1,
+        2,
+    );
     let dir = testkit::baseline_dir(&plan);
     for r in &results {
         let name = baseline::snapshot_name(&baseline::stem_of(&r.target), "s1");
@@ -84,10 +115,20 @@ fn bench_and_check_on_the_real_model() {
 #[test]
 fn refuses_anything_but_the_gguf_and_a_missing_file() {
     let binary = Path::new(env!("CARGO_BIN_EXE_engine-llamacpp"));
-    let mut t = testkit::target("llamacpp", binary, WeightFormat::Safetensors, Dtype::F32, &[]);
+    let mut t = testkit::target(
+        "llamacpp",
+        binary,
+        WeightFormat::Safetensors,
+        Dtype::F32,
+        &[],
+    );
     t.model_dir_for_engine = "/nonexistent/dir".into();
     let run = |t: lab_harness::PreparedTarget| {
-        let dir = std::env::temp_dir().join(format!("llamacpp-err-{}-{}", t.target.variant(), std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "llamacpp-err-{}-{}",
+            t.target.variant(),
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         let model = lab_harness::model::resolve(&models_dir(), "smollm2-135m").unwrap();
         let req = lab_protocol::Request {
@@ -103,9 +144,18 @@ fn refuses_anything_but_the_gguf_and_a_missing_file() {
             threads: Some(1),
             scenarios: vec![],
         };
-        match lab_harness::runner::run_engine(&t.launch, &req, "llamacpp", std::time::Duration::from_secs(60), &Default::default()) {
+        match lab_harness::runner::run_engine(
+            &t.launch,
+            &req,
+            "llamacpp",
+            std::time::Duration::from_secs(60),
+            &Default::default(),
+        ) {
             Err(lab_harness::runner::RunError::Failed { message, .. }) => message,
-            other => panic!("expected a failure, got {:?}", other.map(|f| f.report.error)),
+            other => panic!(
+                "expected a failure, got {:?}",
+                other.map(|f| f.report.error)
+            ),
         }
     };
     let msg = run(t.clone());
@@ -113,5 +163,8 @@ fn refuses_anything_but_the_gguf_and_a_missing_file() {
     let mut g = testkit::target("llamacpp", binary, WeightFormat::Gguf, Dtype::Q4_1, &[]);
     g.model_dir_for_engine = "/nonexistent/dir".into();
     let msg = run(g);
-    assert!(msg.contains("/nonexistent/dir/model.gguf is missing") && msg.contains("never download"), "{msg}");
+    assert!(
+        msg.contains("/nonexistent/dir/model.gguf is missing") && msg.contains("never download"),
+        "{msg}"
+    );
 }
