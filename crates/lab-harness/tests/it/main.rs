@@ -2,7 +2,7 @@
 //! handling, atomic results, and the baseline comparison. Prompts are tokenized with the real
 //! model volume's tokenizer, so the volume must exist (`cargo xtask test` makes it).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,21 +14,7 @@ use lab_harness::runner::Launch;
 use lab_harness::{model, provenance, BenchPlan, PreparedTarget};
 use lab_protocol::{Device, Dtype, WeightFormat};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn models_dir() -> PathBuf {
-    let dir = std::env::var_os("LAB_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("models"));
-    assert!(
-        dir.join("smollm2-135m/MANIFEST.json").exists(),
-        "model volume missing at {}: run `cargo xtask models`",
-        dir.display()
-    );
-    dir
-}
+use lab_harness::testkit::{models_dir, root};
 
 fn tempdir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lab-harness-it-{tag}-{}", std::process::id()));
