@@ -184,9 +184,9 @@ pub fn permute_rows(w: &Tensor, n_head: usize) -> candle_core::Result<Tensor> {
 pub fn write_safetensors(gguf: &Path, dest: &Path) -> Result<()> {
     let (content, mut file) = read_gguf(gguf)?;
     let shape = shape_from_gguf(&content, gguf)?;
-    let ce = |source| Error::Candle {
+    let ce = |err| Error::Candle {
         path: gguf.to_path_buf(),
-        source,
+        err,
     };
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
     names.sort();
@@ -215,9 +215,9 @@ pub fn write_safetensors(gguf: &Path, dest: &Path) -> Result<()> {
         }
     }
     let tmp = tmp_path(dest);
-    candle_core::safetensors::save(&out, &tmp).map_err(|source| Error::Candle {
+    candle_core::safetensors::save(&out, &tmp).map_err(|err| Error::Candle {
         path: tmp.clone(),
-        source,
+        err,
     })?;
     std::fs::rename(&tmp, dest).map_err(io_err(dest))
 }

@@ -27,26 +27,23 @@ pub const SMOLLM2: &str = "smollm2-135m";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{0}")]
     Msg(String),
-    #[error("{path}: {source}")]
+    #[error("{path}: {err}")]
     Candle {
         path: PathBuf,
-        source: candle_core::Error,
+        err: candle_core::Error,
     },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
+    move |err| Error::Io {
         path: path.to_path_buf(),
-        source,
+        err,
     }
 }
 

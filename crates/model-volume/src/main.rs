@@ -35,8 +35,15 @@ enum Cmd {
     Verify { entry_dir: PathBuf },
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().cmd {
+fn main() {
+    if let Err(e) = run(Cli::parse().cmd) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cmd: Cmd) -> Result<()> {
+    match cmd {
         Cmd::Smollm2 {
             models_dir,
             wheel_cache,

@@ -188,17 +188,17 @@ pub fn materialize(models_dir: &Path, shape_name: &str, seed: u64) -> Result<Pat
         } else {
             (0..len).map(|_| rng.sample() * 0.02).collect()
         };
-        let t = Tensor::from_vec(data, dims, &Device::Cpu).map_err(|source| Error::Candle {
+        let t = Tensor::from_vec(data, dims, &Device::Cpu).map_err(|err| Error::Candle {
             path: dir.clone(),
-            source,
+            err,
         })?;
         tensors.insert(n, t);
     }
     let dest = dir.join("model.safetensors");
     let tmp = tmp_path(&dest);
-    candle_core::safetensors::save(&tensors, &tmp).map_err(|source| Error::Candle {
+    candle_core::safetensors::save(&tensors, &tmp).map_err(|err| Error::Candle {
         path: tmp.clone(),
-        source,
+        err,
     })?;
     std::fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
 

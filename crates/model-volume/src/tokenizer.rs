@@ -21,9 +21,9 @@ const CONTROL: i32 = 3;
 
 pub(crate) fn read_gguf(path: &Path) -> Result<(gguf_file::Content, std::fs::File)> {
     let mut file = std::fs::File::open(path).map_err(io_err(path))?;
-    let content = gguf_file::Content::read(&mut file).map_err(|source| Error::Candle {
+    let content = gguf_file::Content::read(&mut file).map_err(|err| Error::Candle {
         path: path.to_path_buf(),
-        source,
+        err,
     })?;
     Ok((content, file))
 }
