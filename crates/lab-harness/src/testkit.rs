@@ -84,19 +84,21 @@ pub fn target(
     }
 }
 
-/// Runs S1 on smollm2-135m for `targets` into a temporary directory; every target must succeed.
-pub fn run_s1(
+/// A plan for S1 on smollm2-135m on the CPU, writing into a fresh temporary directory, with this
+/// machine's hardware profile.
+pub fn s1_plan(
     tag: &str,
     targets: Vec<PreparedTarget>,
     warmup: u32,
     iterations: u32,
-) -> (BenchPlan, Vec<TargetResult>) {
+    max_new_tokens: u32,
+) -> BenchPlan {
     let model = model::resolve(&models_dir(), "smollm2-135m").unwrap();
     let prov = provenance::collect(&root(), provenance::rfc3339(provenance::now_unix()));
     let profile = provenance::hardware_profile(&prov.host, &Device::Cpu, threads());
     let dir = std::env::temp_dir().join(format!("lab-e2e-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let plan = BenchPlan {
+    BenchPlan {
         root: root(),
         run_dir: dir.join("run"),
         run_id: format!("test-{tag}"),
@@ -108,12 +110,23 @@ pub fn run_s1(
         threads: threads(),
         warmup_iterations: warmup,
         iterations,
-        max_new_tokens: BASELINE_MAX_NEW_TOKENS,
+        max_new_tokens,
         timeout: Duration::from_secs(1200),
         runtime: "native".into(),
         profile,
         provenance: prov,
-    };
+    }
+}
+
+/// Runs S1 on smollm2-135m for `targets` with the baselines' generation length; every target
+/// must succeed.
+pub fn run_s1(
+    tag: &str,
+    targets: Vec<PreparedTarget>,
+    warmup: u32,
+    iterations: u32,
+) -> (BenchPlan, Vec<TargetResult>) {
+    let plan = s1_plan(tag, targets, warmup, iterations, BASELINE_MAX_NEW_TOKENS);
     let (manifest, results) = crate::bench(&plan, &AtomicBool::new(false)).unwrap();
     assert_eq!(manifest.status, RunStatus::Complete);
     for t in &manifest.targets {

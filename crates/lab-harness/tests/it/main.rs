@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lab_harness::baseline::{self, CheckOptions, Verdict};
-use lab_harness::catalog::{self, Target};
+use lab_harness::catalog::Target;
 use lab_harness::results::{self, RunStatus, TargetStatus};
 use lab_harness::runner::Launch;
-use lab_harness::{model, provenance, BenchPlan, PreparedTarget};
-use lab_protocol::{Device, Dtype, WeightFormat};
+use lab_harness::{model, BenchPlan, PreparedTarget};
+use lab_protocol::{Dtype, WeightFormat};
 
-use lab_harness::testkit::{models_dir, root};
+use lab_harness::testkit::{self, models_dir};
 
 fn tempdir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lab-harness-it-{tag}-{}", std::process::id()));
@@ -45,27 +45,10 @@ fn mock(variant_dtype: Dtype, mode: &str) -> PreparedTarget {
 }
 
 fn plan(tag: &str, targets: Vec<PreparedTarget>, timeout: Duration) -> BenchPlan {
-    let model = model::resolve(&models_dir(), "smollm2-135m").unwrap();
-    let prov = provenance::collect(&root(), provenance::rfc3339(provenance::now_unix()));
-    let dir = tempdir(tag);
-    BenchPlan {
-        root: root(),
-        run_dir: dir.join("run"),
-        run_id: format!("test-{tag}"),
-        model,
-        targets,
-        skipped: vec![],
-        scenarios: catalog::select_scenarios(&[]).unwrap(),
-        device: Device::Cpu,
-        threads: 1,
-        warmup_iterations: 1,
-        iterations: 3,
-        max_new_tokens: 8,
-        timeout,
-        runtime: "native".into(),
-        profile: "test-profile".into(),
-        provenance: prov,
-    }
+    let mut plan = testkit::s1_plan(&format!("harness-{tag}"), targets, 1, 3, 8);
+    plan.timeout = timeout;
+    plan.threads = 1;
+    plan
 }
 
 #[test]
