@@ -145,6 +145,7 @@ pub fn run(flags: Flags) -> Result<()> {
         let sh = paths::shell()?;
         let mut packages: Vec<&str> = runnable.iter().map(|t| t.package).collect();
         packages.dedup();
+        crate::deps::ensure_for(&packages)?;
         let features: Vec<String> = if gpu {
             vec!["--features".into(), "cuda".into()]
         } else {

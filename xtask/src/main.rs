@@ -3,6 +3,7 @@
 
 mod bench;
 mod check;
+mod deps;
 mod models;
 mod paths;
 mod schema;

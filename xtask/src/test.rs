@@ -16,6 +16,7 @@ pub struct Flags {
 }
 
 pub fn run(flags: Flags) -> Result<()> {
+    crate::deps::ensure_for(&["--workspace"])?;
     let sh = paths::shell()?;
     eprintln!("building the workspace's tests and binaries (release)");
     cmd!(sh, "cargo test --workspace --release --no-run").run()?;

@@ -1,0 +1,87 @@
+//! System build requirements of the engines, checked before cargo runs so that a missing tool
+//! is one clear line instead of a build-script backtrace. On a Debian-like machine where we are
+//! root, missing packages are installed with apt-get (announced), which keeps the README's
+//! promise that two commands set up a fresh machine.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use xshell::cmd;
+
+use crate::paths;
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+/// bindgen loads `libclang.so` (not `libclang-cpp`, which llvm also ships).
+fn has_libclang() -> bool {
+    if std::env::var_os("LIBCLANG_PATH").is_some() {
+        return true;
+    }
+    let in_dir = |d: &Path| {
+        std::fs::read_dir(d)
+            .map(|it| {
+                it.filter_map(|e| e.ok())
+                    .any(|e| e.file_name().to_string_lossy().starts_with("libclang.so"))
+            })
+            .unwrap_or(false)
+    };
+    let llvm = std::fs::read_dir("/usr/lib")
+        .map(|it| {
+            it.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("llvm-"))
+                .any(|e| in_dir(&e.path().join("lib")))
+        })
+        .unwrap_or(false);
+    llvm || in_dir(Path::new("/usr/lib/x86_64-linux-gnu")) || in_dir(Path::new("/usr/lib64"))
+}
+
+/// Makes sure the packages about to be built can be: today only engine-llamacpp needs system
+/// tools (cmake for llama.cpp's build, libclang for bindgen).
+pub fn ensure_for(packages: &[&str]) -> Result<()> {
+    if !packages
+        .iter()
+        .any(|p| *p == "engine-llamacpp" || *p == "--workspace")
+    {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    if !on_path("cmake") {
+        missing.push("cmake");
+    }
+    if !has_libclang() {
+        missing.push("libclang-dev");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let sh = paths::shell()?;
+    let root = cmd!(sh, "id -u")
+        .quiet()
+        .read()
+        .map(|u| u.trim() == "0")
+        .unwrap_or(false);
+    if !(root && on_path("apt-get")) {
+        bail!(
+            "engine-llamacpp needs {} to build llama.cpp: install them (Debian/Ubuntu: `apt-get install {}`), \
+             or leave llama.cpp out with `--engine candle`",
+            missing.join(" and "),
+            missing.join(" ")
+        );
+    }
+    eprintln!(
+        "installing llama.cpp's build requirements with apt-get: {}",
+        missing.join(" ")
+    );
+    cmd!(sh, "apt-get update -qq").run()?;
+    cmd!(
+        sh,
+        "apt-get install -y -qq --no-install-recommends {missing...}"
+    )
+    .env("DEBIAN_FRONTEND", "noninteractive")
+    .run()?;
+    Ok(())
+}
