@@ -147,12 +147,20 @@ pub fn baseline_dir(plan: &BenchPlan) -> PathBuf {
     dir
 }
 
-/// Exact comparison of every result's token ids and counts with the committed baseline, through
-/// `check --exact-only`. (The caller also asserts its snapshots with insta.) Numbers are compared
-/// and printed, never asserted.
+/// Exact comparison of every result's token ids and counts with the committed baseline: first as
+/// insta snapshots under `baselines/<profile>/` (a mismatch leaves a `.snap.new` for
+/// `cargo insta review`; nothing is accepted when `INSTA_UPDATE=no`), then through
+/// `check --exact-only`. Numbers are compared and printed, never asserted.
 pub fn assert_tokens_match_baseline(plan: &BenchPlan, results: &[TargetResult]) {
     let dir = baseline_dir(plan);
     for r in results {
+        for sc in &r.report.scenarios {
+            let name = baseline::snapshot_name(&baseline::stem_of(&r.target), &sc.id);
+            let body = baseline::token_snapshot(r, &sc.id).expect("scenario is in the report");
+            insta::with_settings!({ snapshot_path => dir.clone(), prepend_module_to_snapshot => false, omit_expression => true }, {
+                insta::assert_snapshot!(name, body);
+            });
+        }
         for p in &r.report.scenarios[0].prompts {
             assert!(
                 p.deterministic,
