@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use lab_harness::catalog::{self, Target};
-use lab_harness::runner::Launch;
+use lab_harness::catalog::{self, EngineKind, Target};
 use lab_harness::{model, provenance, BenchPlan, PreparedTarget};
 use lab_protocol::Device;
 use xshell::cmd;
@@ -141,9 +140,18 @@ pub fn run(flags: Flags) -> Result<()> {
         );
     }
 
+    let python = if runnable.iter().any(|t| t.kind == EngineKind::Python) {
+        Some(crate::pyenv::ensure(false)?)
+    } else {
+        None
+    };
     if !flags.no_build {
         let sh = paths::shell()?;
-        let mut packages: Vec<&str> = runnable.iter().map(|t| t.package).collect();
+        let mut packages: Vec<&str> = runnable
+            .iter()
+            .filter(|t| t.kind == EngineKind::Rust)
+            .map(|t| t.package)
+            .collect();
         packages.dedup();
         crate::deps::ensure_for(&packages)?;
         let features: Vec<String> = if gpu {
@@ -191,19 +199,13 @@ pub fn run(flags: Flags) -> Result<()> {
     let prepared = runnable
         .into_iter()
         .map(|t| {
-            let binary = paths::release_binary(t.binary);
-            if !binary.exists() {
-                bail!(
-                    "{}: engine binary {} is missing (drop --no-build)",
-                    t.label(),
-                    binary.display()
-                );
-            }
-            let launch = Launch {
-                program: binary.display().to_string(),
-                args: Vec::new(),
-                env: vec![("RAYON_NUM_THREADS".into(), threads.to_string())],
-            };
+            let (launch, binary) = lab_harness::launch::launch_for(
+                &t,
+                &root,
+                &paths::target_dir().join("release"),
+                python.as_deref(),
+                threads,
+            )?;
             Ok(PreparedTarget {
                 target: t,
                 launch,

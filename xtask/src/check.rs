@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use lab_harness::baseline::{self, CheckOptions, Verdict};
+use lab_harness::correctness;
 use lab_harness::results;
 
 use crate::paths;
@@ -105,7 +106,25 @@ pub fn run(flags: Flags) -> Result<()> {
         max_cv: flags.max_cv,
         exact_only: flags.exact_only,
     };
-    let findings = baseline::check(&results, &dir, opts)?;
+    let mut findings = baseline::check(&results, &dir, opts)?;
+    // Correctness against the model's reference (independent of this machine's baselines).
+    if manifest.settings.model.synthetic {
+        eprintln!(
+            "correctness: not checked, model `{}` is synthetic",
+            manifest.settings.model.name
+        );
+    } else {
+        let path = correctness::reference_path(&paths::root(), &manifest.settings.model.name);
+        if !path.exists() {
+            bail!(
+                "{} is missing: `cargo xtask reference --model {}` generates it",
+                path.display(),
+                manifest.settings.model.name
+            );
+        }
+        let reference = correctness::load_reference(&path)?;
+        findings.extend(correctness::check(&results, &reference));
+    }
     println!("check {} against {}", run_dir.display(), dir.display());
     println!("| target | scenario | prompt | metric | verdict | detail |");
     println!("|---|---|---|---|---|---|");

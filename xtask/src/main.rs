@@ -6,6 +6,8 @@ mod check;
 mod deps;
 mod models;
 mod paths;
+mod pyenv;
+mod reference;
 mod schema;
 mod test;
 
@@ -33,6 +35,10 @@ enum Cmd {
     Test(test::Flags),
     /// Regenerate the protocol's JSON Schema files under crates/lab-protocol/schema/.
     Schema,
+    /// Create (or check) the pinned Python environment of the PyTorch engine; prints its python.
+    Pyenv(pyenv::Flags),
+    /// Regenerate baselines/reference/<model>.json with transformers on the original GGUF.
+    Reference(reference::Flags),
 }
 
 fn main() {
@@ -42,6 +48,8 @@ fn main() {
         Cmd::Check(f) => check::run(f),
         Cmd::Test(f) => test::run(f),
         Cmd::Schema => schema::run(),
+        Cmd::Pyenv(f) => pyenv::run(f),
+        Cmd::Reference(f) => reference::run(f),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,7 +1,8 @@
 //! `cargo xtask test`: the README's test command. Builds every test target of the workspace
 //! (which also builds the engine binaries the end-to-end tests start and the `model-volume`
 //! tool) in one cargo invocation, so shared dependencies compile once with one feature set;
-//! materialises the model volume (the tests use the real model); then runs every test.
+//! materialises the model volume (the tests use the real model) and the pinned Python
+//! environment (the PyTorch engine's tests); then runs every test.
 
 use anyhow::Result;
 use xshell::cmd;
@@ -21,6 +22,9 @@ pub fn run(flags: Flags) -> Result<()> {
     eprintln!("building the workspace's tests and binaries (release)");
     cmd!(sh, "cargo test --workspace --release --no-run").run()?;
     crate::models::materialize(&sh, &[], 0)?;
+    // The PyTorch engine's tests start it with this interpreter.
+    let python = crate::pyenv::ensure(false)?;
+    let _py = sh.push_env("LAB_PYTHON", python);
     let models = paths::models_dir();
     let _env = sh.push_env("LAB_MODELS_DIR", models);
     // Snapshots are never accepted here: a mismatch fails and leaves a .snap.new for review.

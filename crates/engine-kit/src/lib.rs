@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use lab_protocol::{
     EngineIdentity, IterationSample, LoadTimings, MemoryUsage, PromptReport, Report, Request,
-    ScenarioKind, ScenarioReport, ScenarioRequest, SCHEMA_VERSION,
+    ScenarioKind, ScenarioReport, ScenarioRequest, TopLogits, SCHEMA_VERSION, TOP_K,
 };
 
 pub use sampling::{argmax, Sampler};
@@ -86,6 +86,19 @@ pub fn parse_request(json: &str) -> Result<Request, KitError> {
         }
         if let Some(p) = s.prompts.iter().find(|p| p.token_ids.is_empty()) {
             return Err(bad(&format!("prompt `{}` has no tokens", p.name)));
+        }
+        if s.kind == ScenarioKind::TeacherForced {
+            if let Some(p) = s
+                .prompts
+                .iter()
+                .find(|p| p.forced_token_ids.len() as u32 + 1 != s.generation.max_new_tokens)
+            {
+                return Err(bad(&format!(
+                    "prompt `{}` has {} forced tokens; a teacher-forced scenario needs generation.max_new_tokens = forced + 1",
+                    p.name,
+                    p.forced_token_ids.len()
+                )));
+            }
         }
     }
     Ok(request)
@@ -265,20 +278,20 @@ pub fn require_file(path: &std::path::Path) -> EngineResult<()> {
 pub fn run_scenario<E: Engine>(engine: &mut E, scenario: &ScenarioRequest) -> ScenarioReport {
     let mut prompts = Vec::new();
     let mut error = None;
-    match scenario.kind {
-        ScenarioKind::SingleRequestLatency => {
-            for prompt in &scenario.prompts {
-                match measure_prompt(engine, scenario, &prompt.name, &prompt.token_ids) {
-                    Ok(report) => prompts.push(report),
-                    Err(e) => {
-                        eprintln!(
-                            "error: scenario {} prompt {}: {e}",
-                            scenario.id, prompt.name
-                        );
-                        error = Some(format!("prompt `{}`: {e}", prompt.name));
-                        break;
-                    }
-                }
+    for prompt in &scenario.prompts {
+        let forced = match scenario.kind {
+            ScenarioKind::SingleRequestLatency => None,
+            ScenarioKind::TeacherForced => Some(prompt.forced_token_ids.as_slice()),
+        };
+        match measure_prompt(engine, scenario, &prompt.name, &prompt.token_ids, forced) {
+            Ok(report) => prompts.push(report),
+            Err(e) => {
+                eprintln!(
+                    "error: scenario {} prompt {}: {e}",
+                    scenario.id, prompt.name
+                );
+                error = Some(format!("prompt `{}`: {e}", prompt.name));
+                break;
             }
         }
     }
@@ -295,16 +308,18 @@ fn measure_prompt<E: Engine>(
     scenario: &ScenarioRequest,
     name: &str,
     prompt: &[u32],
+    forced: Option<&[u32]>,
 ) -> Result<PromptReport, KitError> {
     let total = scenario.warmup_iterations + scenario.iterations;
     let mut logits = Vec::new();
     let mut samples = Vec::with_capacity(scenario.iterations as usize);
     let mut first_seen: Option<Vec<u32>> = None;
     let mut reference: Option<Vec<u32>> = None;
+    let mut top_logits = Vec::new();
     let mut deterministic = true;
     for i in 0..total {
         let warmup = i < scenario.warmup_iterations;
-        let (sample, tokens) = one_sequence(engine, scenario, prompt, &mut logits)?;
+        let (sample, tokens, tops) = one_sequence(engine, scenario, prompt, forced, &mut logits)?;
         // Warm-ups count too: every iteration of a prompt must produce the same ids.
         match &first_seen {
             None => first_seen = Some(tokens.clone()),
@@ -313,6 +328,7 @@ fn measure_prompt<E: Engine>(
         }
         if !warmup && reference.is_none() {
             reference = Some(tokens);
+            top_logits = tops;
         }
         if !warmup {
             samples.push(sample);
@@ -337,38 +353,51 @@ fn measure_prompt<E: Engine>(
         deterministic,
         warmup_iterations: scenario.warmup_iterations,
         samples,
+        top_logits,
     })
 }
 
-/// Prefill plus fixed-length decode of one sequence, timed.
+/// Prefill plus fixed-length decode of one sequence, timed. With `forced` (teacher forcing) the
+/// token fed at each step is the next forced one instead of the sampled one, and the top logits
+/// of every position are kept (outside the timed span's device work, after its sync).
 fn one_sequence<E: Engine>(
     engine: &mut E,
     scenario: &ScenarioRequest,
     prompt: &[u32],
+    forced: Option<&[u32]>,
     logits: &mut Vec<f32>,
-) -> Result<(IterationSample, Vec<u32>), KitError> {
+) -> Result<(IterationSample, Vec<u32>, Vec<TopLogits>), KitError> {
     let g = &scenario.generation;
     let wrap = |phase: &'static str| move |source| KitError::Engine { phase, source };
     let mut sampler = Sampler::new(&g.sampling);
     let mut tokens = Vec::with_capacity(g.max_new_tokens as usize);
     let mut inter_token_ns = Vec::with_capacity(g.max_new_tokens as usize);
+    let mut tops = Vec::new();
 
     engine.reset().map_err(wrap("reset"))?;
     engine.synchronize().map_err(wrap("reset"))?;
     let start = Instant::now();
     engine.prefill(prompt, logits).map_err(wrap("prefill"))?;
     let mut token = sampler.sample(logits);
+    if forced.is_some() {
+        tops.push(TopLogits::of(logits, TOP_K));
+    }
     engine.synchronize().map_err(wrap("prefill"))?;
     let mut last = Instant::now();
     let ttft_ns = (last - start).as_nanos() as u64;
     tokens.push(token);
 
     while (tokens.len() as u32) < g.max_new_tokens {
-        if g.stop_at_eos && g.eos_token_ids.contains(&token) {
-            break;
-        }
-        engine.decode(token, logits).map_err(wrap("decode"))?;
+        let feed = match forced {
+            Some(f) => f[tokens.len() - 1],
+            None if g.stop_at_eos && g.eos_token_ids.contains(&token) => break,
+            None => token,
+        };
+        engine.decode(feed, logits).map_err(wrap("decode"))?;
         token = sampler.sample(logits);
+        if forced.is_some() {
+            tops.push(TopLogits::of(logits, TOP_K));
+        }
         engine.synchronize().map_err(wrap("decode"))?;
         let now = Instant::now();
         inter_token_ns.push((now - last).as_nanos() as u64);
@@ -382,7 +411,7 @@ fn one_sequence<E: Engine>(
         new_tokens: tokens.len() as u32,
         inter_token_ns,
     };
-    Ok((sample, tokens))
+    Ok((sample, tokens, tops))
 }
 
 #[cfg(test)]

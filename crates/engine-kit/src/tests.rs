@@ -91,6 +91,7 @@ fn scenario(prompts: &[&[u32]], max_new: u32, stop_at_eos: bool) -> ScenarioRequ
             .map(|(i, p)| Prompt {
                 name: format!("p{i}"),
                 token_ids: p.to_vec(),
+                forced_token_ids: vec![],
             })
             .collect(),
         generation: GenerationSettings {
@@ -124,6 +125,51 @@ fn generates_fixed_length_ignoring_eos_by_default() {
     assert_eq!(e.decodes, 4 * 5);
     // A sync before every timestamp: after reset, after prefill, after every decode step.
     assert_eq!(e.syncs, 4 * (2 + 5));
+}
+
+#[test]
+fn teacher_forcing_feeds_the_forced_tokens_and_keeps_top_logits() {
+    let mut e = Mock::new();
+    let mut sc = scenario(&[&[5, 6]], 4, true);
+    sc.kind = ScenarioKind::TeacherForced;
+    // The mock predicts last + 1; feeding 3, 0, 5 makes it predict 4, 1, 6 after the prefill's 7.
+    sc.prompts[0].forced_token_ids = vec![3, 0, 5];
+    let r = run_scenario(&mut e, &sc);
+    assert!(r.error.is_none());
+    let p = &r.prompts[0];
+    // EOS (2) never stops a teacher-forced pass; every position is predicted once.
+    assert_eq!(p.generated_token_ids, vec![7, 4, 1, 6]);
+    assert_eq!(p.top_logits.len(), 4);
+    assert_eq!(p.top_logits[1].ids[0], 4);
+    assert_eq!(p.top_logits[1].logits[0], 1.0);
+    // Ties (the zeros) rank by ascending id after the maximum.
+    assert_eq!(p.top_logits[1].ids[1..], [0, 1, 2, 3]);
+    assert_eq!(e.decodes, 4 * 3);
+
+    // The forced count must match the length, or the request is refused.
+    let req = Request {
+        schema_version: SCHEMA_VERSION,
+        model: ModelSpec {
+            name: "m".into(),
+            dir: "/m".into(),
+            format: WeightFormat::Gguf,
+            dtype: Dtype::Q4_1,
+            synthetic: false,
+        },
+        device: Device::Cpu,
+        threads: None,
+        scenarios: vec![ScenarioRequest {
+            generation: GenerationSettings {
+                max_new_tokens: 9,
+                ..sc.generation.clone()
+            },
+            ..sc
+        }],
+    };
+    let err = parse_request(&serde_json::to_string(&req).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("p0") && err.contains("3 forced tokens"), "{err}");
 }
 
 #[test]

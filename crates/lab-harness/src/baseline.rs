@@ -112,6 +112,8 @@ pub enum Verdict {
     Regressed,
     TooNoisy,
     TokenMismatch,
+    /// Below the correctness gate against the reference.
+    Incorrect,
     MissingBaseline,
     MissingResult,
 }

@@ -7,14 +7,26 @@ use serde::Deserialize;
 
 use crate::{Error, Result};
 
+/// How an engine is built and started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    /// A Rust binary built by cargo: `package` is the cargo package, `binary` the file under
+    /// `target/release/`.
+    Rust,
+    /// A Python package under `engines/<package>/`, started as `python -m <binary>` with the
+    /// lab's pinned Python environment (`cargo xtask pyenv`).
+    Python,
+}
+
 /// One engine with one kind of weights, e.g. `candle:gguf-q4_1`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// Lab engine name, e.g. `candle`.
     pub engine: &'static str,
-    /// Cargo package that builds the engine binary.
+    pub kind: EngineKind,
+    /// Directory under `engines/` (for Rust engines also the cargo package).
     pub package: &'static str,
-    /// Binary name under `target/release/`.
+    /// Rust: binary name under `target/release/`; Python: the module run with `python -m`.
     pub binary: &'static str,
     pub format: WeightFormat,
     pub dtype: Dtype,
@@ -46,6 +58,7 @@ pub fn targets() -> Vec<Target> {
     vec![
         Target {
             engine: "candle",
+            kind: EngineKind::Rust,
             package: "engine-candle",
             binary: "engine-candle",
             format: WeightFormat::Gguf,
@@ -53,6 +66,7 @@ pub fn targets() -> Vec<Target> {
         },
         Target {
             engine: "candle",
+            kind: EngineKind::Rust,
             package: "engine-candle",
             binary: "engine-candle",
             format: WeightFormat::Safetensors,
@@ -60,10 +74,27 @@ pub fn targets() -> Vec<Target> {
         },
         Target {
             engine: "llamacpp",
+            kind: EngineKind::Rust,
             package: "engine-llamacpp",
             binary: "engine-llamacpp",
             format: WeightFormat::Gguf,
             dtype: Dtype::Q4_1,
+        },
+        Target {
+            engine: "pytorch",
+            kind: EngineKind::Python,
+            package: "engine-pytorch",
+            binary: "lab_engine_pytorch",
+            format: WeightFormat::Safetensors,
+            dtype: Dtype::F32,
+        },
+        Target {
+            engine: "pytorch",
+            kind: EngineKind::Python,
+            package: "engine-pytorch",
+            binary: "lab_engine_pytorch",
+            format: WeightFormat::Safetensors,
+            dtype: Dtype::Bf16,
         },
     ]
 }
@@ -100,45 +131,89 @@ pub fn select_targets(specs: &[String]) -> Result<Vec<Target>> {
     Ok(out)
 }
 
+/// Where a scenario's prompts come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptSource {
+    /// A committed passage under `prompts/`, cut into prompts of given lengths.
+    Passage(&'static str),
+    /// The reference prompts of `baselines/reference/<model>.json`, with greedy generation of the
+    /// reference's length (one untimed-for-stats iteration).
+    ReferenceGreedy,
+    /// The reference prompts, teacher-forced with the reference's greedy continuation.
+    ReferenceTeacherForced,
+}
+
 /// A scenario the harness can ask engines to run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scenario {
     pub id: &'static str,
     pub kind: ScenarioKind,
     pub description: &'static str,
-    /// Prompt set file under `prompts/`.
-    pub prompt_file: &'static str,
+    pub source: PromptSource,
+}
+
+impl Scenario {
+    /// Correctness scenarios are compared with the reference, not timed against baselines.
+    pub fn is_correctness(&self) -> bool {
+        !matches!(self.source, PromptSource::Passage(_))
+    }
+}
+
+/// Ids of the correctness scenarios (their timings are not statistics).
+pub fn is_correctness_scenario(id: &str) -> bool {
+    scenarios().iter().any(|s| s.id == id && s.is_correctness())
 }
 
 pub fn scenarios() -> Vec<Scenario> {
-    vec![Scenario {
-        id: "s1",
-        kind: ScenarioKind::SingleRequestLatency,
-        description: "single-request latency: prompts of 10, 50 and 200 tokens, fixed-length greedy generation",
-        prompt_file: "s1.json",
-    }]
+    vec![
+        Scenario {
+            id: "s1",
+            kind: ScenarioKind::SingleRequestLatency,
+            description: "single-request latency: prompts of 10, 50 and 200 tokens, fixed-length greedy generation",
+            source: PromptSource::Passage("s1.json"),
+        },
+        Scenario {
+            id: "ref-greedy",
+            kind: ScenarioKind::SingleRequestLatency,
+            description: "correctness: greedy continuations of the reference prompts, compared with the reference",
+            source: PromptSource::ReferenceGreedy,
+        },
+        Scenario {
+            id: "ref-tf",
+            kind: ScenarioKind::TeacherForced,
+            description: "correctness: the reference continuation teacher-forced, top-1 per position compared with the reference",
+            source: PromptSource::ReferenceTeacherForced,
+        },
+    ]
 }
 
+/// Resolves `--scenario` values; `ref` selects both correctness scenarios. Empty: all.
 pub fn select_scenarios(specs: &[String]) -> Result<Vec<Scenario>> {
     let all = scenarios();
     if specs.is_empty() {
         return Ok(all);
     }
-    specs
-        .iter()
-        .map(|s| {
-            all.iter()
-                .find(|x| x.id == s.to_lowercase())
-                .cloned()
-                .ok_or_else(|| {
-                    let known: Vec<_> = all.iter().map(|x| x.id).collect();
-                    Error::msg(format!(
-                        "unknown scenario `{s}` (known: {})",
-                        known.join(", ")
-                    ))
-                })
-        })
-        .collect()
+    let mut out: Vec<Scenario> = Vec::new();
+    for s in specs {
+        let s = s.to_lowercase();
+        let matched: Vec<&Scenario> = all
+            .iter()
+            .filter(|x| x.id == s || (s == "ref" && x.is_correctness()))
+            .collect();
+        if matched.is_empty() {
+            let known: Vec<_> = all.iter().map(|x| x.id).collect();
+            return Err(Error::msg(format!(
+                "unknown scenario `{s}` (known: {}, ref)",
+                known.join(", ")
+            )));
+        }
+        for m in matched {
+            if !out.contains(m) {
+                out.push(m.clone());
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,10 +229,10 @@ struct PromptFile {
 /// prompts (`p<N>` = the first N ids).
 pub fn load_prompts(
     prompts_dir: &Path,
-    scenario: &Scenario,
+    prompt_file: &str,
     tokenizer_json: &Path,
 ) -> Result<Vec<Prompt>> {
-    let path = prompts_dir.join(scenario.prompt_file);
+    let path = prompts_dir.join(prompt_file);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let file: PromptFile = serde_json::from_str(&text)
         .map_err(|e| Error::msg(format!("{}: malformed prompt file: {e}", path.display())))?;
@@ -175,6 +250,7 @@ pub fn load_prompts(
             Ok(Prompt {
                 name: format!("p{n}"),
                 token_ids: ids[..n].to_vec(),
+                forced_token_ids: Vec::new(),
             })
         })
         .collect()
@@ -236,5 +312,11 @@ mod tests {
             "{e}"
         );
         assert_eq!(select_scenarios(&["S1".into()]).unwrap()[0].id, "s1");
+        let r = select_scenarios(&["ref".into(), "ref-tf".into()]).unwrap();
+        assert_eq!(
+            r.iter().map(|s| s.id).collect::<Vec<_>>(),
+            ["ref-greedy", "ref-tf"]
+        );
+        assert!(is_correctness_scenario("ref-tf") && !is_correctness_scenario("s1"));
     }
 }

@@ -6,6 +6,8 @@
 
 pub mod baseline;
 pub mod catalog;
+pub mod correctness;
+pub mod launch;
 pub mod model;
 pub mod provenance;
 pub mod results;
@@ -21,7 +23,7 @@ use lab_protocol::{
     Device, GenerationSettings, Request, Sampling, ScenarioRequest, SCHEMA_VERSION,
 };
 
-use crate::catalog::{Scenario, Target};
+use crate::catalog::{PromptSource, Scenario, Target};
 use crate::model::ResolvedModel;
 use crate::results::{
     compute_stats, write_json_atomic, RunManifest, RunSettings, RunStatus, TargetOutcome,
@@ -110,11 +112,85 @@ pub struct BenchPlan {
     pub provenance: provenance::Provenance,
 }
 
+/// The scenarios of `plan` as engines receive them (identical for every target). Correctness
+/// scenarios take their prompts and lengths from the model's reference; a synthetic model has
+/// none, so they are left out (and said so). Returns the reference when one was used.
+pub fn scenario_requests(
+    plan: &BenchPlan,
+) -> Result<(Vec<ScenarioRequest>, Option<correctness::Reference>)> {
+    let prompts_dir = plan.root.join("prompts");
+    let generation = |max_new_tokens| GenerationSettings {
+        max_new_tokens,
+        stop_at_eos: false,
+        eos_token_ids: plan.model.eos_token_ids.clone(),
+        sampling: Sampling::Greedy,
+    };
+    let mut reference = None;
+    let mut out = Vec::new();
+    for s in &plan.scenarios {
+        let (prompts, generation, warmup_iterations, iterations) = match s.source {
+            PromptSource::Passage(file) => (
+                catalog::load_prompts(&prompts_dir, file, &plan.model.tokenizer_json)?,
+                generation(plan.max_new_tokens),
+                plan.warmup_iterations,
+                plan.iterations,
+            ),
+            PromptSource::ReferenceGreedy | PromptSource::ReferenceTeacherForced => {
+                if plan.model.synthetic {
+                    eprintln!(
+                        "scenario {}: skipped, model `{}` is synthetic (random weights have no reference)",
+                        s.id, plan.model.name
+                    );
+                    continue;
+                }
+                if reference.is_none() {
+                    let path = correctness::reference_path(&plan.root, &plan.model.name);
+                    if !path.exists() {
+                        return Err(Error::msg(format!(
+                            "scenario {}: {} is missing: generate it with `cargo xtask reference --model {}` or leave out the correctness scenarios (`--scenario s1`)",
+                            s.id,
+                            display_path(&plan.root, &path),
+                            plan.model.name
+                        )));
+                    }
+                    reference = Some(correctness::load_reference(&path)?);
+                }
+                let r = reference.as_ref().expect("loaded above");
+                // One iteration, no warm-up: these are checked for values, not timed.
+                if s.source == PromptSource::ReferenceGreedy {
+                    (
+                        r.greedy_prompts(),
+                        generation(r.continuation_tokens),
+                        0,
+                        1,
+                    )
+                } else {
+                    (
+                        r.teacher_forced_prompts(),
+                        generation(r.continuation_tokens),
+                        0,
+                        1,
+                    )
+                }
+            }
+        };
+        out.push(ScenarioRequest {
+            id: s.id.to_string(),
+            kind: s.kind,
+            prompts,
+            generation,
+            warmup_iterations,
+            iterations,
+        });
+    }
+    Ok((out, reference))
+}
+
 /// Builds the request an engine receives for `plan`.
 pub fn build_request(
     plan: &BenchPlan,
     t: &PreparedTarget,
-    prompts: &[(Scenario, Vec<lab_protocol::Prompt>)],
+    scenarios: &[ScenarioRequest],
 ) -> Request {
     Request {
         schema_version: SCHEMA_VERSION,
@@ -127,22 +203,7 @@ pub fn build_request(
         },
         device: plan.device.clone(),
         threads: Some(plan.threads as u32),
-        scenarios: prompts
-            .iter()
-            .map(|(s, p)| ScenarioRequest {
-                id: s.id.to_string(),
-                kind: s.kind,
-                prompts: p.clone(),
-                generation: GenerationSettings {
-                    max_new_tokens: plan.max_new_tokens,
-                    stop_at_eos: false,
-                    eos_token_ids: plan.model.eos_token_ids.clone(),
-                    sampling: Sampling::Greedy,
-                },
-                warmup_iterations: plan.warmup_iterations,
-                iterations: plan.iterations,
-            })
-            .collect(),
+        scenarios: scenarios.to_vec(),
     }
 }
 
@@ -159,18 +220,8 @@ pub fn bench(
     plan: &BenchPlan,
     interrupted: &AtomicBool,
 ) -> Result<(RunManifest, Vec<TargetResult>)> {
+    let (requests, reference) = scenario_requests(plan)?;
     std::fs::create_dir_all(&plan.run_dir).map_err(|e| Error::io(&plan.run_dir, e))?;
-    let prompts_dir = plan.root.join("prompts");
-    let prompts: Vec<(Scenario, Vec<lab_protocol::Prompt>)> = plan
-        .scenarios
-        .iter()
-        .map(|s| {
-            Ok((
-                s.clone(),
-                catalog::load_prompts(&prompts_dir, s, &plan.model.tokenizer_json)?,
-            ))
-        })
-        .collect::<Result<_>>()?;
 
     let mut manifest = RunManifest {
         result_version: RESULT_VERSION,
@@ -181,7 +232,7 @@ pub fn bench(
             model: model_info(plan),
             device: plan.device.to_string(),
             threads: plan.threads,
-            scenarios: plan.scenarios.iter().map(|s| s.id.to_string()).collect(),
+            scenarios: requests.iter().map(|s| s.id.clone()).collect(),
             warmup_iterations: plan.warmup_iterations,
             iterations: plan.iterations,
             max_new_tokens: plan.max_new_tokens,
@@ -212,7 +263,7 @@ pub fn bench(
             plan.targets.len(),
             plan.runtime
         );
-        let request = build_request(plan, t, &prompts);
+        let request = build_request(plan, t, &requests);
         let binary_sha = sha256_file(&t.binary)?;
         let outcome = runner::run_engine(&t.launch, &request, &label, plan.timeout, interrupted);
         let (report, wall_ms, error) = match outcome {
@@ -282,8 +333,24 @@ pub fn bench(
             process_wall_ms: wall_ms,
             provenance: plan.provenance.clone(),
             stats: compute_stats(&report),
+            correctness: None,
             report,
         };
+        let mut result = result;
+        if let Some(r) = &reference {
+            result.correctness = correctness::evaluate(&result, r);
+            if let Some(c) = &result.correctness {
+                eprintln!(
+                    "{label}: teacher-forced top-1 agreement {}/{} ({:.1} %, gate {:.0} %), greedy prefix {}/{} tokens",
+                    c.top1_agree,
+                    c.positions,
+                    c.top1_agreement * 100.0,
+                    c.gate * 100.0,
+                    c.greedy_prefix_tokens,
+                    c.greedy_tokens
+                );
+            }
+        }
         let file = format!("{}.json", t.target.file_stem());
         write_json_atomic(&plan.run_dir.join(&file), &result)?;
         manifest.targets.push(TargetOutcome {

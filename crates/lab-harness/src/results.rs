@@ -131,15 +131,20 @@ pub struct TargetResult {
     pub process_wall_ms: f64,
     pub provenance: Provenance,
     pub stats: Vec<ScenarioStats>,
+    /// Agreement with the model's reference (when the correctness scenarios ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correctness: Option<crate::correctness::Correctness>,
     /// The engine's report, verbatim (raw samples, token ids, load timings, memory, errors).
     pub report: Report,
 }
 
-/// Derives per-prompt statistics from the raw samples of a report.
+/// Derives per-prompt statistics from the raw samples of a report (timed scenarios only: the
+/// correctness scenarios run once and are compared with the reference instead).
 pub fn compute_stats(report: &Report) -> Vec<ScenarioStats> {
     report
         .scenarios
         .iter()
+        .filter(|s| !crate::catalog::is_correctness_scenario(&s.id))
         .map(|s| ScenarioStats {
             id: s.id.clone(),
             error: s.error.clone(),
@@ -327,6 +332,9 @@ pub fn render_markdown(manifest: &RunManifest, results: &[TargetResult]) -> Stri
             }
         }
     }
+    let correctness: Vec<crate::correctness::Correctness> =
+        results.iter().filter_map(|r| r.correctness.clone()).collect();
+    s.push_str(&crate::correctness::render_markdown(&correctness));
     let failed: Vec<&TargetOutcome> = manifest
         .targets
         .iter()
@@ -411,6 +419,7 @@ mod tests {
                     deterministic: true,
                     warmup_iterations: 1,
                     samples: vec![sample(100, 50), sample(110, 50), sample(90, 40)],
+                    top_logits: vec![],
                 }],
                 error: None,
             }],
@@ -434,6 +443,29 @@ mod tests {
             process_wall_ms: 1000.0,
             provenance: provenance.clone(),
             stats: compute_stats(&report),
+            correctness: Some(crate::correctness::Correctness {
+                target: "mock:hf-f32".into(),
+                dtype: "f32".into(),
+                top1_agree: 255,
+                positions: 256,
+                top1_agreement: 255.0 / 256.0,
+                gate: 0.99,
+                gate_reason: "f32".into(),
+                greedy_prefix_tokens: 250,
+                greedy_tokens: 256,
+                greedy_full_matches: 7,
+                max_abs_top1_logit_error: Some(3.1e-5),
+                prompts: (0..8)
+                    .map(|i| crate::correctness::PromptCorrectness {
+                        prompt: format!("q{i}"),
+                        top1_agree: 32 - u32::from(i == 0),
+                        positions: 32,
+                        greedy_prefix: if i == 0 { 26 } else { 32 },
+                        greedy_tokens: 32,
+                    })
+                    .collect(),
+                errors: vec![],
+            }),
             report,
         };
         let manifest = RunManifest {

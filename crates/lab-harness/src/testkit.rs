@@ -14,7 +14,7 @@ use crate::baseline::{self, CheckOptions, Verdict};
 use crate::catalog::{self, Target};
 use crate::results::{RunStatus, TargetResult, TargetStatus};
 use crate::runner::Launch;
-use crate::{model, provenance, BenchPlan, PreparedTarget};
+use crate::{correctness, model, provenance, BenchPlan, PreparedTarget};
 
 /// Must equal the generation length the committed baselines were accepted with (the default
 /// of `cargo xtask bench`), because token snapshots are compared exactly.
@@ -66,6 +66,7 @@ pub fn target(
         .cloned()
         .unwrap_or(Target {
             engine,
+            kind: catalog::EngineKind::Rust,
             package: engine,
             binary: engine,
             format,
@@ -79,6 +80,35 @@ pub fn target(
             env,
         },
         binary: binary.to_path_buf(),
+        model_dir_for_engine: models_dir().join("smollm2-135m").display().to_string(),
+        image_digest: None,
+    }
+}
+
+/// The lab's Python environment: `LAB_PYTHON` (set by `cargo xtask test`); panics with the fixing
+/// command when it is not set.
+pub fn python() -> PathBuf {
+    let p = std::env::var_os("LAB_PYTHON").map(PathBuf::from).expect(
+        "LAB_PYTHON is not set: run the tests with `cargo xtask test` (it creates the pinned Python environment), or `cargo xtask pyenv` and export LAB_PYTHON",
+    );
+    assert!(p.exists(), "LAB_PYTHON={} does not exist", p.display());
+    p
+}
+
+/// A catalog target of a Python engine, started as `cargo xtask bench` starts it.
+pub fn python_target(engine: &str, format: WeightFormat, dtype: Dtype) -> PreparedTarget {
+    let t = catalog::targets()
+        .into_iter()
+        .find(|t| t.engine == engine && t.format == format && t.dtype == dtype)
+        .unwrap_or_else(|| panic!("no catalog target {engine} {format:?} {dtype:?}"));
+    let py = python();
+    let (launch, binary) =
+        crate::launch::launch_for(&t, &root(), Path::new("/nonexistent"), Some(&py), threads())
+            .unwrap();
+    PreparedTarget {
+        target: t,
+        launch,
+        binary,
         model_dir_for_engine: models_dir().join("smollm2-135m").display().to_string(),
         image_digest: None,
     }
@@ -127,6 +157,48 @@ pub fn run_s1(
     iterations: u32,
 ) -> (BenchPlan, Vec<TargetResult>) {
     let plan = s1_plan(tag, targets, warmup, iterations, BASELINE_MAX_NEW_TOKENS);
+    run_plan(plan)
+}
+
+/// Runs the correctness scenarios (`ref-greedy`, `ref-tf`) for `targets`; every target must
+/// finish. Compare with [`assert_correct`].
+pub fn run_correctness(tag: &str, targets: Vec<PreparedTarget>) -> (BenchPlan, Vec<TargetResult>) {
+    let mut plan = s1_plan(tag, targets, 0, 1, BASELINE_MAX_NEW_TOKENS);
+    plan.scenarios = catalog::select_scenarios(&["ref".into()]).unwrap();
+    run_plan(plan)
+}
+
+/// The committed reference of smollm2-135m.
+pub fn reference() -> correctness::Reference {
+    correctness::load_reference(&correctness::reference_path(&root(), "smollm2-135m")).unwrap()
+}
+
+/// Every result passes the correctness gate of its precision; the figures are printed.
+pub fn assert_correct(results: &[TargetResult]) -> Vec<correctness::Correctness> {
+    let reference = reference();
+    let mut out = Vec::new();
+    for r in results {
+        let c = correctness::evaluate(r, &reference).expect("the run has correctness scenarios");
+        eprintln!(
+            "correctness: {}: top-1 {}/{} ({:.1} %, gate {:.0} %), greedy prefix {}/{}, {}/{} prompts identical, max top-1 logit error {:?}",
+            c.target,
+            c.top1_agree,
+            c.positions,
+            c.top1_agreement * 100.0,
+            c.gate * 100.0,
+            c.greedy_prefix_tokens,
+            c.greedy_tokens,
+            c.greedy_full_matches,
+            c.prompts.len(),
+            c.max_abs_top1_logit_error
+        );
+        assert!(c.passes(), "{c:#?}");
+        out.push(c);
+    }
+    out
+}
+
+fn run_plan(plan: BenchPlan) -> (BenchPlan, Vec<TargetResult>) {
     let (manifest, results) = crate::bench(&plan, &AtomicBool::new(false)).unwrap();
     assert_eq!(manifest.status, RunStatus::Complete);
     for t in &manifest.targets {
@@ -154,14 +226,14 @@ pub fn baseline_dir(plan: &BenchPlan) -> PathBuf {
 pub fn assert_tokens_match_baseline(plan: &BenchPlan, results: &[TargetResult]) {
     let dir = baseline_dir(plan);
     for r in results {
-        for sc in &r.report.scenarios {
+        for sc in &r.stats {
             let name = baseline::snapshot_name(&baseline::stem_of(&r.target), &sc.id);
             let body = baseline::token_snapshot(r, &sc.id).expect("scenario is in the report");
             insta::with_settings!({ snapshot_path => dir.clone(), prepend_module_to_snapshot => false, omit_expression => true }, {
                 insta::assert_snapshot!(name, body);
             });
         }
-        for p in &r.report.scenarios[0].prompts {
+        for p in r.stats.iter().flat_map(|s| &s.prompts) {
             assert!(
                 p.deterministic,
                 "{} {} produced different ids across iterations",

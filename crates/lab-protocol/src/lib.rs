@@ -19,7 +19,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change of [`Request`] or [`Report`].
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// What the harness asks an engine to do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -114,6 +114,10 @@ pub struct ScenarioRequest {
 pub enum ScenarioKind {
     /// S1: one request at a time; prefill the prompt, then decode a fixed number of tokens.
     SingleRequestLatency,
+    /// Correctness: prefill the prompt, then feed each of the prompt's `forced_token_ids` in turn
+    /// (instead of the sampled token) and report the top-k logits of every position.
+    /// `generation.max_new_tokens` must equal `forced_token_ids.len() + 1`.
+    TeacherForced,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -122,6 +126,9 @@ pub struct Prompt {
     /// Stable name, e.g. `p10` for the 10-token prompt.
     pub name: String,
     pub token_ids: Vec<u32>,
+    /// Teacher-forced scenarios only: the tokens fed after the prompt, one per decode step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forced_token_ids: Vec<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -220,6 +227,44 @@ pub struct PromptReport {
     pub deterministic: bool,
     pub warmup_iterations: u32,
     pub samples: Vec<IterationSample>,
+    /// Teacher-forced scenarios only: the top-[`TOP_K`] logits of every position of the first
+    /// measured iteration (prefill's last position, then one per forced token).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_logits: Vec<TopLogits>,
+}
+
+/// How many logits a teacher-forced report keeps per position.
+pub const TOP_K: usize = 5;
+
+/// The largest logits of one position: descending value, ascending id on ties.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TopLogits {
+    pub ids: Vec<u32>,
+    pub logits: Vec<f32>,
+}
+
+impl TopLogits {
+    /// The top `k` of `logits` (NaN never ranks).
+    pub fn of(logits: &[f32], k: usize) -> Self {
+        let mut best: Vec<(f32, u32)> = Vec::with_capacity(k + 1);
+        for (i, &v) in logits.iter().enumerate() {
+            if v.is_nan() {
+                continue;
+            }
+            if best.len() == k && best.last().is_some_and(|&(w, _)| v <= w) {
+                continue;
+            }
+            // Insert after every value >= v (keeps lower ids first among equal values).
+            let at = best.partition_point(|&(w, _)| w >= v);
+            best.insert(at, (v, i as u32));
+            best.truncate(k);
+        }
+        TopLogits {
+            ids: best.iter().map(|&(_, i)| i).collect(),
+            logits: best.iter().map(|&(v, _)| v).collect(),
+        }
+    }
 }
 
 /// One measured iteration, raw. Timestamps come from a monotonic clock after a device sync.
@@ -301,6 +346,7 @@ mod tests {
                     generated_token_ids: vec![7042, 30, 198],
                     deterministic: true,
                     warmup_iterations: 1,
+                    top_logits: vec![],
                     samples: vec![IterationSample {
                         ttft_ns: 50_000_000,
                         e2e_ns: 150_000_000,
@@ -344,6 +390,14 @@ mod tests {
             inter_token_ns: vec![],
         };
         assert_eq!(one.decode_tok_per_s(), None);
+    }
+
+    #[test]
+    fn top_logits_are_descending_with_low_ids_first_on_ties() {
+        let t = TopLogits::of(&[1.0, 5.0, f32::NAN, 5.0, -2.0, 3.0, 4.0, 0.0], 4);
+        assert_eq!(t.ids, vec![1, 3, 6, 5]);
+        assert_eq!(t.logits, vec![5.0, 5.0, 4.0, 3.0]);
+        assert_eq!(TopLogits::of(&[2.0, 1.0], 5).ids, vec![0, 1]);
     }
 
     #[test]

@@ -3,11 +3,17 @@
 //! Deterministic tokens (`next = (31 * last + 7) mod 49152`), a fixed sleep per forward call
 //! (`MOCK_ENGINE_SLEEP_US`, default 1000; 0 measures the kit's own per-token overhead) and
 //! failure modes chosen with `MOCK_ENGINE=ok|hang|crash|garbage|fail-load|panic`.
+//!
+//! `MOCK_ENGINE=oracle` replays the reference file named by `MOCK_ENGINE_REFERENCE`: on a
+//! sequence that follows a reference prompt and its greedy continuation it emits the reference's
+//! top-5 logits, so it agrees perfectly. `MOCK_ENGINE_WRONG_EVERY=N` makes it wrong at every N-th
+//! position (the reference's second token wins): a simulated broken engine for `check`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use engine_kit::{Engine, EngineMeta, EngineResult};
+use lab_harness::correctness::{load_reference, Reference};
 use lab_protocol::{EngineIdentity, Request};
 
 const VOCAB: usize = 49152;
@@ -16,6 +22,10 @@ struct Mock {
     identity: EngineIdentity,
     last: u32,
     sleep: Duration,
+    /// The sequence so far (oracle mode only).
+    seq: Vec<u32>,
+    oracle: Option<Reference>,
+    wrong_every: usize,
 }
 
 impl Mock {
@@ -25,7 +35,35 @@ impl Mock {
         }
         logits.clear();
         logits.resize(VOCAB, 0.0);
+        if let Some(top) = self.oracle_top() {
+            for (&id, &l) in top.ids.iter().zip(&top.logits) {
+                logits[id as usize] = l;
+            }
+            return;
+        }
         logits[((31 * self.last as usize) + 7) % VOCAB] = 1.0;
+    }
+
+    /// The reference's top-k for the current position, when the sequence is a reference prompt
+    /// followed by a prefix of its greedy continuation; swapped at every `wrong_every`-th position.
+    fn oracle_top(&self) -> Option<lab_protocol::TopLogits> {
+        let r = self.oracle.as_ref()?;
+        for p in &r.prompts {
+            let n = p.token_ids.len();
+            if self.seq.len() < n || self.seq[..n] != p.token_ids[..] {
+                continue;
+            }
+            let pos = self.seq.len() - n;
+            if pos >= p.greedy.len() || self.seq[n..] != p.greedy[..pos] {
+                continue;
+            }
+            let mut top = p.teacher_forced[pos].clone();
+            if self.wrong_every > 0 && (pos + 1) % self.wrong_every == 0 && top.ids.len() > 1 {
+                top.logits.swap(0, 1);
+            }
+            return Some(top);
+        }
+        None
     }
 }
 
@@ -34,14 +72,17 @@ impl Engine for Mock {
         self.identity.clone()
     }
     fn reset(&mut self) -> EngineResult<()> {
+        self.seq.clear();
         Ok(())
     }
     fn prefill(&mut self, prompt: &[u32], logits: &mut Vec<f32>) -> EngineResult<()> {
+        self.seq.extend_from_slice(prompt);
         self.last = *prompt.last().unwrap_or(&0);
         self.emit(logits);
         Ok(())
     }
     fn decode(&mut self, token: u32, logits: &mut Vec<f32>) -> EngineResult<()> {
+        self.seq.push(token);
         self.last = token;
         self.emit(logits);
         Ok(())
@@ -49,7 +90,15 @@ impl Engine for Mock {
 }
 
 fn load(request: &Request) -> EngineResult<Mock> {
-    match std::env::var("MOCK_ENGINE").as_deref().unwrap_or("ok") {
+    let mode = std::env::var("MOCK_ENGINE").unwrap_or_else(|_| "ok".into());
+    let oracle = if mode == "oracle" {
+        let path = std::env::var("MOCK_ENGINE_REFERENCE")
+            .map_err(|_| "MOCK_ENGINE=oracle needs MOCK_ENGINE_REFERENCE")?;
+        Some(load_reference(std::path::Path::new(&path))?)
+    } else {
+        None
+    };
+    match mode.as_str() {
         "hang" => loop {
             std::thread::sleep(Duration::from_secs(1));
         },
@@ -77,6 +126,12 @@ fn load(request: &Request) -> EngineResult<Mock> {
             settings: BTreeMap::new(),
         },
         last: 0,
+        seq: Vec::new(),
+        oracle,
+        wrong_every: std::env::var("MOCK_ENGINE_WRONG_EVERY")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
         sleep: Duration::from_micros(
             std::env::var("MOCK_ENGINE_SLEEP_US")
                 .ok()

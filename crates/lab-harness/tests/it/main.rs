@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lab_harness::baseline::{self, CheckOptions, Verdict};
+use lab_harness::correctness;
 use lab_harness::catalog::Target;
 use lab_harness::results::{self, RunStatus, TargetStatus};
 use lab_harness::runner::Launch;
@@ -15,6 +16,8 @@ use lab_harness::{model, BenchPlan, PreparedTarget};
 use lab_protocol::{Dtype, WeightFormat};
 
 use lab_harness::testkit::{self, models_dir};
+
+mod engine_pytorch;
 
 fn tempdir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lab-harness-it-{tag}-{}", std::process::id()));
@@ -28,6 +31,7 @@ fn mock(variant_dtype: Dtype, mode: &str) -> PreparedTarget {
     PreparedTarget {
         target: Target {
             engine: "mock",
+            kind: lab_harness::catalog::EngineKind::Rust,
             package: "lab-harness",
             binary: "mock-engine",
             format: WeightFormat::Safetensors,
@@ -287,6 +291,95 @@ fn check_passes_on_itself_and_fails_on_shifted_numbers_and_tokens() {
         f.iter().all(|x| x.metric == "token_ids"),
         "exact-only compares no numbers"
     );
+}
+
+/// `check`'s correctness gate through the real protocol: a mock that replays the reference passes;
+/// the same mock wrong at one position in eight (its second choice wins) fails with `Incorrect`,
+/// and a run without the correctness scenarios cannot pass.
+#[test]
+fn correctness_check_passes_the_oracle_and_fails_a_perturbed_engine() {
+    let reference_file = correctness::reference_path(&testkit::root(), "smollm2-135m");
+    let oracle = |wrong_every: &str| {
+        let mut t = mock(Dtype::F32, "oracle");
+        t.launch.env.push((
+            "MOCK_ENGINE_REFERENCE".into(),
+            reference_file.display().to_string(),
+        ));
+        t.launch
+            .env
+            .push(("MOCK_ENGINE_WRONG_EVERY".into(), wrong_every.into()));
+        t.launch.env.push(("MOCK_ENGINE_SLEEP_US".into(), "0".into()));
+        t
+    };
+    let reference = testkit::reference();
+    let run = |tag: &str, wrong_every: &str| {
+        let mut p = plan(tag, vec![oracle(wrong_every)], Duration::from_secs(120));
+        p.scenarios = lab_harness::catalog::select_scenarios(&["ref".into()]).unwrap();
+        let (m, res) = lab_harness::bench(&p, &AtomicBool::new(false)).unwrap();
+        assert_eq!(m.targets[0].status, TargetStatus::Ok, "{:?}", m.targets[0]);
+        res
+    };
+
+    let good = run("oracle", "0");
+    let f = correctness::check(&good, &reference);
+    assert!(f.iter().all(|x| !x.verdict.fails()), "{f:#?}");
+    let c = good[0].correctness.as_ref().expect("evaluated at bench time");
+    assert_eq!(c.top1_agree, c.positions);
+    assert_eq!(c.greedy_prefix_tokens, c.greedy_tokens);
+    assert_eq!(c.max_abs_top1_logit_error, Some(0.0));
+
+    let bad = run("perturbed", "8");
+    let f = correctness::check(&bad, &reference);
+    let agreement = f.iter().find(|x| x.metric == "top1_agreement").unwrap();
+    assert_eq!(agreement.verdict, Verdict::Incorrect, "{agreement:?}");
+    assert!(agreement.detail.contains("87.5 %"), "{}", agreement.detail);
+    let c = bad[0].correctness.as_ref().unwrap();
+    // Greedy decoding leaves the reference path at the 8th token of every prompt.
+    assert_eq!(c.greedy_prefix_tokens, 7 * reference.prompts.len() as u32);
+
+    // A result with a wrong token count is refused even when its agreement is perfect.
+    let mut short = good.clone();
+    let sc = short[0]
+        .report
+        .scenarios
+        .iter_mut()
+        .find(|s| s.id == correctness::GREEDY_SCENARIO)
+        .unwrap();
+    sc.prompts[0].generated_token_ids.pop();
+    let f = correctness::check(&short, &reference);
+    assert!(
+        f.iter()
+            .any(|x| x.metric == "token_counts" && x.verdict == Verdict::TokenMismatch),
+        "{f:#?}"
+    );
+
+    // Only S1 ran: correctness was not seen, so it cannot pass.
+    let p = plan("no-ref", vec![mock(Dtype::F32, "ok")], Duration::from_secs(60));
+    let (_, s1_only) = lab_harness::bench(&p, &AtomicBool::new(false)).unwrap();
+    let f = correctness::check(&s1_only, &reference);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].verdict, Verdict::MissingResult);
+}
+
+#[test]
+fn a_damaged_reference_file_is_one_clear_error() {
+    let reference = testkit::reference();
+    let dir = tempdir("bad-reference");
+    let path = dir.join("smollm2-135m.json");
+    let mut broken = serde_json::to_value(&reference).unwrap();
+    broken["prompts"][1]["greedy"]
+        .as_array_mut()
+        .unwrap()
+        .pop();
+    std::fs::write(&path, broken.to_string()).unwrap();
+    let e = correctness::load_reference(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("smollm2-135m.json") && e.contains("greedy") && e.contains(&reference.prompts[1].name),
+        "{e}"
+    );
+    std::fs::write(&path, "{\"about\": 1}").unwrap();
+    let e = correctness::load_reference(&path).unwrap_err().to_string();
+    assert!(e.contains("smollm2-135m.json"), "{e}");
 }
 
 #[test]

@@ -39,6 +39,20 @@ fn bench_and_check_on_the_real_model() {
     testkit::assert_tokens_match_baseline(&plan, &results);
 }
 
+/// Teacher-forced top-1 agreement with the reference (transformers on the original GGUF), gated
+/// by precision: the quantized GGUF path and the dense F32 path.
+#[test]
+fn candle_agrees_with_the_reference() {
+    let (_, results) = testkit::run_correctness(
+        "candle-ref",
+        vec![
+            candle(WeightFormat::Gguf, Dtype::Q4_1, &[]),
+            candle(WeightFormat::Safetensors, Dtype::F32, &[]),
+        ],
+    );
+    testkit::assert_correct(&results);
+}
+
 /// The converter's output (F32 HF directory, dense Llama) generates exactly the tokens of the
 /// original GGUF dequantized by candle's own loader (`CANDLE_DEQUANTIZE_ALL=1`: F32 matmuls on
 /// the dequantized weights) for all S1 prompts and 64 greedy tokens. A wrong tensor name, a

@@ -82,6 +82,23 @@ fn llama_cpp_and_the_volume_tokenizer_agree_on_a_multilingual_corpus() {
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
 
+/// Teacher-forced top-1 agreement with the reference (transformers on the original GGUF).
+#[test]
+fn llamacpp_agrees_with_the_reference() {
+    let binary = Path::new(env!("CARGO_BIN_EXE_engine-llamacpp"));
+    let (_, results) = testkit::run_correctness(
+        "llamacpp-ref",
+        vec![testkit::target(
+            "llamacpp",
+            binary,
+            WeightFormat::Gguf,
+            Dtype::Q4_1,
+            &[],
+        )],
+    );
+    testkit::assert_correct(&results);
+}
+
 #[test]
 fn bench_and_check_on_the_real_model() {
     let binary = Path::new(env!("CARGO_BIN_EXE_engine-llamacpp"));

@@ -1,0 +1,68 @@
+//! How each kind of engine is started: a Rust binary, or a Python module run by the lab's pinned
+//! Python environment. Both get the same thread settings and an offline environment.
+
+use std::path::{Path, PathBuf};
+
+use crate::catalog::{EngineKind, Target};
+use crate::runner::Launch;
+
+/// The launch and the file hashed as the engine's "binary" in provenance (for a Python engine,
+/// its engine module).
+pub fn launch_for(
+    target: &Target,
+    root: &Path,
+    release_dir: &Path,
+    python: Option<&Path>,
+    threads: usize,
+) -> crate::Result<(Launch, PathBuf)> {
+    let t = threads.to_string();
+    match target.kind {
+        EngineKind::Rust => {
+            let binary = release_dir.join(target.binary);
+            if !binary.exists() {
+                return Err(crate::Error::msg(format!(
+                    "{}: engine binary {} is missing (build it, or drop --no-build)",
+                    target.label(),
+                    binary.display()
+                )));
+            }
+            let launch = Launch {
+                program: binary.display().to_string(),
+                args: Vec::new(),
+                env: vec![("RAYON_NUM_THREADS".into(), t)],
+            };
+            Ok((launch, binary))
+        }
+        EngineKind::Python => {
+            let python = python.ok_or_else(|| {
+                crate::Error::msg(format!(
+                    "{}: no Python environment (run `cargo xtask pyenv`, or set LAB_PYTHON)",
+                    target.label()
+                ))
+            })?;
+            let pkg = root.join("engines").join(target.package);
+            let module_file = pkg.join(target.binary).join("engine.py");
+            if !module_file.exists() {
+                return Err(crate::Error::msg(format!(
+                    "{}: {} is missing",
+                    target.label(),
+                    module_file.display()
+                )));
+            }
+            let launch = Launch {
+                program: python.display().to_string(),
+                args: vec!["-m".into(), target.binary.into()],
+                env: vec![
+                    ("PYTHONPATH".into(), pkg.display().to_string()),
+                    ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
+                    ("PYTHONUNBUFFERED".into(), "1".into()),
+                    ("OMP_NUM_THREADS".into(), t.clone()),
+                    ("MKL_NUM_THREADS".into(), t),
+                    ("HF_HUB_OFFLINE".into(), "1".into()),
+                    ("TRANSFORMERS_OFFLINE".into(), "1".into()),
+                ],
+            };
+            Ok((launch, module_file))
+        }
+    }
+}

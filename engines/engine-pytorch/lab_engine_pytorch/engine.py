@@ -1,0 +1,426 @@
+"""The PyTorch eager baseline engine: Hugging Face transformers as a typical deployment runs it.
+
+It speaks the lab's protocol exactly like the Rust engine kit (crates/engine-kit): one request
+JSON on stdin, one report JSON on stdout, logs and progress on stderr. The measurement loop is a
+line-by-line port of the kit's `run_scenario` (same warm-up, iteration count, fixed length,
+greedy argmax with ties to the lowest id, the kit's SplitMix64 top-p sampler, a device sync
+before every timestamp), so that the only difference between this engine and a Rust one is the
+model code.
+
+Loading: `LlamaForCausalLM.from_pretrained` on the model volume's HF directory, safetensors only
+(`use_safetensors=True`, never a pickle), local files only, offline flags set before
+transformers is imported, eager attention, no `torch.compile`.
+"""
+
+import json
+import math
+import os
+import sys
+import time
+import traceback
+
+# Never reach the network: set before transformers / huggingface_hub are imported.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SCHEMA_VERSION = 2
+ENGINE_NAME = "pytorch"
+ENGINE_VERSION = "0.1.0"
+TOP_K = 5
+PROCESS_START_NS = time.perf_counter_ns()
+
+
+class EngineError(Exception):
+    """An error with a message meant for the report."""
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def peak_rss_bytes():
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Request validation (the same rules as engine-kit's `parse_request`).
+
+def parse_request(text):
+    try:
+        req = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise EngineError(f"malformed request JSON on stdin: {e}") from None
+    if not isinstance(req, dict):
+        raise EngineError("malformed request JSON on stdin: expected an object")
+    got = req.get("schema_version")
+    if got != SCHEMA_VERSION:
+        raise EngineError(f"request schema_version is {got}, this engine speaks {SCHEMA_VERSION}")
+    for key in ("model", "device", "scenarios"):
+        if key not in req:
+            raise EngineError(f"malformed request JSON on stdin: missing field `{key}`")
+    for s in req["scenarios"]:
+        sid = s.get("id", "?")
+        if s["iterations"] < 1:
+            raise EngineError(f"scenario `{sid}`: iterations must be at least 1")
+        if s["generation"]["max_new_tokens"] < 1:
+            raise EngineError(f"scenario `{sid}`: generation.max_new_tokens must be at least 1")
+        for p in s["prompts"]:
+            if not p["token_ids"]:
+                raise EngineError(f"scenario `{sid}`: prompt `{p['name']}` has no tokens")
+            if s["kind"] == "teacher_forced":
+                forced = p.get("forced_token_ids", [])
+                if len(forced) + 1 != s["generation"]["max_new_tokens"]:
+                    raise EngineError(
+                        f"scenario `{sid}`: prompt `{p['name']}` has {len(forced)} forced tokens; "
+                        "a teacher-forced scenario needs generation.max_new_tokens = forced + 1"
+                    )
+    return req
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling: a port of engine-kit's sampling.rs (SplitMix64, same order, same float widths).
+
+MASK64 = (1 << 64) - 1
+
+
+def splitmix64(state):
+    state = (state + 0x9E3779B97F4A7C15) & MASK64
+    z = state
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return state, z ^ (z >> 31)
+
+
+class Sampler:
+    def __init__(self, sampling):
+        self.greedy = True
+        if sampling.get("kind") == "top_p" and sampling["temperature"] > 0:
+            import numpy as np
+
+            self.np = np
+            self.greedy = False
+            self.inv_t = np.float32(1.0) / np.float32(sampling["temperature"])
+            self.top_p = min(max(float(np.float32(sampling["top_p"])), 0.0), 1.0)
+            self.state = sampling["seed"] & MASK64
+
+    def sample(self, logits):
+        """`logits` is a 1-D float32 torch tensor (on any device)."""
+        import torch
+
+        if self.greedy:
+            # torch.argmax returns the first maximal index: ties go to the lowest id, as in the kit.
+            # NaN handling differs from the kit only for NaN logits, which a valid model never has.
+            return int(torch.argmax(logits).item())
+        np = self.np
+        self.state, r = splitmix64(self.state)
+        u = (r >> 11) / float(1 << 53)
+        x = logits.float().cpu().numpy()
+        mx = x.max()
+        p = np.exp((x - mx) * self.inv_t).astype(np.float32)
+        ids = np.nonzero(p > 0)[0]
+        p = p[ids]
+        total = math.fsum(float(v) for v in p)
+        order = np.lexsort((ids, -p))  # descending p, ascending id
+        p, ids = p[order], ids[order]
+        kept, n = 0.0, 0
+        for v in p:
+            kept += float(v) / total
+            n += 1
+            if kept >= self.top_p:
+                break
+        n = max(n, 1)
+        mass = 0.0
+        for v in p[:n]:
+            mass += float(v)
+        target = u * mass
+        acc = 0.0
+        for v, i in zip(p[:n], ids[:n]):
+            acc += float(v)
+            if target < acc:
+                return int(i)
+        return int(ids[n - 1])
+
+
+def top_k(logits, k=TOP_K):
+    """Top-k (ids, logits) of a 1-D tensor: descending logit, ascending id on ties."""
+    import torch
+
+    vals, idx = torch.topk(logits.float(), k=min(k * 4, logits.shape[-1]))
+    pairs = sorted(zip(vals.tolist(), idx.tolist()), key=lambda t: (-t[0], t[1]))[:k]
+    return {"ids": [int(i) for _, i in pairs], "logits": [float(v) for v, _ in pairs]}
+
+
+# ---------------------------------------------------------------------------------------------
+# The model.
+
+DTYPES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
+
+
+class TorchEngine:
+    def __init__(self, request):
+        import torch
+        import transformers
+        from transformers import LlamaForCausalLM
+
+        self.torch = torch
+        model = request["model"]
+        if model["format"] != "safetensors":
+            raise EngineError(
+                f"engine-pytorch loads the HF safetensors directory only (format `{model['format']}` requested)"
+            )
+        if model["dtype"] not in DTYPES:
+            raise EngineError(f"engine-pytorch: unsupported dtype `{model['dtype']}` (f32, bf16, f16)")
+        d = model["dir"]
+        for name in ("config.json", "model.safetensors"):
+            path = os.path.join(d, name)
+            if not os.path.isfile(path) or os.path.getsize(path) == 0:
+                raise EngineError(
+                    f"model file {path} is missing (engines never download; run `cargo xtask models`)"
+                )
+
+        dev = request["device"]
+        if dev["kind"] == "cpu":
+            self.device = torch.device("cpu")
+            self.cuda = False
+        else:
+            if not torch.cuda.is_available():
+                raise EngineError(f"device cuda:{dev['ordinal']} requested but torch sees no CUDA device")
+            self.device = torch.device(f"cuda:{dev['ordinal']}")
+            self.cuda = True
+            torch.cuda.set_device(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+        threads = request.get("threads")
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.threads = torch.get_num_threads()
+
+        self.dtype_name = model["dtype"]
+        dtype = getattr(torch, DTYPES[self.dtype_name])
+        self.model = LlamaForCausalLM.from_pretrained(
+            d,
+            dtype=dtype,
+            local_files_only=True,
+            use_safetensors=True,
+            attn_implementation="eager",
+        ).to(self.device)
+        self.model.eval()
+        self.cache = None
+        self.identity_ = {
+            "name": ENGINE_NAME,
+            "version": ENGINE_VERSION,
+            "backend": f"torch {torch.__version__} + transformers {transformers.__version__}",
+            "device": "cpu" if not self.cuda else f"cuda:{dev['ordinal']}",
+            "dtype": self.dtype_name,
+            "weight_format": "safetensors",
+            "threads": self.threads,
+            "settings": {
+                "attn_implementation": "eager",
+                "torch_compile": "off",
+                "kv_cache": "transformers DynamicCache",
+                "grad": "torch.inference_mode",
+                "interop_threads": str(torch.get_num_interop_threads()),
+                "mkldnn": str(torch.backends.mkldnn.is_available()).lower(),
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                "logits": "float32 copy of the last position",
+            },
+        }
+        if self.cuda:
+            self.identity_["settings"]["cuda_device"] = torch.cuda.get_device_name(self.device)
+            self.identity_["settings"]["tf32_matmul"] = str(torch.backends.cuda.matmul.allow_tf32).lower()
+
+    def identity(self):
+        return self.identity_
+
+    def reset(self):
+        from transformers import DynamicCache
+
+        self.cache = DynamicCache()
+
+    def _forward(self, ids):
+        out = self.model(
+            input_ids=self.torch.tensor([ids], dtype=self.torch.long, device=self.device),
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        self.cache = out.past_key_values
+        return out.logits[0, -1].float()
+
+    def prefill(self, prompt):
+        return self._forward(prompt)
+
+    def decode(self, token):
+        return self._forward([token])
+
+    def synchronize(self):
+        if self.cuda:
+            self.torch.cuda.synchronize(self.device)
+
+    def peak_device_bytes(self):
+        if self.cuda:
+            return int(self.torch.cuda.max_memory_allocated(self.device))
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop (a port of engine-kit's run_scenario / measure_prompt / one_sequence).
+
+def one_sequence(engine, scenario, prompt, forced):
+    g = scenario["generation"]
+    sampler = Sampler(g["sampling"])
+    tokens, inter, tops = [], [], []
+    want_top = forced is not None
+    engine.reset()
+    engine.synchronize()
+    start = time.perf_counter_ns()
+    logits = engine.prefill(prompt)
+    token = sampler.sample(logits)
+    if want_top:
+        tops.append(top_k(logits))
+    engine.synchronize()
+    last = time.perf_counter_ns()
+    ttft = last - start
+    tokens.append(token)
+    while len(tokens) < g["max_new_tokens"]:
+        if forced is None and g["stop_at_eos"] and token in g["eos_token_ids"]:
+            break
+        feed = forced[len(tokens) - 1] if forced is not None else token
+        logits = engine.decode(feed)
+        token = sampler.sample(logits)
+        if want_top:
+            tops.append(top_k(logits))
+        engine.synchronize()
+        now = time.perf_counter_ns()
+        inter.append(now - last)
+        last = now
+        tokens.append(token)
+    sample = {
+        "ttft_ns": ttft,
+        "e2e_ns": last - start,
+        "new_tokens": len(tokens),
+        "inter_token_ns": inter,
+    }
+    return sample, tokens, tops
+
+
+def measure_prompt(engine, scenario, prompt):
+    forced = prompt.get("forced_token_ids") if scenario["kind"] == "teacher_forced" else None
+    warm, iters = scenario["warmup_iterations"], scenario["iterations"]
+    samples, first_seen, reference, top_logits = [], None, None, []
+    deterministic = True
+    for i in range(warm + iters):
+        warmup = i < warm
+        sample, tokens, tops = one_sequence(engine, scenario, prompt["token_ids"], forced)
+        if first_seen is None:
+            first_seen = tokens
+        elif first_seen != tokens:
+            deterministic = False
+        if not warmup and reference is None:
+            reference = tokens
+            top_logits = tops
+        if not warmup:
+            samples.append(sample)
+        phase = "warm-up" if warmup else "iteration"
+        n = i + 1 if warmup else i + 1 - warm
+        of = warm if warmup else iters
+        log(f"progress: {scenario['id']} {prompt['name']} {phase} {n}/{of}")
+    report = {
+        "prompt": prompt["name"],
+        "prompt_tokens": len(prompt["token_ids"]),
+        "generated_token_ids": reference or [],
+        "deterministic": deterministic,
+        "warmup_iterations": warm,
+        "samples": samples,
+    }
+    if forced is not None:
+        report["top_logits"] = top_logits
+    return report
+
+
+def run_scenario(engine, scenario):
+    prompts, error = [], None
+    for prompt in scenario["prompts"]:
+        try:
+            prompts.append(measure_prompt(engine, scenario, prompt))
+        except Exception as e:  # noqa: BLE001 - an engine error ends the scenario, keeps the rest
+            log(f"error: scenario {scenario['id']} prompt {prompt['name']}: {e}")
+            error = f"prompt `{prompt['name']}`: engine error: {e}"
+            break
+    return {"id": scenario["id"], "kind": scenario["kind"], "prompts": prompts, "error": error}
+
+
+def failure_identity(request):
+    return {
+        "name": ENGINE_NAME,
+        "version": ENGINE_VERSION,
+        "backend": "torch + transformers",
+        "device": "" if request is None else describe_device(request["device"]),
+        "dtype": "" if request is None else request["model"]["dtype"],
+        "weight_format": "safetensors" if request is None else request["model"]["format"],
+        "threads": 0 if request is None else (request.get("threads") or 0),
+        "settings": {},
+    }
+
+
+def describe_device(dev):
+    return "cpu" if dev["kind"] == "cpu" else f"cuda:{dev['ordinal']}"
+
+
+def main():
+    request = None
+    try:
+        request = parse_request(sys.stdin.read())
+        m = request["model"]
+        log(f"loading {m['name']} ({m['format']}, {m['dtype']}) on {describe_device(request['device'])}")
+        load_start = time.perf_counter_ns()
+        engine = TorchEngine(request)
+        engine.synchronize()
+        now = time.perf_counter_ns()
+        load = {
+            "process_start_to_ready_ms": (now - PROCESS_START_NS) / 1e6,
+            "load_ms": (now - load_start) / 1e6,
+        }
+        log(f"loaded in {load['load_ms']:.0f} ms")
+        import torch
+
+        with torch.inference_mode():
+            scenarios = [run_scenario(engine, s) for s in request["scenarios"]]
+        report = {
+            "schema_version": SCHEMA_VERSION,
+            "engine": engine.identity(),
+            "load": load,
+            "memory": {
+                "peak_rss_bytes": peak_rss_bytes(),
+                "peak_device_bytes": engine.peak_device_bytes(),
+            },
+            "scenarios": scenarios,
+            "error": None,
+        }
+        ok = True
+    except Exception as e:  # noqa: BLE001 - every path writes a report
+        msg = str(e) if isinstance(e, EngineError) else f"engine error during load: {type(e).__name__}: {e}"
+        if not isinstance(e, EngineError):
+            traceback.print_exc(file=sys.stderr)
+        log(f"error: {msg}")
+        report = {
+            "schema_version": SCHEMA_VERSION,
+            "engine": failure_identity(request),
+            "load": None,
+            "memory": {"peak_rss_bytes": peak_rss_bytes(), "peak_device_bytes": None},
+            "scenarios": [],
+            "error": msg,
+        }
+        ok = False
+    sys.stdout.write(json.dumps(report) + "\n")
+    sys.stdout.flush()
+    sys.exit(0 if ok else 1)
