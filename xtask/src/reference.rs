@@ -83,7 +83,11 @@ pub fn run(flags: Flags) -> Result<()> {
     for p in &file.prompts {
         let ids = catalog::tokenize(&resolved.tokenizer_json, &p.text)?;
         if ids.is_empty() {
-            bail!("{}: prompt `{}` has no tokens", prompt_path.display(), p.name);
+            bail!(
+                "{}: prompt `{}` has no tokens",
+                prompt_path.display(),
+                p.name
+            );
         }
         prompts.push(serde_json::json!({"name": p.name, "token_ids": ids}));
     }
@@ -111,7 +115,10 @@ pub fn run(flags: Flags) -> Result<()> {
         .context("running the reference generator")?;
     let py: PyOutput = serde_json::from_str(&out).context("reference generator output")?;
     if py.prompts.len() != file.prompts.len() {
-        bail!("the reference generator returned {} prompts", py.prompts.len());
+        bail!(
+            "the reference generator returned {} prompts",
+            py.prompts.len()
+        );
     }
     let reference = Reference {
         about: format!(

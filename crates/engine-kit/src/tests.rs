@@ -169,7 +169,10 @@ fn teacher_forcing_feeds_the_forced_tokens_and_keeps_top_logits() {
     let err = parse_request(&serde_json::to_string(&req).unwrap())
         .unwrap_err()
         .to_string();
-    assert!(err.contains("p0") && err.contains("3 forced tokens"), "{err}");
+    assert!(
+        err.contains("p0") && err.contains("3 forced tokens"),
+        "{err}"
+    );
 }
 
 #[test]

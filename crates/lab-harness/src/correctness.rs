@@ -128,25 +128,31 @@ impl Reference {
 
 /// The minimum teacher-forced top-1 agreement for an engine, by what it computes with, and why.
 ///
+/// Which positions can flip is a property of the reference: of its 256 positions, 12 have a top-2
+/// logit margin below 0.1, 35 below 0.25 and 70 below 0.5 (`baselines/reference/smollm2-135m.json`).
+///
 /// - F32 dense: the same weights as the reference in the same precision; only summation order
-///   differs, so only near-ties may flip: 99 % (the target).
-/// - BF16/F16: 8 (BF16) or 11 (F16) mantissa bits through 30 layers move logits by ~0.1, which
-///   flips positions whose top-2 margin is below that; measured 95.7 % (bf16, PyTorch, CPU) on
-///   this prompt set. Gate 90 %.
+///   differs (measured logit error 3e-5), so nothing but an exact tie may flip: 99 % (the
+///   issue's target). Measured: 100 % (candle, PyTorch).
+/// - BF16/F16: 8 (BF16) or 11 (F16) mantissa bits through 30 layers move logits by up to ~1.4
+///   (measured), which can flip the low-margin positions. Measured: 98.8 % (PyTorch BF16, CPU).
 /// - Q4_1 GGUF: the weights equal the reference's exactly (the reference is the dequantized
 ///   GGUF), but llama.cpp-style kernels quantize activations to 8 bits (Q8_1) for the dot
-///   products; measured 93.0–96.9 % (llama.cpp, candle). Gate 90 %.
+///   products: logit error up to ~1.1. Measured: 96.1 % (candle), 97.3 % (llama.cpp).
 ///
-/// A wrong engine (a transposed weight, a wrong RoPE layout, a wrong norm epsilon) lands far
-/// below all of these: a perturbed engine that is wrong at 1 position in 8 fails every gate.
+/// Half precision and Q4_1 are gated at 90 %: at most 25 flips, fewer than the 35 positions whose
+/// margin is below 0.25, so a correct engine with logit noise of that size passes with room, while
+/// a wrong engine (a transposed weight, a wrong RoPE layout or norm epsilon) flips positions with
+/// large margins too and lands far below; the test's mock that is wrong at 1 position in 8
+/// (87.5 %) fails every gate.
 pub fn gate_for(format: WeightFormat, dtype: Dtype) -> (f64, &'static str) {
     match (format, dtype) {
-        (_, Dtype::F32) => (0.99, "f32 dense: same weights and precision as the reference"),
-        (_, Dtype::Bf16 | Dtype::F16) => (0.90, "half precision: near-ties flip"),
-        (_, Dtype::Q4_1) => (
-            0.90,
-            "q4_1: reference weights, 8-bit quantized activations",
+        (_, Dtype::F32) => (
+            0.99,
+            "f32 dense: same weights and precision as the reference",
         ),
+        (_, Dtype::Bf16 | Dtype::F16) => (0.90, "half precision: near-ties flip"),
+        (_, Dtype::Q4_1) => (0.90, "q4_1: reference weights, 8-bit quantized activations"),
     }
 }
 
@@ -230,8 +236,9 @@ pub fn evaluate(result: &TargetResult, reference: &Reference) -> Option<Correctn
         }
     }
     if tf.is_none() {
-        c.errors
-            .push(format!("the run has no `{TEACHER_FORCED_SCENARIO}` scenario"));
+        c.errors.push(format!(
+            "the run has no `{TEACHER_FORCED_SCENARIO}` scenario"
+        ));
     }
     if greedy.is_none() {
         c.errors
@@ -250,7 +257,9 @@ pub fn evaluate(result: &TargetResult, reference: &Reference) -> Option<Correctn
         c.greedy_tokens += n;
         if let Some(tf) = tf {
             match tf.prompts.iter().find(|p| p.prompt == rp.name) {
-                None => c.errors.push(format!("{}: prompt `{}` missing", tf.id, rp.name)),
+                None => c
+                    .errors
+                    .push(format!("{}: prompt `{}` missing", tf.id, rp.name)),
                 Some(p) => {
                     if p.generated_token_ids.len() != n as usize {
                         c.errors.push(format!(
@@ -270,7 +279,10 @@ pub fn evaluate(result: &TargetResult, reference: &Reference) -> Option<Correctn
                             pc.top1_agree += 1;
                         }
                         let engine_logit = p.top_logits.get(i).and_then(|t| {
-                            t.ids.iter().position(|&id| id == want.ids[0]).map(|k| t.logits[k])
+                            t.ids
+                                .iter()
+                                .position(|&id| id == want.ids[0])
+                                .map(|k| t.logits[k])
                         });
                         if let Some(l) = engine_logit {
                             let err = (l as f64 - want.logits[0] as f64).abs();
@@ -283,7 +295,9 @@ pub fn evaluate(result: &TargetResult, reference: &Reference) -> Option<Correctn
         }
         if let Some(g) = greedy {
             match g.prompts.iter().find(|p| p.prompt == rp.name) {
-                None => c.errors.push(format!("{}: prompt `{}` missing", g.id, rp.name)),
+                None => c
+                    .errors
+                    .push(format!("{}: prompt `{}` missing", g.id, rp.name)),
                 Some(p) => {
                     if p.generated_token_ids.len() != n as usize {
                         c.errors.push(format!(
@@ -379,11 +393,7 @@ pub fn check(results: &[TargetResult], reference: &Reference) -> Vec<Finding> {
                 "every prompt has exactly the reference's token counts".into(),
             )
         } else {
-            f(
-                "token_counts",
-                Verdict::TokenMismatch,
-                c.errors.join("; "),
-            )
+            f("token_counts", Verdict::TokenMismatch, c.errors.join("; "))
         });
     }
     out

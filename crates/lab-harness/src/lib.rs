@@ -158,12 +158,7 @@ pub fn scenario_requests(
                 let r = reference.as_ref().expect("loaded above");
                 // One iteration, no warm-up: these are checked for values, not timed.
                 if s.source == PromptSource::ReferenceGreedy {
-                    (
-                        r.greedy_prompts(),
-                        generation(r.continuation_tokens),
-                        0,
-                        1,
-                    )
+                    (r.greedy_prompts(), generation(r.continuation_tokens), 0, 1)
                 } else {
                     (
                         r.teacher_forced_prompts(),

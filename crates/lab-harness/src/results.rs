@@ -332,8 +332,10 @@ pub fn render_markdown(manifest: &RunManifest, results: &[TargetResult]) -> Stri
             }
         }
     }
-    let correctness: Vec<crate::correctness::Correctness> =
-        results.iter().filter_map(|r| r.correctness.clone()).collect();
+    let correctness: Vec<crate::correctness::Correctness> = results
+        .iter()
+        .filter_map(|r| r.correctness.clone())
+        .collect();
     s.push_str(&crate::correctness::render_markdown(&correctness));
     let failed: Vec<&TargetOutcome> = manifest
         .targets

@@ -58,7 +58,10 @@ impl Mock {
                 continue;
             }
             let mut top = p.teacher_forced[pos].clone();
-            if self.wrong_every > 0 && (pos + 1) % self.wrong_every == 0 && top.ids.len() > 1 {
+            if self.wrong_every > 0
+                && (pos + 1).is_multiple_of(self.wrong_every)
+                && top.ids.len() > 1
+            {
                 top.logits.swap(0, 1);
             }
             return Some(top);

@@ -29,7 +29,11 @@ fn pytorch_s1_matches_its_token_baselines() {
     testkit::assert_tokens_match_baseline(&plan, &results);
     for r in &results {
         assert_eq!(r.report.engine.name, "pytorch");
-        assert!(r.report.engine.backend.starts_with("torch 2."), "{}", r.report.engine.backend);
+        assert!(
+            r.report.engine.backend.starts_with("torch 2."),
+            "{}",
+            r.report.engine.backend
+        );
         assert_eq!(r.report.engine.settings["attn_implementation"], "eager");
         assert_eq!(r.report.engine.threads as usize, testkit::threads());
     }
@@ -64,7 +68,9 @@ fn pytorch_f32_reproduces_the_reference_and_the_converter_is_exact() {
             }
         }
     }
-    eprintln!("converter check: max |logit difference| over the top-5 of every position: {worst:.2e}");
+    eprintln!(
+        "converter check: max |logit difference| over the top-5 of every position: {worst:.2e}"
+    );
     assert!(worst <= 1e-3, "max logit difference {worst}");
 }
 
@@ -72,7 +78,11 @@ fn pytorch_f32_reproduces_the_reference_and_the_converter_is_exact() {
 fn pytorch_bf16_passes_its_correctness_gate() {
     let (_plan, results) = testkit::run_correctness(
         "pytorch-bf16-ref",
-        vec![python_target("pytorch", WeightFormat::Safetensors, Dtype::Bf16)],
+        vec![python_target(
+            "pytorch",
+            WeightFormat::Safetensors,
+            Dtype::Bf16,
+        )],
     );
     testkit::assert_correct(&results);
 }
@@ -100,7 +110,9 @@ fn raw_run(req: &lab_protocol::Request) -> Result<Report, String> {
     );
     match res {
         Ok(f) => Ok(f.report),
-        Err(RunError::Failed { report, message, .. }) => Err(format!(
+        Err(RunError::Failed {
+            report, message, ..
+        }) => Err(format!(
             "{message} / {}",
             report.and_then(|r| r.error).unwrap_or_default()
         )),
@@ -207,8 +219,15 @@ fn engine_stdout(req: &lab_protocol::Request) -> String {
 #[test]
 fn pytorch_errors_name_the_problem() {
     // A missing model file: one error naming the file, exit status 1, nothing downloaded.
-    let e = raw_run(&request("/nonexistent/smollm2-135m", WeightFormat::Safetensors)).unwrap_err();
-    assert!(e.contains("/nonexistent/smollm2-135m/config.json") && e.contains("missing"), "{e}");
+    let e = raw_run(&request(
+        "/nonexistent/smollm2-135m",
+        WeightFormat::Safetensors,
+    ))
+    .unwrap_err();
+    assert!(
+        e.contains("/nonexistent/smollm2-135m/config.json") && e.contains("missing"),
+        "{e}"
+    );
 
     // GGUF is not what this engine loads: said, not guessed around.
     let dir: PathBuf = testkit::models_dir().join("smollm2-135m");
@@ -220,4 +239,63 @@ fn pytorch_errors_name_the_problem() {
     old.schema_version = 1;
     let e = raw_run(&old).unwrap_err();
     assert!(e.contains("schema_version is 1"), "{e}");
+}
+
+/// The committed reference is what its independent path produces: regenerating two of its
+/// prompts with `lab_engine_pytorch.reference` (transformers on the original GGUF) gives the same
+/// greedy ids and top-5 ids, and logits within 1e-4 (other CPUs may round differently).
+#[test]
+fn the_committed_reference_is_reproducible() {
+    let reference = testkit::reference();
+    let model_dir = testkit::models_dir().join("smollm2-135m");
+    assert_eq!(
+        reference.gguf_sha256,
+        lab_harness::sha256_file(&model_dir.join("model.gguf")).unwrap(),
+        "the reference was computed from another GGUF"
+    );
+    let picked: Vec<_> = [0, reference.prompts.len() - 1]
+        .iter()
+        .map(|&i| &reference.prompts[i])
+        .collect();
+    let spec = serde_json::json!({
+        "model_dir": model_dir,
+        "gguf_file": "model.gguf",
+        "continuation_tokens": reference.continuation_tokens,
+        "prompts": picked.iter().map(|p| serde_json::json!({"name": p.name, "token_ids": p.token_ids})).collect::<Vec<_>>(),
+    });
+    #[allow(clippy::disallowed_methods)] // a one-shot run of the reference generator
+    let mut child = std::process::Command::new(testkit::python())
+        .args(["-m", "lab_engine_pytorch.reference"])
+        .env("PYTHONPATH", testkit::root().join("engines/engine-pytorch"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(spec.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (want, got) in picked.iter().zip(again["prompts"].as_array().unwrap()) {
+        let greedy: Vec<u32> = serde_json::from_value(got["greedy"].clone()).unwrap();
+        assert_eq!(greedy, want.greedy, "{}", want.name);
+        let tf: Vec<lab_protocol::TopLogits> =
+            serde_json::from_value(got["teacher_forced"].clone()).unwrap();
+        for (i, (a, b)) in tf.iter().zip(&want.teacher_forced).enumerate() {
+            assert_eq!(a.ids, b.ids, "{} position {i}", want.name);
+            for (x, y) in a.logits.iter().zip(&b.logits) {
+                assert!(
+                    (x - y).abs() <= 1e-4,
+                    "{} position {i}: {x} vs {y}",
+                    want.name
+                );
+            }
+        }
+    }
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lab_harness::baseline::{self, CheckOptions, Verdict};
-use lab_harness::correctness;
 use lab_harness::catalog::Target;
+use lab_harness::correctness;
 use lab_harness::results::{self, RunStatus, TargetStatus};
 use lab_harness::runner::Launch;
 use lab_harness::{model, BenchPlan, PreparedTarget};
@@ -308,7 +308,9 @@ fn correctness_check_passes_the_oracle_and_fails_a_perturbed_engine() {
         t.launch
             .env
             .push(("MOCK_ENGINE_WRONG_EVERY".into(), wrong_every.into()));
-        t.launch.env.push(("MOCK_ENGINE_SLEEP_US".into(), "0".into()));
+        t.launch
+            .env
+            .push(("MOCK_ENGINE_SLEEP_US".into(), "0".into()));
         t
     };
     let reference = testkit::reference();
@@ -323,7 +325,10 @@ fn correctness_check_passes_the_oracle_and_fails_a_perturbed_engine() {
     let good = run("oracle", "0");
     let f = correctness::check(&good, &reference);
     assert!(f.iter().all(|x| !x.verdict.fails()), "{f:#?}");
-    let c = good[0].correctness.as_ref().expect("evaluated at bench time");
+    let c = good[0]
+        .correctness
+        .as_ref()
+        .expect("evaluated at bench time");
     assert_eq!(c.top1_agree, c.positions);
     assert_eq!(c.greedy_prefix_tokens, c.greedy_tokens);
     assert_eq!(c.max_abs_top1_logit_error, Some(0.0));
@@ -354,7 +359,11 @@ fn correctness_check_passes_the_oracle_and_fails_a_perturbed_engine() {
     );
 
     // Only S1 ran: correctness was not seen, so it cannot pass.
-    let p = plan("no-ref", vec![mock(Dtype::F32, "ok")], Duration::from_secs(60));
+    let p = plan(
+        "no-ref",
+        vec![mock(Dtype::F32, "ok")],
+        Duration::from_secs(60),
+    );
     let (_, s1_only) = lab_harness::bench(&p, &AtomicBool::new(false)).unwrap();
     let f = correctness::check(&s1_only, &reference);
     assert_eq!(f.len(), 1);
@@ -367,14 +376,13 @@ fn a_damaged_reference_file_is_one_clear_error() {
     let dir = tempdir("bad-reference");
     let path = dir.join("smollm2-135m.json");
     let mut broken = serde_json::to_value(&reference).unwrap();
-    broken["prompts"][1]["greedy"]
-        .as_array_mut()
-        .unwrap()
-        .pop();
+    broken["prompts"][1]["greedy"].as_array_mut().unwrap().pop();
     std::fs::write(&path, broken.to_string()).unwrap();
     let e = correctness::load_reference(&path).unwrap_err().to_string();
     assert!(
-        e.contains("smollm2-135m.json") && e.contains("greedy") && e.contains(&reference.prompts[1].name),
+        e.contains("smollm2-135m.json")
+            && e.contains("greedy")
+            && e.contains(&reference.prompts[1].name),
         "{e}"
     );
     std::fs::write(&path, "{\"about\": 1}").unwrap();
