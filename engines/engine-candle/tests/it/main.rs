@@ -85,12 +85,13 @@ fn converted_safetensors_match_the_dequantized_gguf() {
 
 fn request_json(dir: &Path, format: &str, dtype: &str) -> String {
     format!(
-        r#"{{"schema_version":1,"model":{{"name":"smollm2-135m","dir":{dir:?},"format":"{format}","dtype":"{dtype}","synthetic":false}},
+        r#"{{"schema_version":{v},"model":{{"name":"smollm2-135m","dir":{dir:?},"format":"{format}","dtype":"{dtype}","synthetic":false}},
         "device":{{"kind":"cpu"}},"threads":1,"scenarios":[{{"id":"s1","kind":"single_request_latency",
         "prompts":[{{"name":"p5","token_ids":[504,3575,282,4649,314]}}],
         "generation":{{"max_new_tokens":2,"stop_at_eos":false,"eos_token_ids":[2],"sampling":{{"kind":"greedy"}}}},
         "warmup_iterations":0,"iterations":1}}]}}"#,
-        dir = dir.display().to_string()
+        dir = dir.display().to_string(),
+        v = lab_protocol::SCHEMA_VERSION
     )
 }
 
