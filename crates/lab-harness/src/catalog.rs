@@ -81,6 +81,22 @@ pub fn targets() -> Vec<Target> {
             dtype: Dtype::Q4_1,
         },
         Target {
+            engine: "native",
+            kind: EngineKind::Rust,
+            package: "engine-native",
+            binary: "engine-native",
+            format: WeightFormat::Gguf,
+            dtype: Dtype::Q4_1,
+        },
+        Target {
+            engine: "native",
+            kind: EngineKind::Rust,
+            package: "engine-native",
+            binary: "engine-native",
+            format: WeightFormat::Safetensors,
+            dtype: Dtype::F32,
+        },
+        Target {
             engine: "pytorch",
             kind: EngineKind::Python,
             package: "engine-pytorch",

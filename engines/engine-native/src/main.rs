@@ -1,0 +1,130 @@
+//! engine-native: the lab's own CPU engine in the spirit of lm.rs — no ML framework, weights
+//! memory-mapped from the model volume's GGUF (Q4_1, Q4_0, Q8_0, F16, F32 tensors) or F32
+//! safetensors directory, SIMD kernels chosen at run time, a spin thread pool.
+//!
+//! `NATIVE_SIMD=scalar` forces the portable kernels (for comparison and tests).
+
+mod gguf;
+mod model;
+mod pool;
+mod quant;
+
+use std::collections::BTreeMap;
+
+use engine_kit::{require_file, Engine, EngineMeta, EngineResult};
+use lab_protocol::{Device, Dtype, EngineIdentity, Request, WeightFormat};
+
+pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+struct Native {
+    model: model::Model,
+    identity: EngineIdentity,
+}
+
+impl Engine for Native {
+    fn identity(&self) -> EngineIdentity {
+        self.identity.clone()
+    }
+    fn reset(&mut self) -> EngineResult<()> {
+        self.model.reset();
+        Ok(())
+    }
+    fn prefill(&mut self, prompt: &[u32], logits: &mut Vec<f32>) -> EngineResult<()> {
+        self.model.forward(prompt, logits)
+    }
+    fn decode(&mut self, token: u32, logits: &mut Vec<f32>) -> EngineResult<()> {
+        self.model.forward(&[token], logits)
+    }
+}
+
+fn load(request: &Request) -> EngineResult<Native> {
+    if request.device != Device::Cpu {
+        return Err(format!(
+            "engine-native runs on the CPU only (device {} requested)",
+            request.device
+        )
+        .into());
+    }
+    let threads = request.threads.map(|t| t as usize).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let simd = match std::env::var("NATIVE_SIMD").as_deref() {
+        Ok("scalar") => quant::Simd::Scalar,
+        Ok("auto") | Err(_) => quant::Simd::detect(),
+        Ok(other) => return Err(format!("NATIVE_SIMD={other}: expected `scalar` or `auto`").into()),
+    };
+    let dir = std::path::Path::new(&request.model.dir);
+    let model = match (request.model.format, request.model.dtype) {
+        (WeightFormat::Gguf, Dtype::Q4_1) => {
+            let p = dir.join("model.gguf");
+            require_file(&p)?;
+            model::Model::from_gguf(&p, threads, simd)?
+        }
+        (WeightFormat::Safetensors, Dtype::F32) => {
+            require_file(&dir.join("config.json"))?;
+            require_file(&dir.join("model.safetensors"))?;
+            model::Model::from_safetensors(dir, threads, simd)?
+        }
+        (f, d) => {
+            return Err(format!(
+                "engine-native loads the GGUF as stored (q4_1) or the F32 safetensors directory; {f:?} {} requested",
+                d.as_str()
+            )
+            .into())
+        }
+    };
+    let mut settings = BTreeMap::new();
+    settings.insert("simd".into(), model.simd.name().into());
+    settings.insert("weights".into(), model.formats.clone());
+    settings.insert(
+        "activations".into(),
+        "8-bit blocks of 32 (Q8) for quantized weights, f32 otherwise".into(),
+    );
+    settings.insert(
+        "kv_cache".into(),
+        "f32, preallocated for the context length".into(),
+    );
+    settings.insert("prefill_chunk_tokens".into(), model::CHUNK.to_string());
+    settings.insert(
+        "weight_bytes_per_token".into(),
+        model.weight_bytes_per_token.to_string(),
+    );
+    settings.insert(
+        "threads_pool".into(),
+        "spin-wait fork-join over weight rows".into(),
+    );
+    let identity = EngineIdentity {
+        name: "native".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        backend: format!(
+            "engine-native {} (no ML framework)",
+            env!("CARGO_PKG_VERSION")
+        ),
+        device: "cpu".into(),
+        dtype: request.model.dtype.as_str().into(),
+        weight_format: request.model.format,
+        threads: model.pool.threads() as u32,
+        settings,
+    };
+    eprintln!(
+        "native: {} threads, {} kernels, {} weight bytes per token ({})",
+        model.pool.threads(),
+        model.simd.name(),
+        model.weight_bytes_per_token,
+        model.formats
+    );
+    Ok(Native { model, identity })
+}
+
+fn main() {
+    engine_kit::run_main(
+        EngineMeta {
+            name: "native",
+            version: env!("CARGO_PKG_VERSION"),
+            backend: "engine-native (no ML framework)",
+        },
+        load,
+    )
+}

@@ -1,0 +1,811 @@
+//! A Llama forward pass written out: embedding, RMSNorm, RoPE (interleaved for GGUF's permuted
+//! Q/K, half-split for HF checkpoints), grouped-query attention over an f32 KV cache, SwiGLU MLP,
+//! tied or separate output head.
+//!
+//! Weights are memory-mapped and read in place. All activation buffers are allocated at load for
+//! a chunk of [`CHUNK`] tokens: prefill runs chunks through batched matrix products (each weight
+//! row is read once per chunk), decode is a chunk of one, and nothing is allocated per token.
+
+use std::path::Path;
+
+use memmap2::Mmap;
+
+use crate::gguf::{GgmlType, Gguf};
+use crate::pool::{split, Pool};
+use crate::quant::{dequantize_row, f16_to_f32, BlockQ8, Format, Simd, QK};
+use crate::Result;
+
+/// Prompt tokens per batched forward pass.
+pub const CHUNK: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub dim: usize,
+    pub ff: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub vocab: usize,
+    pub eps: f32,
+    pub theta: f32,
+    pub ctx: usize,
+    /// GGUF Q/K rows are permuted for interleaved RoPE; HF checkpoints use the half-split form.
+    pub interleaved_rope: bool,
+}
+
+impl Config {
+    pub fn head_dim(&self) -> usize {
+        self.dim / self.heads
+    }
+    pub fn kv_dim(&self) -> usize {
+        self.kv_heads * self.head_dim()
+    }
+}
+
+enum Data {
+    /// Byte offset into the memory map.
+    Mapped(usize),
+    /// Converted at load (F16 matrices, norm vectors).
+    Owned(Vec<f32>),
+}
+
+pub struct Matrix {
+    pub fmt: Format,
+    pub rows: usize,
+    pub cols: usize,
+    data: Data,
+}
+
+impl Matrix {
+    fn row<'a>(&'a self, map: &'a [u8], r: usize) -> &'a [u8] {
+        let rb = self.fmt.row_bytes(self.cols);
+        match &self.data {
+            Data::Mapped(off) => &map[off + r * rb..off + (r + 1) * rb],
+            Data::Owned(v) => {
+                let s = &v[r * self.cols..(r + 1) * self.cols];
+                // SAFETY: viewing initialized f32s as bytes.
+                unsafe { std::slice::from_raw_parts(s.as_ptr() as *const u8, rb) }
+            }
+        }
+    }
+    fn row_f32<'a>(&'a self, map: &'a [u8], r: usize) -> &'a [f32] {
+        let b = self.row(map, r);
+        // SAFETY: F32 rows are 4-byte aligned (checked at load for mapped data).
+        unsafe { std::slice::from_raw_parts(b.as_ptr() as *const f32, self.cols) }
+    }
+    pub fn bytes(&self) -> usize {
+        self.rows * self.fmt.row_bytes(self.cols)
+    }
+}
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    ffn_norm: Vec<f32>,
+    wq: Matrix,
+    wk: Matrix,
+    wv: Matrix,
+    wo: Matrix,
+    w_gate: Matrix,
+    w_up: Matrix,
+    w_down: Matrix,
+}
+
+pub struct Model {
+    pub cfg: Config,
+    map: Mmap,
+    embed: Matrix,
+    output: Matrix,
+    norm: Vec<f32>,
+    layers: Vec<Layer>,
+    pub simd: Simd,
+    pub pool: Pool,
+    /// Weight bytes read per decoded token (every matrix once; the embedding row is negligible).
+    pub weight_bytes_per_token: usize,
+    pub formats: String,
+    // state
+    k_cache: Vec<f32>,
+    v_cache: Vec<f32>,
+    pos: usize,
+    inv_freq: Vec<f32>,
+    // buffers (CHUNK tokens)
+    x: Vec<f32>,
+    xn: Vec<f32>,
+    xq: Vec<BlockQ8>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    tmp: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    hq: Vec<BlockQ8>,
+    scores: Vec<f32>,
+}
+
+/// A raw pointer that may cross threads; every thread writes a disjoint range through it.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: used only for disjoint writes inside `Pool::run`.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper, not the field).
+    fn at(self, i: usize) -> *mut f32 {
+        // SAFETY: callers stay within the buffer the pointer came from.
+        unsafe { self.0.add(i) }
+    }
+}
+
+impl Model {
+    pub fn from_gguf(path: &Path, threads: usize, simd: Simd) -> Result<Model> {
+        let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // SAFETY: the model volume is read-only while engines run.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| format!("{}: {e}", path.display()))?;
+        let g = Gguf::parse(&map).map_err(|e| format!("{}: {e}", path.display()))?;
+        let arch = match g.get("general.architecture")? {
+            crate::gguf::Value::Str(s) => s.clone(),
+            _ => String::new(),
+        };
+        if arch != "llama" {
+            return Err(format!(
+                "{}: architecture `{arch}` (engine-native runs llama)",
+                path.display()
+            )
+            .into());
+        }
+        let dim = g.usize("llama.embedding_length")?;
+        let embed_info = g
+            .tensors
+            .get("token_embd.weight")
+            .ok_or("GGUF tensor token_embd.weight is missing")?;
+        let cfg = Config {
+            dim,
+            ff: g.usize("llama.feed_forward_length")?,
+            layers: g.usize("llama.block_count")?,
+            heads: g.usize("llama.attention.head_count")?,
+            kv_heads: g.usize("llama.attention.head_count_kv")?,
+            vocab: embed_info.dims[1],
+            eps: g.f64("llama.attention.layer_norm_rms_epsilon")? as f32,
+            theta: g.f64("llama.rope.freq_base").unwrap_or(10000.0) as f32,
+            ctx: g.usize("llama.context_length")?,
+            interleaved_rope: true,
+        };
+        let mat = |name: &str| -> Result<Matrix> {
+            let t = g
+                .tensors
+                .get(name)
+                .ok_or_else(|| format!("GGUF tensor {name} is missing"))?;
+            if t.dims.len() != 2 {
+                return Err(
+                    format!("tensor {name}: expected 2 dimensions, found {:?}", t.dims).into(),
+                );
+            }
+            let (cols, rows) = (t.dims[0], t.dims[1]);
+            let off = g.data_start + t.offset;
+            let fmt = match t.ty {
+                GgmlType::F32 => Format::F32,
+                GgmlType::Q4_0 => Format::Q4_0,
+                GgmlType::Q4_1 => Format::Q4_1,
+                GgmlType::Q8_0 => Format::Q8_0,
+                GgmlType::F16 => {
+                    let v = (0..rows * cols)
+                        .map(|i| {
+                            f16_to_f32(u16::from_le_bytes([map[off + 2 * i], map[off + 2 * i + 1]]))
+                        })
+                        .collect();
+                    return Ok(Matrix {
+                        fmt: Format::F32,
+                        rows,
+                        cols,
+                        data: Data::Owned(v),
+                    });
+                }
+            };
+            if fmt == Format::F32 && off % 4 != 0 {
+                return Err(format!("tensor {name}: F32 data is not 4-byte aligned").into());
+            }
+            if fmt != Format::F32 && cols % QK != 0 {
+                return Err(
+                    format!("tensor {name}: {cols} columns is not a multiple of {QK}").into(),
+                );
+            }
+            Ok(Matrix {
+                fmt,
+                rows,
+                cols,
+                data: Data::Mapped(off),
+            })
+        };
+        let vec = |name: &str| -> Result<Vec<f32>> {
+            let m = mat(name).or_else(|_| -> Result<Matrix> {
+                let t = g
+                    .tensors
+                    .get(name)
+                    .ok_or_else(|| format!("GGUF tensor {name} is missing"))?;
+                let off = g.data_start + t.offset;
+                let n = t.dims.iter().product();
+                let v = match t.ty {
+                    GgmlType::F32 => (0..n)
+                        .map(|i| {
+                            f32::from_le_bytes(
+                                map[off + 4 * i..off + 4 * i + 4].try_into().unwrap(),
+                            )
+                        })
+                        .collect(),
+                    GgmlType::F16 => (0..n)
+                        .map(|i| {
+                            f16_to_f32(u16::from_le_bytes([map[off + 2 * i], map[off + 2 * i + 1]]))
+                        })
+                        .collect(),
+                    other => {
+                        return Err(format!("tensor {name}: norm weights of type {other:?}").into())
+                    }
+                };
+                Ok(Matrix {
+                    fmt: Format::F32,
+                    rows: 1,
+                    cols: n,
+                    data: Data::Owned(v),
+                })
+            })?;
+            let mut out = vec![0f32; m.rows * m.cols];
+            for r in 0..m.rows {
+                dequantize_row(
+                    m.fmt,
+                    m.row(&map, r),
+                    &mut out[r * m.cols..(r + 1) * m.cols],
+                );
+            }
+            Ok(out)
+        };
+        let mut layers = Vec::new();
+        for i in 0..cfg.layers {
+            let p = |s: &str| format!("blk.{i}.{s}.weight");
+            layers.push(Layer {
+                attn_norm: vec(&p("attn_norm"))?,
+                ffn_norm: vec(&p("ffn_norm"))?,
+                wq: mat(&p("attn_q"))?,
+                wk: mat(&p("attn_k"))?,
+                wv: mat(&p("attn_v"))?,
+                wo: mat(&p("attn_output"))?,
+                w_gate: mat(&p("ffn_gate"))?,
+                w_up: mat(&p("ffn_up"))?,
+                w_down: mat(&p("ffn_down"))?,
+            });
+        }
+        let embed = mat("token_embd.weight")?;
+        let output = if g.tensors.contains_key("output.weight") {
+            mat("output.weight")?
+        } else {
+            mat("token_embd.weight")?
+        };
+        let norm = vec("output_norm.weight")?;
+        drop(g);
+        Model::assemble(cfg, map, embed, output, norm, layers, threads, simd)
+    }
+
+    pub fn from_safetensors(dir: &Path, threads: usize, simd: Simd) -> Result<Model> {
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path)
+            .map_err(|e| format!("{}: {e}", cfg_path.display()))?;
+        let c: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", cfg_path.display()))?;
+        let get = |k: &str| -> Result<f64> {
+            c.get(k).and_then(serde_json::Value::as_f64).ok_or_else(|| {
+                format!("{}: `{k}` is missing or not a number", cfg_path.display()).into()
+            })
+        };
+        if c.get("rope_scaling").is_some_and(|v| !v.is_null()) {
+            return Err(format!(
+                "{}: rope_scaling is not supported by engine-native",
+                cfg_path.display()
+            )
+            .into());
+        }
+        let heads = get("num_attention_heads")? as usize;
+        let dim = get("hidden_size")? as usize;
+        if let Some(hd) = c.get("head_dim").and_then(serde_json::Value::as_u64) {
+            if hd as usize * heads != dim {
+                return Err(format!(
+                    "{}: head_dim {hd} x heads {heads} != hidden_size {dim}",
+                    cfg_path.display()
+                )
+                .into());
+            }
+        }
+        let cfg = Config {
+            dim,
+            ff: get("intermediate_size")? as usize,
+            layers: get("num_hidden_layers")? as usize,
+            heads,
+            kv_heads: get("num_key_value_heads")? as usize,
+            vocab: get("vocab_size")? as usize,
+            eps: get("rms_norm_eps")? as f32,
+            theta: get("rope_theta").unwrap_or(10000.0) as f32,
+            ctx: get("max_position_embeddings")? as usize,
+            interleaved_rope: false,
+        };
+        let st_path = dir.join("model.safetensors");
+        let file =
+            std::fs::File::open(&st_path).map_err(|e| format!("{}: {e}", st_path.display()))?;
+        // SAFETY: the model volume is read-only while engines run.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| format!("{}: {e}", st_path.display()))?;
+        if map.len() < 8 {
+            return Err(format!("{}: truncated safetensors file", st_path.display()).into());
+        }
+        let hlen = u64::from_le_bytes(map[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value =
+            serde_json::from_slice(map.get(8..8 + hlen).ok_or("truncated safetensors header")?)
+                .map_err(|e| format!("{}: header: {e}", st_path.display()))?;
+        let base = 8 + hlen;
+        let mat = |name: &str| -> Result<Matrix> {
+            let t = header
+                .get(name)
+                .ok_or_else(|| format!("{}: tensor {name} is missing", st_path.display()))?;
+            let dtype = t["dtype"].as_str().unwrap_or("");
+            let shape: Vec<usize> = t["shape"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_u64().map(|v| v as usize))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let offs: Vec<usize> = t["data_offsets"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_u64().map(|v| v as usize))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if dtype != "F32" || offs.len() != 2 {
+                return Err(format!(
+                    "{}: tensor {name} is {dtype}; engine-native reads F32 safetensors",
+                    st_path.display()
+                )
+                .into());
+            }
+            let (rows, cols) = match shape[..] {
+                [r, c] => (r, c),
+                [c] => (1, c),
+                _ => return Err(format!("tensor {name}: shape {shape:?}").into()),
+            };
+            let off = base + offs[0];
+            if offs[1] - offs[0] != rows * cols * 4 || base + offs[1] > map.len() {
+                return Err(format!(
+                    "{}: tensor {name} has a bad size or lies beyond the file",
+                    st_path.display()
+                )
+                .into());
+            }
+            if off % 4 != 0 {
+                return Err(
+                    format!("{}: tensor {name} is not 4-byte aligned", st_path.display()).into(),
+                );
+            }
+            Ok(Matrix {
+                fmt: Format::F32,
+                rows,
+                cols,
+                data: Data::Mapped(off),
+            })
+        };
+        let vec = |name: &str| -> Result<Vec<f32>> {
+            let m = mat(name)?;
+            Ok(m.row_f32(&map, 0).to_vec())
+        };
+        let mut layers = Vec::new();
+        for i in 0..cfg.layers {
+            let p = |s: &str| format!("model.layers.{i}.{s}.weight");
+            layers.push(Layer {
+                attn_norm: vec(&p("input_layernorm"))?,
+                ffn_norm: vec(&p("post_attention_layernorm"))?,
+                wq: mat(&p("self_attn.q_proj"))?,
+                wk: mat(&p("self_attn.k_proj"))?,
+                wv: mat(&p("self_attn.v_proj"))?,
+                wo: mat(&p("self_attn.o_proj"))?,
+                w_gate: mat(&p("mlp.gate_proj"))?,
+                w_up: mat(&p("mlp.up_proj"))?,
+                w_down: mat(&p("mlp.down_proj"))?,
+            });
+        }
+        let embed = mat("model.embed_tokens.weight")?;
+        let output = if header.get("lm_head.weight").is_some() {
+            mat("lm_head.weight")?
+        } else {
+            mat("model.embed_tokens.weight")?
+        };
+        let norm = vec("model.norm.weight")?;
+        Model::assemble(cfg, map, embed, output, norm, layers, threads, simd)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        cfg: Config,
+        map: Mmap,
+        embed: Matrix,
+        output: Matrix,
+        norm: Vec<f32>,
+        layers: Vec<Layer>,
+        threads: usize,
+        simd: Simd,
+    ) -> Result<Model> {
+        if cfg.dim % cfg.heads != 0 || cfg.heads % cfg.kv_heads != 0 || cfg.head_dim() % 2 != 0 {
+            return Err(format!("unsupported shape: {cfg:?}").into());
+        }
+        let check = |m: &Matrix, rows: usize, cols: usize, what: &str| -> Result<()> {
+            if m.rows != rows || m.cols != cols {
+                return Err(format!(
+                    "{what}: shape {}x{}, expected {rows}x{cols}",
+                    m.rows, m.cols
+                )
+                .into());
+            }
+            Ok(())
+        };
+        let (d, kvd, ff) = (cfg.dim, cfg.kv_dim(), cfg.ff);
+        let mut bytes = output.bytes();
+        let mut formats = std::collections::BTreeMap::<String, usize>::new();
+        for (i, l) in layers.iter().enumerate() {
+            check(&l.wq, d, d, &format!("layer {i} q"))?;
+            check(&l.wk, kvd, d, &format!("layer {i} k"))?;
+            check(&l.wv, kvd, d, &format!("layer {i} v"))?;
+            check(&l.wo, d, d, &format!("layer {i} o"))?;
+            check(&l.w_gate, ff, d, &format!("layer {i} gate"))?;
+            check(&l.w_up, ff, d, &format!("layer {i} up"))?;
+            check(&l.w_down, d, ff, &format!("layer {i} down"))?;
+            for m in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+                bytes += m.bytes();
+                *formats.entry(format!("{:?}", m.fmt)).or_default() += 1;
+            }
+        }
+        check(&embed, cfg.vocab, d, "token embedding")?;
+        check(&output, cfg.vocab, d, "output head")?;
+        *formats
+            .entry(format!("{:?} (output)", output.fmt))
+            .or_default() += 1;
+        let formats = formats
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let hd = cfg.head_dim();
+        let inv_freq = (0..hd / 2)
+            .map(|i| 1.0 / cfg.theta.powf(2.0 * i as f32 / hd as f32))
+            .collect();
+        let cache = cfg.layers * cfg.ctx * kvd;
+        let pool = Pool::new(threads);
+        let n = CHUNK;
+        Ok(Model {
+            map,
+            embed,
+            output,
+            norm,
+            layers,
+            simd,
+            weight_bytes_per_token: bytes,
+            formats,
+            // vec![0.0; n] is calloc: pages are only touched as positions are used.
+            k_cache: vec![0.0; cache],
+            v_cache: vec![0.0; cache],
+            pos: 0,
+            inv_freq,
+            x: vec![0.0; n * d],
+            xn: vec![0.0; n * d],
+            xq: vec![BlockQ8::default(); n * d.max(ff) / QK],
+            q: vec![0.0; n * d],
+            k: vec![0.0; n * kvd],
+            v: vec![0.0; n * kvd],
+            att: vec![0.0; n * d],
+            tmp: vec![0.0; n * d],
+            gate: vec![0.0; n * ff],
+            up: vec![0.0; n * ff],
+            hq: vec![BlockQ8::default(); n * ff / QK],
+            scores: vec![0.0; pool.threads() * cfg.ctx],
+            pool,
+            cfg,
+        })
+    }
+
+    pub fn reset(&mut self) {
+        self.pos = 0;
+    }
+
+    /// Runs `tokens` at the next positions; writes the last position's logits.
+    pub fn forward(&mut self, tokens: &[u32], logits: &mut Vec<f32>) -> Result<()> {
+        if self.pos + tokens.len() > self.cfg.ctx {
+            return Err(format!(
+                "sequence of {} tokens exceeds the context length {}",
+                self.pos + tokens.len(),
+                self.cfg.ctx
+            )
+            .into());
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab) {
+            return Err(format!(
+                "token id {bad} is outside the vocabulary ({})",
+                self.cfg.vocab
+            )
+            .into());
+        }
+        for chunk in tokens.chunks(CHUNK) {
+            self.forward_chunk(chunk);
+        }
+        logits.resize(self.cfg.vocab, 0.0);
+        self.head(logits);
+        Ok(())
+    }
+
+    fn forward_chunk(&mut self, tokens: &[u32]) {
+        let t = tokens.len();
+        let (d, kvd, ff, hd) = (
+            self.cfg.dim,
+            self.cfg.kv_dim(),
+            self.cfg.ff,
+            self.cfg.head_dim(),
+        );
+        for (i, &tok) in tokens.iter().enumerate() {
+            dequantize_row(
+                self.embed.fmt,
+                self.embed.row(&self.map, tok as usize),
+                &mut self.x[i * d..(i + 1) * d],
+            );
+        }
+        let pos0 = self.pos;
+        // Moved out for the loop so that `self` can be borrowed mutably beside it (no copy).
+        let layers = std::mem::take(&mut self.layers);
+        for (li, l) in layers.iter().enumerate() {
+            rmsnorm(
+                &self.x[..t * d],
+                &l.attn_norm,
+                self.cfg.eps,
+                &mut self.xn[..t * d],
+                d,
+            );
+            let quantized = l.wq.fmt != Format::F32;
+            if quantized {
+                self.simd
+                    .quantize(&self.xn[..t * d], &mut self.xq[..t * d / QK]);
+            }
+            matmul(
+                &self.pool,
+                self.simd,
+                &self.map,
+                &[
+                    (&l.wq, Out(self.q.as_mut_ptr())),
+                    (&l.wk, Out(self.k.as_mut_ptr())),
+                    (&l.wv, Out(self.v.as_mut_ptr())),
+                ],
+                &self.xn[..t * d],
+                &self.xq[..t * d / QK],
+                t,
+            );
+            for i in 0..t {
+                let pos = pos0 + i;
+                rope(
+                    &mut self.q[i * d..(i + 1) * d],
+                    hd,
+                    pos,
+                    &self.inv_freq,
+                    self.cfg.interleaved_rope,
+                );
+                rope(
+                    &mut self.k[i * kvd..(i + 1) * kvd],
+                    hd,
+                    pos,
+                    &self.inv_freq,
+                    self.cfg.interleaved_rope,
+                );
+                let base = (li * self.cfg.ctx + pos) * kvd;
+                self.k_cache[base..base + kvd].copy_from_slice(&self.k[i * kvd..(i + 1) * kvd]);
+                self.v_cache[base..base + kvd].copy_from_slice(&self.v[i * kvd..(i + 1) * kvd]);
+            }
+            self.attention(li, pos0, t);
+            if quantized {
+                self.simd
+                    .quantize(&self.att[..t * d], &mut self.xq[..t * d / QK]);
+            }
+            matmul(
+                &self.pool,
+                self.simd,
+                &self.map,
+                &[(&l.wo, Out(self.tmp.as_mut_ptr()))],
+                &self.att[..t * d],
+                &self.xq[..t * d / QK],
+                t,
+            );
+            for (x, o) in self.x[..t * d].iter_mut().zip(&self.tmp[..t * d]) {
+                *x += o;
+            }
+            rmsnorm(
+                &self.x[..t * d],
+                &l.ffn_norm,
+                self.cfg.eps,
+                &mut self.xn[..t * d],
+                d,
+            );
+            if quantized {
+                self.simd
+                    .quantize(&self.xn[..t * d], &mut self.xq[..t * d / QK]);
+            }
+            matmul(
+                &self.pool,
+                self.simd,
+                &self.map,
+                &[
+                    (&l.w_gate, Out(self.gate.as_mut_ptr())),
+                    (&l.w_up, Out(self.up.as_mut_ptr())),
+                ],
+                &self.xn[..t * d],
+                &self.xq[..t * d / QK],
+                t,
+            );
+            for (g, u) in self.gate[..t * ff].iter_mut().zip(&self.up[..t * ff]) {
+                *g = *g / (1.0 + (-*g).exp()) * u;
+            }
+            if quantized {
+                self.simd
+                    .quantize(&self.gate[..t * ff], &mut self.hq[..t * ff / QK]);
+            }
+            matmul(
+                &self.pool,
+                self.simd,
+                &self.map,
+                &[(&l.w_down, Out(self.tmp.as_mut_ptr()))],
+                &self.gate[..t * ff],
+                &self.hq[..t * ff / QK],
+                t,
+            );
+            for (x, o) in self.x[..t * d].iter_mut().zip(&self.tmp[..t * d]) {
+                *x += o;
+            }
+        }
+        self.layers = layers;
+        // Keep the last token's hidden state for the head.
+        if t > 1 {
+            self.x.copy_within((t - 1) * d..t * d, 0);
+        }
+        self.pos += t;
+    }
+
+    /// Logits of the last processed token (its hidden state is in `x[..dim]`).
+    fn head(&mut self, logits: &mut [f32]) {
+        let d = self.cfg.dim;
+        rmsnorm(&self.x[..d], &self.norm, self.cfg.eps, &mut self.xn[..d], d);
+        if self.output.fmt != Format::F32 {
+            self.simd.quantize(&self.xn[..d], &mut self.xq[..d / QK]);
+        }
+        matmul(
+            &self.pool,
+            self.simd,
+            &self.map,
+            &[(&self.output, Out(logits.as_mut_ptr()))],
+            &self.xn[..d],
+            &self.xq[..d / QK],
+            1,
+        );
+    }
+
+    /// Causal attention for the `t` tokens at `pos0..`, parallel over (token, head).
+    fn attention(&mut self, li: usize, pos0: usize, t: usize) {
+        let cfg = &self.cfg;
+        let (d, kvd, hd, heads) = (cfg.dim, cfg.kv_dim(), cfg.head_dim(), cfg.heads);
+        let group = cfg.heads / cfg.kv_heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let kc = &self.k_cache[li * cfg.ctx * kvd..(li + 1) * cfg.ctx * kvd];
+        let vc = &self.v_cache[li * cfg.ctx * kvd..(li + 1) * cfg.ctx * kvd];
+        let q = &self.q;
+        let att = Out(self.att.as_mut_ptr());
+        let scores = Out(self.scores.as_mut_ptr());
+        let ctx = cfg.ctx;
+        let simd = self.simd;
+        self.pool.run(&|ti, n| {
+            let (a, b) = split(t * heads, ti, n, 1);
+            // SAFETY: each thread owns its scores slice and writes disjoint (token, head) outputs.
+            let sc = unsafe { std::slice::from_raw_parts_mut(scores.at(ti * ctx), ctx) };
+            for job in a..b {
+                let (i, h) = (job / heads, job % heads);
+                let len = pos0 + i + 1;
+                let qh = &q[i * d + h * hd..i * d + (h + 1) * hd];
+                let kvh = h / group;
+                let mut max = f32::NEG_INFINITY;
+                for (p, s) in sc[..len].iter_mut().enumerate() {
+                    let kp = &kc[p * kvd + kvh * hd..p * kvd + (kvh + 1) * hd];
+                    *s = simd.dot_f32(qh, kp) * scale;
+                    max = max.max(*s);
+                }
+                let mut sum = 0f32;
+                for s in sc[..len].iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                let inv = 1.0 / sum;
+                // SAFETY: disjoint output range of this (token, head).
+                let out = unsafe { std::slice::from_raw_parts_mut(att.at(i * d + h * hd), hd) };
+                out.fill(0.0);
+                for (p, &s) in sc[..len].iter().enumerate() {
+                    simd.axpy(
+                        s * inv,
+                        &vc[p * kvd + kvh * hd..p * kvd + (kvh + 1) * hd],
+                        out,
+                    );
+                }
+            }
+        });
+    }
+}
+
+fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], d: usize) {
+    for (xs, os) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let ss: f32 = xs.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let r = 1.0 / (ss + eps).sqrt();
+        for ((o, &v), &g) in os.iter_mut().zip(xs).zip(w) {
+            *o = v * r * g;
+        }
+    }
+}
+
+fn rope(v: &mut [f32], hd: usize, pos: usize, inv_freq: &[f32], interleaved: bool) {
+    for head in v.chunks_exact_mut(hd) {
+        for (i, &f) in inv_freq.iter().enumerate() {
+            let (s, c) = (pos as f32 * f).sin_cos();
+            let (a, b) = if interleaved {
+                (2 * i, 2 * i + 1)
+            } else {
+                (i, i + hd / 2)
+            };
+            let (x0, x1) = (head[a], head[b]);
+            head[a] = x0 * c - x1 * s;
+            head[b] = x0 * s + x1 * c;
+        }
+    }
+}
+
+/// `out_m[tok * rows_m + r] = W_m[r] . x[tok]` for every matrix `m` (sharing one input), `t`
+/// tokens, parallel over the concatenated rows of all matrices.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    pool: &Pool,
+    simd: Simd,
+    map: &[u8],
+    mats: &[(&Matrix, Out)],
+    x: &[f32],
+    xq: &[BlockQ8],
+    t: usize,
+) {
+    let total: usize = mats.iter().map(|(m, _)| m.rows).sum();
+    pool.run(&|ti, n| {
+        let (a, b) = split(total, ti, n, 16);
+        let mut base = 0;
+        for (m, out) in mats {
+            let (lo, hi) = (a.max(base), b.min(base + m.rows));
+            if lo < hi {
+                let cols = m.cols;
+                let nb = cols / QK;
+                for r in lo - base..hi - base {
+                    match m.fmt {
+                        Format::F32 => {
+                            let w = m.row_f32(map, r);
+                            for tok in 0..t {
+                                let v = simd.dot_f32(w, &x[tok * cols..(tok + 1) * cols]);
+                                // SAFETY: row r of token tok is written by this thread only.
+                                unsafe { *out.at(tok * m.rows + r) = v };
+                            }
+                        }
+                        fmt => {
+                            let w = m.row(map, r);
+                            for tok in 0..t {
+                                let v = simd.dot_q(fmt, w, &xq[tok * nb..(tok + 1) * nb]);
+                                // SAFETY: as above.
+                                unsafe { *out.at(tok * m.rows + r) = v };
+                            }
+                        }
+                    }
+                }
+            }
+            base += m.rows;
+        }
+    });
+}
