@@ -164,7 +164,7 @@ impl Gguf {
                 .ok_or_else(|| format!("tensor {name}: ggml type {id} is not supported by engine-native (F32, F16, Q4_0, Q4_1, Q8_0)"))?;
             let n: usize = dims.iter().product();
             let (be, bb) = ty.block();
-            if n % be != 0 {
+            if !n.is_multiple_of(be) {
                 return Err(
                     format!("tensor {name}: {n} elements is not a whole number of blocks").into(),
                 );

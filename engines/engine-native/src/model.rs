@@ -380,7 +380,7 @@ impl Model {
                 )
                 .into());
             }
-            if off % 4 != 0 {
+            if !off.is_multiple_of(4) {
                 return Err(
                     format!("{}: tensor {name} is not 4-byte aligned", st_path.display()).into(),
                 );
@@ -432,7 +432,10 @@ impl Model {
         threads: usize,
         simd: Simd,
     ) -> Result<Model> {
-        if cfg.dim % cfg.heads != 0 || cfg.heads % cfg.kv_heads != 0 || cfg.head_dim() % 2 != 0 {
+        if !cfg.dim.is_multiple_of(cfg.heads)
+            || !cfg.heads.is_multiple_of(cfg.kv_heads)
+            || !cfg.head_dim().is_multiple_of(2)
+        {
             return Err(format!("unsupported shape: {cfg:?}").into());
         }
         let check = |m: &Matrix, rows: usize, cols: usize, what: &str| -> Result<()> {
@@ -796,8 +799,22 @@ fn matmul(
                         }
                         fmt => {
                             let w = m.row(map, r);
-                            for tok in 0..t {
-                                let v = simd.dot_q(fmt, w, &xq[tok * nb..(tok + 1) * nb]);
+                            let xt = |tok: usize| &xq[tok * nb..(tok + 1) * nb];
+                            let mut tok = 0;
+                            while tok + 4 <= t {
+                                let v = simd.dot_q_x4(
+                                    fmt,
+                                    w,
+                                    [xt(tok), xt(tok + 1), xt(tok + 2), xt(tok + 3)],
+                                );
+                                for (k, v) in v.into_iter().enumerate() {
+                                    // SAFETY: as above.
+                                    unsafe { *out.at((tok + k) * m.rows + r) = v };
+                                }
+                                tok += 4;
+                            }
+                            for tok in tok..t {
+                                let v = simd.dot_q(fmt, w, xt(tok));
                                 // SAFETY: as above.
                                 unsafe { *out.at(tok * m.rows + r) = v };
                             }

@@ -139,6 +139,20 @@ impl Simd {
         }
     }
 
+    /// Four dot products of one weight row with four tokens' activations (prefill): the row's
+    /// blocks are unpacked once for all four.
+    #[inline]
+    pub fn dot_q_x4(self, fmt: Format, row: &[u8], x: [&[BlockQ8]; 4]) -> [f32; 4] {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Simd::Avx2 if fmt == Format::Q4_1 || fmt == Format::Q8_0 => unsafe {
+                avx2::dot_q_x4(fmt, row, x)
+            },
+            _ => x.map(|xt| self.dot_q(fmt, row, xt)),
+        }
+    }
+
     /// f32 dot product.
     #[inline]
     pub fn dot_f32(self, a: &[f32], b: &[f32]) -> f32 {
@@ -413,6 +427,52 @@ mod avx2 {
         hsum(_mm256_add_ps(acc0, acc1)) + extra
     }
 
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q_x4(fmt: Format, row: &[u8], x: [&[BlockQ8]; 4]) -> [f32; 4] {
+        let n = x[0].len();
+        assert!(x.iter().all(|xt| xt.len() == n));
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut extra = [0f32; 4];
+        match fmt {
+            Format::Q4_1 => {
+                assert!(row.len() >= n * 20);
+                for i in 0..n {
+                    let b = &row[i * 20..i * 20 + 20];
+                    let (dw, mw) = h2(b, 0);
+                    // SAFETY: 20 bytes per block are in bounds (asserted above).
+                    let w = unsafe { nibbles(b.as_ptr().add(4)) };
+                    for k in 0..4 {
+                        let xb = &x[k][i];
+                        // SAFETY: xb.q is 32 bytes.
+                        let xq = unsafe { _mm256_loadu_si256(xb.q.as_ptr() as *const __m256i) };
+                        acc[k] =
+                            _mm256_fmadd_ps(mul_sum_us8(w, xq), _mm256_set1_ps(dw * xb.d), acc[k]);
+                        extra[k] += mw * xb.s;
+                    }
+                }
+            }
+            Format::Q8_0 => {
+                assert!(row.len() >= n * 34);
+                for i in 0..n {
+                    let b = &row[i * 34..i * 34 + 34];
+                    let dw = h1(b, 0);
+                    // SAFETY: 34 bytes per block are in bounds (asserted above).
+                    let w = unsafe { _mm256_loadu_si256(b.as_ptr().add(2) as *const __m256i) };
+                    let aw = _mm256_sign_epi8(w, w);
+                    for k in 0..4 {
+                        let xb = &x[k][i];
+                        // SAFETY: xb.q is 32 bytes.
+                        let xq = unsafe { _mm256_loadu_si256(xb.q.as_ptr() as *const __m256i) };
+                        let p = mul_sum_us8(aw, _mm256_sign_epi8(xq, w));
+                        acc[k] = _mm256_fmadd_ps(p, _mm256_set1_ps(dw * xb.d), acc[k]);
+                    }
+                }
+            }
+            _ => unreachable!("dispatch sends only Q4_1 and Q8_0 here"),
+        }
+        [0, 1, 2, 3].map(|k| hsum(acc[k]) + extra[k])
+    }
+
     /// Quantizes blocks of 32 to 8 bits: max-abs scale, round half to even.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn quantize(x: &[f32], out: &mut [BlockQ8]) {
@@ -615,6 +675,19 @@ mod tests {
                     (v - s).abs() <= tol,
                     "{fmt:?} nb={nb}: {simd:?} {v} vs scalar {s}"
                 );
+                // The four-token kernel: each lane equals its own token's dot product.
+                let mut other = vec![BlockQ8::default(); nb];
+                let y: Vec<f32> = (0..nb * QK).map(|_| rng.f()).collect();
+                quantize_q8(&y, &mut other);
+                let four = simd.dot_q_x4(fmt, &row, [&xq, &other, &xq, &other]);
+                let o = scalar::dot_q(fmt, &row, &other) as f64;
+                for (k, want) in [s, o, s, o].into_iter().enumerate() {
+                    let got = four[k] as f64;
+                    assert!(
+                        (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "{fmt:?} nb={nb} lane {k}"
+                    );
+                }
             }
         }
     }

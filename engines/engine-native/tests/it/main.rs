@@ -45,9 +45,10 @@ fn bench_and_check_on_the_real_model() {
 }
 
 /// Both weight paths pass their precision's gate, with the SIMD kernels and with the portable
-/// scalar ones (`NATIVE_SIMD=scalar`), and the quantized path agrees with the reference as
-/// closely as llama.cpp's does (within two positions of llama.cpp's count; the committed run
-/// has the figures).
+/// scalar ones (`NATIVE_SIMD=scalar`). The two quantized paths are not bit-identical: a float
+/// summation-order difference can flip the rounding of an 8-bit activation, which then moves
+/// logits by about the quantization noise itself (~0.1); so they must agree with each other
+/// about as well as each agrees with the reference (>= 95 % of positions), not exactly.
 #[test]
 fn native_agrees_with_the_reference_with_simd_and_scalar_kernels() {
     let (_, results) = testkit::run_correctness(
@@ -66,14 +67,24 @@ fn native_agrees_with_the_reference_with_simd_and_scalar_kernels() {
     assert_eq!(results[2].report.engine.settings["simd"], "scalar");
     // F32: the reference's own weights and precision.
     assert_eq!(c[1].top1_agree, c[1].positions, "{:#?}", c[1]);
-    // SIMD and scalar kernels differ only in float summation order.
-    let diff = c[0].top1_agree.abs_diff(c[2].top1_agree);
-    assert!(
-        diff <= 2,
-        "simd {} vs scalar {}",
-        c[0].top1_agree,
-        c[2].top1_agree
+    let top1 = |r: &lab_harness::results::TargetResult| -> Vec<u32> {
+        r.report
+            .scenarios
+            .iter()
+            .find(|s| s.id == "ref-tf")
+            .unwrap()
+            .prompts
+            .iter()
+            .flat_map(|p| p.generated_token_ids.clone())
+            .collect()
+    };
+    let (a, b) = (top1(&results[0]), top1(&results[2]));
+    let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
+    eprintln!(
+        "native simd vs scalar: same top-1 at {same}/{} positions",
+        a.len()
     );
+    assert!(same * 100 >= a.len() * 95, "{same}/{}", a.len());
 }
 
 fn request(dir: &Path, format: WeightFormat, dtype: Dtype) -> lab_protocol::Request {
