@@ -196,24 +196,39 @@ fn pytorch_reports_follow_the_committed_schema() {
 /// Raw stdout of the engine for `req` (whatever its exit status).
 fn engine_stdout(req: &lab_protocol::Request) -> String {
     let t = f32_target();
-    #[allow(clippy::disallowed_methods)] // raw stdout is the point of this test
-    let mut child = std::process::Command::new(&t.launch.program)
-        .args(&t.launch.args)
-        .envs(t.launch.env.iter().map(|(k, v)| (k, v)))
+    let out = pipe(
+        &t.launch.program,
+        &t.launch.args,
+        &t.launch.env,
+        &serde_json::to_string(req).unwrap(),
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `program args` with `env`, feeding `stdin`; stderr goes to the test's output.
+fn pipe(
+    program: &str,
+    args: &[String],
+    env: &[(String, String)],
+    stdin: &str,
+) -> std::process::Output {
+    use std::io::Write;
+    #[allow(clippy::disallowed_methods)] // raw stdin/stdout are the point of these tests
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .spawn()
         .unwrap();
-    use std::io::Write;
     child
         .stdin
         .take()
         .unwrap()
-        .write_all(serde_json::to_string(req).unwrap().as_bytes())
+        .write_all(stdin.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8(out.stdout).unwrap()
+    child.wait_with_output().unwrap()
 }
 
 #[test]
@@ -263,23 +278,21 @@ fn the_committed_reference_is_reproducible() {
         "continuation_tokens": reference.continuation_tokens,
         "prompts": picked.iter().map(|p| serde_json::json!({"name": p.name, "token_ids": p.token_ids})).collect::<Vec<_>>(),
     });
-    #[allow(clippy::disallowed_methods)] // a one-shot run of the reference generator
-    let mut child = std::process::Command::new(testkit::python())
-        .args(["-m", "lab_engine_pytorch.reference"])
-        .env("PYTHONPATH", testkit::root().join("engines/engine-pytorch"))
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(spec.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = pipe(
+        &testkit::python().display().to_string(),
+        &["-m".into(), "lab_engine_pytorch.reference".into()],
+        &[
+            (
+                "PYTHONPATH".into(),
+                testkit::root()
+                    .join("engines/engine-pytorch")
+                    .display()
+                    .to_string(),
+            ),
+            ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
+        ],
+        &spec.to_string(),
+    );
     assert!(out.status.success());
     let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for (want, got) in picked.iter().zip(again["prompts"].as_array().unwrap()) {
