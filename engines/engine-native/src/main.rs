@@ -2,7 +2,7 @@
 //! memory-mapped from the model volume's GGUF (Q4_1, Q4_0, Q8_0, F16, F32 tensors) or F32
 //! safetensors directory, SIMD kernels chosen at run time, a spin thread pool.
 //!
-//! `NATIVE_SIMD=scalar` forces the portable kernels (for comparison and tests).
+//! `NATIVE_SIMD=scalar|avx2|avx512` forces a kernel level the CPU has (for comparison and tests).
 
 mod gguf;
 mod model;
@@ -53,7 +53,16 @@ fn load(request: &Request) -> EngineResult<Native> {
     let simd = match std::env::var("NATIVE_SIMD").as_deref() {
         Ok("scalar") => quant::Simd::Scalar,
         Ok("auto") | Err(_) => quant::Simd::detect(),
-        Ok(other) => return Err(format!("NATIVE_SIMD={other}: expected `scalar` or `auto`").into()),
+        Ok(level) => quant::Simd::available()
+            .into_iter()
+            .find(|s| s.id() == level)
+            .ok_or_else(|| {
+                let ids: Vec<_> = quant::Simd::available().iter().map(|s| s.id()).collect();
+                format!(
+                    "NATIVE_SIMD={level}: this CPU can run {} (or `auto`)",
+                    ids.join(", ")
+                )
+            })?,
     };
     let dir = std::path::Path::new(&request.model.dir);
     let model = match (request.model.format, request.model.dtype) {
