@@ -259,21 +259,13 @@ impl Model {
             }
             Ok(out)
         };
-        let mut layers = Vec::new();
-        for i in 0..cfg.layers {
-            let p = |s: &str| format!("blk.{i}.{s}.weight");
-            layers.push(Layer {
-                attn_norm: vec(&p("attn_norm"))?,
-                ffn_norm: vec(&p("ffn_norm"))?,
-                wq: mat(&p("attn_q"))?,
-                wk: mat(&p("attn_k"))?,
-                wv: mat(&p("attn_v"))?,
-                wo: mat(&p("attn_output"))?,
-                w_gate: mat(&p("ffn_gate"))?,
-                w_up: mat(&p("ffn_up"))?,
-                w_down: mat(&p("ffn_down"))?,
-            });
-        }
+        let layers = load_layers(
+            cfg.layers,
+            |i, s| format!("blk.{i}.{s}.weight"),
+            &GGUF_LAYER,
+            &mat,
+            &vec,
+        )?;
         let embed = mat("token_embd.weight")?;
         let output = if g.tensors.contains_key("output.weight") {
             mat("output.weight")?
@@ -396,21 +388,13 @@ impl Model {
             let m = mat(name)?;
             Ok(m.row_f32(&map, 0).to_vec())
         };
-        let mut layers = Vec::new();
-        for i in 0..cfg.layers {
-            let p = |s: &str| format!("model.layers.{i}.{s}.weight");
-            layers.push(Layer {
-                attn_norm: vec(&p("input_layernorm"))?,
-                ffn_norm: vec(&p("post_attention_layernorm"))?,
-                wq: mat(&p("self_attn.q_proj"))?,
-                wk: mat(&p("self_attn.k_proj"))?,
-                wv: mat(&p("self_attn.v_proj"))?,
-                wo: mat(&p("self_attn.o_proj"))?,
-                w_gate: mat(&p("mlp.gate_proj"))?,
-                w_up: mat(&p("mlp.up_proj"))?,
-                w_down: mat(&p("mlp.down_proj"))?,
-            });
-        }
+        let layers = load_layers(
+            cfg.layers,
+            |i, s| format!("model.layers.{i}.{s}.weight"),
+            &HF_LAYER,
+            &mat,
+            &vec,
+        )?;
         let embed = mat("model.embed_tokens.weight")?;
         let output = if header.get("lm_head.weight").is_some() {
             mat("lm_head.weight")?
@@ -738,6 +722,57 @@ impl Model {
             }
         });
     }
+}
+
+/// Tensor names of one layer in [`Layer`] field order: the two norms, then q, k, v, o, gate, up,
+/// down.
+const GGUF_LAYER: [&str; 9] = [
+    "attn_norm",
+    "ffn_norm",
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+];
+const HF_LAYER: [&str; 9] = [
+    "input_layernorm",
+    "post_attention_layernorm",
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
+
+/// Loads `n` layers whose tensors are named `name(layer, names[k])`.
+fn load_layers(
+    n: usize,
+    name: impl Fn(usize, &str) -> String,
+    names: &[&str; 9],
+    mat: &dyn Fn(&str) -> Result<Matrix>,
+    vec: &dyn Fn(&str) -> Result<Vec<f32>>,
+) -> Result<Vec<Layer>> {
+    (0..n)
+        .map(|i| {
+            let m = |k: usize| mat(&name(i, names[k]));
+            Ok(Layer {
+                attn_norm: vec(&name(i, names[0]))?,
+                ffn_norm: vec(&name(i, names[1]))?,
+                wq: m(2)?,
+                wk: m(3)?,
+                wv: m(4)?,
+                wo: m(5)?,
+                w_gate: m(6)?,
+                w_up: m(7)?,
+                w_down: m(8)?,
+            })
+        })
+        .collect()
 }
 
 fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], d: usize) {
