@@ -40,6 +40,37 @@ pub fn models_dir() -> PathBuf {
     dir
 }
 
+/// Held while a test runs a real engine: engines are run one at a time, across the tests of a
+/// binary (they run in parallel threads) and across processes (a file lock beside the other
+/// temporary files), as `cargo xtask bench` runs them. Two engines that each use every core
+/// oversubscribe the machine, and spin-waiting thread pools (llama.cpp's barrier, OpenMP) then
+/// slow down by orders of magnitude: a CI run once saw two llama.cpp tests make no progress
+/// for 20 minutes.
+pub struct Exclusive {
+    _file: std::fs::File,
+    _guard: std::sync::MutexGuard<'static, ()>,
+}
+
+/// Waits for, then holds, the machine-wide right to run an engine (see [`Exclusive`]).
+pub fn exclusive() -> Exclusive {
+    static IN_PROCESS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that panicked while holding the lock poisons it; the lock itself is still sound.
+    let guard = IN_PROCESS.lock().unwrap_or_else(|e| e.into_inner());
+    let path = std::env::temp_dir().join("inference-lab-engine-tests.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    file.lock()
+        .unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
+    Exclusive {
+        _file: file,
+        _guard: guard,
+    }
+}
+
 pub fn threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -199,6 +230,7 @@ pub fn assert_correct(results: &[TargetResult]) -> Vec<correctness::Correctness>
 }
 
 fn run_plan(plan: BenchPlan) -> (BenchPlan, Vec<TargetResult>) {
+    let _exclusive = exclusive();
     let (manifest, results) = crate::bench(&plan, &AtomicBool::new(false)).unwrap();
     assert_eq!(manifest.status, RunStatus::Complete);
     for t in &manifest.targets {

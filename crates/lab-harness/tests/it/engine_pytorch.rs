@@ -213,6 +213,7 @@ fn pipe(
     stdin: &str,
 ) -> std::process::Output {
     use std::io::Write;
+    let _exclusive = testkit::exclusive();
     #[allow(clippy::disallowed_methods)] // raw stdin/stdout are the point of these tests
     let mut child = std::process::Command::new(program)
         .args(args)
