@@ -212,6 +212,7 @@ pub fn run(flags: Flags) -> Result<()> {
                 binary,
                 model_dir_for_engine: resolved.dir.display().to_string(),
                 image_digest: None,
+                runtime: "native".into(),
             })
         })
         .collect::<Result<Vec<_>>>()?;

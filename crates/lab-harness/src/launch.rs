@@ -30,6 +30,7 @@ pub fn launch_for(
                 program: binary.display().to_string(),
                 args: Vec::new(),
                 env: vec![("RAYON_NUM_THREADS".into(), t)],
+                cleanup: Vec::new(),
             };
             Ok((launch, binary))
         }
@@ -61,6 +62,7 @@ pub fn launch_for(
                     ("HF_HUB_OFFLINE".into(), "1".into()),
                     ("TRANSFORMERS_OFFLINE".into(), "1".into()),
                 ],
+                cleanup: Vec::new(),
             };
             Ok((launch, module_file))
         }

@@ -6,6 +6,7 @@
 
 pub mod baseline;
 pub mod catalog;
+pub mod container;
 pub mod correctness;
 pub mod launch;
 pub mod model;
@@ -88,7 +89,10 @@ pub struct PreparedTarget {
     pub binary: PathBuf,
     /// The model directory as the engine sees it (differs from the host path in a container).
     pub model_dir_for_engine: String,
+    /// The image ID (`sha256:…` of its configuration) when the engine runs in a container.
     pub image_digest: Option<String>,
+    /// How this target runs: `native`, `podman`, `docker`, or `native (fallback: why)`.
+    pub runtime: String,
 }
 
 /// Everything `bench` needs; built by the xtask from its flags.
@@ -256,7 +260,7 @@ pub fn bench(
             "== [{}/{}] {label} ({}) ==",
             i + 1,
             plan.targets.len(),
-            plan.runtime
+            t.runtime
         );
         let request = build_request(plan, t, &requests);
         let binary_sha = sha256_file(&t.binary)?;
@@ -325,6 +329,7 @@ pub fn bench(
             engine_binary: display_path(&plan.root, &t.binary),
             engine_binary_sha256: binary_sha,
             image_digest: t.image_digest.clone(),
+            runtime: Some(t.runtime.clone()),
             process_wall_ms: wall_ms,
             provenance: plan.provenance.clone(),
             stats: compute_stats(&report),

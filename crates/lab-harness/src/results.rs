@@ -125,8 +125,13 @@ pub struct TargetResult {
     pub model: ModelInfo,
     pub engine_binary: String,
     pub engine_binary_sha256: String,
-    /// Container image digest when the engine ran in a container.
+    /// Container image ID (`sha256:…` of the image configuration) when the engine ran in a
+    /// container.
     pub image_digest: Option<String>,
+    /// How the engine ran (`native`, `podman`, `docker`, `native (fallback: …)`); absent in
+    /// results written before containers existed (they ran natively).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
     /// Wall time of the engine process as the harness saw it.
     pub process_wall_ms: f64,
     pub provenance: Provenance,
@@ -442,6 +447,7 @@ mod tests {
             engine_binary: "target/release/mock-engine".into(),
             engine_binary_sha256: "0".repeat(64),
             image_digest: None,
+            runtime: Some("native".into()),
             process_wall_ms: 1000.0,
             provenance: provenance.clone(),
             stats: compute_stats(&report),

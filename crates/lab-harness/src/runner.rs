@@ -18,6 +18,9 @@ pub struct Launch {
     pub program: String,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Run after killing the engine (timeout, Ctrl-C): a container runtime's client may die
+    /// while its container lives on, so `podman rm --force <name>`. Empty for a native process.
+    pub cleanup: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,14 +103,14 @@ pub fn run_engine(
             .map_err(|e| RunError::BadReport(e.to_string()))?;
         // Ctrl-C reaches the engine too (same process group): report it as an interruption.
         if interrupted.load(Ordering::SeqCst) {
-            kill(&mut child);
+            kill(&mut child, &launch.cleanup);
             return Err(RunError::Interrupted);
         }
         if let Some(status) = exited {
             break status;
         }
         if start.elapsed() > timeout {
-            kill(&mut child);
+            kill(&mut child, &launch.cleanup);
             return Err(RunError::Timeout(timeout.as_secs()));
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -150,7 +153,16 @@ pub fn run_engine(
     Ok(Finished { report, wall })
 }
 
-fn kill(child: &mut Child) {
+fn kill(child: &mut Child, cleanup: &[String]) {
     let _ = child.kill();
     let _ = child.wait();
+    if let Some((program, args)) = cleanup.split_first() {
+        #[allow(clippy::disallowed_methods)] // best effort, output not needed
+        let _ = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }

@@ -109,11 +109,45 @@ pub fn target(
             program: binary.display().to_string(),
             args: vec![],
             env,
+            cleanup: vec![],
         },
         binary: binary.to_path_buf(),
         model_dir_for_engine: models_dir().join("smollm2-135m").display().to_string(),
         image_digest: None,
+        runtime: "native".into(),
     }
+}
+
+/// The container runtime for container tests: podman or docker, whichever works here. When
+/// neither does, the test fails if `LAB_REQUIRE_CONTAINERS=1` (CI installs podman and sets it);
+/// otherwise it says loudly that it is skipped and returns `None`.
+pub fn container_engine() -> Option<crate::container::Engine> {
+    let (engine, why) = crate::container::detect(&root());
+    if engine.is_none() {
+        assert!(
+            std::env::var("LAB_REQUIRE_CONTAINERS").as_deref() != Ok("1"),
+            "LAB_REQUIRE_CONTAINERS=1 but {why}"
+        );
+        eprintln!("SKIPPED (container test): {why}; install podman and runc to run it");
+    }
+    engine
+}
+
+/// `t` moved into its container: its image is built (from `t.binary`) and the launch rewritten.
+pub fn in_container(engine: &crate::container::Engine, t: PreparedTarget) -> PreparedTarget {
+    let prov = provenance::collect(&root(), provenance::rfc3339(provenance::now_unix()));
+    let work = std::env::temp_dir().join(format!("lab-images-{}", std::process::id()));
+    let model_dir = models_dir().join("smollm2-135m");
+    crate::container::containerize(
+        &root(),
+        engine,
+        t,
+        &model_dir,
+        &work,
+        &crate::container::Sandbox::default(),
+        &prov,
+    )
+    .unwrap()
 }
 
 /// The lab's Python environment: `LAB_PYTHON` (set by `cargo xtask test`); panics with the fixing
@@ -142,6 +176,7 @@ pub fn python_target(engine: &str, format: WeightFormat, dtype: Dtype) -> Prepar
         binary,
         model_dir_for_engine: models_dir().join("smollm2-135m").display().to_string(),
         image_digest: None,
+        runtime: "native".into(),
     }
 }
 
@@ -189,6 +224,28 @@ pub fn run_s1(
 ) -> (BenchPlan, Vec<TargetResult>) {
     let plan = s1_plan(tag, targets, warmup, iterations, BASELINE_MAX_NEW_TOKENS);
     run_plan(plan)
+}
+
+/// Runs S1 (no warm-up, one iteration) for `targets` inside their containers, as
+/// `cargo xtask bench --runtime podman|docker` does; `None` when no container runtime is
+/// available and containers are not required (see [`container_engine`]).
+pub fn run_s1_in_container(
+    tag: &str,
+    targets: Vec<PreparedTarget>,
+) -> Option<(BenchPlan, Vec<TargetResult>)> {
+    let engine = container_engine()?;
+    let targets = targets
+        .into_iter()
+        .map(|t| in_container(&engine, t))
+        .collect();
+    let mut plan = s1_plan(tag, targets, 0, 1, BASELINE_MAX_NEW_TOKENS);
+    plan.runtime = engine.runtime.name().into();
+    let (plan, results) = run_plan(plan);
+    for r in &results {
+        assert_eq!(r.runtime.as_deref(), Some(engine.runtime.name()));
+        assert!(r.image_digest.is_some(), "{}: no image recorded", r.target);
+    }
+    Some((plan, results))
 }
 
 /// Runs the correctness scenarios (`ref-greedy`, `ref-tf`) for `targets`; every target must

@@ -2,7 +2,7 @@
 //!
 //! Deterministic tokens (`next = (31 * last + 7) mod 49152`), a fixed sleep per forward call
 //! (`MOCK_ENGINE_SLEEP_US`, default 1000; 0 measures the kit's own per-token overhead) and
-//! failure modes chosen with `MOCK_ENGINE=ok|hang|crash|garbage|fail-load|panic`.
+//! failure modes chosen with `MOCK_ENGINE=ok|hang|crash|garbage|fail-load|panic|probe`.
 //!
 //! `MOCK_ENGINE=oracle` replays the reference file named by `MOCK_ENGINE_REFERENCE`: on a
 //! sequence that follows a reference prompt and its greedy continuation it emits the reference's
@@ -114,6 +114,7 @@ fn load(request: &Request) -> EngineResult<Mock> {
             std::process::exit(0)
         }
         "fail-load" => return Err("simulated load failure".into()),
+        "probe" => return Err(probe(&request.model.dir).into()),
         "panic" => panic!("simulated panic"),
         _ => {}
     }
@@ -142,6 +143,45 @@ fn load(request: &Request) -> EngineResult<Mock> {
                 .unwrap_or(1000),
         ),
     })
+}
+
+/// `MOCK_ENGINE=probe`: what an engine could do to its surroundings, as the load error (so it
+/// reaches the harness through the protocol): its user, writing into the model directory,
+/// its network interfaces, and connecting out (to TEST-NET-1, which no route should reach
+/// quickly; the error kind is what matters).
+fn probe(model_dir: &str) -> String {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Uid:")
+                .map(|v| v.split_whitespace().next().unwrap_or("?").to_string())
+        })
+        .unwrap_or_else(|| "?".into());
+    let target = std::path::Path::new(model_dir).join(".probe-write");
+    let write = match std::fs::File::create(&target) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&target);
+            "succeeded".to_string()
+        }
+        Err(e) => e.to_string(),
+    };
+    let interfaces: Vec<String> = std::fs::read_to_string("/proc/net/dev")
+        .unwrap_or_default()
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next().map(|n| n.trim().to_string()))
+        .collect();
+    let addr: std::net::SocketAddr = "192.0.2.1:80".parse().expect("valid address");
+    let connect = match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+        Ok(_) => "succeeded".to_string(),
+        Err(e) => e.to_string(),
+    };
+    format!(
+        "probe: uid={uid}; write {}: {write}; interfaces: {}; connect {addr}: {connect}",
+        target.display(),
+        interfaces.join(",")
+    )
 }
 
 fn main() {

@@ -17,6 +17,7 @@ use lab_protocol::{Dtype, WeightFormat};
 
 use lab_harness::testkit::{self, models_dir};
 
+mod containers;
 mod engine_pytorch;
 
 fn tempdir(tag: &str) -> PathBuf {
@@ -41,10 +42,12 @@ fn mock(variant_dtype: Dtype, mode: &str) -> PreparedTarget {
             program: binary.display().to_string(),
             args: vec![],
             env: vec![("MOCK_ENGINE".into(), mode.into())],
+            cleanup: vec![],
         },
         binary,
         model_dir_for_engine: "/models/smollm2-135m".into(),
         image_digest: None,
+        runtime: "native".into(),
     }
 }
 

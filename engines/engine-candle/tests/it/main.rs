@@ -102,6 +102,7 @@ fn run_raw(request_json: &str) -> Result<lab_protocol::Report, RunError> {
         program: binary.into(),
         args: vec![],
         env: vec![],
+        cleanup: vec![],
     };
     let request: lab_protocol::Request =
         serde_json::from_str(request_json).expect("test request is valid");
@@ -213,4 +214,17 @@ fn pipe_bytes(binary: &str, input: &str) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&out.stdout).into(),
         String::from_utf8_lossy(&out.stderr).into(),
     )
+}
+
+/// The same engine inside its container (podman or docker; CI installs podman) produces the
+/// token ids of the committed baseline: the image carries everything the binary needs.
+#[test]
+fn s1_in_a_container_matches_the_baselines() {
+    let Some((plan, results)) = testkit::run_s1_in_container(
+        "candle-container",
+        vec![candle(WeightFormat::Gguf, Dtype::Q4_1, &[])],
+    ) else {
+        return;
+    };
+    testkit::assert_tokens_match_baseline(&plan, &results);
 }

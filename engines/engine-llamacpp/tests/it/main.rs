@@ -178,3 +178,22 @@ fn refuses_anything_but_the_gguf_and_a_missing_file() {
         "{msg}"
     );
 }
+
+/// The same engine inside its container (podman or docker; CI installs podman) produces the
+/// token ids of the committed baseline: the image carries everything the binary needs.
+#[test]
+fn s1_in_a_container_matches_the_baselines() {
+    let Some((plan, results)) = testkit::run_s1_in_container(
+        "llamacpp-container",
+        vec![testkit::target(
+            "llamacpp",
+            Path::new(env!("CARGO_BIN_EXE_engine-llamacpp")),
+            WeightFormat::Gguf,
+            Dtype::Q4_1,
+            &[],
+        )],
+    ) else {
+        return;
+    };
+    testkit::assert_tokens_match_baseline(&plan, &results);
+}

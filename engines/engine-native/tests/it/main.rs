@@ -152,3 +152,16 @@ fn missing_truncated_and_unsupported_inputs_are_named() {
     assert!(msg.contains("CPU only"), "{msg}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The same engine inside its container (podman or docker; CI installs podman) produces the
+/// token ids of the committed baseline: the image carries everything the binary needs.
+#[test]
+fn s1_in_a_container_matches_the_baselines() {
+    let Some((plan, results)) = testkit::run_s1_in_container(
+        "native-container",
+        vec![native(WeightFormat::Gguf, Dtype::Q4_1, &[])],
+    ) else {
+        return;
+    };
+    testkit::assert_tokens_match_baseline(&plan, &results);
+}

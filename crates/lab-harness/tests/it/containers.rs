@@ -1,0 +1,104 @@
+//! Engines in containers (podman or docker; CI installs podman): the sandbox holds, and a run in
+//! a container records the image it ran.
+
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use lab_harness::results::TargetStatus;
+use lab_harness::testkit;
+
+use super::{mock, plan};
+
+fn mock_in_container(
+    engine: &lab_harness::container::Engine,
+    mode: &str,
+) -> lab_harness::PreparedTarget {
+    let mut t = mock(lab_protocol::Dtype::F32, mode);
+    t.target.package = "mock-engine";
+    testkit::in_container(engine, t)
+}
+
+/// The engine runs as the unprivileged image user, cannot create a file in the model volume
+/// (mounted read-only), has no network interface but loopback, and cannot connect out.
+#[test]
+fn an_engine_container_cannot_write_the_volume_or_reach_the_network() {
+    let Some(engine) = testkit::container_engine() else {
+        return;
+    };
+    let t = mock_in_container(&engine, "probe");
+    let p = plan("probe", vec![t], Duration::from_secs(120));
+    let (m, _) = lab_harness::bench(&p, &AtomicBool::new(false)).unwrap();
+    assert_eq!(m.targets[0].status, TargetStatus::Failed);
+    let probe = m.targets[0].error.clone().unwrap();
+    eprintln!("{probe}");
+    assert!(probe.contains("probe: uid=10001;"), "{probe}");
+    assert!(
+        probe.contains("write /models/smollm2-135m/.probe-write: Read-only file system"),
+        "{probe}"
+    );
+    assert!(probe.contains("interfaces: lo;"), "{probe}");
+    assert!(
+        probe.contains("connect 192.0.2.1:80: Network is unreachable"),
+        "{probe}"
+    );
+    assert!(!testkit::models_dir()
+        .join("smollm2-135m/.probe-write")
+        .exists());
+}
+
+/// S1 through the container runtime: the result names the runtime and the image ID, and
+/// building the image again from the same binary gives the same ID.
+#[test]
+fn a_run_in_a_container_records_its_image() {
+    let Some(engine) = testkit::container_engine() else {
+        return;
+    };
+    let t = mock_in_container(&engine, "ok");
+    let id = t.image_digest.clone().unwrap();
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
+    assert_eq!(t.runtime, engine.runtime.name());
+    let p = plan("container-ok", vec![t], Duration::from_secs(120));
+    let (m, res) = lab_harness::bench(&p, &AtomicBool::new(false)).unwrap();
+    assert_eq!(m.targets[0].status, TargetStatus::Ok, "{:?}", m.targets[0]);
+    assert_eq!(res[0].image_digest.as_deref(), Some(id.as_str()));
+    assert_eq!(res[0].runtime.as_deref(), Some(engine.runtime.name()));
+    assert_eq!(res[0].model.name, "smollm2-135m");
+    assert!(!res[0].report.scenarios[0].prompts[0]
+        .generated_token_ids
+        .is_empty());
+
+    let again = mock_in_container(&engine, "ok");
+    assert_eq!(
+        again.image_digest.as_deref(),
+        Some(id.as_str()),
+        "image IDs differ"
+    );
+}
+
+/// A container that outlives its client is removed when the engine is killed (timeout).
+#[test]
+fn a_hung_engine_container_is_killed_and_removed() {
+    let Some(engine) = testkit::container_engine() else {
+        return;
+    };
+    let t = mock_in_container(&engine, "hang");
+    let name = t
+        .launch
+        .args
+        .iter()
+        .skip_while(|a| *a != "--name")
+        .nth(1)
+        .unwrap()
+        .clone();
+    let p = plan("container-hang", vec![t], Duration::from_secs(5));
+    let (m, _) = lab_harness::bench(&p, &AtomicBool::new(false)).unwrap();
+    assert_eq!(m.targets[0].status, TargetStatus::Failed);
+    assert!(m.targets[0].error.as_deref().unwrap().contains("timed out"));
+    let sh = xshell::Shell::new().unwrap();
+    let rt = engine.runtime.name();
+    let g = &engine.settings.global_args;
+    let left = xshell::cmd!(sh, "{rt} {g...} ps --all --quiet --filter name={name}")
+        .read()
+        .unwrap();
+    assert!(left.trim().is_empty(), "container {name} still exists");
+}
