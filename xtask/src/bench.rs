@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use lab_harness::catalog::{self, EngineKind, Target};
-use lab_harness::{model, provenance, BenchPlan, PreparedTarget};
+use lab_harness::{container, model, provenance, BenchPlan, PreparedTarget};
 use lab_protocol::Device;
 use xshell::cmd;
 
@@ -61,9 +61,97 @@ pub struct Flags {
     /// Use the engine binaries already built (skip `cargo build`).
     #[arg(long)]
     pub no_build: bool,
-    /// How engines are started. Only `native` (a child process) exists so far.
-    #[arg(long, default_value = "native")]
+    /// How engines are started: `auto` (podman, else docker, else native processes), `native`,
+    /// `podman` or `docker`. In a container an engine has no network, a read-only model volume
+    /// and an unprivileged user; its image ID goes into the result.
+    #[arg(long, default_value = "auto")]
     pub runtime: String,
+    /// Pin every engine to these CPUs (`0-3`, `0,2`): `--cpuset-cpus` in a container, `taskset`
+    /// natively. The default thread count becomes the number of CPUs in the set.
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+}
+
+/// The number of CPUs in a cpuset list (`0-3,6` → 5).
+pub fn cpuset_len(list: &str) -> Result<usize> {
+    let mut n = 0;
+    for part in list.split(',') {
+        let bad = || anyhow::anyhow!("--cpuset-cpus {list}: expected a list like `0-3,6`");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if b < a {
+                    return Err(bad());
+                }
+                n += b - a + 1;
+            }
+            None => {
+                part.parse::<usize>().map_err(|_| bad())?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Which container runtime to use, if any, for `--runtime` and the device; says what it chose.
+pub fn choose_runtime(
+    root: &std::path::Path,
+    flag: &str,
+    gpu: bool,
+) -> Result<Option<container::Engine>> {
+    match container::Runtime::parse(flag)? {
+        Some(container::Runtime::Native) => {
+            eprintln!("runtime: native (--runtime native)");
+            Ok(None)
+        }
+        Some(rt) => {
+            if gpu {
+                bail!(
+                    "--runtime {}: the images `cargo xtask images` builds are CPU builds; on a GPU run the engines run natively (--runtime native), or use the flake's CUDA images (see containers/README.md)",
+                    rt.name()
+                );
+            }
+            let e = container::probe(root, rt)
+                .map_err(|why| anyhow::anyhow!("--runtime {}: {why}", rt.name()))?;
+            eprintln!("runtime: {} ({})", rt.name(), e.version);
+            Ok(Some(e))
+        }
+        None if gpu => {
+            eprintln!(
+                "runtime: native (auto: GPU run; the images `cargo xtask images` builds are CPU builds)"
+            );
+            Ok(None)
+        }
+        None => {
+            let (e, why) = container::detect(root);
+            match &e {
+                Some(e) => eprintln!("runtime: {} (auto: {why})", e.runtime.name()),
+                None => eprintln!("runtime: native (auto: {why})"),
+            }
+            Ok(e)
+        }
+    }
+}
+
+/// `cargo build --release` of each package (with the `cuda` feature for GPU runs).
+pub fn build_packages(packages: &[&str], gpu: bool) -> Result<()> {
+    let sh = paths::shell()?;
+    crate::deps::ensure_for(packages)?;
+    let features: Vec<String> = if gpu {
+        vec!["--features".into(), "cuda".into()]
+    } else {
+        Vec::new()
+    };
+    for p in packages {
+        eprintln!("building {p} (release)");
+        let f = features.clone();
+        cmd!(sh, "cargo build --release -p {p} {f...}")
+            .run()
+            .with_context(|| format!("building {p}"))?;
+    }
+    Ok(())
 }
 
 pub fn parse_device(s: &str) -> Result<Device> {
@@ -85,12 +173,8 @@ pub fn parse_device(s: &str) -> Result<Device> {
 pub fn run(flags: Flags) -> Result<()> {
     let device = parse_device(&flags.device)?;
     let gpu = !matches!(device, Device::Cpu);
-    if flags.runtime != "native" {
-        bail!(
-            "--runtime {}: only `native` is available (container runtimes are not supported yet)",
-            flags.runtime
-        );
-    }
+    container::Runtime::parse(&flags.runtime)?;
+    let cpuset = flags.cpuset_cpus.as_deref().map(cpuset_len).transpose()?;
     let targets = catalog::select_targets(&flags.engine)?;
     let scenarios = catalog::select_scenarios(&flags.scenario)?;
     let iterations = flags
@@ -146,29 +230,17 @@ pub fn run(flags: Flags) -> Result<()> {
         None
     };
     if !flags.no_build {
-        let sh = paths::shell()?;
         let mut packages: Vec<&str> = runnable
             .iter()
             .filter(|t| t.kind == EngineKind::Rust)
             .map(|t| t.package)
             .collect();
         packages.dedup();
-        crate::deps::ensure_for(&packages)?;
-        let features: Vec<String> = if gpu {
-            vec!["--features".into(), "cuda".into()]
-        } else {
-            Vec::new()
-        };
-        for p in packages {
-            eprintln!("building {p} (release)");
-            let f = features.clone();
-            cmd!(sh, "cargo build --release -p {p} {f...}")
-                .run()
-                .with_context(|| format!("building {p}"))?;
-        }
+        build_packages(&packages, gpu)?;
     }
+    let container_engine = choose_runtime(&root, &flags.runtime, gpu)?;
 
-    let threads = flags.threads.unwrap_or_else(|| {
+    let threads = flags.threads.or(cpuset).unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
@@ -196,24 +268,53 @@ pub fn run(flags: Flags) -> Result<()> {
         );
     }
 
+    let sandbox = container::Sandbox {
+        cpuset_cpus: flags.cpuset_cpus.clone(),
+        gpus: false,
+    };
     let prepared = runnable
         .into_iter()
         .map(|t| {
-            let (launch, binary) = lab_harness::launch::launch_for(
+            let (mut launch, binary) = lab_harness::launch::launch_for(
                 &t,
                 &root,
                 &paths::target_dir().join("release"),
                 python.as_deref(),
                 threads,
             )?;
-            Ok(PreparedTarget {
+            if let (Some(cpus), None) = (&flags.cpuset_cpus, &container_engine) {
+                let mut args = vec!["-c".to_string(), cpus.clone(), launch.program];
+                args.extend(launch.args);
+                launch.program = "taskset".into();
+                launch.args = args;
+            }
+            let native = PreparedTarget {
                 target: t,
                 launch,
                 binary,
                 model_dir_for_engine: resolved.dir.display().to_string(),
                 image_digest: None,
                 runtime: "native".into(),
-            })
+            };
+            let Some(engine) = &container_engine else {
+                return Ok(native);
+            };
+            let label = native.target.label();
+            let t = container::containerize(
+                &root,
+                engine,
+                native,
+                &resolved.dir,
+                &paths::target_dir().join("lab-images"),
+                &sandbox,
+                &prov,
+            )
+            .with_context(|| format!("{label}: building its image"))?;
+            match &t.image_digest {
+                Some(id) => eprintln!("{label}: image {id}"),
+                None => eprintln!("{label}: {}", t.runtime),
+            }
+            Ok(t)
         })
         .collect::<Result<Vec<_>>>()?;
 
@@ -231,7 +332,10 @@ pub fn run(flags: Flags) -> Result<()> {
         iterations,
         max_new_tokens: flags.max_new_tokens,
         timeout: Duration::from_secs(flags.timeout_s),
-        runtime: flags.runtime.clone(),
+        runtime: container_engine
+            .as_ref()
+            .map_or("native", |e| e.runtime.name())
+            .into(),
         profile,
         provenance: prov,
     };

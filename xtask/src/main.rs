@@ -4,6 +4,7 @@
 mod bench;
 mod check;
 mod deps;
+mod images;
 mod models;
 mod paths;
 mod pyenv;
@@ -33,6 +34,8 @@ enum Cmd {
     Check(check::Flags),
     /// Everything the tests need (model volume, engine binaries), then the whole test suite.
     Test(test::Flags),
+    /// Build one OCI image per engine from its release binary (podman or docker; no pulls).
+    Images(images::Flags),
     /// Regenerate the protocol's JSON Schema files under crates/lab-protocol/schema/.
     Schema,
     /// Create (or check) the pinned Python environment of the PyTorch engine; prints its python.
@@ -47,6 +50,7 @@ fn main() {
         Cmd::Bench(f) => bench::run(f),
         Cmd::Check(f) => check::run(f),
         Cmd::Test(f) => test::run(f),
+        Cmd::Images(f) => images::run(f),
         Cmd::Schema => schema::run(),
         Cmd::Pyenv(f) => pyenv::run(f),
         Cmd::Reference(f) => reference::run(f),

@@ -29,6 +29,12 @@ pub fn run(flags: Flags) -> Result<()> {
     let _env = sh.push_env("LAB_MODELS_DIR", models);
     // Snapshots are never accepted here: a mismatch fails and leaves a .snap.new for review.
     let _insta = sh.push_env("INSTA_UPDATE", "no");
+    match lab_harness::container::detect(&paths::root()) {
+        (Some(e), _) => eprintln!("container tests: with {}", e.version),
+        (None, why) => eprintln!(
+            "container tests: SKIPPED ({why}); install podman and runc to run them (CI does, and sets LAB_REQUIRE_CONTAINERS=1)"
+        ),
+    }
     let args = flags.cargo_args;
     cmd!(sh, "cargo test --workspace --release {args...}").run()?;
     Ok(())

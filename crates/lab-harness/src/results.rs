@@ -270,6 +270,28 @@ pub fn render_markdown(manifest: &RunManifest, results: &[TargetResult]) -> Stri
     if !p.host.gpus.is_empty() {
         let _ = writeln!(s, "- GPUs: {}", p.host.gpus.join("; "));
     }
+    // Where each engine ran, when not plainly natively: container images, or a fallback.
+    let placed: Vec<_> = results
+        .iter()
+        .filter(|r| {
+            r.image_digest.is_some() || r.runtime.as_deref().unwrap_or("native") != "native"
+        })
+        .collect();
+    if !placed.is_empty() {
+        let _ = writeln!(s, "- engines:");
+        for r in placed {
+            let _ = writeln!(
+                s,
+                "  - {}: {}{}",
+                r.target,
+                r.runtime.as_deref().unwrap_or("native"),
+                r.image_digest
+                    .as_ref()
+                    .map(|d| format!(", image {d}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
     let _ = writeln!(
         s,
         "\nMedians over iterations; CV = std/mean of decode tok/s.\n"
