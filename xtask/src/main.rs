@@ -62,4 +62,6 @@ fn main() {
 }
 
 #[cfg(test)]
+mod flake;
+#[cfg(test)]
 mod tidy;
