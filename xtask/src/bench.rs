@@ -63,7 +63,9 @@ pub struct Flags {
     pub no_build: bool,
     /// How engines are started: `auto` (podman, else docker, else native processes), `native`,
     /// `podman` or `docker`. In a container an engine has no network, a read-only model volume
-    /// and an unprivileged user; its image ID goes into the result.
+    /// and an unprivileged user; its image ID goes into the result. A list (`native,podman`)
+    /// runs every target under each runtime in turn, labelled `target@runtime`, to measure
+    /// container overhead side by side.
     #[arg(long, default_value = "auto")]
     pub runtime: String,
     /// Pin every engine to these CPUs (`0-3`, `0,2`): `--cpuset-cpus` in a container, `taskset`
@@ -173,7 +175,10 @@ pub fn parse_device(s: &str) -> Result<Device> {
 pub fn run(flags: Flags) -> Result<()> {
     let device = parse_device(&flags.device)?;
     let gpu = !matches!(device, Device::Cpu);
-    container::Runtime::parse(&flags.runtime)?;
+    let runtime_specs: Vec<&str> = flags.runtime.split(',').map(str::trim).collect();
+    for r in &runtime_specs {
+        container::Runtime::parse(r)?;
+    }
     let cpuset = flags.cpuset_cpus.as_deref().map(cpuset_len).transpose()?;
     let targets = catalog::select_targets(&flags.engine)?;
     let scenarios = catalog::select_scenarios(&flags.scenario)?;
@@ -238,7 +243,15 @@ pub fn run(flags: Flags) -> Result<()> {
         packages.dedup();
         build_packages(&packages, gpu)?;
     }
-    let container_engine = choose_runtime(&root, &flags.runtime, gpu)?;
+    // One runtime normally; several (`native,podman`) run every target under each, side by side,
+    // labelled `target@runtime`.
+    let runtimes = runtime_specs
+        .iter()
+        .map(|r| choose_runtime(&root, r, gpu))
+        .collect::<Result<Vec<_>>>()?;
+    let runtime_name =
+        |e: &Option<container::Engine>| e.as_ref().map_or("native", |e| e.runtime.name());
+    let compare = runtimes.len() > 1;
 
     let threads = flags.threads.or(cpuset).unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -272,9 +285,15 @@ pub fn run(flags: Flags) -> Result<()> {
         cpuset_cpus: flags.cpuset_cpus.clone(),
         gpus: false,
     };
-    let prepared = runnable
+    let mut per_runtime = Vec::new();
+    for t in &runnable {
+        for r in &runtimes {
+            per_runtime.push((t.clone(), r));
+        }
+    }
+    let prepared = per_runtime
         .into_iter()
-        .map(|t| {
+        .map(|(t, container_engine)| {
             let (mut launch, binary) = lab_harness::launch::launch_for(
                 &t,
                 &root,
@@ -295,11 +314,16 @@ pub fn run(flags: Flags) -> Result<()> {
                 model_dir_for_engine: resolved.dir.display().to_string(),
                 image_digest: None,
                 runtime: "native".into(),
+                label_suffix: if compare {
+                    format!("@{}", runtime_name(container_engine))
+                } else {
+                    String::new()
+                },
             };
-            let Some(engine) = &container_engine else {
+            let Some(engine) = container_engine else {
                 return Ok(native);
             };
-            let label = native.target.label();
+            let label = native.label();
             let t = container::containerize(
                 &root,
                 engine,
@@ -332,10 +356,11 @@ pub fn run(flags: Flags) -> Result<()> {
         iterations,
         max_new_tokens: flags.max_new_tokens,
         timeout: Duration::from_secs(flags.timeout_s),
-        runtime: container_engine
-            .as_ref()
-            .map_or("native", |e| e.runtime.name())
-            .into(),
+        runtime: runtimes
+            .iter()
+            .map(runtime_name)
+            .collect::<Vec<_>>()
+            .join(","),
         profile,
         provenance: prov,
     };

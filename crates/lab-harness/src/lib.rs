@@ -93,6 +93,20 @@ pub struct PreparedTarget {
     pub image_digest: Option<String>,
     /// How this target runs: `native`, `podman`, `docker`, or `native (fallback: why)`.
     pub runtime: String,
+    /// Appended to the label and file name when one run compares runtimes (`@podman`), else
+    /// empty.
+    pub label_suffix: String,
+}
+
+impl PreparedTarget {
+    /// `candle:gguf-q4_1`, or `candle:gguf-q4_1@podman` in a runtime comparison.
+    pub fn label(&self) -> String {
+        format!("{}{}", self.target.label(), self.label_suffix)
+    }
+
+    pub fn file_stem(&self) -> String {
+        format!("{}{}", self.target.file_stem(), self.label_suffix)
+    }
 }
 
 /// Everything `bench` needs; built by the xtask from its flags.
@@ -255,7 +269,7 @@ pub fn bench(
 
     let mut results = Vec::new();
     for (i, t) in plan.targets.iter().enumerate() {
-        let label = t.target.label();
+        let label = t.label();
         eprintln!(
             "== [{}/{}] {label} ({}) ==",
             i + 1,
@@ -351,7 +365,7 @@ pub fn bench(
                 );
             }
         }
-        let file = format!("{}.json", t.target.file_stem());
+        let file = format!("{}.json", t.file_stem());
         write_json_atomic(&plan.run_dir.join(&file), &result)?;
         manifest.targets.push(TargetOutcome {
             target: label,

@@ -115,6 +115,7 @@ pub fn target(
         model_dir_for_engine: models_dir().join("smollm2-135m").display().to_string(),
         image_digest: None,
         runtime: "native".into(),
+        label_suffix: String::new(),
     }
 }
 
@@ -177,6 +178,7 @@ pub fn python_target(engine: &str, format: WeightFormat, dtype: Dtype) -> Prepar
         model_dir_for_engine: models_dir().join("smollm2-135m").display().to_string(),
         image_digest: None,
         runtime: "native".into(),
+        label_suffix: String::new(),
     }
 }
 

@@ -48,6 +48,7 @@ fn mock(variant_dtype: Dtype, mode: &str) -> PreparedTarget {
         model_dir_for_engine: "/models/smollm2-135m".into(),
         image_digest: None,
         runtime: "native".into(),
+        label_suffix: String::new(),
     }
 }
 
