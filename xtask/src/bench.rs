@@ -72,6 +72,11 @@ pub struct Flags {
     /// natively. The default thread count becomes the number of CPUs in the set.
     #[arg(long)]
     pub cpuset_cpus: Option<String>,
+    /// Run engine E from an existing image instead of building one (`candle=REF`; repeatable),
+    /// e.g. the flake's CUDA images after `podman load`. A GPU run in containers needs one for
+    /// every engine; GPUs are passed with CDI (`--device nvidia.com/gpu=all`).
+    #[arg(long = "image", value_name = "ENGINE=REF")]
+    pub images: Vec<String>,
 }
 
 /// The number of CPUs in a cpuset list (`0-3,6` → 5).
@@ -98,6 +103,8 @@ pub fn cpuset_len(list: &str) -> Result<usize> {
 }
 
 /// Which container runtime to use, if any, for `--runtime` and the device; says what it chose.
+/// `gpu` means a GPU run without prebuilt (`--image`) images: the images this xtask builds are
+/// CPU builds, so such a run stays native.
 pub fn choose_runtime(
     root: &std::path::Path,
     flag: &str,
@@ -111,7 +118,7 @@ pub fn choose_runtime(
         Some(rt) => {
             if gpu {
                 bail!(
-                    "--runtime {}: the images `cargo xtask images` builds are CPU builds; on a GPU run the engines run natively (--runtime native), or use the flake's CUDA images (see containers/README.md)",
+                    "--runtime {}: the images `cargo xtask images` builds are CPU builds; on a GPU run the engines run natively (--runtime native), or give the flake's CUDA images with --image ENGINE=REF (see README.md, Containers)",
                     rt.name()
                 );
             }
@@ -245,9 +252,20 @@ pub fn run(flags: Flags) -> Result<()> {
     }
     // One runtime normally; several (`native,podman`) run every target under each, side by side,
     // labelled `target@runtime`.
+    let mut images = std::collections::BTreeMap::new();
+    for spec in &flags.images {
+        let (engine, reference) = spec
+            .split_once('=')
+            .filter(|(e, r)| !e.is_empty() && !r.is_empty())
+            .with_context(|| format!("--image {spec}: expected ENGINE=REF (candle=inference-lab/engine-candle-cuda:nix-0.0.0)"))?;
+        if !runnable.iter().any(|t| t.engine == engine) {
+            bail!("--image {spec}: no selected engine is called `{engine}`");
+        }
+        images.insert(engine.to_string(), reference.to_string());
+    }
     let runtimes = runtime_specs
         .iter()
-        .map(|r| choose_runtime(&root, r, gpu))
+        .map(|r| choose_runtime(&root, r, gpu && images.is_empty()))
         .collect::<Result<Vec<_>>>()?;
     let runtime_name =
         |e: &Option<container::Engine>| e.as_ref().map_or("native", |e| e.runtime.name());
@@ -283,7 +301,7 @@ pub fn run(flags: Flags) -> Result<()> {
 
     let sandbox = container::Sandbox {
         cpuset_cpus: flags.cpuset_cpus.clone(),
-        gpus: false,
+        gpus: gpu,
     };
     let mut per_runtime = Vec::new();
     for t in &runnable {
@@ -324,6 +342,13 @@ pub fn run(flags: Flags) -> Result<()> {
                 return Ok(native);
             };
             let label = native.label();
+            let prebuilt = images.get(native.target.engine).map(String::as_str);
+            if gpu && prebuilt.is_none() {
+                bail!(
+                    "{label}: a GPU run in containers needs --image {}=REF (the images built here are CPU builds)",
+                    native.target.engine
+                );
+            }
             let t = container::containerize(
                 &root,
                 engine,
@@ -332,8 +357,9 @@ pub fn run(flags: Flags) -> Result<()> {
                 &paths::target_dir().join("lab-images"),
                 &sandbox,
                 &prov,
+                prebuilt,
             )
-            .with_context(|| format!("{label}: building its image"))?;
+            .with_context(|| format!("{label}: preparing its container"))?;
             match &t.image_digest {
                 Some(id) => eprintln!("{label}: image {id}"),
                 None => eprintln!("{label}: {}", t.runtime),

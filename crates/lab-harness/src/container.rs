@@ -341,8 +341,16 @@ pub fn inspect(engine: &Engine, reference: &str) -> Result<Image> {
     let out = engine
         .cmd(&sh, &args)
         .quiet()
-        .read()
+        .ignore_status()
+        .output()
         .map_err(|e| Error::msg(format!("inspecting image {reference}: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::msg(format!(
+            "{} has no local image {reference}",
+            engine.program()
+        )));
+    }
+    let out = String::from_utf8_lossy(&out.stdout);
     let mut it = out.split_whitespace();
     let id = it.next().unwrap_or_default();
     let size = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -520,9 +528,12 @@ pub fn labels(
     ])
 }
 
-/// Moves a natively prepared target into its container: builds the engine's image (under
-/// `work_root/<package>`) and rewrites the launch. The Python engine has no image (its pinned
-/// environment is ~5 GB of wheels): it stays native, and its runtime label says so.
+/// Moves a natively prepared target into its container and rewrites the launch. With
+/// `prebuilt` (an image reference, e.g. one of the flake's CUDA images loaded with `podman load`)
+/// that image runs as it is; otherwise the engine's image is built from its release binary (under
+/// `work_root/<package>`). The Python engine has no image of its own here (its pinned environment
+/// is ~5 GB of wheels): without `prebuilt` it stays native, and its runtime label says so.
+#[allow(clippy::too_many_arguments)]
 pub fn containerize(
     root: &Path,
     engine: &Engine,
@@ -531,7 +542,28 @@ pub fn containerize(
     work_root: &Path,
     sandbox: &Sandbox,
     prov: &crate::provenance::Provenance,
+    prebuilt: Option<&str>,
 ) -> Result<crate::PreparedTarget> {
+    if let Some(reference) = prebuilt {
+        let image = inspect(engine, reference).map_err(|e| {
+            Error::msg(format!(
+                "--image {reference}: {e} (build it with nix and `{} load` it first)",
+                engine.runtime.name()
+            ))
+        })?;
+        let runtime = format!(
+            "{} (prebuilt image {reference}; the recorded engine binary is the host build, the image ID is what ran)",
+            engine.runtime.name()
+        );
+        return Ok(into_image(
+            engine,
+            t,
+            image,
+            host_model_dir,
+            sandbox,
+            runtime,
+        ));
+    }
     if t.target.kind == crate::catalog::EngineKind::Python {
         t.runtime = format!(
             "native (fallback: no {} image for the Python engine; its pinned environment runs on the host)",
@@ -547,6 +579,25 @@ pub fn containerize(
     let work = work_root.join(t.target.package);
     std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
     let image = build_image(root, engine, &spec, &work)?;
+    let runtime = engine.runtime.name().to_string();
+    Ok(into_image(
+        engine,
+        t,
+        image,
+        host_model_dir,
+        sandbox,
+        runtime,
+    ))
+}
+
+fn into_image(
+    engine: &Engine,
+    mut t: crate::PreparedTarget,
+    image: Image,
+    host_model_dir: &Path,
+    sandbox: &Sandbox,
+    runtime: String,
+) -> crate::PreparedTarget {
     static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let name = format!(
         "lab-{}-{}-{}",
@@ -565,8 +616,8 @@ pub fn containerize(
     t.launch = launch;
     t.model_dir_for_engine = dir;
     t.image_digest = Some(image.id);
-    t.runtime = engine.runtime.name().into();
-    Ok(t)
+    t.runtime = runtime;
+    t
 }
 
 #[cfg(test)]

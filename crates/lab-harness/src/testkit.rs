@@ -147,6 +147,7 @@ pub fn in_container(engine: &crate::container::Engine, t: PreparedTarget) -> Pre
         &work,
         &crate::container::Sandbox::default(),
         &prov,
+        None,
     )
     .unwrap()
 }

@@ -102,3 +102,53 @@ fn a_hung_engine_container_is_killed_and_removed() {
         .unwrap();
     assert!(left.trim().is_empty(), "container {name} still exists");
 }
+
+/// `--image ENGINE=REF`: an existing image (e.g. the flake's, after `podman load`) runs as it is
+/// and is recorded by ID; a reference that does not exist is one error naming it.
+#[test]
+fn a_prebuilt_image_runs_as_given_and_a_missing_one_is_named() {
+    let Some(engine) = testkit::container_engine() else {
+        return;
+    };
+    let built = mock_in_container(&engine, "ok");
+    let id = built.image_digest.clone().unwrap();
+    let root = testkit::root();
+    let prov = lab_harness::provenance::collect(&root, "t".into());
+    let model_dir = testkit::models_dir().join("smollm2-135m");
+    let prepare = |reference: &str| {
+        let mut t = mock(lab_protocol::Dtype::F32, "ok");
+        t.target.package = "mock-engine";
+        lab_harness::container::containerize(
+            &root,
+            &engine,
+            t,
+            &model_dir,
+            &std::env::temp_dir(),
+            &lab_harness::container::Sandbox::default(),
+            &prov,
+            Some(reference),
+        )
+    };
+    // The built image under its tag: what `podman load` of a flake image gives.
+    let sh = xshell::Shell::new().unwrap();
+    let rt = engine.runtime.name();
+    let g = &engine.settings.global_args;
+    let tag = "localhost/inference-lab/mock-engine:prebuilt-test";
+    xshell::cmd!(sh, "{rt} {g...} tag {id} {tag}")
+        .run()
+        .unwrap();
+    let t = prepare(tag).unwrap();
+    assert_eq!(t.image_digest.as_deref(), Some(id.as_str()));
+    assert!(t.runtime.contains("prebuilt image"), "{}", t.runtime);
+    let p = plan("container-prebuilt", vec![t], Duration::from_secs(120));
+    let (m, _) = lab_harness::bench(&p, &AtomicBool::new(false)).unwrap();
+    assert_eq!(m.targets[0].status, TargetStatus::Ok, "{:?}", m.targets[0]);
+
+    let e = prepare("localhost/inference-lab/no-such-image:1")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--image localhost/inference-lab/no-such-image:1"),
+        "{e}"
+    );
+}
