@@ -97,6 +97,14 @@ pub fn targets() -> Vec<Target> {
             dtype: Dtype::F32,
         },
         Target {
+            engine: "burn",
+            kind: EngineKind::Rust,
+            package: "engine-burn",
+            binary: "engine-burn",
+            format: WeightFormat::Safetensors,
+            dtype: Dtype::F32,
+        },
+        Target {
             engine: "pytorch",
             kind: EngineKind::Python,
             package: "engine-pytorch",
