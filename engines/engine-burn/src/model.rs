@@ -219,9 +219,16 @@ impl<B: Backend> Llama<B> {
         let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, s]), &self.device);
         let mut x = self.w.embed_tokens.forward(ids);
+        let hd = self.c.head_dim();
         let (cos, sin) = (
-            self.cos.clone().slice([self.pos..self.pos + s]).unsqueeze::<4>(),
-            self.sin.clone().slice([self.pos..self.pos + s]).unsqueeze::<4>(),
+            self.cos
+                .clone()
+                .slice([self.pos..self.pos + s, 0..hd])
+                .unsqueeze::<4>(),
+            self.sin
+                .clone()
+                .slice([self.pos..self.pos + s, 0..hd])
+                .unsqueeze::<4>(),
         );
         let mask = (s > 1).then(|| causal_mask::<B>(s, self.pos, &self.device));
         for (layer, cache) in self.w.layers.iter().zip(self.cache.iter_mut()) {

@@ -1,1 +1,193 @@
-//! placeholder
+//! engine-burn on the real model through the harness: S1 token baselines, correctness against the
+//! reference, another Llama shape checked against the native engine, S1 in its container, and
+//! errors.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use lab_harness::runner::{self, Launch};
+use lab_harness::testkit::{self, models_dir};
+use lab_harness::PreparedTarget;
+use lab_protocol::{Dtype, ScenarioKind, WeightFormat};
+
+fn burn(dtype: Dtype) -> PreparedTarget {
+    testkit::target(
+        "burn",
+        Path::new(env!("CARGO_BIN_EXE_engine-burn")),
+        WeightFormat::Safetensors,
+        dtype,
+        &[],
+    )
+}
+
+#[test]
+fn bench_and_check_on_the_real_model() {
+    let (plan, results) = testkit::run_s1("burn", vec![burn(Dtype::F32)], 1, 2);
+    let s = &results[0].report.engine.settings;
+    assert_eq!(s["burn_backend"], "Flex<f32>", "{s:?}");
+    assert_eq!(
+        results[0].report.engine.threads as usize,
+        testkit::threads()
+    );
+    testkit::assert_tokens_match_baseline(&plan, &results);
+}
+
+/// F32 on the CPU: the reference's own precision, so every teacher-forced position agrees.
+#[test]
+fn burn_agrees_with_the_reference() {
+    let (_, results) = testkit::run_correctness("burn-ref", vec![burn(Dtype::F32)]);
+    let c = testkit::assert_correct(&results);
+    assert_eq!(c[0].top1_agree, c[0].positions, "{:#?}", c[0]);
+}
+
+/// A teacher-forced request on `dir` (8 forced tokens after each S1 prompt).
+fn teacher_forced(dir: &Path, name: &str) -> lab_protocol::Request {
+    let t = burn(Dtype::F32);
+    let plan = testkit::s1_plan("burn-tf", vec![t.clone()], 0, 1, 9);
+    let (mut scenarios, _) = lab_harness::scenario_requests(&plan).unwrap();
+    let mut s = scenarios.remove(0);
+    s.kind = ScenarioKind::TeacherForced;
+    s.id = "tf".into();
+    for p in &mut s.prompts {
+        p.forced_token_ids = (0..8u32).map(|i| (i * 977 + 13) % 49_152).collect();
+    }
+    let mut req = lab_harness::build_request(&plan, &t, &[s]);
+    req.model.dir = dir.display().to_string();
+    req.model.name = name.into();
+    req.model.synthetic = true;
+    req
+}
+
+fn top_logits(launch: &Launch, req: &lab_protocol::Request) -> Vec<Vec<f32>> {
+    let _exclusive = testkit::exclusive();
+    let f = runner::run_engine(
+        launch,
+        req,
+        "tiny",
+        Duration::from_secs(300),
+        &AtomicBool::new(false),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", launch.program));
+    f.report.scenarios[0]
+        .prompts
+        .iter()
+        .flat_map(|p| p.top_logits.iter().map(|t| t.logits.clone()))
+        .collect()
+}
+
+/// Another Llama shape (the volume's `tiny` synthetic: 2 layers, 4 query / 2 KV heads, head dim
+/// 16, rope theta 500000): burn and the native engine's F32 path, written independently, give
+/// the same top-5 logits at every teacher-forced position (rank-wise, so near-ties of random
+/// weights cannot flip the comparison).
+#[test]
+fn another_llama_shape_matches_the_native_engine() {
+    let tmp = std::env::temp_dir().join(format!("burn-tiny-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::os::unix::fs::symlink(models_dir().join("smollm2-135m"), tmp.join("smollm2-135m"))
+        .unwrap();
+    let dir = model_volume::synthetic::materialize(&tmp, "tiny", 11).unwrap();
+    let req = teacher_forced(&dir, "synthetic-tiny");
+
+    // `cargo xtask test` builds every workspace binary next to this test's deps directory.
+    let native: PathBuf = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("engine-native");
+    assert!(
+        native.exists(),
+        "{} is missing: run the tests with `cargo xtask test` (it builds the whole workspace)",
+        native.display()
+    );
+    let native = Launch {
+        program: native.display().to_string(),
+        args: vec![],
+        env: vec![],
+        cleanup: vec![],
+    };
+    let a = top_logits(&burn(Dtype::F32).launch, &req);
+    let b = top_logits(&native, &req);
+    assert_eq!(a.len(), 3 * 9);
+    assert_eq!(a.len(), b.len());
+    let mut worst = 0f32;
+    for (x, y) in a.iter().zip(&b) {
+        for (p, q) in x.iter().zip(y) {
+            worst = worst.max((p - q).abs());
+        }
+    }
+    let scale = a.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
+    eprintln!(
+        "tiny shape: max |burn - native| over top-5 logits {worst:.2e} (largest logit {scale:.2e})"
+    );
+    assert!(worst <= 1e-3 * scale.max(1.0), "{worst} vs scale {scale}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+#[test]
+fn s1_in_a_container_matches_the_baselines() {
+    let Some((plan, results)) =
+        testkit::run_s1_in_container("burn-container", vec![burn(Dtype::F32)])
+    else {
+        return;
+    };
+    testkit::assert_tokens_match_baseline(&plan, &results);
+}
+
+fn request(dir: &Path, format: WeightFormat, dtype: Dtype) -> lab_protocol::Request {
+    let t = burn(dtype);
+    let plan = testkit::s1_plan("burn-raw", vec![t.clone()], 0, 1, 2);
+    let (scenarios, _) = lab_harness::scenario_requests(&plan).unwrap();
+    let mut req = lab_harness::build_request(&plan, &t, &scenarios);
+    req.model.dir = dir.display().to_string();
+    req.model.format = format;
+    req
+}
+
+#[test]
+fn missing_unsupported_and_mismatched_inputs_are_named() {
+    let t = burn(Dtype::F32);
+    let real = models_dir().join("smollm2-135m");
+    let missing = PathBuf::from("/nonexistent/smollm2-135m");
+    let msg = testkit::engine_failure(
+        &t,
+        &request(&missing, WeightFormat::Safetensors, Dtype::F32),
+    );
+    assert!(
+        msg.contains("/nonexistent/smollm2-135m/config.json is missing")
+            && msg.contains("never download"),
+        "{msg}"
+    );
+    let msg = testkit::engine_failure(&t, &request(&real, WeightFormat::Gguf, Dtype::Q4_1));
+    assert!(msg.contains("no GGUF reader"), "{msg}");
+    let msg = testkit::engine_failure(&t, &request(&real, WeightFormat::Safetensors, Dtype::Bf16));
+    assert!(msg.contains("f32 only") && msg.contains("bf16"), "{msg}");
+    let mut cuda = request(&real, WeightFormat::Safetensors, Dtype::F32);
+    cuda.device = lab_protocol::Device::Cuda { ordinal: 0 };
+    let msg = testkit::engine_failure(&t, &cuda);
+    assert!(msg.contains("without the `cuda` feature"), "{msg}");
+
+    // A config that does not fit the weights: the tensor is named.
+    let dir = std::env::temp_dir().join(format!("burn-mismatch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(real.join("config.json")).unwrap()).unwrap();
+    config["num_hidden_layers"] = serde_json::json!(31);
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let link = dir.join("model.safetensors");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(real.join("model.safetensors"), &link).unwrap();
+    let msg = testkit::engine_failure(&t, &request(&dir, WeightFormat::Safetensors, Dtype::F32));
+    assert!(
+        msg.contains("tensor `layers.30.") && msg.contains("is missing"),
+        "{msg}"
+    );
+    config["num_hidden_layers"] = serde_json::json!(30);
+    config["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0});
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let msg = testkit::engine_failure(&t, &request(&dir, WeightFormat::Safetensors, Dtype::F32));
+    assert!(msg.contains("rope_scaling is not supported"), "{msg}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
