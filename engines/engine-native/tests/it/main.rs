@@ -3,10 +3,7 @@
 //! path, and errors. Kernel-level tests against scalar references live in `src/quant.rs`.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
-use lab_harness::runner::{self, RunError};
 use lab_harness::testkit::{self, models_dir};
 use lab_harness::PreparedTarget;
 use lab_protocol::{Dtype, WeightFormat};
@@ -97,25 +94,7 @@ fn request(dir: &Path, format: WeightFormat, dtype: Dtype) -> lab_protocol::Requ
 }
 
 fn failure(req: &lab_protocol::Request) -> String {
-    let t = native(req.model.format, req.model.dtype, &[]);
-    match runner::run_engine(
-        &t.launch,
-        req,
-        "native",
-        Duration::from_secs(120),
-        &AtomicBool::new(false),
-    ) {
-        Err(RunError::Failed {
-            message, report, ..
-        }) => {
-            assert!(report.is_some(), "a failing engine still writes a report");
-            message
-        }
-        other => panic!(
-            "expected a failure, got {:?}",
-            other.map(|f| f.report.error)
-        ),
-    }
+    testkit::engine_failure(&native(req.model.format, req.model.dtype, &[]), req)
 }
 
 #[test]
