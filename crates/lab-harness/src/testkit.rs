@@ -275,6 +275,14 @@ pub fn run_s1_in_container(
     Some((plan, results))
 }
 
+/// S1 inside the targets' containers produces exactly the committed baseline token ids (the
+/// image carries everything the binary needs); skipped as [`container_engine`] says.
+pub fn assert_s1_in_container_matches_baseline(tag: &str, targets: Vec<PreparedTarget>) {
+    if let Some((plan, results)) = run_s1_in_container(tag, targets) {
+        assert_tokens_match_baseline(&plan, &results);
+    }
+}
+
 /// Runs the correctness scenarios (`ref-greedy`, `ref-tf`) for `targets`; every target must
 /// finish. Compare with [`assert_correct`].
 pub fn run_correctness(tag: &str, targets: Vec<PreparedTarget>) -> (BenchPlan, Vec<TargetResult>) {

@@ -128,12 +128,7 @@ fn another_llama_shape_matches_the_native_engine() {
 
 #[test]
 fn s1_in_a_container_matches_the_baselines() {
-    let Some((plan, results)) =
-        testkit::run_s1_in_container("burn-container", vec![burn(Dtype::F32)])
-    else {
-        return;
-    };
-    testkit::assert_tokens_match_baseline(&plan, &results);
+    testkit::assert_s1_in_container_matches_baseline("burn-container", vec![burn(Dtype::F32)]);
 }
 
 fn request(dir: &Path, format: WeightFormat, dtype: Dtype) -> lab_protocol::Request {
