@@ -244,20 +244,8 @@ fn the_flake_has_a_package_and_an_image_for_every_engine() {
 fn the_flake_uses_the_workspace_toolchain_cuda_12_and_the_python_stack() {
     let flake = read("flake.nix");
     assert!(flake.contains("pkgs.rust-bin.fromRustupToolchainFile ./rust-toolchain.toml"));
-    let toolchain = read("rust-toolchain.toml");
-    let channel = toolchain
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("channel = "))
-        .unwrap()
-        .trim_matches('"')
-        .to_string();
-    let cargo = read("Cargo.toml");
-    let rust_version = cargo
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("rust-version = "))
-        .unwrap()
-        .trim_matches('"')
-        .to_string();
+    let channel = toml_string(&read("rust-toolchain.toml"), "channel");
+    let rust_version = toml_string(&read("Cargo.toml"), "rust-version");
     assert!(
         channel.starts_with(&rust_version),
         "rust-toolchain.toml {channel} vs Cargo.toml rust-version {rust_version}"
@@ -296,6 +284,15 @@ fn the_flake_uses_the_workspace_toolchain_cuda_12_and_the_python_stack() {
             "{pkg} missing from the flake's Python"
         );
     }
+}
+
+/// The first `key = "value"` line of a TOML file, unquoted.
+fn toml_string(text: &str, key: &str) -> String {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{key} = ")))
+        .unwrap_or_else(|| panic!("no `{key} = …` line"))
+        .trim_matches('"')
+        .to_string()
 }
 
 /// The bare words of the first `[ … ]` after `marker`.
