@@ -20,8 +20,8 @@
       # Every engine of the workspace (engines/*): Rust engines are cargo packages, the Python
       # engine is a module run by the pinned Python. A test fails when engines/ and these lists
       # disagree, so a new engine cannot land without its package and image.
-      rustEngines = [ "engine-burn" "engine-candle" "engine-llamacpp" "engine-native" ];
-      cudaEngines = [ "engine-burn" "engine-candle" "engine-llamacpp" ];
+      rustEngines = [ "engine-burn" "engine-candle" "engine-llamacpp" "engine-mistralrs" "engine-native" ];
+      cudaEngines = [ "engine-burn" "engine-candle" "engine-llamacpp" "engine-mistralrs" ];
       pythonEngines = [ "engine-pytorch" ];
 
       # The GPU architecture CUDA kernels are compiled for (candle's bindgen_cuda takes one,

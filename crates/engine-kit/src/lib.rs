@@ -1,7 +1,10 @@
 //! The one measurement loop that every Rust engine uses.
 //!
 //! An engine implements [`Engine`] (prefill, decode step, reset, device sync) and calls
-//! [`run_main`] from its `main`. The kit reads the [`Request`] from stdin, times loading, runs the
+//! [`run_main`] from its `main`. An engine whose library owns the generation loop (a scheduler
+//! behind a request API, like mistral.rs) implements [`SequenceEngine`] instead — one whole timed
+//! sequence per call — and calls [`run_main_sequences`]; everything around the sequence (request
+//! validation, warm-up and iteration counts, determinism, progress, the report) stays the kit's. The kit reads the [`Request`] from stdin, times loading, runs the
 //! scenarios (warm-up, N iterations, monotonic clock, a device sync before every timestamp,
 //! sampling, stopping rules), reports progress on stderr and writes the [`Report`] to stdout.
 //! Fairness comes from every engine being timed by this same code.
@@ -12,7 +15,7 @@ use std::io::{Read, Write};
 use std::time::Instant;
 
 use lab_protocol::{
-    EngineIdentity, IterationSample, LoadTimings, MemoryUsage, PromptReport, Report, Request,
+    EngineIdentity, GenerationSettings, IterationSample, LoadTimings, MemoryUsage, PromptReport, Report, Request,
     ScenarioKind, ScenarioReport, ScenarioRequest, TopLogits, SCHEMA_VERSION, TOP_K,
 };
 
@@ -44,6 +47,80 @@ pub trait Engine {
     /// Peak accelerator memory in bytes, if the engine runs on one and can tell.
     fn peak_device_bytes(&self) -> Option<u64> {
         None
+    }
+}
+
+/// One generated sequence as the kit records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SequenceRun {
+    pub sample: IterationSample,
+    /// Generated token ids (`sample.new_tokens` of them).
+    pub tokens: Vec<u32>,
+    /// Top logits of every predicted position; only for teacher-forced sequences.
+    pub top_logits: Vec<TopLogits>,
+}
+
+/// What an engine with its own generation loop implements: one whole sequence per call, timed by
+/// the engine around its library's API (and documented in its identity's settings).
+pub trait SequenceEngine {
+    fn identity(&self) -> EngineIdentity;
+
+    /// Generates `generation.max_new_tokens` tokens after `prompt` (fewer only when
+    /// `generation.stop_at_eos` is set and an EOS id is produced), or, with `forced` (teacher
+    /// forcing), predicts every position of `forced` plus the one after it and keeps their top
+    /// logits.
+    fn run_sequence(
+        &mut self,
+        generation: &GenerationSettings,
+        prompt: &[u32],
+        forced: Option<&[u32]>,
+    ) -> Result<SequenceRun, KitError>;
+
+    /// Waits until queued device work is done (called once after loading).
+    fn synchronize(&mut self) -> EngineResult<()> {
+        Ok(())
+    }
+
+    fn peak_device_bytes(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// A step-wise [`Engine`] seen as a [`SequenceEngine`]: the kit's own timed loop.
+pub struct Stepwise<'a, E> {
+    engine: &'a mut E,
+    logits: Vec<f32>,
+}
+
+impl<'a, E: Engine> Stepwise<'a, E> {
+    pub fn new(engine: &'a mut E) -> Self {
+        Stepwise {
+            engine,
+            logits: Vec::new(),
+        }
+    }
+}
+
+impl<E: Engine> SequenceEngine for Stepwise<'_, E> {
+    fn identity(&self) -> EngineIdentity {
+        self.engine.identity()
+    }
+
+    fn run_sequence(
+        &mut self,
+        generation: &GenerationSettings,
+        prompt: &[u32],
+        forced: Option<&[u32]>,
+    ) -> Result<SequenceRun, KitError> {
+        one_sequence(self.engine, generation, prompt, forced, &mut self.logits)
+    }
+
+    fn synchronize(&mut self) -> EngineResult<()> {
+        self.engine.synchronize()
+    }
+
+    fn peak_device_bytes(&self) -> Option<u64> {
+        self.engine.peak_device_bytes()
     }
 }
 
@@ -129,6 +206,22 @@ where
     E: Engine,
     L: FnOnce(&Request) -> EngineResult<E>,
 {
+    let mut loaded: Option<E> = None;
+    let slot = &mut loaded;
+    run_main_sequences(meta, move |request| {
+        // Moving the captured reference out makes this closure FnOnce, so the engine can be
+        // borrowed for as long as `loaded` lives.
+        let slot = slot;
+        Ok(Stepwise::new(slot.insert(load(request)?)))
+    })
+}
+
+/// [`run_main`] for engines that implement [`SequenceEngine`].
+pub fn run_main_sequences<S, L>(meta: EngineMeta, load: L) -> !
+where
+    S: SequenceEngine,
+    L: FnOnce(&Request) -> EngineResult<S>,
+{
     let process_start = Instant::now();
     let mut parsed: Option<Request> = None;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -201,14 +294,14 @@ fn failed_report(engine: EngineIdentity, error: String) -> Report {
     }
 }
 
-fn run<E, L>(
+fn run<S, L>(
     process_start: Instant,
     load: L,
     parsed: &mut Option<Request>,
 ) -> Result<Report, KitError>
 where
-    E: Engine,
-    L: FnOnce(&Request) -> EngineResult<E>,
+    S: SequenceEngine,
+    L: FnOnce(&Request) -> EngineResult<S>,
 {
     let mut input = String::new();
     std::io::stdin()
@@ -241,7 +334,7 @@ where
 
     let mut scenarios = Vec::new();
     for scenario in &request.scenarios {
-        scenarios.push(run_scenario(&mut engine, scenario));
+        scenarios.push(run_sequence_scenario(&mut engine, scenario));
     }
     Ok(Report {
         schema_version: SCHEMA_VERSION,
@@ -276,6 +369,14 @@ pub fn require_file(path: &std::path::Path) -> EngineResult<()> {
 
 /// Runs one scenario; an engine error ends the scenario but keeps the prompts already measured.
 pub fn run_scenario<E: Engine>(engine: &mut E, scenario: &ScenarioRequest) -> ScenarioReport {
+    run_sequence_scenario(&mut Stepwise::new(engine), scenario)
+}
+
+/// [`run_scenario`] for a [`SequenceEngine`].
+pub fn run_sequence_scenario<S: SequenceEngine>(
+    engine: &mut S,
+    scenario: &ScenarioRequest,
+) -> ScenarioReport {
     let mut prompts = Vec::new();
     let mut error = None;
     for prompt in &scenario.prompts {
@@ -303,15 +404,14 @@ pub fn run_scenario<E: Engine>(engine: &mut E, scenario: &ScenarioRequest) -> Sc
     }
 }
 
-fn measure_prompt<E: Engine>(
-    engine: &mut E,
+fn measure_prompt<S: SequenceEngine>(
+    engine: &mut S,
     scenario: &ScenarioRequest,
     name: &str,
     prompt: &[u32],
     forced: Option<&[u32]>,
 ) -> Result<PromptReport, KitError> {
     let total = scenario.warmup_iterations + scenario.iterations;
-    let mut logits = Vec::new();
     let mut samples = Vec::with_capacity(scenario.iterations as usize);
     let mut first_seen: Option<Vec<u32>> = None;
     let mut reference: Option<Vec<u32>> = None;
@@ -319,7 +419,25 @@ fn measure_prompt<E: Engine>(
     let mut deterministic = true;
     for i in 0..total {
         let warmup = i < scenario.warmup_iterations;
-        let (sample, tokens, tops) = one_sequence(engine, scenario, prompt, forced, &mut logits)?;
+        let SequenceRun {
+            sample,
+            tokens,
+            top_logits: tops,
+        } = engine.run_sequence(&scenario.generation, prompt, forced)?;
+        if sample.new_tokens as usize != tokens.len()
+            || sample.inter_token_ns.len() + 1 != tokens.len()
+        {
+            return Err(KitError::Engine {
+                phase: "generate",
+                source: format!(
+                    "the engine returned {} tokens but timed {} ({} gaps)",
+                    tokens.len(),
+                    sample.new_tokens,
+                    sample.inter_token_ns.len()
+                )
+                .into(),
+            });
+        }
         // Warm-ups count too: every iteration of a prompt must produce the same ids.
         match &first_seen {
             None => first_seen = Some(tokens.clone()),
@@ -362,12 +480,11 @@ fn measure_prompt<E: Engine>(
 /// of every position are kept (outside the timed span's device work, after its sync).
 fn one_sequence<E: Engine>(
     engine: &mut E,
-    scenario: &ScenarioRequest,
+    g: &GenerationSettings,
     prompt: &[u32],
     forced: Option<&[u32]>,
     logits: &mut Vec<f32>,
-) -> Result<(IterationSample, Vec<u32>, Vec<TopLogits>), KitError> {
-    let g = &scenario.generation;
+) -> Result<SequenceRun, KitError> {
     let wrap = |phase: &'static str| move |source| KitError::Engine { phase, source };
     let mut sampler = Sampler::new(&g.sampling);
     let mut tokens = Vec::with_capacity(g.max_new_tokens as usize);
@@ -411,7 +528,11 @@ fn one_sequence<E: Engine>(
         new_tokens: tokens.len() as u32,
         inter_token_ns,
     };
-    Ok((sample, tokens, tops))
+    Ok(SequenceRun {
+        sample,
+        tokens,
+        top_logits: tops,
+    })
 }
 
 #[cfg(test)]

@@ -55,6 +55,11 @@ impl Sampler {
         }
     }
 
+    /// Whether this sampler is plain argmax (greedy, or top-p at temperature 0).
+    pub fn is_greedy(&self) -> bool {
+        matches!(self.mode, Mode::Greedy)
+    }
+
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         match &mut self.mode {
             Mode::Greedy => argmax(logits),

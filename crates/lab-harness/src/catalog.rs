@@ -73,6 +73,22 @@ pub fn targets() -> Vec<Target> {
             dtype: Dtype::F32,
         },
         Target {
+            engine: "mistralrs",
+            kind: EngineKind::Rust,
+            package: "engine-mistralrs",
+            binary: "engine-mistralrs",
+            format: WeightFormat::Gguf,
+            dtype: Dtype::Q4_1,
+        },
+        Target {
+            engine: "mistralrs",
+            kind: EngineKind::Rust,
+            package: "engine-mistralrs",
+            binary: "engine-mistralrs",
+            format: WeightFormat::Safetensors,
+            dtype: Dtype::F32,
+        },
+        Target {
             engine: "llamacpp",
             kind: EngineKind::Rust,
             package: "engine-llamacpp",

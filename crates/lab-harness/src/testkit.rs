@@ -71,6 +71,35 @@ pub fn exclusive() -> Exclusive {
     }
 }
 
+/// The environment variables HTTP clients take a proxy from (ureq, reqwest, curl, pip).
+pub const PROXY_VARS: [&str; 6] = [
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// A TCP listener standing in for a proxy, to see whether a process tries the network: point
+/// [`PROXY_VARS`] at the returned URL; the receiver gets the first bytes of the first connection
+/// (e.g. `CONNECT huggingface.co:443 …`) and nothing if no connection is made.
+pub fn proxy_trap() -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a local port");
+    let url = format!("http://{}", listener.local_addr().expect("local address"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let mut buf = [0u8; 256];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let _ = tx.send(String::from_utf8_lossy(&buf[..n]).to_string());
+        }
+    });
+    (url, rx)
+}
+
 pub fn threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())

@@ -1,0 +1,166 @@
+//! engine-mistralrs on the real model through the harness: S1 token baselines for the GGUF and
+//! the HF directory, correctness against the reference, S1 in its container, the offline guard
+//! (no network access for a missing path) and input errors.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use lab_harness::runner;
+use lab_harness::testkit::{self, models_dir};
+use lab_harness::PreparedTarget;
+use lab_protocol::{Dtype, WeightFormat};
+
+fn mistralrs(format: WeightFormat, dtype: Dtype) -> PreparedTarget {
+    testkit::target(
+        "mistralrs",
+        Path::new(env!("CARGO_BIN_EXE_engine-mistralrs")),
+        format,
+        dtype,
+        &[],
+    )
+}
+
+fn both() -> Vec<PreparedTarget> {
+    vec![
+        mistralrs(WeightFormat::Gguf, Dtype::Q4_1),
+        mistralrs(WeightFormat::Safetensors, Dtype::F32),
+    ]
+}
+
+#[test]
+fn bench_and_check_on_the_real_model() {
+    let (plan, results) = testkit::run_s1("mistralrs", both(), 1, 2);
+    for r in &results {
+        let e = &r.report.engine;
+        assert_eq!(e.settings["prefix_cache"], "off", "{:?}", e.settings);
+        assert!(e.settings["paged_attention"].starts_with("off"));
+        assert!(e.settings["timing"].contains("streaming API"));
+        assert_eq!(e.threads as usize, testkit::threads());
+        for s in &r.report.scenarios {
+            for p in &s.prompts {
+                assert!(p.deterministic, "{}: {} not deterministic", r.target, p.prompt);
+                for it in &p.samples {
+                    assert_eq!(it.new_tokens as usize, p.generated_token_ids.len());
+                    assert!(it.e2e_ns > it.ttft_ns);
+                }
+            }
+        }
+    }
+    assert!(results[0].report.engine.settings["tokenizer"].contains("not the GGUF conversion"));
+    testkit::assert_tokens_match_baseline(&plan, &results);
+}
+
+/// Teacher-forced top-1 agreement at the gate of each precision (F32: 99 %, Q4_1: 90 %).
+#[test]
+fn mistralrs_agrees_with_the_reference() {
+    let (_, results) = testkit::run_correctness("mistralrs-ref", both());
+    let c = testkit::assert_correct(&results);
+    for x in &c {
+        eprintln!(
+            "{}: {}/{} top-1 (gate {}), greedy prefix {}/{}, max top-1 logit error {:?}",
+            x.target,
+            x.top1_agree,
+            x.positions,
+            x.gate,
+            x.greedy_prefix_tokens,
+            x.greedy_tokens,
+            x.max_abs_top1_logit_error
+        );
+    }
+}
+
+#[test]
+fn s1_in_a_container_matches_the_baselines() {
+    testkit::assert_s1_in_container_matches_baseline("mistralrs-container", both());
+}
+
+fn request(dir: &Path, format: WeightFormat, dtype: Dtype) -> lab_protocol::Request {
+    let t = mistralrs(format, dtype);
+    let plan = testkit::s1_plan("mistralrs-raw", vec![t.clone()], 0, 1, 2);
+    let (scenarios, _) = lab_harness::scenario_requests(&plan).unwrap();
+    let mut req = lab_harness::build_request(&plan, &t, &scenarios);
+    req.model.dir = dir.display().to_string();
+    req
+}
+
+/// mistral.rs 0.8 turns a model path that does not exist into a Hugging Face Hub request (its
+/// HTTP client honours the proxy variables, which is how the unit test `unguarded_mistralrs_*`
+/// in `src/main.rs` sees it do so). The engine refuses the path first: one clear error and not a
+/// single connection attempt, with every proxy variable pointing at a trap.
+#[test]
+fn a_missing_model_path_is_refused_without_network_access() {
+    for (format, dtype) in [
+        (WeightFormat::Gguf, Dtype::Q4_1),
+        (WeightFormat::Safetensors, Dtype::F32),
+    ] {
+        let (proxy, seen) = testkit::proxy_trap();
+        let mut t = mistralrs(format, dtype);
+        for var in testkit::PROXY_VARS {
+            t.launch.env.push((var.into(), proxy.clone()));
+        }
+        let missing = PathBuf::from("/nonexistent/HuggingFaceTB/SmolLM2-135M");
+        let msg = testkit::engine_failure(&t, &request(&missing, format, dtype));
+        assert!(
+            msg.contains("/nonexistent/HuggingFaceTB/SmolLM2-135M is missing")
+                && msg.contains("never download")
+                && msg.contains("Hugging Face Hub"),
+            "{msg}"
+        );
+        assert!(
+            seen.recv_timeout(Duration::from_millis(500)).is_err(),
+            "the engine tried the network for a missing path"
+        );
+    }
+}
+
+#[test]
+fn missing_files_and_unsupported_requests_are_named() {
+    let real = models_dir().join("smollm2-135m");
+    // A directory without the GGUF: named, not fetched.
+    let dir = std::env::temp_dir().join(format!("mistralrs-partial-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("tokenizer.json");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(real.join("tokenizer.json"), &link).unwrap();
+    let t = mistralrs(WeightFormat::Gguf, Dtype::Q4_1);
+    let msg = testkit::engine_failure(&t, &request(&dir, WeightFormat::Gguf, Dtype::Q4_1));
+    assert!(
+        msg.contains("model.gguf is missing") && msg.contains("never download"),
+        "{msg}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let mut gguf_bf16 = request(&real, WeightFormat::Gguf, Dtype::Q4_1);
+    gguf_bf16.model.dtype = Dtype::Bf16;
+    let msg = testkit::engine_failure(&t, &gguf_bf16);
+    assert!(msg.contains("not bf16"), "{msg}");
+
+    let t = mistralrs(WeightFormat::Safetensors, Dtype::F32);
+    let mut cuda = request(&real, WeightFormat::Safetensors, Dtype::F32);
+    cuda.device = lab_protocol::Device::Cuda { ordinal: 0 };
+    let msg = testkit::engine_failure(&t, &cuda);
+    assert!(msg.contains("without the `cuda` feature"), "{msg}");
+}
+
+/// A request's thread count (here 1, not the machine's) reaches mistral.rs's CPU pool and is
+/// recorded.
+#[test]
+fn the_requested_thread_count_is_used_and_recorded() {
+    let t = mistralrs(WeightFormat::Gguf, Dtype::Q4_1);
+    let mut req = request(&models_dir().join("smollm2-135m"), WeightFormat::Gguf, Dtype::Q4_1);
+    req.threads = Some(1);
+    req.scenarios.truncate(1);
+    req.scenarios[0].prompts.truncate(1);
+    let _exclusive = testkit::exclusive();
+    let f = runner::run_engine(
+        &t.launch,
+        &req,
+        "mistralrs-1t",
+        Duration::from_secs(600),
+        &AtomicBool::new(false),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(f.report.engine.threads, 1);
+    assert!(f.report.error.is_none());
+}
