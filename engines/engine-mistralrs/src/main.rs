@@ -502,6 +502,7 @@ mod tests {
         let first = seen
             .recv_timeout(Duration::from_secs(120))
             .expect("mistral.rs made no network request for a missing path");
+        eprintln!("unguarded mistral.rs asked the proxy: {:?}", first.lines().next());
         assert!(first.contains("huggingface.co"), "{first}");
     }
 }
