@@ -15,8 +15,9 @@ use std::io::{Read, Write};
 use std::time::Instant;
 
 use lab_protocol::{
-    EngineIdentity, GenerationSettings, IterationSample, LoadTimings, MemoryUsage, PromptReport, Report, Request,
-    ScenarioKind, ScenarioReport, ScenarioRequest, TopLogits, SCHEMA_VERSION, TOP_K,
+    EngineIdentity, GenerationSettings, IterationSample, LoadTimings, MemoryUsage, PromptReport,
+    Report, Request, ScenarioKind, ScenarioReport, ScenarioRequest, TopLogits, SCHEMA_VERSION,
+    TOP_K,
 };
 
 pub use sampling::{argmax, Sampler};

@@ -263,7 +263,10 @@ impl MistralRs {
             "teacher_forcing".into(),
             "one forward pass over prompt + forced ids with return_raw_logits".into(),
         );
-        settings.insert("scheduler".into(), "mistral.rs default scheduler, one request at a time".into());
+        settings.insert(
+            "scheduler".into(),
+            "mistral.rs default scheduler, one request at a time".into(),
+        );
         let identity = EngineIdentity {
             name: "mistralrs".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -358,10 +361,8 @@ impl MistralRs {
             return Err("mistral.rs streamed no chunk".into());
         };
         let tokens = st.tokens.clone();
-        let stopped_early = g.stop_at_eos
-            && tokens
-                .last()
-                .is_some_and(|t| g.eos_token_ids.contains(t));
+        let stopped_early =
+            g.stop_at_eos && tokens.last().is_some_and(|t| g.eos_token_ids.contains(t));
         if tokens.is_empty() || (tokens.len() != n && !stopped_early) {
             return Err(format!(
                 "mistral.rs generated {} tokens, {n} were requested",
@@ -418,7 +419,10 @@ impl MistralRs {
         let logits = Tensor::cat(&chunks, 0)?.to_dtype(DType::F32)?;
         let (rows, _vocab) = logits.dims2()?;
         if rows != total {
-            return Err(format!("mistral.rs returned logits for {rows} positions, {total} were fed").into());
+            return Err(format!(
+                "mistral.rs returned logits for {rows} positions, {total} were fed"
+            )
+            .into());
         }
         let mut sampler = Sampler::new(&g.sampling);
         let mut tokens = Vec::with_capacity(forced.len() + 1);
@@ -456,7 +460,10 @@ impl SequenceEngine for MistralRs {
     ) -> Result<SequenceRun, KitError> {
         let (phase, result) = match forced {
             None => ("generate", self.generate(generation, prompt)),
-            Some(f) => ("teacher-forced pass", self.teacher_forced(generation, prompt, f)),
+            Some(f) => (
+                "teacher-forced pass",
+                self.teacher_forced(generation, prompt, f),
+            ),
         };
         result.map_err(|source| KitError::Engine { phase, source })
     }
@@ -488,21 +495,28 @@ mod tests {
         for var in testkit::PROXY_VARS {
             std::env::set_var(var, &proxy);
         }
-        std::env::set_var("HF_HOME", std::env::temp_dir().join("engine-mistralrs-test-hf"));
+        std::env::set_var(
+            "HF_HOME",
+            std::env::temp_dir().join("engine-mistralrs-test-hf"),
+        );
         std::thread::spawn(|| {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
-            let b = GgufModelBuilder::new("/nonexistent/HuggingFaceTB/SmolLM2-135M", vec!["m.gguf"])
-                .with_token_source(TokenSource::None)
-                .with_force_cpu();
+            let b =
+                GgufModelBuilder::new("/nonexistent/HuggingFaceTB/SmolLM2-135M", vec!["m.gguf"])
+                    .with_token_source(TokenSource::None)
+                    .with_force_cpu();
             let _ = rt.block_on(build_gguf_pipeline(b));
         });
         let first = seen
             .recv_timeout(Duration::from_secs(120))
             .expect("mistral.rs made no network request for a missing path");
-        eprintln!("unguarded mistral.rs asked the proxy: {:?}", first.lines().next());
+        eprintln!(
+            "unguarded mistral.rs asked the proxy: {:?}",
+            first.lines().next()
+        );
         assert!(first.contains("huggingface.co"), "{first}");
     }
 }

@@ -39,7 +39,11 @@ fn bench_and_check_on_the_real_model() {
         assert_eq!(e.threads as usize, testkit::threads());
         for s in &r.report.scenarios {
             for p in &s.prompts {
-                assert!(p.deterministic, "{}: {} not deterministic", r.target, p.prompt);
+                assert!(
+                    p.deterministic,
+                    "{}: {} not deterministic",
+                    r.target, p.prompt
+                );
                 for it in &p.samples {
                     assert_eq!(it.new_tokens as usize, p.generated_token_ids.len());
                     assert!(it.e2e_ns > it.ttft_ns);
@@ -148,7 +152,11 @@ fn missing_files_and_unsupported_requests_are_named() {
 #[test]
 fn the_requested_thread_count_is_used_and_recorded() {
     let t = mistralrs(WeightFormat::Gguf, Dtype::Q4_1);
-    let mut req = request(&models_dir().join("smollm2-135m"), WeightFormat::Gguf, Dtype::Q4_1);
+    let mut req = request(
+        &models_dir().join("smollm2-135m"),
+        WeightFormat::Gguf,
+        Dtype::Q4_1,
+    );
     req.threads = Some(1);
     req.scenarios.truncate(1);
     req.scenarios[0].prompts.truncate(1);
