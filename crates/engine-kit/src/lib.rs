@@ -191,12 +191,34 @@ pub fn peak_rss_bytes() -> Option<u64> {
 }
 
 /// Static facts about an engine, known before anything is loaded (used in failure reports).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct EngineMeta {
     pub name: &'static str,
     pub version: &'static str,
     /// The library doing the work and its version, e.g. `candle-core 0.10.2`.
     pub backend: &'static str,
+}
+
+impl EngineMeta {
+    /// The identity a loaded engine reports: these facts, the device, dtype and weight format the
+    /// request asked for, the threads really used and the engine's settings.
+    pub fn identity(
+        &self,
+        request: &Request,
+        threads: u32,
+        settings: std::collections::BTreeMap<String, String>,
+    ) -> EngineIdentity {
+        EngineIdentity {
+            name: self.name.to_string(),
+            version: self.version.to_string(),
+            backend: self.backend.to_string(),
+            device: request.device.to_string(),
+            dtype: request.model.dtype.as_str().to_string(),
+            weight_format: request.model.format,
+            threads,
+            settings,
+        }
+    }
 }
 
 /// The whole engine process: read request, load, run, write report. Every path writes a report;

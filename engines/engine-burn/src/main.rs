@@ -15,6 +15,11 @@ use engine_kit::{require_file, Engine, EngineMeta, EngineResult};
 use lab_protocol::{Dtype, EngineIdentity, Request, WeightFormat};
 
 const BACKEND: &str = "burn 0.21.0";
+const META: EngineMeta = EngineMeta {
+    name: "burn",
+    version: env!("CARGO_PKG_VERSION"),
+    backend: BACKEND,
+};
 /// RoPE tables and the longest sequence the engine accepts (capped by the model's own limit).
 const MAX_POSITIONS: usize = 8192;
 
@@ -48,16 +53,7 @@ impl<B: Backend> Burn<B> {
         settings.insert("rope".into(), "half-split (HF layout)".into());
         settings.insert("burn_backend".into(), backend.into());
         settings.insert("weights".into(), "burn-store SafetensorsStore".into());
-        let identity = EngineIdentity {
-            name: "burn".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            backend: BACKEND.into(),
-            device: request.device.to_string(),
-            dtype: request.model.dtype.as_str().into(),
-            weight_format: request.model.format,
-            threads,
-            settings,
-        };
+        let identity = META.identity(request, threads, settings);
         Ok(Burn {
             model,
             device,
@@ -203,10 +199,5 @@ fn cuda(
 }
 
 fn main() {
-    let meta = EngineMeta {
-        name: "burn",
-        version: env!("CARGO_PKG_VERSION"),
-        backend: BACKEND,
-    };
-    engine_kit::run_main(meta, load)
+    engine_kit::run_main(META, load)
 }

@@ -13,6 +13,11 @@ use engine_kit::{require_file, Engine, EngineMeta, EngineResult};
 use lab_protocol::{Dtype, EngineIdentity, Request, WeightFormat};
 
 const BACKEND: &str = "candle-core 0.10.2 / candle-transformers 0.10.2";
+const META: EngineMeta = EngineMeta {
+    name: "candle",
+    version: env!("CARGO_PKG_VERSION"),
+    backend: BACKEND,
+};
 
 enum Model {
     Quantized(quantized_llama::ModelWeights),
@@ -121,16 +126,11 @@ impl Candle {
             "avx2_compiled".into(),
             candle_core::utils::with_avx().to_string(),
         );
-        let identity = EngineIdentity {
-            name: "candle".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            backend: BACKEND.into(),
-            device: request.device.to_string(),
-            dtype: request.model.dtype.as_str().into(),
-            weight_format: request.model.format,
-            threads: candle_core::utils::get_num_threads() as u32,
+        let identity = META.identity(
+            request,
+            candle_core::utils::get_num_threads() as u32,
             settings,
-        };
+        );
         Ok(Candle {
             model,
             device,
@@ -190,10 +190,5 @@ impl Engine for Candle {
 }
 
 fn main() {
-    let meta = EngineMeta {
-        name: "candle",
-        version: env!("CARGO_PKG_VERSION"),
-        backend: BACKEND,
-    };
-    engine_kit::run_main(meta, Candle::load)
+    engine_kit::run_main(META, Candle::load)
 }

@@ -21,6 +21,11 @@ use llama_cpp_2::token::LlamaToken;
 /// The bindings' version and what is knowable about the llama.cpp they vendor: the crate tarball
 /// carries no llama.cpp git commit, so the bindings' own git revision and ggml's version stand in.
 const BACKEND: &str = "llama-cpp-2 0.1.160 / llama-cpp-sys-2 0.1.161 (llama-cpp-rs git e7af607e, vendored ggml 0.26.0)";
+const META: EngineMeta = EngineMeta {
+    name: "llamacpp",
+    version: env!("CARGO_PKG_VERSION"),
+    backend: BACKEND,
+};
 
 /// Largest prompt the context accepts (S1 needs 200 + 64 tokens).
 const N_CTX: u32 = 4096;
@@ -93,16 +98,7 @@ impl LlamaCpp {
             "llama.cpp KV cache, cleared before every sequence".into(),
         );
         settings.insert("logits".into(), "last prompt position only".into());
-        let identity = EngineIdentity {
-            name: "llamacpp".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            backend: BACKEND.into(),
-            device: request.device.to_string(),
-            dtype: request.model.dtype.as_str().into(),
-            weight_format: request.model.format,
-            threads: threads as u32,
-            settings,
-        };
+        let identity = META.identity(request, threads as u32, settings);
         Ok(LlamaCpp {
             ctx,
             batch: LlamaBatch::new(N_CTX as usize, 1),
@@ -163,10 +159,5 @@ impl Engine for LlamaCpp {
 }
 
 fn main() {
-    let meta = EngineMeta {
-        name: "llamacpp",
-        version: env!("CARGO_PKG_VERSION"),
-        backend: BACKEND,
-    };
-    engine_kit::run_main(meta, LlamaCpp::load)
+    engine_kit::run_main(META, LlamaCpp::load)
 }

@@ -40,6 +40,11 @@ use mistralrs_core::{
 };
 
 const BACKEND: &str = "mistralrs 0.8.1 (candle-core 0.10.2)";
+const META: EngineMeta = EngineMeta {
+    name: "mistralrs",
+    version: env!("CARGO_PKG_VERSION"),
+    backend: BACKEND,
+};
 
 /// Checks the model directory and files before mistral.rs is given any path (see the module
 /// docs: a missing path would become a Hub request). Returns the absolute directory.
@@ -267,16 +272,11 @@ impl MistralRs {
             "scheduler".into(),
             "mistral.rs default scheduler, one request at a time".into(),
         );
-        let identity = EngineIdentity {
-            name: "mistralrs".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            backend: BACKEND.into(),
-            device: request.device.to_string(),
-            dtype: request.model.dtype.as_str().into(),
-            weight_format: request.model.format,
-            threads: candle_core::utils::get_num_threads() as u32,
+        let identity = META.identity(
+            request,
+            candle_core::utils::get_num_threads() as u32,
             settings,
-        };
+        );
         Ok(MistralRs {
             model,
             rt,
@@ -470,12 +470,7 @@ impl SequenceEngine for MistralRs {
 }
 
 fn main() {
-    let meta = EngineMeta {
-        name: "mistralrs",
-        version: env!("CARGO_PKG_VERSION"),
-        backend: BACKEND,
-    };
-    engine_kit::run_main_sequences(meta, MistralRs::load)
+    engine_kit::run_main_sequences(META, MistralRs::load)
 }
 
 #[cfg(test)]

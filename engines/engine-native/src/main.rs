@@ -16,6 +16,12 @@ use lab_protocol::{Device, Dtype, EngineIdentity, Request, WeightFormat};
 
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
+const META: EngineMeta = EngineMeta {
+    name: "native",
+    version: env!("CARGO_PKG_VERSION"),
+    backend: "engine-native (no ML framework)",
+};
+
 struct Native {
     model: model::Model,
     identity: EngineIdentity,
@@ -104,19 +110,7 @@ fn load(request: &Request) -> EngineResult<Native> {
         "threads_pool".into(),
         "spin-wait fork-join over weight rows".into(),
     );
-    let identity = EngineIdentity {
-        name: "native".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        backend: format!(
-            "engine-native {} (no ML framework)",
-            env!("CARGO_PKG_VERSION")
-        ),
-        device: "cpu".into(),
-        dtype: request.model.dtype.as_str().into(),
-        weight_format: request.model.format,
-        threads: model.pool.threads() as u32,
-        settings,
-    };
+    let identity = META.identity(request, model.pool.threads() as u32, settings);
     eprintln!(
         "native: {} threads, {} kernels, {} weight bytes per token ({})",
         model.pool.threads(),
@@ -128,12 +122,5 @@ fn load(request: &Request) -> EngineResult<Native> {
 }
 
 fn main() {
-    engine_kit::run_main(
-        EngineMeta {
-            name: "native",
-            version: env!("CARGO_PKG_VERSION"),
-            backend: "engine-native (no ML framework)",
-        },
-        load,
-    )
+    engine_kit::run_main(META, load)
 }
