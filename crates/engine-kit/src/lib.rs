@@ -390,6 +390,19 @@ pub fn require_file(path: &std::path::Path) -> EngineResult<()> {
     }
 }
 
+/// GGUF weights run in the dtype they are stored in: the volume's GGUF is Q4_1, so a request for
+/// another dtype with the GGUF weight format is refused with one line naming it.
+pub fn require_gguf_dtype(request: &Request) -> EngineResult<()> {
+    if request.model.dtype != lab_protocol::Dtype::Q4_1 {
+        return Err(format!(
+            "GGUF weights run in the dtype they are stored in (q4_1), not {}",
+            request.model.dtype.as_str()
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// Runs one scenario; an engine error ends the scenario but keeps the prompts already measured.
 pub fn run_scenario<E: Engine>(engine: &mut E, scenario: &ScenarioRequest) -> ScenarioReport {
     run_sequence_scenario(&mut Stepwise::new(engine), scenario)

@@ -62,13 +62,7 @@ impl Candle {
         let mut settings = BTreeMap::new();
         let model = match request.model.format {
             WeightFormat::Gguf => {
-                if request.model.dtype != Dtype::Q4_1 {
-                    return Err(format!(
-                        "GGUF weights run in the dtype they are stored in (q4_1), not {}",
-                        request.model.dtype.as_str()
-                    )
-                    .into());
-                }
+                engine_kit::require_gguf_dtype(request)?;
                 let path = dir.join("model.gguf");
                 require_file(&path)?;
                 let mut file = std::fs::File::open(&path)?;

@@ -184,13 +184,7 @@ impl MistralRs {
 
         let (pipeline, scheduler) = match request.model.format {
             WeightFormat::Gguf => {
-                if request.model.dtype != Dtype::Q4_1 {
-                    return Err(format!(
-                        "GGUF weights run in the dtype they are stored in (q4_1), not {}",
-                        request.model.dtype.as_str()
-                    )
-                    .into());
-                }
+                engine_kit::require_gguf_dtype(request)?;
                 // `with_tokenizer_json` is ignored by mistral.rs 0.8.1's GGUF path; the tokenizer
                 // model id is what makes it read the volume's tokenizer.json instead of converting
                 // the GGUF's vocabulary.
