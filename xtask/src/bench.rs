@@ -1,14 +1,18 @@
-//! `cargo xtask bench`: build engines, make sure the model volume exists, run the scenarios,
-//! write `results/<run-id>/` and print the summary table.
+//! `cargo xtask bench`: [`plan`] resolves the flags into a [`BenchSpec`] (what to run, recorded in
+//! `run.json`), [`prepare`] makes it runnable here (model volume, engine builds, containers) as a
+//! [`BenchPlan`], and [`lab_harness::bench`] runs it into `results/<run-id>/`; then the summary
+//! table is printed.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use lab_harness::catalog::{self, EngineKind, Target};
-use lab_harness::{container, model, provenance, BenchPlan, PreparedTarget};
+use lab_harness::model::ResolvedModel;
+use lab_harness::provenance::Provenance;
+use lab_harness::{container, model, provenance, BenchPlan, BenchSpec, PreparedTarget};
 use lab_protocol::Device;
 use xshell::cmd;
 
@@ -109,9 +113,9 @@ pub fn choose_runtime(
     root: &std::path::Path,
     flag: &str,
     gpu: bool,
-) -> Result<Option<container::Engine>> {
-    match container::Runtime::parse(flag)? {
-        Some(container::Runtime::Native) => {
+) -> Result<Option<container::Runtime>> {
+    match container::RuntimeKind::parse(flag)? {
+        Some(container::RuntimeKind::Native) => {
             eprintln!("runtime: native (--runtime native)");
             Ok(None)
         }
@@ -136,7 +140,7 @@ pub fn choose_runtime(
         None => {
             let (e, why) = container::detect(root);
             match &e {
-                Some(e) => eprintln!("runtime: {} (auto: {why})", e.runtime.name()),
+                Some(e) => eprintln!("runtime: {} (auto: {why})", e.kind.name()),
                 None => eprintln!("runtime: native (auto: {why})"),
             }
             Ok(e)
@@ -179,12 +183,17 @@ pub fn parse_device(s: &str) -> Result<Device> {
     bail!("--device {s}: expected `cpu` or `cuda:<ordinal>`")
 }
 
-pub fn run(flags: Flags) -> Result<()> {
+/// Resolves the flags into what the run will do; checks every flag before anything is built.
+pub fn plan(flags: &Flags, prov: &Provenance) -> Result<BenchSpec> {
     let device = parse_device(&flags.device)?;
     let gpu = !matches!(device, Device::Cpu);
-    let runtime_specs: Vec<&str> = flags.runtime.split(',').map(str::trim).collect();
-    for r in &runtime_specs {
-        container::Runtime::parse(r)?;
+    let runtimes: Vec<String> = flags
+        .runtime
+        .split(',')
+        .map(|r| r.trim().to_string())
+        .collect();
+    for r in &runtimes {
+        container::RuntimeKind::parse(r)?;
     }
     let cpuset = flags.cpuset_cpus.as_deref().map(cpuset_len).transpose()?;
     let targets = catalog::select_targets(&flags.engine)?;
@@ -201,47 +210,72 @@ pub fn run(flags: Flags) -> Result<()> {
     if flags.max_new_tokens == 0 {
         bail!("--max-new-tokens must be at least 1");
     }
-
-    let root = paths::root();
-    if model::is_entry_name(&flags.model)
-        && !paths::models_dir()
-            .join(&flags.model)
-            .join("MANIFEST.json")
-            .exists()
-    {
-        eprintln!(
-            "model volume entry `{}` is missing: materialising it",
-            flags.model
-        );
-        crate::models::ensure(&flags.model)?;
-    }
-    let resolved = model::resolve(&paths::models_dir(), &flags.model)?;
-
-    // Targets whose weight format the model lacks are skipped, visibly.
-    let mut runnable: Vec<Target> = Vec::new();
-    let mut skipped = Vec::new();
-    for t in targets {
-        if resolved.formats.contains(&t.format) {
-            runnable.push(t);
-        } else {
-            let why = format!("model `{}` has no {:?} weights", resolved.name, t.format);
-            eprintln!("skipping {}: {why}", t.label());
-            skipped.push((t.label(), why));
+    let mut images = BTreeMap::new();
+    for spec in &flags.images {
+        let (engine, reference) = spec
+            .split_once('=')
+            .filter(|(e, r)| !e.is_empty() && !r.is_empty())
+            .with_context(|| format!("--image {spec}: expected ENGINE=REF (candle=inference-lab/engine-candle-cuda:nix-0.0.0)"))?;
+        if !targets.iter().any(|t| t.engine == engine) {
+            bail!("--image {spec}: no selected engine is called `{engine}`");
         }
+        images.insert(engine.to_string(), reference.to_string());
     }
-    if runnable.is_empty() {
+    let threads = flags.threads.or(cpuset).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let run_id = flags.run_id.clone().unwrap_or_else(|| {
+        let t = prov.started_at.replace(['-', ':'], "");
+        format!(
+            "{}-{}",
+            t.trim_end_matches('Z'),
+            prov.git_rev.get(..7).unwrap_or("norev")
+        )
+    });
+    Ok(BenchSpec {
+        run_id,
+        model: flags.model.clone(),
+        targets: targets.iter().map(Target::label).collect(),
+        scenarios: scenarios.iter().map(|s| s.id.to_string()).collect(),
+        device,
+        threads,
+        warmup_iterations: warmup,
+        iterations,
+        max_new_tokens: flags.max_new_tokens,
+        timeout_s: flags.timeout_s,
+        runtimes,
+        cpuset_cpus: flags.cpuset_cpus.clone(),
+        images,
+    })
+}
+
+/// Makes `spec` runnable on this machine: the model volume, the Python environment, the engine
+/// builds (unless `build` is false), the runtime of every target and its container image.
+pub fn prepare(
+    spec: BenchSpec,
+    prov: Provenance,
+    results_dir: &Path,
+    build: bool,
+) -> Result<BenchPlan> {
+    let root = paths::root();
+    let gpu = !matches!(spec.device, Device::Cpu);
+    let run_dir = results_dir.join(&spec.run_id);
+    if run_dir.exists() {
         bail!(
-            "nothing to run: no selected engine can load model `{}`",
-            resolved.name
+            "{} already exists: choose another --run-id",
+            run_dir.display()
         );
     }
-
+    let model = resolve_model(&spec.model)?;
+    let (runnable, skipped) = runnable_targets(&spec, &model)?;
     let python = if runnable.iter().any(|t| t.kind == EngineKind::Python) {
         Some(crate::pyenv::ensure(false)?)
     } else {
         None
     };
-    if !flags.no_build {
+    if build {
         let mut packages: Vec<&str> = runnable
             .iter()
             .filter(|t| t.kind == EngineKind::Rust)
@@ -252,144 +286,175 @@ pub fn run(flags: Flags) -> Result<()> {
     }
     // One runtime normally; several (`native,podman`) run every target under each, side by side,
     // labelled `target@runtime`.
-    let mut images = std::collections::BTreeMap::new();
-    for spec in &flags.images {
-        let (engine, reference) = spec
-            .split_once('=')
-            .filter(|(e, r)| !e.is_empty() && !r.is_empty())
-            .with_context(|| format!("--image {spec}: expected ENGINE=REF (candle=inference-lab/engine-candle-cuda:nix-0.0.0)"))?;
-        if !runnable.iter().any(|t| t.engine == engine) {
-            bail!("--image {spec}: no selected engine is called `{engine}`");
-        }
-        images.insert(engine.to_string(), reference.to_string());
-    }
-    let runtimes = runtime_specs
+    let runtimes = spec
+        .runtimes
         .iter()
-        .map(|r| choose_runtime(&root, r, gpu && images.is_empty()))
+        .map(|r| choose_runtime(&root, r, gpu && spec.images.is_empty()))
         .collect::<Result<Vec<_>>>()?;
-    let runtime_name =
-        |e: &Option<container::Engine>| e.as_ref().map_or("native", |e| e.runtime.name());
-    let compare = runtimes.len() > 1;
-
-    let threads = flags.threads.or(cpuset).unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
-    let started = provenance::now_unix();
-    let prov = provenance::collect(&root, provenance::rfc3339(started));
-    let profile = provenance::hardware_profile(&prov.host, &device, threads);
-    let run_id = flags.run_id.clone().unwrap_or_else(|| {
-        let t = provenance::rfc3339(started).replace(['-', ':'], "");
-        format!(
-            "{}-{}",
-            t.trim_end_matches('Z'),
-            prov.git_rev.get(..7).unwrap_or("norev")
-        )
-    });
-    let results_dir = flags
-        .results_dir
-        .clone()
-        .unwrap_or_else(|| root.join("results"));
-    let run_dir = results_dir.join(&run_id);
-    if run_dir.exists() {
-        bail!(
-            "{} already exists: choose another --run-id",
-            run_dir.display()
-        );
-    }
-
-    let sandbox = container::Sandbox {
-        cpuset_cpus: flags.cpuset_cpus.clone(),
-        gpus: gpu,
+    let ctx = TargetContext {
+        root: &root,
+        spec: &spec,
+        model: &model,
+        python: python.as_deref(),
+        prov: &prov,
+        compare: runtimes.len() > 1,
     };
-    let mut per_runtime = Vec::new();
+    let mut targets = Vec::new();
     for t in &runnable {
         for r in &runtimes {
-            per_runtime.push((t.clone(), r));
+            targets.push(prepare_target(&ctx, t.clone(), r.as_ref())?);
         }
     }
-    let prepared = per_runtime
-        .into_iter()
-        .map(|(t, container_engine)| {
-            let (mut launch, binary) = lab_harness::launch::launch_for(
-                &t,
-                &root,
-                &paths::target_dir().join("release"),
-                python.as_deref(),
-                threads,
-            )?;
-            if let (Some(cpus), None) = (&flags.cpuset_cpus, &container_engine) {
-                let mut args = vec!["-c".to_string(), cpus.clone(), launch.program];
-                args.extend(launch.args);
-                launch.program = "taskset".into();
-                launch.args = args;
-            }
-            let native = PreparedTarget {
-                target: t,
-                launch,
-                binary,
-                model_dir_for_engine: resolved.dir.display().to_string(),
-                image_digest: None,
-                runtime: "native".into(),
-                label_suffix: if compare {
-                    format!("@{}", runtime_name(container_engine))
-                } else {
-                    String::new()
-                },
-            };
-            let Some(engine) = container_engine else {
-                return Ok(native);
-            };
-            let label = native.label();
-            let prebuilt = images.get(native.target.engine).map(String::as_str);
-            if gpu && prebuilt.is_none() {
-                bail!(
-                    "{label}: a GPU run in containers needs --image {}=REF (the images built here are CPU builds)",
-                    native.target.engine
-                );
-            }
-            let t = container::containerize(
-                &root,
-                engine,
-                native,
-                &resolved.dir,
-                &paths::target_dir().join("lab-images"),
-                &sandbox,
-                &prov,
-                prebuilt,
-            )
-            .with_context(|| format!("{label}: preparing its container"))?;
-            match &t.image_digest {
-                Some(id) => eprintln!("{label}: image {id}"),
-                None => eprintln!("{label}: {}", t.runtime),
-            }
-            Ok(t)
-        })
-        .collect::<Result<Vec<_>>>()?;
-
-    let plan = BenchPlan {
-        root,
-        run_dir: run_dir.clone(),
-        run_id,
-        model: resolved,
-        targets: prepared,
-        skipped,
-        scenarios,
-        device,
-        threads,
-        warmup_iterations: warmup,
-        iterations,
-        max_new_tokens: flags.max_new_tokens,
-        timeout: Duration::from_secs(flags.timeout_s),
+    let profile = provenance::hardware_profile(&prov.host, &spec.device, spec.threads);
+    Ok(BenchPlan {
         runtime: runtimes
             .iter()
             .map(runtime_name)
             .collect::<Vec<_>>()
             .join(","),
+        spec,
+        root,
+        run_dir,
+        model,
+        targets,
+        skipped,
         profile,
         provenance: prov,
+    })
+}
+
+/// Targets that cannot run, with the reason.
+type Skipped = Vec<(String, String)>;
+
+/// The model as engines will get it, materialising a missing volume entry first.
+fn resolve_model(spec: &str) -> Result<ResolvedModel> {
+    if model::is_entry_name(spec)
+        && !paths::models_dir()
+            .join(spec)
+            .join("MANIFEST.json")
+            .exists()
+    {
+        eprintln!("model volume entry `{spec}` is missing: materialising it");
+        crate::models::ensure(spec)?;
+    }
+    Ok(model::resolve(&paths::models_dir(), spec)?)
+}
+
+/// The selected targets that can load `model`, and those skipped (visibly) because the model
+/// lacks their weight format.
+fn runnable_targets(spec: &BenchSpec, model: &ResolvedModel) -> Result<(Vec<Target>, Skipped)> {
+    let mut runnable: Vec<Target> = Vec::new();
+    let mut skipped = Vec::new();
+    for t in catalog::select_targets(&spec.targets)? {
+        if model.formats.contains(&t.format) {
+            runnable.push(t);
+        } else {
+            let why = format!("model `{}` has no {:?} weights", model.name, t.format);
+            eprintln!("skipping {}: {why}", t.label());
+            skipped.push((t.label(), why));
+        }
+    }
+    if runnable.is_empty() {
+        bail!(
+            "nothing to run: no selected engine can load model `{}`",
+            model.name
+        );
+    }
+    Ok((runnable, skipped))
+}
+
+fn runtime_name(e: &Option<container::Runtime>) -> &'static str {
+    e.as_ref().map_or("native", |e| e.kind.name())
+}
+
+/// What every target of one plan is prepared with.
+struct TargetContext<'a> {
+    root: &'a Path,
+    spec: &'a BenchSpec,
+    model: &'a ResolvedModel,
+    python: Option<&'a Path>,
+    prov: &'a Provenance,
+    /// Several runtimes: labels get `@runtime`.
+    compare: bool,
+}
+
+/// How one target starts: natively (pinned with `taskset` under `--cpuset-cpus`) or in its
+/// container image under `runtime`.
+fn prepare_target(
+    ctx: &TargetContext,
+    t: Target,
+    runtime: Option<&container::Runtime>,
+) -> Result<PreparedTarget> {
+    let spec = ctx.spec;
+    let (mut launch, binary) = lab_harness::launch::launch_for(
+        &t,
+        ctx.root,
+        &paths::target_dir().join("release"),
+        ctx.python,
+        spec.threads,
+    )?;
+    if let (Some(cpus), None) = (&spec.cpuset_cpus, runtime) {
+        let mut args = vec!["-c".to_string(), cpus.clone(), launch.program];
+        args.extend(launch.args);
+        launch.program = "taskset".into();
+        launch.args = args;
+    }
+    let native = PreparedTarget {
+        target: t,
+        launch,
+        binary,
+        model_dir_for_engine: ctx.model.dir.display().to_string(),
+        image_digest: None,
+        runtime: "native".into(),
+        label_suffix: if ctx.compare {
+            format!("@{}", runtime_name(&runtime.cloned()))
+        } else {
+            String::new()
+        },
     };
+    let Some(runtime) = runtime else {
+        return Ok(native);
+    };
+    let label = native.label();
+    let gpu = !matches!(spec.device, Device::Cpu);
+    let prebuilt = spec.images.get(native.target.engine).map(String::as_str);
+    if gpu && prebuilt.is_none() {
+        bail!(
+            "{label}: a GPU run in containers needs --image {}=REF (the images built here are CPU builds)",
+            native.target.engine
+        );
+    }
+    let sandbox = container::Sandbox {
+        cpuset_cpus: spec.cpuset_cpus.clone(),
+        gpus: gpu,
+    };
+    let t = container::containerize(
+        ctx.root,
+        runtime,
+        native,
+        &ctx.model.dir,
+        &paths::target_dir().join("lab-images"),
+        &sandbox,
+        ctx.prov,
+        prebuilt,
+    )
+    .with_context(|| format!("{label}: preparing its container"))?;
+    match &t.image_digest {
+        Some(id) => eprintln!("{label}: image {id}"),
+        None => eprintln!("{label}: {}", t.runtime),
+    }
+    Ok(t)
+}
+
+pub fn run(flags: Flags) -> Result<()> {
+    let root = paths::root();
+    let prov = provenance::collect(&root, provenance::rfc3339(provenance::now_unix()));
+    let spec = plan(&flags, &prov)?;
+    let results_dir = flags
+        .results_dir
+        .clone()
+        .unwrap_or_else(|| root.join("results"));
+    let plan = prepare(spec, prov, &results_dir, !flags.no_build)?;
 
     let interrupted = Arc::new(AtomicBool::new(false));
     let flag = interrupted.clone();
@@ -399,15 +464,16 @@ pub fn run(flags: Flags) -> Result<()> {
     let (manifest, results) = lab_harness::bench(&plan, &interrupted)?;
     println!(
         "{}",
-        lab_harness::results::render_markdown(&manifest, &results)
+        lab_harness::report::render_markdown(&manifest, &results)
     );
-    eprintln!("results: {}", run_dir.display());
+    eprintln!("results: {}", plan.run_dir.display());
     eprintln!(
         "compare with baselines: cargo xtask check --run {}",
-        run_dir.display()
+        plan.run_dir.display()
     );
     if interrupted.load(Ordering::SeqCst) {
-        std::process::exit(130);
+        // Returned, not `exit`ed: everything this run holds is dropped on the way out.
+        return Err(lab_harness::Interrupted.into());
     }
     let failed: Vec<_> = manifest
         .targets
@@ -420,7 +486,7 @@ pub fn run(flags: Flags) -> Result<()> {
             "{} engine(s) failed: {} (finished results are kept in {})",
             failed.len(),
             failed.join(", "),
-            run_dir.display()
+            plan.run_dir.display()
         );
     }
     Ok(())

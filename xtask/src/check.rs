@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use lab_harness::baseline::{self, CheckOptions, Verdict};
 use lab_harness::correctness;
+use lab_harness::metric::Metric;
 use lab_harness::results;
 
 use crate::paths;
@@ -79,8 +80,8 @@ pub fn run(flags: Flags) -> Result<()> {
         for r in &results {
             for sc in &r.stats {
                 for p in &sc.prompts {
-                    for m in baseline::CHECKED_METRICS {
-                        if let Some(s) = p.metrics.get(m).filter(|s| s.cv > flags.max_cv) {
+                    for m in Metric::CHECKED {
+                        if let Some(s) = p.get(m).filter(|s| s.cv > flags.max_cv) {
                             eprintln!(
                                 "warning: {} {} {} {m} has CV {:.1} % (> {:.1} %): check will call it too noisy on this machine",
                                 r.target,

@@ -24,8 +24,8 @@ pub struct Flags {
 
 pub fn run(flags: Flags) -> Result<()> {
     let root = paths::root();
-    let engine = match container::Runtime::parse(&flags.runtime)? {
-        Some(container::Runtime::Native) => bail!("--runtime native builds no images"),
+    let engine = match container::RuntimeKind::parse(&flags.runtime)? {
+        Some(container::RuntimeKind::Native) => bail!("--runtime native builds no images"),
         Some(rt) => container::probe(&root, rt)
             .map_err(|why| anyhow::anyhow!("--runtime {}: {why}", rt.name()))?,
         None => {

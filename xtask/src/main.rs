@@ -56,6 +56,11 @@ fn main() {
         Cmd::Reference(f) => reference::run(f),
     };
     if let Err(e) = result {
+        // An interrupted run has already said so and kept its results; 130 is the shell's code
+        // for "ended by SIGINT". Everything the run held was dropped before it got here.
+        if e.downcast_ref::<lab_harness::Interrupted>().is_some() {
+            std::process::exit(130);
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

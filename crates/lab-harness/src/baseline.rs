@@ -14,19 +14,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::findings::{Finding, Verdict};
+use crate::metric::Metric;
 use crate::results::{read_json, write_atomic, write_json_atomic, TargetResult};
 use crate::{Error, Result};
 
-/// Metrics compared against baselines (medians).
-pub const CHECKED_METRICS: [&str; 4] =
-    ["ttft_ms", "prefill_tok_per_s", "decode_tok_per_s", "e2e_ms"];
 pub const DEFAULT_TOLERANCE: f64 = 0.05;
 pub const DEFAULT_MAX_CV: f64 = 0.05;
-
-/// Metrics where a larger value is better (for labelling a change as improved or regressed).
-fn higher_is_better(metric: &str) -> bool {
-    metric.ends_with("tok_per_s")
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,37 +95,6 @@ fn write_snapshot(path: &Path, body: &str) -> Result<()> {
     let text =
         format!("---\nsource: cargo xtask check --accept\nexpression: token ids\n---\n{body}");
     write_atomic(path, text.as_bytes())
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Pass,
-    WithinNoise,
-    Improved,
-    Regressed,
-    TooNoisy,
-    TokenMismatch,
-    /// Below the correctness gate against the reference.
-    Incorrect,
-    MissingBaseline,
-    MissingResult,
-}
-
-impl Verdict {
-    pub fn fails(self) -> bool {
-        !matches!(self, Verdict::Pass | Verdict::WithinNoise)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Finding {
-    pub target: String,
-    pub scenario: String,
-    pub prompt: String,
-    pub metric: String,
-    pub verdict: Verdict,
-    pub detail: String,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -210,25 +173,25 @@ pub fn check(results: &[TargetResult], dir: &Path, opts: CheckOptions) -> Result
             }
             let base: MetricsBaseline = read_json(&mpath)?;
             for pr in &sc.prompts {
-                for metric in CHECKED_METRICS {
+                for metric in Metric::CHECKED {
                     let Some(expected) = base
                         .medians
                         .get(&pr.prompt)
-                        .and_then(|m| m.get(metric))
+                        .and_then(|m| m.get(metric.name()))
                         .copied()
                     else {
                         findings.push(f(
                             &pr.prompt,
-                            metric,
+                            metric.name(),
                             Verdict::MissingBaseline,
                             format!("no {metric} for {} in {}", pr.prompt, mpath.display()),
                         ));
                         continue;
                     };
-                    let Some(summary) = pr.metrics.get(metric) else {
+                    let Some(summary) = pr.get(metric) else {
                         findings.push(f(
                             &pr.prompt,
-                            metric,
+                            metric.name(),
                             Verdict::MissingResult,
                             "the run has no samples".into(),
                         ));
@@ -252,7 +215,7 @@ pub fn check(results: &[TargetResult], dir: &Path, opts: CheckOptions) -> Result
 
 fn classify(
     prompt: &str,
-    metric: &str,
+    metric: Metric,
     expected: f64,
     actual: f64,
     cv: f64,
@@ -268,7 +231,7 @@ fn classify(
     if cv > opts.max_cv {
         return f(
             prompt,
-            metric,
+            metric.name(),
             Verdict::TooNoisy,
             format!(
                 "{detail}: CV above {:.1} %, not comparable",
@@ -282,16 +245,16 @@ fn classify(
         } else {
             Verdict::WithinNoise
         };
-        return f(prompt, metric, v, detail);
+        return f(prompt, metric.name(), v, detail);
     }
-    let better = if higher_is_better(metric) {
+    let better = if metric.higher_is_better() {
         rel > 0.0
     } else {
         rel < 0.0
     };
     f(
         prompt,
-        metric,
+        metric.name(),
         if better {
             Verdict::Improved
         } else {
@@ -344,9 +307,9 @@ pub fn accept(results: &[TargetResult], dir: &Path) -> Result<Vec<PathBuf>> {
                 .prompts
                 .iter()
                 .map(|p| {
-                    let m = crate::baseline::CHECKED_METRICS
+                    let m = Metric::CHECKED
                         .iter()
-                        .filter_map(|k| p.metrics.get(*k).map(|s| (k.to_string(), s.median)))
+                        .filter_map(|&k| p.get(k).map(|s| (k.name().to_string(), s.median)))
                         .collect();
                     (p.prompt.clone(), m)
                 })

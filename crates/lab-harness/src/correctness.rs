@@ -11,14 +11,14 @@
 //! reference's top-1 token. [`check`] gates them by precision ([`gate_for`]).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use lab_protocol::{Dtype, Prompt, TopLogits, WeightFormat};
 use serde::{Deserialize, Serialize};
 
-use crate::baseline::{Finding, Verdict};
+use crate::findings::{Finding, Verdict};
 use crate::results::{read_json, TargetResult};
+pub use crate::results::{Correctness, PromptCorrectness};
 use crate::{Error, Result};
 
 pub const GREEDY_SCENARIO: &str = "ref-greedy";
@@ -153,48 +153,6 @@ pub fn gate_for(format: WeightFormat, dtype: Dtype) -> (f64, &'static str) {
         ),
         (_, Dtype::Bf16 | Dtype::F16) => (0.90, "half precision: near-ties flip"),
         (_, Dtype::Q4_1) => (0.90, "q4_1: reference weights, 8-bit quantized activations"),
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PromptCorrectness {
-    pub prompt: String,
-    /// Teacher-forced positions whose top-1 equals the reference's.
-    pub top1_agree: u32,
-    pub positions: u32,
-    /// Leading greedy tokens equal to the reference's greedy continuation.
-    pub greedy_prefix: u32,
-    pub greedy_tokens: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Correctness {
-    pub target: String,
-    pub dtype: String,
-    pub top1_agree: u32,
-    pub positions: u32,
-    /// `top1_agree / positions`.
-    pub top1_agreement: f64,
-    pub gate: f64,
-    pub gate_reason: String,
-    /// Sum over prompts of the matching greedy prefix, and of the greedy lengths.
-    pub greedy_prefix_tokens: u32,
-    pub greedy_tokens: u32,
-    /// Prompts whose whole greedy continuation equals the reference.
-    pub greedy_full_matches: u32,
-    /// Largest |engine logit - reference logit| on the reference's top-1 token, over positions
-    /// where the engine's top-k contains it.
-    pub max_abs_top1_logit_error: Option<f64>,
-    pub prompts: Vec<PromptCorrectness>,
-    /// Problems that make the result unusable (missing prompts, wrong token counts).
-    pub errors: Vec<String>,
-}
-
-impl Correctness {
-    pub fn passes(&self) -> bool {
-        self.errors.is_empty() && self.top1_agreement >= self.gate
     }
 }
 
@@ -397,47 +355,4 @@ pub fn check(results: &[TargetResult], reference: &Reference) -> Vec<Finding> {
         });
     }
     out
-}
-
-/// The correctness table of a report (Markdown).
-pub fn render_markdown(rows: &[Correctness]) -> String {
-    let mut s = String::new();
-    if rows.is_empty() {
-        return s;
-    }
-    let _ = writeln!(
-        s,
-        "\nCorrectness against the reference (transformers on the original GGUF, F32):\n"
-    );
-    let _ = writeln!(
-        s,
-        "| target | teacher-forced top-1 | gate | greedy prefix tokens | identical greedy prompts | max top-1 logit error | verdict |"
-    );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---|");
-    for c in rows {
-        let _ = writeln!(
-            s,
-            "| {} | {}/{} ({:.1} %) | {:.0} % | {}/{} | {}/{} | {} | {} |",
-            c.target,
-            c.top1_agree,
-            c.positions,
-            c.top1_agreement * 100.0,
-            c.gate * 100.0,
-            c.greedy_prefix_tokens,
-            c.greedy_tokens,
-            c.greedy_full_matches,
-            c.prompts.len(),
-            c.max_abs_top1_logit_error
-                .map(|e| format!("{e:.2e}"))
-                .unwrap_or_else(|| "-".into()),
-            if c.passes() {
-                "pass".to_string()
-            } else if c.errors.is_empty() {
-                "FAIL (below gate)".to_string()
-            } else {
-                format!("FAIL ({})", c.errors.join("; "))
-            }
-        );
-    }
-    s
 }

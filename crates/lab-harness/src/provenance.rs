@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Provenance {
     /// `git rev-parse HEAD`, or `unknown` outside a git checkout.
@@ -19,7 +19,7 @@ pub struct Provenance {
     pub host: Host,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Host {
     pub hostname: String,
@@ -227,6 +227,51 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// The framework an engine is built on and its version, from `Cargo.lock` (`candle-core 0.10.2`),
+/// or the engine package's own version when it uses none (the native engine).
+pub fn engine_version(root: &Path, package: &str) -> String {
+    const FRAMEWORKS: [&str; 4] = ["candle-core", "llama-cpp-2", "mistralrs", "burn"];
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap_or_default();
+    let mut own = None;
+    for block in lock.split("[[package]]") {
+        let field = |k: &str| {
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{k} = \"")))
+                .map(|v| v.trim_end_matches('"').to_string())
+        };
+        if field("name").as_deref() == Some(package) {
+            own = field("version");
+            for dep in block
+                .lines()
+                .map(|l| l.trim().trim_matches(|c| c == '"' || c == ','))
+            {
+                let name = dep.split_whitespace().next().unwrap_or("");
+                if FRAMEWORKS.contains(&name) {
+                    // Dependency entries are `name` or `name version` (when several exist).
+                    let version = dep
+                        .split_whitespace()
+                        .nth(1)
+                        .map(str::to_string)
+                        .or_else(|| {
+                            lock.split("[[package]]").find_map(|b| {
+                                b.contains(&format!("name = \"{name}\"\n")).then(|| {
+                                    b.lines()
+                                        .find_map(|l| l.strip_prefix("version = \""))
+                                        .unwrap_or("?")
+                                        .trim_end_matches('"')
+                                        .to_string()
+                                })
+                            })
+                        });
+                    return format!("{name} {}", version.unwrap_or_else(|| "?".into()));
+                }
+            }
+        }
+    }
+    format!("{package} {}", own.unwrap_or_else(|| "?".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +297,17 @@ mod tests {
         assert_eq!(
             hardware_profile(&h, &lab_protocol::Device::Cuda { ordinal: 0 }, 2),
             "gpu-nvidia-h100-80gb-hbm3"
+        );
+    }
+
+    #[test]
+    fn engine_versions_come_from_the_lock_file() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        assert!(engine_version(&root, "engine-candle").starts_with("candle-core 0."));
+        assert!(engine_version(&root, "engine-llamacpp").starts_with("llama-cpp-2 0."));
+        assert_eq!(
+            engine_version(&root, "engine-native"),
+            "engine-native 0.0.0"
         );
     }
 }

@@ -14,7 +14,7 @@ use crate::baseline::{self, CheckOptions, Verdict};
 use crate::catalog::{self, Target};
 use crate::results::{RunStatus, TargetResult, TargetStatus};
 use crate::runner::Launch;
-use crate::{correctness, model, provenance, BenchPlan, PreparedTarget};
+use crate::{correctness, model, provenance, BenchPlan, BenchSpec, PreparedTarget};
 
 /// Must equal the generation length the committed baselines were accepted with (the default
 /// of `cargo xtask bench`), because token snapshots are compared exactly.
@@ -151,7 +151,7 @@ pub fn target(
 /// The container runtime for container tests: podman or docker, whichever works here. When
 /// neither does, the test fails if `LAB_REQUIRE_CONTAINERS=1` (CI installs podman and sets it);
 /// otherwise it says loudly that it is skipped and returns `None`.
-pub fn container_engine() -> Option<crate::container::Engine> {
+pub fn container_runtime() -> Option<crate::container::Runtime> {
     let (engine, why) = crate::container::detect(&root());
     if engine.is_none() {
         assert!(
@@ -164,9 +164,12 @@ pub fn container_engine() -> Option<crate::container::Engine> {
 }
 
 /// `t` moved into its container: its image is built (from `t.binary`) and the launch rewritten.
-pub fn in_container(engine: &crate::container::Engine, t: PreparedTarget) -> PreparedTarget {
+pub fn in_container(engine: &crate::container::Runtime, t: PreparedTarget) -> PreparedTarget {
     let prov = provenance::collect(&root(), provenance::rfc3339(provenance::now_unix()));
-    let work = std::env::temp_dir().join(format!("lab-images-{}", std::process::id()));
+    // A build context per call: tests build images in parallel.
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let work = std::env::temp_dir().join(format!("lab-images-{}-{seq}", std::process::id()));
     let model_dir = models_dir().join("smollm2-135m");
     crate::container::containerize(
         &root(),
@@ -251,19 +254,26 @@ pub fn s1_plan(
     let dir = std::env::temp_dir().join(format!("lab-e2e-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     BenchPlan {
+        spec: BenchSpec {
+            run_id: format!("test-{tag}"),
+            model: model.name.clone(),
+            targets: targets.iter().map(|t| t.target.label()).collect(),
+            scenarios: vec!["s1".into()],
+            device: Device::Cpu,
+            threads: threads(),
+            warmup_iterations: warmup,
+            iterations,
+            max_new_tokens,
+            timeout_s: 1200,
+            runtimes: vec!["native".into()],
+            cpuset_cpus: None,
+            images: Default::default(),
+        },
         root: root(),
         run_dir: dir.join("run"),
-        run_id: format!("test-{tag}"),
         model,
         targets,
         skipped: vec![],
-        scenarios: catalog::select_scenarios(&["s1".into()]).unwrap(),
-        device: Device::Cpu,
-        threads: threads(),
-        warmup_iterations: warmup,
-        iterations,
-        max_new_tokens,
-        timeout: Duration::from_secs(1200),
         runtime: "native".into(),
         profile,
         provenance: prov,
@@ -284,28 +294,28 @@ pub fn run_s1(
 
 /// Runs S1 (no warm-up, one iteration) for `targets` inside their containers, as
 /// `cargo xtask bench --runtime podman|docker` does; `None` when no container runtime is
-/// available and containers are not required (see [`container_engine`]).
+/// available and containers are not required (see [`container_runtime`]).
 pub fn run_s1_in_container(
     tag: &str,
     targets: Vec<PreparedTarget>,
 ) -> Option<(BenchPlan, Vec<TargetResult>)> {
-    let engine = container_engine()?;
+    let engine = container_runtime()?;
     let targets = targets
         .into_iter()
         .map(|t| in_container(&engine, t))
         .collect();
     let mut plan = s1_plan(tag, targets, 0, 1, BASELINE_MAX_NEW_TOKENS);
-    plan.runtime = engine.runtime.name().into();
+    plan.runtime = engine.kind.name().into();
     let (plan, results) = run_plan(plan);
     for r in &results {
-        assert_eq!(r.runtime.as_deref(), Some(engine.runtime.name()));
+        assert_eq!(r.runtime.as_deref(), Some(engine.kind.name()));
         assert!(r.image_digest.is_some(), "{}: no image recorded", r.target);
     }
     Some((plan, results))
 }
 
 /// S1 inside the targets' containers produces exactly the committed baseline token ids (the
-/// image carries everything the binary needs); skipped as [`container_engine`] says.
+/// image carries everything the binary needs); skipped as [`container_runtime`] says.
 pub fn assert_s1_in_container_matches_baseline(tag: &str, targets: Vec<PreparedTarget>) {
     if let Some((plan, results)) = run_s1_in_container(tag, targets) {
         assert_tokens_match_baseline(&plan, &results);
@@ -316,7 +326,7 @@ pub fn assert_s1_in_container_matches_baseline(tag: &str, targets: Vec<PreparedT
 /// finish. Compare with [`assert_correct`].
 pub fn run_correctness(tag: &str, targets: Vec<PreparedTarget>) -> (BenchPlan, Vec<TargetResult>) {
     let mut plan = s1_plan(tag, targets, 0, 1, BASELINE_MAX_NEW_TOKENS);
-    plan.scenarios = catalog::select_scenarios(&["ref".into()]).unwrap();
+    plan.spec.scenarios = ids(&["ref"]);
     run_plan(plan)
 }
 
@@ -413,4 +423,14 @@ pub fn assert_tokens_match_baseline(plan: &BenchPlan, results: &[TargetResult]) 
             f.target, f.prompt, f.metric, f.verdict, f.detail
         );
     }
+}
+
+/// Scenario ids as a plan's spec holds them (`ref` expands to both correctness scenarios).
+pub fn ids(scenarios: &[&str]) -> Vec<String> {
+    let specs: Vec<String> = scenarios.iter().map(|s| s.to_string()).collect();
+    catalog::select_scenarios(&specs)
+        .unwrap()
+        .iter()
+        .map(|s| s.id.to_string())
+        .collect()
 }

@@ -97,8 +97,9 @@ impl Candle {
                     Dtype::Bf16 => DType::BF16,
                     Dtype::Q4_1 => return Err("q4_1 needs the GGUF weight format".into()),
                 };
-                // SAFETY: the volume is read-only and nothing in the lab rewrites a file in place
-                // (the builder writes a new file and renames it).
+                // SAFETY: the safetensors file is memory-mapped, which requires that it is not
+                // modified or truncated while mapped: the volume is read-only and nothing in the
+                // lab rewrites a file in place (the builder writes a new file and renames it).
                 let vb = unsafe {
                     candle_nn::VarBuilder::from_mmaped_safetensors(&[&weights_path], dtype, &device)
                 }

@@ -39,7 +39,11 @@ struct LlamaCpp {
 
 /// llama.cpp's own account of the CPU features it was compiled with (e.g. `AVX2 = 1`).
 fn system_info() -> String {
-    // SAFETY: returns a pointer to a static, NUL-terminated string owned by llama.cpp.
+    // SAFETY: `llama_print_system_info` takes no arguments and returns `c_str()` of a
+    // function-local static `std::string` in llama.cpp: NUL-terminated, never freed, and only
+    // rewritten by the next call of the same function. `raw` is copied into an owned `String`
+    // before this function returns, and nothing else calls it meanwhile (this is its only caller,
+    // run once while loading; llama-cpp-2 does not call it).
     let raw = unsafe { std::ffi::CStr::from_ptr(llama_cpp_sys_2::llama_print_system_info()) };
     raw.to_string_lossy().trim().to_string()
 }

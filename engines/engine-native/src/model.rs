@@ -63,14 +63,28 @@ impl Matrix {
             Data::Mapped(off) => &map[off + r * rb..off + (r + 1) * rb],
             Data::Owned(v) => {
                 let s = &v[r * self.cols..(r + 1) * self.cols];
-                // SAFETY: viewing initialized f32s as bytes.
-                unsafe { std::slice::from_raw_parts(s.as_ptr() as *const u8, rb) }
+                // SAFETY: the bytes of `s` (exactly `size_of_val(s)` of them, which is `rb`:
+                // owned data is always F32) are initialized, borrowed for 'a, and any byte
+                // pattern is a valid u8 (alignment 1).
+                unsafe { std::slice::from_raw_parts(s.as_ptr() as *const u8, size_of_val(s)) }
             }
         }
     }
+    /// Row `r` of an F32 matrix as f32s (panics for other formats).
     fn row_f32<'a>(&'a self, map: &'a [u8], r: usize) -> &'a [f32] {
         let b = self.row(map, r);
-        // SAFETY: F32 rows are 4-byte aligned (checked at load for mapped data).
+        // Hold for every F32 row (mapped offsets are checked to be 4-byte aligned at load and
+        // the map is page-aligned; owned data is a `Vec<f32>`); checked here, per row, so that
+        // the view below is sound whatever the matrix.
+        assert!(
+            self.fmt == Format::F32
+                && b.len() == self.cols * 4
+                && b.as_ptr().cast::<f32>().is_aligned(),
+            "row_f32 of a {:?} matrix or a misaligned row",
+            self.fmt
+        );
+        // SAFETY: `b` is borrowed for 'a, holds exactly `cols` f32s' worth of bytes and is
+        // 4-byte aligned (asserted above), and every bit pattern is a valid f32.
         unsafe { std::slice::from_raw_parts(b.as_ptr() as *const f32, self.cols) }
     }
     pub fn bytes(&self) -> usize {
@@ -125,22 +139,29 @@ pub struct Model {
 /// A raw pointer that may cross threads; every thread writes a disjoint range through it.
 #[derive(Clone, Copy)]
 struct Out(*mut f32);
-// SAFETY: used only for disjoint writes inside `Pool::run`.
+// SAFETY: `Out` never dereferences its pointer itself; every write through it is an `unsafe`
+// block inside a `Pool::run` job, which writes only its own disjoint range of a buffer that the
+// caller of `run` does not otherwise read or write, and `run` does not return (or unwind) before
+// every thread has finished the job.
 unsafe impl Send for Out {}
+// SAFETY: as for `Send`: sharing `&Out` among the pool's threads only shares the address; the
+// writes through it are disjoint per thread (see the `unsafe` blocks at each use).
 unsafe impl Sync for Out {}
 
 impl Out {
-    /// The pointer (a method, so closures capture the whole `Sync` wrapper, not the field).
+    /// The pointer to element `i` (a method, so closures capture the whole `Sync` wrapper, not
+    /// the field). Computing it is safe; writing through it needs `i` in bounds.
     fn at(self, i: usize) -> *mut f32 {
-        // SAFETY: callers stay within the buffer the pointer came from.
-        unsafe { self.0.add(i) }
+        self.0.wrapping_add(i)
     }
 }
 
 impl Model {
     pub fn from_gguf(path: &Path, threads: usize, simd: Simd) -> Result<Model> {
         let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        // SAFETY: the model volume is read-only while engines run.
+        // SAFETY: memmap2 requires that the file is not modified or truncated while mapped: the
+        // model volume is read-only and nothing in the lab rewrites a file in place (the builder
+        // writes a new file and renames it).
         let map = unsafe { Mmap::map(&file) }.map_err(|e| format!("{}: {e}", path.display()))?;
         let g = Gguf::parse(&map).map_err(|e| format!("{}: {e}", path.display()))?;
         let arch = match g.get("general.architecture")? {
@@ -321,7 +342,9 @@ impl Model {
         let st_path = dir.join("model.safetensors");
         let file =
             std::fs::File::open(&st_path).map_err(|e| format!("{}: {e}", st_path.display()))?;
-        // SAFETY: the model volume is read-only while engines run.
+        // SAFETY: memmap2 requires that the file is not modified or truncated while mapped: the
+        // model volume is read-only and nothing in the lab rewrites a file in place (the builder
+        // writes a new file and renames it).
         let map = unsafe { Mmap::map(&file) }.map_err(|e| format!("{}: {e}", st_path.display()))?;
         if map.len() < 8 {
             return Err(format!("{}: truncated safetensors file", st_path.display()).into());
@@ -690,7 +713,9 @@ impl Model {
         let simd = self.simd;
         self.pool.run(&|ti, n| {
             let (a, b) = split(t * heads, ti, n, 1);
-            // SAFETY: each thread owns its scores slice and writes disjoint (token, head) outputs.
+            // SAFETY: `scores` has `pool.threads() * ctx` floats (allocated in `assemble`) and
+            // `ti < n == pool.threads()`, so `ti * ctx..(ti + 1) * ctx` is in bounds; that range
+            // is this thread's alone, and `self.scores` is not otherwise used during the run.
             let sc = unsafe { std::slice::from_raw_parts_mut(scores.at(ti * ctx), ctx) };
             for job in a..b {
                 let (i, h) = (job / heads, job % heads);
@@ -709,7 +734,10 @@ impl Model {
                     sum += *s;
                 }
                 let inv = 1.0 / sum;
-                // SAFETY: disjoint output range of this (token, head).
+                // SAFETY: `att` has `CHUNK * d` floats, `i < t <= CHUNK` and `h < heads` with
+                // `heads * hd == d`, so the range is in bounds; each (token, head) job belongs to
+                // exactly one thread (`split`), so no other thread touches this range, and
+                // `self.att` is not otherwise used during the run.
                 let out = unsafe { std::slice::from_raw_parts_mut(att.at(i * d + h * hd), hd) };
                 out.fill(0.0);
                 for (p, &s) in sc[..len].iter().enumerate() {
@@ -803,6 +831,11 @@ fn rope(v: &mut [f32], hd: usize, pos: usize, inv_freq: &[f32], interleaved: boo
 
 /// `out_m[tok * rows_m + r] = W_m[r] . x[tok]` for every matrix `m` (sharing one input), `t`
 /// tokens, parallel over the concatenated rows of all matrices.
+///
+/// Each `out_m` must point to a buffer of at least `t * rows_m` f32s, distinct from the other
+/// outputs and from `x`, that nothing else uses until this returns: the callers pass `Model`'s
+/// `CHUNK * rows` buffers (shapes checked in `assemble`, `t <= CHUNK`) or the logits resized to
+/// `vocab` rows (`t == 1`).
 #[allow(clippy::too_many_arguments)]
 fn matmul(
     pool: &Pool,
@@ -828,7 +861,9 @@ fn matmul(
                             let w = m.row_f32(map, r);
                             for tok in 0..t {
                                 let v = simd.dot_f32(w, &x[tok * cols..(tok + 1) * cols]);
-                                // SAFETY: row r of token tok is written by this thread only.
+                                // SAFETY: `out` has room for `t * m.rows` values (see `matmul`),
+                                // `tok < t` and `r < m.rows`; row `r` is in this thread's share
+                                // only (`split`), so no other thread writes this element.
                                 unsafe { *out.at(tok * m.rows + r) = v };
                             }
                         }
@@ -843,14 +878,18 @@ fn matmul(
                                     [xt(tok), xt(tok + 1), xt(tok + 2), xt(tok + 3)],
                                 );
                                 for (k, v) in v.into_iter().enumerate() {
-                                    // SAFETY: as above.
+                                    // SAFETY: `out` has room for `t * m.rows` values (see
+                                    // `matmul`), `tok + k < t` and `r < m.rows`; row `r` is in
+                                    // this thread's share only (`split`).
                                     unsafe { *out.at((tok + k) * m.rows + r) = v };
                                 }
                                 tok += 4;
                             }
                             for tok in tok..t {
                                 let v = simd.dot_q(fmt, w, xt(tok));
-                                // SAFETY: as above.
+                                // SAFETY: `out` has room for `t * m.rows` values (see `matmul`),
+                                // `tok < t` and `r < m.rows`; row `r` is in this thread's share
+                                // only (`split`).
                                 unsafe { *out.at(tok * m.rows + r) = v };
                             }
                         }

@@ -90,6 +90,10 @@ impl Format {
 }
 
 /// Which kernels run.
+///
+/// Invariant the SIMD dispatch below relies on: a value other than `Scalar` is only created by
+/// [`Simd::detect`] or [`Simd::available`], which check at run time that the CPU has the level's
+/// instruction sets (`cpu_has`). Nothing else may construct `Avx2` or `Avx512Vnni`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Simd {
     Scalar,
@@ -164,13 +168,19 @@ impl Simd {
     pub fn dot_q(self, fmt: Format, row: &[u8], x: &[BlockQ8]) -> f32 {
         match self {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: Avx2 is only constructed when the CPU has AVX2 and FMA.
+            // SAFETY: `Simd::detect`/`Simd::available` checked at run time that the CPU has AVX2,
+            // FMA and F16C before producing `Avx2` (see `Simd`); the kernel checks its slice
+            // lengths itself.
             Simd::Avx2 => unsafe { avx2::dot_q(fmt, row, x) },
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: only constructed when the CPU has AVX-512 F/BW/VNNI (and AVX2).
+            // SAFETY: `Simd::available` checked at run time that the CPU has AVX-512 F/BW/VNNI,
+            // AVX2, FMA and F16C before producing `Avx512Vnni` (see `Simd`); the kernel checks its
+            // slice lengths itself.
             Simd::Avx512Vnni if fmt == Format::Q4_1 => unsafe { avx512::dot_q4_1(row, x) },
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
+            // SAFETY: `Simd::available` checked at run time that the CPU has AVX2, FMA and F16C
+            // (with AVX-512) before producing `Avx512Vnni` (see `Simd`); the kernel checks its
+            // slice lengths itself.
             Simd::Avx512Vnni => unsafe { avx2::dot_q(fmt, row, x) },
             _ => scalar::dot_q(fmt, row, x),
         }
@@ -181,7 +191,9 @@ impl Simd {
     pub fn quantize(self, x: &[f32], out: &mut [BlockQ8]) {
         match self {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
+            // SAFETY: `self` is `Avx2` or `Avx512Vnni`, so `Simd::detect`/`Simd::available`
+            // checked at run time that the CPU has AVX2, FMA and F16C (see `Simd`); the
+            // kernel checks its slice lengths itself.
             Simd::Avx2 | Simd::Avx512Vnni => unsafe { avx2::quantize(x, out) },
             _ => quantize_q8(x, out),
         }
@@ -193,7 +205,9 @@ impl Simd {
     pub fn dot_q_x4(self, fmt: Format, row: &[u8], x: [&[BlockQ8]; 4]) -> [f32; 4] {
         match self {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
+            // SAFETY: `self` is `Avx2` or `Avx512Vnni`, so `Simd::detect`/`Simd::available`
+            // checked at run time that the CPU has AVX2, FMA and F16C (see `Simd`); the
+            // kernel checks its slice lengths itself.
             Simd::Avx2 | Simd::Avx512Vnni if fmt == Format::Q4_1 || fmt == Format::Q8_0 => unsafe {
                 avx2::dot_q_x4(fmt, row, x)
             },
@@ -206,7 +220,9 @@ impl Simd {
     pub fn dot_f32(self, a: &[f32], b: &[f32]) -> f32 {
         match self {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
+            // SAFETY: `self` is `Avx2` or `Avx512Vnni`, so `Simd::detect`/`Simd::available`
+            // checked at run time that the CPU has AVX2, FMA and F16C (see `Simd`); the
+            // kernel reads only the common length of `a` and `b`.
             Simd::Avx2 | Simd::Avx512Vnni => unsafe { avx2::dot_f32(a, b) },
             _ => scalar::dot_f32(a, b),
         }
@@ -217,7 +233,9 @@ impl Simd {
     pub fn axpy(self, a: f32, x: &[f32], y: &mut [f32]) {
         match self {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
+            // SAFETY: `self` is `Avx2` or `Avx512Vnni`, so `Simd::detect`/`Simd::available`
+            // checked at run time that the CPU has AVX2, FMA and F16C (see `Simd`); the
+            // kernel touches only the common length of `x` and `y`.
             Simd::Avx2 | Simd::Avx512Vnni => unsafe { avx2::axpy(a, x, y) },
             _ => scalar::axpy(a, x, y),
         }
@@ -347,10 +365,16 @@ mod avx2 {
     }
 
     /// 16 bytes of nibbles -> 32 unsigned bytes (low nibbles first, then high nibbles).
+    ///
+    /// # Safety
+    ///
+    /// The 16 bytes from `p` must be readable (no alignment needed), and the CPU must have AVX2
+    /// and FMA.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn nibbles(p: *const u8) -> __m256i {
-        // SAFETY: the caller guarantees 16 readable bytes at p.
+        // SAFETY: the caller guarantees 16 readable bytes at p (an unaligned load); SSE2 is
+        // implied by the AVX2 this function is compiled for.
         let b = unsafe { _mm_loadu_si128(p as *const __m128i) };
         let m = _mm_set1_epi8(0x0f);
         let lo = _mm_and_si128(b, m);
@@ -400,6 +424,13 @@ mod avx2 {
         )))
     }
 
+    /// [`super::scalar::dot_q`] with AVX2: `row` holds at least `x.len()` blocks of `fmt`
+    /// (asserted; `fmt` must not be F32, which panics).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX2, FMA and F16C (callers check with [`Simd::detect`] /
+    /// [`Simd::available`]).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q(fmt: Format, row: &[u8], x: &[BlockQ8]) -> f32 {
         let mut acc0 = _mm256_setzero_ps();
@@ -416,7 +447,9 @@ mod avx2 {
                     // Stream ahead: rows are contiguous, so this also reaches into the next row.
                     _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(PREFETCH) as *const i8);
                     let (dw, mw) = h2(b, 0);
-                    // SAFETY: 20 bytes per block are in bounds (asserted above); xb.q is 32 bytes.
+                    // SAFETY: `b` is a 20-byte slice (bounds-checked), so the 16 nibble bytes at
+                    // offset 4 are readable; `xb.q` is `[i8; 32]`, one unaligned 32-byte load.
+                    // The CPU features are this function's contract.
                     let (w, xq) = unsafe {
                         (
                             nibbles(b.as_ptr().add(4)),
@@ -437,7 +470,9 @@ mod avx2 {
                 assert!(row.len() >= n * 18);
                 for (i, xb) in x.iter().enumerate() {
                     let b = &row[i * 18..i * 18 + 18];
-                    // SAFETY: as above, 18 bytes per block.
+                    // SAFETY: `b` is an 18-byte slice (bounds-checked), so the 16 nibble bytes at
+                    // offset 2 are readable; `xb.q` is `[i8; 32]`, one unaligned 32-byte load.
+                    // The CPU features are this function's contract.
                     let (w, xq) = unsafe {
                         (
                             nibbles(b.as_ptr().add(2)),
@@ -454,7 +489,9 @@ mod avx2 {
                 for (i, xb) in x.iter().enumerate() {
                     let b = &row[i * 34..i * 34 + 34];
                     _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(PREFETCH) as *const i8);
-                    // SAFETY: as above, 34 bytes per block.
+                    // SAFETY: `b` is a 34-byte slice (bounds-checked), so the 32 quant bytes at
+                    // offset 2 are readable; `xb.q` is `[i8; 32]`; both are unaligned 32-byte
+                    // loads. The CPU features are this function's contract.
                     let (w, xq) = unsafe {
                         (
                             _mm256_loadu_si256(b.as_ptr().add(2) as *const __m256i),
@@ -475,6 +512,13 @@ mod avx2 {
         hsum(_mm256_add_ps(acc0, acc1)) + extra
     }
 
+    /// [`dot_q`] of one row with four tokens' activations of the same length (asserted); only
+    /// Q4_1 and Q8_0 (anything else panics).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX2, FMA and F16C (callers check with [`Simd::detect`] /
+    /// [`Simd::available`]).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q_x4(fmt: Format, row: &[u8], x: [&[BlockQ8]; 4]) -> [f32; 4] {
         let n = x[0].len();
@@ -487,11 +531,13 @@ mod avx2 {
                 for i in 0..n {
                     let b = &row[i * 20..i * 20 + 20];
                     let (dw, mw) = h2(b, 0);
-                    // SAFETY: 20 bytes per block are in bounds (asserted above).
+                    // SAFETY: `b` is a 20-byte slice (bounds-checked), so the 16 nibble bytes at
+                    // offset 4 are readable. The CPU features are this function's contract.
                     let w = unsafe { nibbles(b.as_ptr().add(4)) };
                     for k in 0..4 {
                         let xb = &x[k][i];
-                        // SAFETY: xb.q is 32 bytes.
+                        // SAFETY: `xb.q` is `[i8; 32]`, one unaligned 32-byte load; the CPU
+                        // features are this function's contract.
                         let xq = unsafe { _mm256_loadu_si256(xb.q.as_ptr() as *const __m256i) };
                         acc[k] =
                             _mm256_fmadd_ps(mul_sum_us8(w, xq), _mm256_set1_ps(dw * xb.d), acc[k]);
@@ -504,12 +550,15 @@ mod avx2 {
                 for i in 0..n {
                     let b = &row[i * 34..i * 34 + 34];
                     let dw = h1(b, 0);
-                    // SAFETY: 34 bytes per block are in bounds (asserted above).
+                    // SAFETY: `b` is a 34-byte slice (bounds-checked), so the 32 quant bytes at
+                    // offset 2 are readable (unaligned load). The CPU features are this
+                    // function's contract.
                     let w = unsafe { _mm256_loadu_si256(b.as_ptr().add(2) as *const __m256i) };
                     let aw = _mm256_sign_epi8(w, w);
                     for k in 0..4 {
                         let xb = &x[k][i];
-                        // SAFETY: xb.q is 32 bytes.
+                        // SAFETY: `xb.q` is `[i8; 32]`, one unaligned 32-byte load; the CPU
+                        // features are this function's contract.
                         let xq = unsafe { _mm256_loadu_si256(xb.q.as_ptr() as *const __m256i) };
                         let p = mul_sum_us8(aw, _mm256_sign_epi8(xq, w));
                         acc[k] = _mm256_fmadd_ps(p, _mm256_set1_ps(dw * xb.d), acc[k]);
@@ -521,14 +570,22 @@ mod avx2 {
         [0, 1, 2, 3].map(|k| hsum(acc[k]) + extra[k])
     }
 
-    /// Quantizes blocks of 32 to 8 bits: max-abs scale, round half to even.
+    /// Quantizes blocks of 32 to 8 bits: max-abs scale, round half to even. `x` holds at least
+    /// `out.len() * QK` values (asserted).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX2, FMA and F16C (callers check with [`Simd::detect`] /
+    /// [`Simd::available`]).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn quantize(x: &[f32], out: &mut [BlockQ8]) {
         assert!(x.len() >= out.len() * QK);
         let sign_mask = _mm256_set1_ps(-0.0);
         for (bi, b) in out.iter_mut().enumerate() {
             let p = x[bi * QK..].as_ptr();
-            // SAFETY: 32 floats from p are in bounds (asserted above).
+            // SAFETY: `x.len() >= out.len() * QK` (asserted above) and `bi < out.len()`, so the
+            // 32 floats from `p` are in bounds (unaligned loads). The CPU features are this
+            // function's contract.
             let v = unsafe {
                 [
                     _mm256_loadu_ps(p),
@@ -552,7 +609,8 @@ mod avx2 {
                     { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
                 >(s));
                 sum = _mm256_add_epi32(sum, r);
-                // SAFETY: q has room for 8 i32 at k * 8.
+                // SAFETY: `q` is `[i32; 32]` and `k < 4`, so 8 i32 from `k * 8` are in bounds
+                // (unaligned store). The CPU features are this function's contract.
                 unsafe { _mm256_storeu_si256(q.as_mut_ptr().add(k * 8) as *mut __m256i, r) };
             }
             for (dst, &src) in b.q.iter_mut().zip(&q) {
@@ -578,6 +636,12 @@ mod avx2 {
         _mm_cvtss_f32(m)
     }
 
+    /// f32 dot product over the common length of `a` and `b`.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX2 and FMA (callers check with [`Simd::detect`] /
+    /// [`Simd::available`]).
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
@@ -585,7 +649,8 @@ mod avx2 {
         let mut acc = _mm256_setzero_ps();
         let mut i = 0;
         while i < n8 {
-            // SAFETY: i + 8 <= n for both slices.
+            // SAFETY: `i + 8 <= n8 <= n`, the common length of `a` and `b`, so both unaligned
+            // 8-float loads are in bounds. The CPU features are this function's contract.
             unsafe {
                 acc = _mm256_fmadd_ps(
                     _mm256_loadu_ps(a.as_ptr().add(i)),
@@ -602,6 +667,12 @@ mod avx2 {
         s
     }
 
+    /// `y += a * x` over the common length of `x` and `y`.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX2 and FMA (callers check with [`Simd::detect`] /
+    /// [`Simd::available`]).
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
         let n = x.len().min(y.len());
@@ -609,7 +680,9 @@ mod avx2 {
         let va = _mm256_set1_ps(a);
         let mut i = 0;
         while i < n8 {
-            // SAFETY: i + 8 <= n for both slices.
+            // SAFETY: `i + 8 <= n8 <= n`, the common length of `x` and `y`, so the unaligned
+            // 8-float loads and the store are in bounds (`y` is borrowed mutably, nothing else
+            // aliases it). The CPU features are this function's contract.
             unsafe {
                 let yp = y.as_mut_ptr().add(i);
                 _mm256_storeu_ps(
@@ -639,10 +712,17 @@ mod avx512 {
         (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_shuffle_ps::<1>(v, v)))
     }
 
+    /// 16 bytes of nibbles -> 32 unsigned bytes (low nibbles first, then high nibbles).
+    ///
+    /// # Safety
+    ///
+    /// The 16 bytes from `p` must be readable (no alignment needed), and the CPU must have
+    /// AVX-512 F/BW/VNNI, AVX2, FMA and F16C.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
     unsafe fn nibbles(p: *const u8) -> __m256i {
-        // SAFETY: the caller guarantees 16 readable bytes at p.
+        // SAFETY: the caller guarantees 16 readable bytes at p (an unaligned load); SSE2 is
+        // implied by the AVX2 this function is compiled for.
         let b = unsafe { _mm_loadu_si128(p as *const __m128i) };
         let m = _mm_set1_epi8(0x0f);
         _mm256_set_m128i(
@@ -651,7 +731,13 @@ mod avx512 {
         )
     }
 
-    /// Q4_1 x Q8 with `vpdpbusd`: two blocks per 512-bit multiply-accumulate.
+    /// Q4_1 x Q8 with `vpdpbusd`: two blocks per 512-bit multiply-accumulate. `row` holds at
+    /// least `x.len()` Q4_1 blocks (asserted).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512 F/BW/VNNI, AVX2, FMA and F16C (callers check with
+    /// [`Simd::available`]).
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
     pub unsafe fn dot_q4_1(row: &[u8], x: &[BlockQ8]) -> f32 {
         let n = x.len();
@@ -664,7 +750,9 @@ mod avx512 {
             let (x0, x1) = (&x[i], &x[i + 1]);
             _mm_prefetch::<_MM_HINT_T0>(b0.as_ptr().wrapping_add(512) as *const i8);
             let ((d0, m0), (d1, m1)) = (scales(b0), scales(b1));
-            // SAFETY: 20 bytes per block are in bounds (asserted above); x blocks are 32 bytes.
+            // SAFETY: `b0` and `b1` are 20-byte slices (bounds-checked), so the 16 nibble bytes
+            // at offset 4 of each are readable; `x0.q` and `x1.q` are `[i8; 32]` (unaligned
+            // 32-byte loads). The CPU features are this function's contract.
             let (w, q) = unsafe {
                 (
                     _mm512_inserti64x4::<1>(
@@ -689,7 +777,8 @@ mod avx512 {
         }
         let mut total = _mm512_reduce_add_ps(acc) + extra;
         if i < n {
-            // SAFETY: the last odd block; AVX2 is implied by this function's features.
+            // SAFETY: the CPU has AVX2, FMA and F16C (part of this function's contract); the
+            // kernel checks the lengths of the last odd block's slices itself.
             total += unsafe { super::avx2::dot_q(Format::Q4_1, &row[i * 20..], &x[i..]) };
         }
         total

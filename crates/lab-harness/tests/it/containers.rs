@@ -10,7 +10,7 @@ use lab_harness::testkit;
 use super::{mock, plan};
 
 fn mock_in_container(
-    engine: &lab_harness::container::Engine,
+    engine: &lab_harness::container::Runtime,
     mode: &str,
 ) -> lab_harness::PreparedTarget {
     let mut t = mock(lab_protocol::Dtype::F32, mode);
@@ -22,7 +22,7 @@ fn mock_in_container(
 /// (mounted read-only), has no network interface but loopback, and cannot connect out.
 #[test]
 fn an_engine_container_cannot_write_the_volume_or_reach_the_network() {
-    let Some(engine) = testkit::container_engine() else {
+    let Some(engine) = testkit::container_runtime() else {
         return;
     };
     let t = mock_in_container(&engine, "probe");
@@ -50,18 +50,18 @@ fn an_engine_container_cannot_write_the_volume_or_reach_the_network() {
 /// building the image again from the same binary gives the same ID.
 #[test]
 fn a_run_in_a_container_records_its_image() {
-    let Some(engine) = testkit::container_engine() else {
+    let Some(engine) = testkit::container_runtime() else {
         return;
     };
     let t = mock_in_container(&engine, "ok");
     let id = t.image_digest.clone().unwrap();
     assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
-    assert_eq!(t.runtime, engine.runtime.name());
+    assert_eq!(t.runtime, engine.kind.name());
     let p = plan("container-ok", vec![t], Duration::from_secs(120));
     let (m, res) = lab_harness::bench(&p, &AtomicBool::new(false)).unwrap();
     assert_eq!(m.targets[0].status, TargetStatus::Ok, "{:?}", m.targets[0]);
     assert_eq!(res[0].image_digest.as_deref(), Some(id.as_str()));
-    assert_eq!(res[0].runtime.as_deref(), Some(engine.runtime.name()));
+    assert_eq!(res[0].runtime.as_deref(), Some(engine.kind.name()));
     assert_eq!(res[0].model.name, "smollm2-135m");
     assert!(!res[0].report.scenarios[0].prompts[0]
         .generated_token_ids
@@ -78,7 +78,7 @@ fn a_run_in_a_container_records_its_image() {
 /// A container that outlives its client is removed when the engine is killed (timeout).
 #[test]
 fn a_hung_engine_container_is_killed_and_removed() {
-    let Some(engine) = testkit::container_engine() else {
+    let Some(engine) = testkit::container_runtime() else {
         return;
     };
     let t = mock_in_container(&engine, "hang");
@@ -95,7 +95,7 @@ fn a_hung_engine_container_is_killed_and_removed() {
     assert_eq!(m.targets[0].status, TargetStatus::Failed);
     assert!(m.targets[0].error.as_deref().unwrap().contains("timed out"));
     let sh = xshell::Shell::new().unwrap();
-    let rt = engine.runtime.name();
+    let rt = engine.kind.name();
     let g = &engine.settings.global_args;
     let left = xshell::cmd!(sh, "{rt} {g...} ps --all --quiet --filter name={name}")
         .read()
@@ -107,7 +107,7 @@ fn a_hung_engine_container_is_killed_and_removed() {
 /// and is recorded by ID; a reference that does not exist is one error naming it.
 #[test]
 fn a_prebuilt_image_runs_as_given_and_a_missing_one_is_named() {
-    let Some(engine) = testkit::container_engine() else {
+    let Some(engine) = testkit::container_runtime() else {
         return;
     };
     let built = mock_in_container(&engine, "ok");
@@ -131,7 +131,7 @@ fn a_prebuilt_image_runs_as_given_and_a_missing_one_is_named() {
     };
     // The built image under its tag: what `podman load` of a flake image gives.
     let sh = xshell::Shell::new().unwrap();
-    let rt = engine.runtime.name();
+    let rt = engine.kind.name();
     let g = &engine.settings.global_args;
     let tag = "localhost/inference-lab/mock-engine:prebuilt-test";
     xshell::cmd!(sh, "{rt} {g...} tag {id} {tag}")

@@ -163,7 +163,7 @@ fn pytorch_reports_follow_the_committed_schema() {
     let mut req = request(&model_dir.display().to_string(), WeightFormat::Safetensors);
     let plan = {
         let mut p = testkit::s1_plan("pytorch-schema-ref", vec![f32_target()], 0, 1, 3);
-        p.scenarios = lab_harness::catalog::select_scenarios(&["ref-tf".into()]).unwrap();
+        p.spec.scenarios = testkit::ids(&["ref-tf"]);
         p
     };
     let (tf, _) = lab_harness::scenario_requests(&plan).unwrap();

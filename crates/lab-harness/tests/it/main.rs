@@ -54,8 +54,8 @@ fn mock(variant_dtype: Dtype, mode: &str) -> PreparedTarget {
 
 fn plan(tag: &str, targets: Vec<PreparedTarget>, timeout: Duration) -> BenchPlan {
     let mut plan = testkit::s1_plan(&format!("harness-{tag}"), targets, 1, 3, 8);
-    plan.timeout = timeout;
-    plan.threads = 1;
+    plan.spec.timeout_s = timeout.as_secs();
+    plan.spec.threads = 1;
     plan
 }
 
@@ -320,7 +320,7 @@ fn correctness_check_passes_the_oracle_and_fails_a_perturbed_engine() {
     let reference = testkit::reference();
     let run = |tag: &str, wrong_every: &str| {
         let mut p = plan(tag, vec![oracle(wrong_every)], Duration::from_secs(120));
-        p.scenarios = lab_harness::catalog::select_scenarios(&["ref".into()]).unwrap();
+        p.spec.scenarios = testkit::ids(&["ref"]);
         let (m, res) = lab_harness::bench(&p, &AtomicBool::new(false)).unwrap();
         assert_eq!(m.targets[0].status, TargetStatus::Ok, "{:?}", m.targets[0]);
         res

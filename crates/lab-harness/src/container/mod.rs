@@ -1,0 +1,109 @@
+//! Engines in containers: one OCI image per engine, assembled from the locally built release
+//! binary and exactly the shared libraries it loads (no base image: nothing can be pulled), and
+//! the sandbox every engine container runs in (no network, read-only model volume, non-root,
+//! no capabilities).
+//!
+//! The image recipe is `containers/engine.Containerfile`; the per-runtime settings (this
+//! machine's podman needs `runc` and explicit ulimits) are configuration in
+//! `containers/runtimes.json`, not code. The flake builds the same images with Nix.
+//!
+//! [`runtime`] detects and configures the runtime, [`image`] assembles and builds images,
+//! [`sandbox`] holds the run arguments; [`containerize`] puts the three together for a target.
+
+mod image;
+mod runtime;
+mod sandbox;
+
+use std::path::Path;
+
+pub use image::{
+    assemble_rootfs, build_image, inspect, labels, parse_ldd, shared_libraries, Image, ImageSpec,
+};
+pub use runtime::{
+    detect, load_config, probe, Runtime, RuntimeConfig, RuntimeKind, RuntimeSettings,
+};
+pub use sandbox::{launch, run_args, Sandbox};
+
+use crate::{Error, Result};
+
+/// The user every engine runs as inside its container (not root; owns nothing in the image).
+pub const USER: &str = "10001:10001";
+/// Where the model volume is mounted, read-only.
+pub const MODELS_MOUNT: &str = "/models";
+/// Where the engine binary lives inside its image (the same for every engine, so one recipe).
+pub const ENGINE_PATH: &str = "/usr/local/bin/engine";
+pub const CONTAINERFILE: &str = "containers/engine.Containerfile";
+pub const CONFIG_FILE: &str = "containers/runtimes.json";
+/// Image names: `<IMAGE_REPO>/<engine package>:<tag>`.
+pub const IMAGE_REPO: &str = "localhost/inference-lab";
+
+/// Moves a natively prepared target into its container and rewrites the launch. With
+/// `prebuilt` (an image reference, e.g. one of the flake's CUDA images loaded with `podman load`)
+/// that image runs as it is; otherwise the engine's image is built from its release binary (under
+/// `work_root/<package>`). The Python engine has no image of its own here (its pinned environment
+/// is ~5 GB of wheels): without `prebuilt` it stays native, and its runtime label says so.
+#[allow(clippy::too_many_arguments)]
+pub fn containerize(
+    root: &Path,
+    rt: &Runtime,
+    mut t: crate::PreparedTarget,
+    host_model_dir: &Path,
+    work_root: &Path,
+    sandbox: &Sandbox,
+    prov: &crate::provenance::Provenance,
+    prebuilt: Option<&str>,
+) -> Result<crate::PreparedTarget> {
+    if let Some(reference) = prebuilt {
+        let image = inspect(rt, reference).map_err(|e| {
+            Error::msg(format!(
+                "--image {reference}: {e} (build it with nix and `{} load` it first)",
+                rt.kind.name()
+            ))
+        })?;
+        let runtime = format!(
+            "{} (prebuilt image {reference}; the recorded engine binary is the host build, the image ID is what ran)",
+            rt.kind.name()
+        );
+        return Ok(into_image(rt, t, image, host_model_dir, sandbox, runtime));
+    }
+    if t.target.kind == crate::catalog::EngineKind::Python {
+        t.runtime = format!(
+            "native (fallback: no {} image for the Python engine; its pinned environment runs on the host)",
+            rt.kind.name()
+        );
+        return Ok(t);
+    }
+    let spec = ImageSpec {
+        package: t.target.package.to_string(),
+        binary: t.binary.clone(),
+        labels: labels(root, t.target.package, &t.binary, prov)?,
+    };
+    let work = work_root.join(t.target.package);
+    std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+    let image = build_image(root, rt, &spec, &work)?;
+    let runtime = rt.kind.name().to_string();
+    Ok(into_image(rt, t, image, host_model_dir, sandbox, runtime))
+}
+
+fn into_image(
+    rt: &Runtime,
+    mut t: crate::PreparedTarget,
+    image: Image,
+    host_model_dir: &Path,
+    sandbox: &Sandbox,
+    runtime: String,
+) -> crate::PreparedTarget {
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!(
+        "lab-{}-{}-{}",
+        t.target.package,
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let (launch, dir) = launch(rt, &name, &image, host_model_dir, &t.launch.env, sandbox);
+    t.launch = launch;
+    t.model_dir_for_engine = dir;
+    t.image_digest = Some(image.id);
+    t.runtime = runtime;
+    t
+}

@@ -1,0 +1,188 @@
+//! A run's plan: the [`BenchSpec`] (what was asked) prepared into targets ready to start on this
+//! machine, and the engine requests built from it (identical for every target).
+
+use std::path::PathBuf;
+
+use lab_protocol::{
+    Device, GenerationSettings, Request, Sampling, ScenarioRequest, SCHEMA_VERSION,
+};
+
+use crate::catalog::{self, PromptSource, Target};
+use crate::correctness;
+use crate::model::ResolvedModel;
+use crate::provenance::Provenance;
+use crate::results::{ModelInfo, RunSettings};
+use crate::runner::Launch;
+use crate::spec::BenchSpec;
+use crate::{display_path, Error, Result};
+
+/// A target ready to run: how to start it and what its binary is.
+#[derive(Debug, Clone)]
+pub struct PreparedTarget {
+    pub target: Target,
+    pub launch: Launch,
+    /// The engine binary on the host (hashed for provenance).
+    pub binary: PathBuf,
+    /// The model directory as the engine sees it (differs from the host path in a container).
+    pub model_dir_for_engine: String,
+    /// The image ID (`sha256:…` of its configuration) when the engine runs in a container.
+    pub image_digest: Option<String>,
+    /// How this target runs: `native`, `podman`, `docker`, or `native (fallback: why)`.
+    pub runtime: String,
+    /// Appended to the label and file name when one run compares runtimes (`@podman`), else
+    /// empty.
+    pub label_suffix: String,
+}
+
+impl PreparedTarget {
+    /// `candle:gguf-q4_1`, or `candle:gguf-q4_1@podman` in a runtime comparison.
+    pub fn label(&self) -> String {
+        format!("{}{}", self.target.label(), self.label_suffix)
+    }
+
+    pub fn file_stem(&self) -> String {
+        format!("{}{}", self.target.file_stem(), self.label_suffix)
+    }
+}
+
+/// Everything a run needs, prepared on this machine from a [`BenchSpec`]: the spec itself (what
+/// was asked, recorded in `run.json`) and what it resolved to here (the model directory, each
+/// target's launch command or container, the host's provenance and hardware profile).
+#[derive(Debug, Clone)]
+pub struct BenchPlan {
+    pub spec: BenchSpec,
+    pub root: PathBuf,
+    pub run_dir: PathBuf,
+    pub model: ResolvedModel,
+    pub targets: Vec<PreparedTarget>,
+    /// Selected targets that cannot run here, with the reason (recorded as skipped).
+    pub skipped: Vec<(String, String)>,
+    /// The runtimes the targets run under (`native`, `podman`, `native,podman`).
+    pub runtime: String,
+    pub profile: String,
+    pub provenance: Provenance,
+}
+
+impl BenchPlan {
+    pub fn run_id(&self) -> &str {
+        &self.spec.run_id
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.spec.device
+    }
+
+    /// The settings recorded in `run.json` and in every result (with the scenario ids the
+    /// engines really received).
+    pub fn settings(&self, scenarios: &[ScenarioRequest]) -> RunSettings {
+        let s = &self.spec;
+        RunSettings {
+            model: self.model_info(),
+            device: s.device.to_string(),
+            threads: s.threads,
+            scenarios: scenarios.iter().map(|s| s.id.clone()).collect(),
+            warmup_iterations: s.warmup_iterations,
+            iterations: s.iterations,
+            max_new_tokens: s.max_new_tokens,
+            runtime: self.runtime.clone(),
+            timeout_s: s.timeout_s,
+        }
+    }
+
+    /// The model as results record it (its directory relative to the checkout).
+    pub fn model_info(&self) -> ModelInfo {
+        let mut info = self.model.info();
+        info.dir = display_path(&self.root, &self.model.dir);
+        info
+    }
+}
+
+/// The scenarios of `plan` as engines receive them (identical for every target). Correctness
+/// scenarios take their prompts and lengths from the model's reference; a synthetic model has
+/// none, so they are left out (and said so). Returns the reference when one was used.
+pub fn scenario_requests(
+    plan: &BenchPlan,
+) -> Result<(Vec<ScenarioRequest>, Option<correctness::Reference>)> {
+    let prompts_dir = plan.root.join("prompts");
+    let generation = |max_new_tokens| GenerationSettings {
+        max_new_tokens,
+        stop_at_eos: false,
+        eos_token_ids: plan.model.eos_token_ids.clone(),
+        sampling: Sampling::Greedy,
+    };
+    let mut reference = None;
+    let mut out = Vec::new();
+    for s in &catalog::select_scenarios(&plan.spec.scenarios)? {
+        let (prompts, generation, warmup_iterations, iterations) = match s.source {
+            PromptSource::Passage(file) => (
+                catalog::load_prompts(&prompts_dir, file, &plan.model.tokenizer_json)?,
+                generation(plan.spec.max_new_tokens),
+                plan.spec.warmup_iterations,
+                plan.spec.iterations,
+            ),
+            PromptSource::ReferenceGreedy | PromptSource::ReferenceTeacherForced => {
+                if plan.model.synthetic {
+                    eprintln!(
+                        "scenario {}: skipped, model `{}` is synthetic (random weights have no reference)",
+                        s.id, plan.model.name
+                    );
+                    continue;
+                }
+                if reference.is_none() {
+                    let path = correctness::reference_path(&plan.root, &plan.model.name);
+                    if !path.exists() {
+                        return Err(Error::msg(format!(
+                            "scenario {}: {} is missing: generate it with `cargo xtask reference --model {}` or leave out the correctness scenarios (`--scenario s1`)",
+                            s.id,
+                            display_path(&plan.root, &path),
+                            plan.model.name
+                        )));
+                    }
+                    reference = Some(correctness::load_reference(&path)?);
+                }
+                let r = reference.as_ref().expect("loaded above");
+                // One iteration, no warm-up: these are checked for values, not timed.
+                if s.source == PromptSource::ReferenceGreedy {
+                    (r.greedy_prompts(), generation(r.continuation_tokens), 0, 1)
+                } else {
+                    (
+                        r.teacher_forced_prompts(),
+                        generation(r.continuation_tokens),
+                        0,
+                        1,
+                    )
+                }
+            }
+        };
+        out.push(ScenarioRequest {
+            id: s.id.to_string(),
+            kind: s.kind,
+            prompts,
+            generation,
+            warmup_iterations,
+            iterations,
+        });
+    }
+    Ok((out, reference))
+}
+
+/// Builds the request an engine receives for `plan`.
+pub fn build_request(
+    plan: &BenchPlan,
+    t: &PreparedTarget,
+    scenarios: &[ScenarioRequest],
+) -> Request {
+    Request {
+        schema_version: SCHEMA_VERSION,
+        model: lab_protocol::ModelSpec {
+            name: plan.model.name.clone(),
+            dir: t.model_dir_for_engine.clone(),
+            format: t.target.format,
+            dtype: t.target.dtype,
+            synthetic: plan.model.synthetic,
+        },
+        device: plan.spec.device.clone(),
+        threads: Some(plan.spec.threads as u32),
+        scenarios: scenarios.to_vec(),
+    }
+}

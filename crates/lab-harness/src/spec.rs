@@ -1,0 +1,44 @@
+//! What a run was asked to do, resolved from the command line: the machine-independent half of a
+//! plan. It is written into `run.json` (`plan`) so that a later run can repeat it exactly; the
+//! machine-dependent half (binaries, launch commands, images, the model directory) is prepared
+//! from it on the machine that runs it ([`crate::plan::BenchPlan`]).
+
+use std::collections::BTreeMap;
+
+use lab_protocol::Device;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BenchSpec {
+    pub run_id: String,
+    /// The model as given: a volume entry name, or a directory (recorded relative to the
+    /// checkout when it lies inside it).
+    pub model: String,
+    /// Catalog targets (`candle:gguf-q4_1`), in run order, before runtimes are applied.
+    pub targets: Vec<String>,
+    /// Scenario ids, in run order.
+    pub scenarios: Vec<String>,
+    pub device: Device,
+    pub threads: usize,
+    pub warmup_iterations: u32,
+    pub iterations: u32,
+    pub max_new_tokens: u32,
+    /// Per-engine wall-clock limit.
+    pub timeout_s: u64,
+    /// How engines run (`native`, `podman`, `docker`, `auto`); several compare runtimes.
+    pub runtimes: Vec<String>,
+    /// CPUs every engine is pinned to, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset_cpus: Option<String>,
+    /// Prebuilt images by engine (`candle` -> reference).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
+}
+
+impl BenchSpec {
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.timeout_s)
+    }
+}
