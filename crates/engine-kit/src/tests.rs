@@ -44,18 +44,6 @@ impl Mock {
 }
 
 impl Engine for Mock {
-    fn identity(&self) -> EngineIdentity {
-        EngineIdentity {
-            name: "mock".into(),
-            version: "0".into(),
-            backend: "none".into(),
-            device: "cpu".into(),
-            dtype: "f32".into(),
-            weight_format: WeightFormat::Safetensors,
-            threads: 1,
-            settings: BTreeMap::new(),
-        }
-    }
     fn reset(&mut self) -> EngineResult<()> {
         self.resets += 1;
         self.sequences += 1;
@@ -246,4 +234,72 @@ fn peak_rss_is_reported_on_linux() {
     if cfg!(target_os = "linux") {
         assert!(peak_rss_bytes().unwrap() > 0);
     }
+}
+
+fn request_on(device: Device, dtype: Dtype) -> Request {
+    Request {
+        schema_version: SCHEMA_VERSION,
+        model: ModelSpec {
+            name: "m".into(),
+            dir: "/nonexistent".into(),
+            format: WeightFormat::Safetensors,
+            dtype,
+            synthetic: false,
+        },
+        device,
+        threads: Some(3),
+        scenarios: vec![],
+    }
+}
+
+const META: EngineMeta = EngineMeta {
+    name: "mock",
+    version: "0",
+    backend: "none",
+};
+
+#[test]
+fn adapters_share_the_device_dtype_and_thread_rules() {
+    let cpu = request_on(Device::Cpu, Dtype::F32);
+    let gpu = request_on(Device::Cuda { ordinal: 1 }, Dtype::F32);
+    assert_eq!(cuda_ordinal(&META, &cpu, false).unwrap(), None);
+    assert_eq!(cuda_ordinal(&META, &gpu, true).unwrap(), Some(1));
+    let e = cuda_ordinal(&META, &gpu, false).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "this engine-mock binary was built without the `cuda` feature"
+    );
+    assert_eq!(dense_dtype(Dtype::Bf16, 32, 16, 17).unwrap(), 17);
+    let e = dense_dtype(Dtype::Q4_1, 32, 16, 17)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(e, "q4_1 needs the GGUF weight format");
+    assert_eq!(threads(&cpu), 3);
+    let e = require_hf_dir(std::path::Path::new("/nonexistent/m"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("/nonexistent/m/config.json is missing") && e.contains("never download"),
+        "{e}"
+    );
+    let loaded = META.loaded((), &cpu, 3, BTreeMap::new());
+    assert_eq!(
+        (loaded.identity.name.as_str(), loaded.identity.threads),
+        ("mock", 3)
+    );
+}
+
+#[test]
+fn a_boxed_engine_runs_like_the_engine_itself() {
+    let scenario = scenario(&[&[1, 2, 3]], 4, false);
+    let mut direct = Mock::new();
+    let mut boxed: Box<dyn Engine> = Box::new(Mock::new());
+    let a = run_scenario(&mut direct, &scenario);
+    let b = run_scenario(&mut boxed, &scenario);
+    assert_eq!(
+        a.prompts[0].generated_token_ids,
+        b.prompts[0].generated_token_ids
+    );
+    assert!(b.error.is_none() && b.prompts[0].deterministic);
 }

@@ -22,7 +22,6 @@ pub mod run;
 pub mod runner;
 pub mod spec;
 pub mod stats;
-pub mod testkit;
 
 use std::path::{Path, PathBuf};
 

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
-use engine_kit::{require_file, Engine, EngineMeta, EngineResult};
-use lab_protocol::{Dtype, EngineIdentity, Request, WeightFormat};
+use engine_kit::{Engine, EngineMeta, EngineResult, Loaded};
+use lab_protocol::{Dtype, Request, WeightFormat};
 
 const BACKEND: &str = "burn 0.21.0";
 const META: EngineMeta = EngineMeta {
@@ -26,7 +26,6 @@ const MAX_POSITIONS: usize = 8192;
 struct Burn<B: Backend> {
     model: model::Llama<B>,
     device: B::Device,
-    identity: EngineIdentity,
 }
 
 impl<B: Backend> Burn<B> {
@@ -36,10 +35,12 @@ impl<B: Backend> Burn<B> {
         backend: &str,
         mut settings: BTreeMap<String, String>,
         threads: u32,
-    ) -> EngineResult<Self> {
+    ) -> EngineResult<Loaded<Box<dyn Engine>>>
+    where
+        B: 'static,
+    {
         let dir = Path::new(&request.model.dir);
-        require_file(&dir.join("config.json"))?;
-        require_file(&dir.join("model.safetensors"))?;
+        engine_kit::require_hf_dir(dir)?;
         let model = model::Llama::<B>::load(dir, MAX_POSITIONS, &device)?;
         let c = model.config();
         settings.insert(
@@ -53,20 +54,12 @@ impl<B: Backend> Burn<B> {
         settings.insert("rope".into(), "half-split (HF layout)".into());
         settings.insert("burn_backend".into(), backend.into());
         settings.insert("weights".into(), "burn-store SafetensorsStore".into());
-        let identity = META.identity(request, threads, settings);
-        Ok(Burn {
-            model,
-            device,
-            identity,
-        })
+        let engine: Box<dyn Engine> = Box::new(Burn { model, device });
+        Ok(META.loaded(engine, request, threads, settings))
     }
 }
 
 impl<B: Backend> Engine for Burn<B> {
-    fn identity(&self) -> EngineIdentity {
-        self.identity.clone()
-    }
-
     fn reset(&mut self) -> EngineResult<()> {
         self.model.reset();
         Ok(())
@@ -89,28 +82,7 @@ impl<B: Backend> Engine for Burn<B> {
 }
 
 /// The backend is chosen at run time, so the engine is boxed behind the kit's trait.
-struct AnyBurn(Box<dyn Engine>);
-
-impl Engine for AnyBurn {
-    fn identity(&self) -> EngineIdentity {
-        self.0.identity()
-    }
-    fn reset(&mut self) -> EngineResult<()> {
-        self.0.reset()
-    }
-    fn prefill(&mut self, prompt: &[u32], logits: &mut Vec<f32>) -> EngineResult<()> {
-        self.0.prefill(prompt, logits)
-    }
-    fn decode(&mut self, token: u32, logits: &mut Vec<f32>) -> EngineResult<()> {
-        self.0.decode(token, logits)
-    }
-    fn synchronize(&mut self) -> EngineResult<()> {
-        self.0.synchronize()
-    }
-    fn peak_device_bytes(&self) -> Option<u64> {
-        self.0.peak_device_bytes()
-    }
-}
+type AnyBurn = Loaded<Box<dyn Engine>>;
 
 fn load(request: &Request) -> EngineResult<AnyBurn> {
     if request.model.format != WeightFormat::Safetensors {
@@ -130,24 +102,20 @@ fn load(request: &Request) -> EngineResult<AnyBurn> {
                 )
                 .into());
             }
-            let threads = request.threads.unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
-            });
-            // burn-flex parallelises with rayon's global pool (gemm too), which reads this on
-            // first use.
-            std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+            let threads = engine_kit::threads(request);
+            // burn-flex parallelises with rayon's global pool (gemm too).
+            engine_kit::set_rayon_threads(threads);
             // burn-flex (pure Rust, the `gemm` crate), not NdArray: NdArray 0.21 reshapes both
             // matmul operands into owned copies, i.e. copies every weight matrix at every call
             // (measured here: 10.6 s vs 2.0 s for the same 16-token request, same tokens).
             settings.insert("matmul".into(), "gemm crate (burn-flex)".into());
-            let e: Box<dyn Engine> = Box::new(Burn::<burn::backend::Flex<f32>>::load(
+            Burn::<burn::backend::Flex<f32>>::load(
                 request,
                 burn::backend::flex::FlexDevice,
                 "Flex<f32>",
                 settings,
-                threads,
-            )?);
-            Ok(AnyBurn(e))
+                threads as u32,
+            )
         }
         lab_protocol::Device::Cuda { ordinal } => cuda(request, ordinal as usize, settings),
     }
@@ -162,31 +130,26 @@ fn cuda(
     use burn::backend::cuda::CudaDevice;
     use burn::backend::Cuda;
     let device = CudaDevice::new(ordinal);
-    let e: Box<dyn Engine> = match request.model.dtype {
-        Dtype::F32 => Box::new(Burn::<Cuda<f32>>::load(
-            request,
-            device,
-            "Cuda<f32> (CubeCL, fusion)",
-            settings,
-            0,
-        )?),
-        Dtype::F16 => Box::new(Burn::<Cuda<burn::tensor::f16>>::load(
+    match request.model.dtype {
+        Dtype::F32 => {
+            Burn::<Cuda<f32>>::load(request, device, "Cuda<f32> (CubeCL, fusion)", settings, 0)
+        }
+        Dtype::F16 => Burn::<Cuda<burn::tensor::f16>>::load(
             request,
             device,
             "Cuda<f16> (CubeCL, fusion)",
             settings,
             0,
-        )?),
-        Dtype::Bf16 => Box::new(Burn::<Cuda<burn::tensor::bf16>>::load(
+        ),
+        Dtype::Bf16 => Burn::<Cuda<burn::tensor::bf16>>::load(
             request,
             device,
             "Cuda<bf16> (CubeCL, fusion)",
             settings,
             0,
-        )?),
-        Dtype::Q4_1 => return Err("q4_1 needs the GGUF weight format".into()),
-    };
-    Ok(AnyBurn(e))
+        ),
+        Dtype::Q4_1 => Err(engine_kit::q4_1_needs_gguf()),
+    }
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -195,7 +158,7 @@ fn cuda(
     _ordinal: usize,
     _settings: BTreeMap<String, String>,
 ) -> EngineResult<AnyBurn> {
-    Err("this engine-burn binary was built without the `cuda` feature".into())
+    Err(META.no_cuda())
 }
 
 fn main() {

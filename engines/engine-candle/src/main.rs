@@ -9,8 +9,8 @@ use std::path::Path;
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::{llama, quantized_llama};
-use engine_kit::{require_file, Engine, EngineMeta, EngineResult};
-use lab_protocol::{Dtype, EngineIdentity, Request, WeightFormat};
+use engine_kit::{require_file, Engine, EngineMeta, EngineResult, Loaded};
+use lab_protocol::{Request, WeightFormat};
 
 const BACKEND: &str = "candle-core 0.10.2 / candle-transformers 0.10.2";
 const META: EngineMeta = EngineMeta {
@@ -34,28 +34,22 @@ struct Candle {
     device: Device,
     /// Position of the next token in the current sequence.
     pos: usize,
-    identity: EngineIdentity,
 }
 
 fn device_for(request: &Request) -> EngineResult<Device> {
-    match request.device {
-        lab_protocol::Device::Cpu => Ok(Device::Cpu),
-        lab_protocol::Device::Cuda { ordinal } => {
-            if !candle_core::utils::cuda_is_available() {
-                return Err(
-                    "this engine-candle binary was built without the `cuda` feature".into(),
-                );
-            }
-            Ok(Device::new_cuda(ordinal as usize)?)
-        }
-    }
+    Ok(
+        match engine_kit::cuda_ordinal(&META, request, candle_core::utils::cuda_is_available())? {
+            None => Device::Cpu,
+            Some(ordinal) => Device::new_cuda(ordinal)?,
+        },
+    )
 }
 
 impl Candle {
-    fn load(request: &Request) -> EngineResult<Self> {
+    fn load(request: &Request) -> EngineResult<Loaded<Self>> {
         if let Some(n) = request.threads {
-            // candle's CPU kernels use rayon's global pool, which reads this on first use.
-            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+            // candle's CPU kernels use rayon's global pool.
+            engine_kit::set_rayon_threads(n as usize);
         }
         let device = device_for(request)?;
         let dir = Path::new(&request.model.dir);
@@ -83,20 +77,20 @@ impl Candle {
                 Model::Quantized(weights)
             }
             WeightFormat::Safetensors => {
-                let config_path = dir.join("config.json");
-                let weights_path = dir.join("model.safetensors");
-                require_file(&config_path)?;
-                require_file(&weights_path)?;
+                let engine_kit::HfFiles {
+                    config: config_path,
+                    weights: weights_path,
+                } = engine_kit::require_hf_dir(dir)?;
                 let text = std::fs::read_to_string(&config_path)?;
                 let config: llama::LlamaConfig = serde_json::from_str(&text)
                     .map_err(|e| format!("{}: not a Llama config: {e}", config_path.display()))?;
                 let config = config.into_config(false);
-                let dtype = match request.model.dtype {
-                    Dtype::F32 => DType::F32,
-                    Dtype::F16 => DType::F16,
-                    Dtype::Bf16 => DType::BF16,
-                    Dtype::Q4_1 => return Err("q4_1 needs the GGUF weight format".into()),
-                };
+                let dtype = engine_kit::dense_dtype(
+                    request.model.dtype,
+                    DType::F32,
+                    DType::F16,
+                    DType::BF16,
+                )?;
                 // SAFETY: the safetensors file is memory-mapped, which requires that it is not
                 // modified or truncated while mapped: the volume is read-only and nothing in the
                 // lab rewrites a file in place (the builder writes a new file and renames it).
@@ -121,17 +115,13 @@ impl Candle {
             "avx2_compiled".into(),
             candle_core::utils::with_avx().to_string(),
         );
-        let identity = META.identity(
-            request,
-            candle_core::utils::get_num_threads() as u32,
-            settings,
-        );
-        Ok(Candle {
+        let engine = Candle {
             model,
             device,
             pos: 0,
-            identity,
-        })
+        };
+        let threads = candle_core::utils::get_num_threads() as u32;
+        Ok(META.loaded(engine, request, threads, settings))
     }
 
     fn forward(&mut self, tokens: &[u32], logits: &mut Vec<f32>) -> EngineResult<()> {
@@ -149,10 +139,6 @@ impl Candle {
 }
 
 impl Engine for Candle {
-    fn identity(&self) -> EngineIdentity {
-        self.identity.clone()
-    }
-
     fn reset(&mut self) -> EngineResult<()> {
         self.pos = 0;
         match &mut self.model {

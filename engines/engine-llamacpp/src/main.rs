@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::path::Path;
 
-use engine_kit::{require_file, Engine, EngineMeta, EngineResult};
-use lab_protocol::{Dtype, EngineIdentity, Request, WeightFormat};
+use engine_kit::{require_file, Engine, EngineMeta, EngineResult, Loaded};
+use lab_protocol::{Dtype, Request, WeightFormat};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -34,7 +34,6 @@ struct LlamaCpp {
     ctx: LlamaContext<'static>,
     batch: LlamaBatch<'static>,
     pos: i32,
-    identity: EngineIdentity,
 }
 
 /// llama.cpp's own account of the CPU features it was compiled with (e.g. `AVX2 = 1`).
@@ -49,7 +48,7 @@ fn system_info() -> String {
 }
 
 impl LlamaCpp {
-    fn load(request: &Request) -> EngineResult<Self> {
+    fn load(request: &Request) -> EngineResult<Loaded<Self>> {
         if request.model.format != WeightFormat::Gguf || request.model.dtype != Dtype::Q4_1 {
             return Err(format!(
                 "llama.cpp loads the GGUF as stored (format gguf, dtype q4_1), not {:?} {}",
@@ -61,19 +60,11 @@ impl LlamaCpp {
         let gpu_layers = match request.device {
             lab_protocol::Device::Cpu => 0,
             lab_protocol::Device::Cuda { .. } if cfg!(feature = "cuda") => 999,
-            lab_protocol::Device::Cuda { .. } => {
-                return Err(
-                    "this engine-llamacpp binary was built without the `cuda` feature".into(),
-                )
-            }
+            lab_protocol::Device::Cuda { .. } => return Err(META.no_cuda()),
         };
         let path = Path::new(&request.model.dir).join("model.gguf");
         require_file(&path)?;
-        let threads = request.threads.map(|t| t as i32).unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get() as i32)
-                .unwrap_or(1)
-        });
+        let threads = engine_kit::threads(request) as i32;
 
         // The backend and the model live as long as the process; leaking them gives the context
         // the 'static borrow it needs without a self-referential struct.
@@ -102,13 +93,12 @@ impl LlamaCpp {
             "llama.cpp KV cache, cleared before every sequence".into(),
         );
         settings.insert("logits".into(), "last prompt position only".into());
-        let identity = META.identity(request, threads as u32, settings);
-        Ok(LlamaCpp {
+        let engine = LlamaCpp {
             ctx,
             batch: LlamaBatch::new(N_CTX as usize, 1),
             pos: 0,
-            identity,
-        })
+        };
+        Ok(META.loaded(engine, request, threads as u32, settings))
     }
 
     fn run(&mut self, tokens: &[u32], logits: &mut Vec<f32>) -> EngineResult<()> {
@@ -138,10 +128,6 @@ impl LlamaCpp {
 }
 
 impl Engine for LlamaCpp {
-    fn identity(&self) -> EngineIdentity {
-        self.identity.clone()
-    }
-
     fn reset(&mut self) -> EngineResult<()> {
         self.ctx.clear_kv_cache();
         self.pos = 0;

@@ -25,11 +25,10 @@ use std::time::Instant;
 
 use candle_core::{DType, Tensor};
 use engine_kit::{
-    require_file, EngineMeta, EngineResult, KitError, Sampler, SequenceEngine, SequenceRun,
+    require_file, EngineMeta, EngineResult, KitError, Loaded, Sampler, SequenceEngine, SequenceRun,
 };
 use lab_protocol::{
-    Dtype, EngineIdentity, GenerationSettings, IterationSample, Request, Sampling, TopLogits,
-    WeightFormat, TOP_K,
+    Dtype, GenerationSettings, IterationSample, Request, Sampling, TopLogits, WeightFormat, TOP_K,
 };
 use mistralrs::model_builder_trait::{build_gguf_pipeline, build_text_pipeline};
 use mistralrs::{GgufModelBuilder, Model, TextModelBuilder};
@@ -135,37 +134,23 @@ impl CustomLogitsProcessor for LabSampler {
 struct MistralRs {
     model: Model,
     rt: tokio::runtime::Runtime,
-    identity: EngineIdentity,
 }
 
 fn model_dtype(dtype: Dtype) -> EngineResult<ModelDType> {
-    Ok(match dtype {
-        Dtype::F32 => ModelDType::F32,
-        Dtype::F16 => ModelDType::F16,
-        Dtype::Bf16 => ModelDType::BF16,
-        Dtype::Q4_1 => return Err("q4_1 needs the GGUF weight format".into()),
-    })
+    engine_kit::dense_dtype(dtype, ModelDType::F32, ModelDType::F16, ModelDType::BF16)
 }
 
 fn device_for(request: &Request) -> EngineResult<Option<candle_core::Device>> {
-    match request.device {
-        lab_protocol::Device::Cpu => Ok(None),
-        lab_protocol::Device::Cuda { ordinal } => {
-            if !candle_core::utils::cuda_is_available() {
-                return Err(
-                    "this engine-mistralrs binary was built without the `cuda` feature".into(),
-                );
-            }
-            Ok(Some(candle_core::Device::new_cuda(ordinal as usize)?))
-        }
-    }
+    engine_kit::cuda_ordinal(&META, request, candle_core::utils::cuda_is_available())?
+        .map(|ordinal| Ok(candle_core::Device::new_cuda(ordinal)?))
+        .transpose()
 }
 
 impl MistralRs {
-    fn load(request: &Request) -> EngineResult<Self> {
+    fn load(request: &Request) -> EngineResult<Loaded<Self>> {
         if let Some(n) = request.threads {
             // candle's CPU kernels (mistral.rs computes with candle) use rayon's global pool.
-            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+            engine_kit::set_rayon_threads(n as usize);
         }
         // Belt and braces: mistral.rs 0.8.1 ignores this, but its dependencies may not.
         std::env::set_var("HF_HUB_OFFLINE", "1");
@@ -266,16 +251,8 @@ impl MistralRs {
             "scheduler".into(),
             "mistral.rs default scheduler, one request at a time".into(),
         );
-        let identity = META.identity(
-            request,
-            candle_core::utils::get_num_threads() as u32,
-            settings,
-        );
-        Ok(MistralRs {
-            model,
-            rt,
-            identity,
-        })
+        let threads = candle_core::utils::get_num_threads() as u32;
+        Ok(META.loaded(MistralRs { model, rt }, request, threads, settings))
     }
 
     fn request(
@@ -442,10 +419,6 @@ impl MistralRs {
 }
 
 impl SequenceEngine for MistralRs {
-    fn identity(&self) -> EngineIdentity {
-        self.identity.clone()
-    }
-
     fn run_sequence(
         &mut self,
         generation: &GenerationSettings,
@@ -471,7 +444,7 @@ fn main() {
 mod tests {
     use std::time::Duration;
 
-    use lab_harness::testkit;
+    use lab_testkit as testkit;
 
     use super::*;
 

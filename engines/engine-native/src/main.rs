@@ -11,8 +11,8 @@ mod quant;
 
 use std::collections::BTreeMap;
 
-use engine_kit::{require_file, Engine, EngineMeta, EngineResult};
-use lab_protocol::{Device, Dtype, EngineIdentity, Request, WeightFormat};
+use engine_kit::{require_file, Engine, EngineMeta, EngineResult, Loaded};
+use lab_protocol::{Device, Dtype, Request, WeightFormat};
 
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -24,13 +24,9 @@ const META: EngineMeta = EngineMeta {
 
 struct Native {
     model: model::Model,
-    identity: EngineIdentity,
 }
 
 impl Engine for Native {
-    fn identity(&self) -> EngineIdentity {
-        self.identity.clone()
-    }
     fn reset(&mut self) -> EngineResult<()> {
         self.model.reset();
         Ok(())
@@ -43,7 +39,7 @@ impl Engine for Native {
     }
 }
 
-fn load(request: &Request) -> EngineResult<Native> {
+fn load(request: &Request) -> EngineResult<Loaded<Native>> {
     if request.device != Device::Cpu {
         return Err(format!(
             "engine-native runs on the CPU only (device {} requested)",
@@ -51,11 +47,7 @@ fn load(request: &Request) -> EngineResult<Native> {
         )
         .into());
     }
-    let threads = request.threads.map(|t| t as usize).unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let threads = engine_kit::threads(request);
     let simd = match std::env::var("NATIVE_SIMD").as_deref() {
         Ok("scalar") => quant::Simd::Scalar,
         Ok("auto") | Err(_) => quant::Simd::detect(),
@@ -78,8 +70,7 @@ fn load(request: &Request) -> EngineResult<Native> {
             model::Model::from_gguf(&p, threads, simd)?
         }
         (WeightFormat::Safetensors, Dtype::F32) => {
-            require_file(&dir.join("config.json"))?;
-            require_file(&dir.join("model.safetensors"))?;
+            engine_kit::require_hf_dir(dir)?;
             model::Model::from_safetensors(dir, threads, simd)?
         }
         (f, d) => {
@@ -110,15 +101,15 @@ fn load(request: &Request) -> EngineResult<Native> {
         "threads_pool".into(),
         "spin-wait fork-join over weight rows".into(),
     );
-    let identity = META.identity(request, model.pool.threads() as u32, settings);
+    let threads = model.pool.threads();
     eprintln!(
         "native: {} threads, {} kernels, {} weight bytes per token ({})",
-        model.pool.threads(),
+        threads,
         model.simd.name(),
         model.weight_bytes_per_token,
         model.formats
     );
-    Ok(Native { model, identity })
+    Ok(META.loaded(Native { model }, request, threads as u32, settings))
 }
 
 fn main() {

@@ -7,9 +7,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use lab_harness::runner::{self, Launch};
-use lab_harness::testkit::{self, models_dir};
 use lab_harness::PreparedTarget;
 use lab_protocol::{Dtype, ScenarioKind, WeightFormat};
+use lab_testkit::{self as testkit, models_dir};
 
 fn burn(dtype: Dtype) -> PreparedTarget {
     testkit::target(

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use lab_harness::results::TargetResult;
 use lab_harness::runner::{self, Launch, RunError};
-use lab_harness::testkit::{self, models_dir};
 use lab_harness::PreparedTarget;
 use lab_protocol::{Dtype, WeightFormat};
+use lab_testkit::{self as testkit, models_dir};
 
 fn candle(format: WeightFormat, dtype: Dtype, env: &[(&str, &str)]) -> PreparedTarget {
     testkit::target(

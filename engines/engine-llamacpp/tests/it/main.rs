@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use lab_harness::testkit::{self, models_dir};
 use lab_protocol::{Dtype, WeightFormat};
+use lab_testkit::{self as testkit, models_dir};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;

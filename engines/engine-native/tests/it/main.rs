@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use lab_harness::testkit::{self, models_dir};
 use lab_harness::PreparedTarget;
 use lab_protocol::{Dtype, WeightFormat};
+use lab_testkit::{self as testkit, models_dir};
 
 fn native(format: WeightFormat, dtype: Dtype, env: &[(&str, &str)]) -> PreparedTarget {
     testkit::target(

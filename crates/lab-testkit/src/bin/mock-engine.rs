@@ -12,14 +12,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use engine_kit::{Engine, EngineMeta, EngineResult};
+use engine_kit::{Engine, EngineMeta, EngineResult, Loaded};
 use lab_harness::correctness::{load_reference, Reference};
-use lab_protocol::{EngineIdentity, Request};
+use lab_protocol::Request;
 
 const VOCAB: usize = 49152;
 
 struct Mock {
-    identity: EngineIdentity,
     last: u32,
     sleep: Duration,
     /// The sequence so far (oracle mode only).
@@ -71,9 +70,6 @@ impl Mock {
 }
 
 impl Engine for Mock {
-    fn identity(&self) -> EngineIdentity {
-        self.identity.clone()
-    }
     fn reset(&mut self) -> EngineResult<()> {
         self.seq.clear();
         Ok(())
@@ -92,7 +88,7 @@ impl Engine for Mock {
     }
 }
 
-fn load(request: &Request) -> EngineResult<Mock> {
+fn load(request: &Request) -> EngineResult<Loaded<Mock>> {
     let mode = std::env::var("MOCK_ENGINE").unwrap_or_else(|_| "ok".into());
     let oracle = if mode == "oracle" {
         let path = std::env::var("MOCK_ENGINE_REFERENCE")
@@ -118,17 +114,7 @@ fn load(request: &Request) -> EngineResult<Mock> {
         "panic" => panic!("simulated panic"),
         _ => {}
     }
-    Ok(Mock {
-        identity: EngineIdentity {
-            name: "mock".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            backend: "none".into(),
-            device: request.device.to_string(),
-            dtype: request.model.dtype.as_str().into(),
-            weight_format: request.model.format,
-            threads: request.threads.unwrap_or(1),
-            settings: BTreeMap::new(),
-        },
+    let mock = Mock {
         last: 0,
         seq: Vec::new(),
         oracle,
@@ -142,7 +128,9 @@ fn load(request: &Request) -> EngineResult<Mock> {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(1000),
         ),
-    })
+    };
+    let threads = request.threads.unwrap_or(1);
+    Ok(META.loaded(mock, request, threads, BTreeMap::new()))
 }
 
 /// `MOCK_ENGINE=probe`: what an engine could do to its surroundings, as the load error (so it
@@ -184,13 +172,12 @@ fn probe(model_dir: &str) -> String {
     )
 }
 
+const META: EngineMeta = EngineMeta {
+    name: "mock",
+    version: env!("CARGO_PKG_VERSION"),
+    backend: "none",
+};
+
 fn main() {
-    engine_kit::run_main(
-        EngineMeta {
-            name: "mock",
-            version: env!("CARGO_PKG_VERSION"),
-            backend: "none",
-        },
-        load,
-    )
+    engine_kit::run_main(META, load)
 }

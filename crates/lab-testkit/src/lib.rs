@@ -1,8 +1,11 @@
-//! Helpers for engines' end-to-end tests on the real model: locating the model volume, running
-//! targets through [`crate::bench`] exactly as `cargo xtask bench` does, and comparing token ids
-//! with the committed baseline of this machine's hardware profile.
+//! What the lab's tests share (a dev-dependency only, never linked into the xtask or an engine):
+//! locating the model volume, running targets through [`lab_harness::bench`] exactly as
+//! `cargo xtask bench` does, comparing token ids with the committed baseline of this machine's
+//! hardware profile, and the failure checks every engine's suite runs. The crate also holds the
+//! mock engine (`src/bin/mock-engine.rs`) and, in `tests/it`, the harness's end-to-end tests
+//! that run it.
 //!
-//! Only tests use this; it panics with the command to run when something is missing.
+//! It panics with the command to run when something is missing.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -10,11 +13,11 @@ use std::time::Duration;
 
 use lab_protocol::{Device, Dtype, WeightFormat};
 
-use crate::baseline::{self, CheckOptions, Verdict};
-use crate::catalog::{self, Target};
-use crate::results::{RunStatus, TargetResult, TargetStatus};
-use crate::runner::Launch;
-use crate::{correctness, model, provenance, BenchPlan, BenchSpec, PreparedTarget};
+use lab_harness::baseline::{self, CheckOptions, Verdict};
+use lab_harness::catalog::{self, Target};
+use lab_harness::results::{RunStatus, TargetResult, TargetStatus};
+use lab_harness::runner::Launch;
+use lab_harness::{correctness, model, provenance, BenchPlan, BenchSpec, PreparedTarget};
 
 /// Must equal the generation length the committed baselines were accepted with (the default
 /// of `cargo xtask bench`), because token snapshots are compared exactly.
@@ -151,8 +154,8 @@ pub fn target(
 /// The container runtime for container tests: podman or docker, whichever works here. When
 /// neither does, the test fails if `LAB_REQUIRE_CONTAINERS=1` (CI installs podman and sets it);
 /// otherwise it says loudly that it is skipped and returns `None`.
-pub fn container_runtime() -> Option<crate::container::Runtime> {
-    let (engine, why) = crate::container::detect(&root());
+pub fn container_runtime() -> Option<lab_harness::container::Runtime> {
+    let (engine, why) = lab_harness::container::detect(&root());
     if engine.is_none() {
         assert!(
             std::env::var("LAB_REQUIRE_CONTAINERS").as_deref() != Ok("1"),
@@ -164,20 +167,20 @@ pub fn container_runtime() -> Option<crate::container::Runtime> {
 }
 
 /// `t` moved into its container: its image is built (from `t.binary`) and the launch rewritten.
-pub fn in_container(engine: &crate::container::Runtime, t: PreparedTarget) -> PreparedTarget {
+pub fn in_container(engine: &lab_harness::container::Runtime, t: PreparedTarget) -> PreparedTarget {
     let prov = provenance::collect(&root(), provenance::rfc3339(provenance::now_unix()));
     // A build context per call: tests build images in parallel.
     static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let work = std::env::temp_dir().join(format!("lab-images-{}-{seq}", std::process::id()));
     let model_dir = models_dir().join("smollm2-135m");
-    crate::container::containerize(
+    lab_harness::container::containerize(
         &root(),
         engine,
         t,
         &model_dir,
         &work,
-        &crate::container::Sandbox::default(),
+        &lab_harness::container::Sandbox::default(),
         &prov,
         None,
     )
@@ -188,14 +191,14 @@ pub fn in_container(engine: &crate::container::Runtime, t: PreparedTarget) -> Pr
 /// write a report).
 pub fn engine_failure(t: &PreparedTarget, req: &lab_protocol::Request) -> String {
     let _exclusive = exclusive();
-    match crate::runner::run_engine(
+    match lab_harness::runner::run_engine(
         &t.launch,
         req,
         &t.label(),
         Duration::from_secs(300),
         &AtomicBool::new(false),
     ) {
-        Err(crate::runner::RunError::Failed {
+        Err(lab_harness::runner::RunError::Failed {
             message, report, ..
         }) => {
             assert!(report.is_some(), "a failing engine still writes a report");
@@ -225,9 +228,14 @@ pub fn python_target(engine: &str, format: WeightFormat, dtype: Dtype) -> Prepar
         .find(|t| t.engine == engine && t.format == format && t.dtype == dtype)
         .unwrap_or_else(|| panic!("no catalog target {engine} {format:?} {dtype:?}"));
     let py = python();
-    let (launch, binary) =
-        crate::launch::launch_for(&t, &root(), Path::new("/nonexistent"), Some(&py), threads())
-            .unwrap();
+    let (launch, binary) = lab_harness::launch::launch_for(
+        &t,
+        &root(),
+        Path::new("/nonexistent"),
+        Some(&py),
+        threads(),
+    )
+    .unwrap();
     PreparedTarget {
         target: t,
         launch,
@@ -362,7 +370,7 @@ pub fn assert_correct(results: &[TargetResult]) -> Vec<correctness::Correctness>
 
 fn run_plan(plan: BenchPlan) -> (BenchPlan, Vec<TargetResult>) {
     let _exclusive = exclusive();
-    let (manifest, results) = crate::bench(&plan, &AtomicBool::new(false)).unwrap();
+    let (manifest, results) = lab_harness::bench(&plan, &AtomicBool::new(false)).unwrap();
     assert_eq!(manifest.status, RunStatus::Complete);
     for t in &manifest.targets {
         assert_eq!(t.status, TargetStatus::Ok, "{}: {:?}", t.target, t.error);

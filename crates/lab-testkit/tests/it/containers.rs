@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use lab_harness::results::TargetStatus;
-use lab_harness::testkit;
+use lab_testkit as testkit;
 
 use super::{mock, plan};
 

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lab_harness::runner::{self, RunError};
-use lab_harness::testkit::{self, python_target};
 use lab_protocol::{Dtype, Report, WeightFormat};
+use lab_testkit::{self as testkit, python_target};
 
 fn f32_target() -> lab_harness::PreparedTarget {
     python_target("pytorch", WeightFormat::Safetensors, Dtype::F32)

@@ -15,7 +15,7 @@ use lab_harness::runner::Launch;
 use lab_harness::{model, BenchPlan, PreparedTarget};
 use lab_protocol::{Dtype, WeightFormat};
 
-use lab_harness::testkit::{self, models_dir};
+use lab_testkit::{self as testkit, models_dir};
 
 mod containers;
 mod engine_pytorch;
@@ -33,7 +33,7 @@ fn mock(variant_dtype: Dtype, mode: &str) -> PreparedTarget {
         target: Target {
             engine: "mock",
             kind: lab_harness::catalog::EngineKind::Rust,
-            package: "lab-harness",
+            package: "lab-testkit",
             binary: "mock-engine",
             format: WeightFormat::Safetensors,
             dtype: variant_dtype,

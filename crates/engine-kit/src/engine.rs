@@ -1,0 +1,180 @@
+//! What an engine adapter implements ([`Engine`], or [`SequenceEngine`] when its library owns the
+//! generation loop), what its `load` returns ([`Loaded`]) and its static facts ([`EngineMeta`]).
+
+use lab_protocol::{EngineIdentity, GenerationSettings, IterationSample, Request, TopLogits};
+
+use crate::KitError;
+
+/// Errors from engine code are boxed; the kit only needs their message.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub type EngineResult<T> = Result<T, BoxError>;
+
+/// What an engine adapter implements. One sequence at a time; the kit owns the loop.
+pub trait Engine {
+    /// Forgets the previous sequence (KV cache). Called before every prefill.
+    fn reset(&mut self) -> EngineResult<()>;
+
+    /// Runs the prompt and writes the logits of its last position into `logits` (vocab-sized).
+    fn prefill(&mut self, prompt: &[u32], logits: &mut Vec<f32>) -> EngineResult<()>;
+
+    /// Feeds one token at the next position and writes its logits into `logits`.
+    fn decode(&mut self, token: u32, logits: &mut Vec<f32>) -> EngineResult<()>;
+
+    /// Waits until queued device work is done. Called before every timestamp.
+    fn synchronize(&mut self) -> EngineResult<()> {
+        Ok(())
+    }
+
+    /// Peak accelerator memory in bytes, if the engine runs on one and can tell.
+    fn peak_device_bytes(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// One generated sequence as the kit records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SequenceRun {
+    pub sample: IterationSample,
+    /// Generated token ids (`sample.new_tokens` of them).
+    pub tokens: Vec<u32>,
+    /// Top logits of every predicted position; only for teacher-forced sequences.
+    pub top_logits: Vec<TopLogits>,
+}
+
+/// What an engine with its own generation loop implements: one whole sequence per call, timed by
+/// the engine around its library's API (and documented in its identity's settings).
+pub trait SequenceEngine {
+    /// Generates `generation.max_new_tokens` tokens after `prompt` (fewer only when
+    /// `generation.stop_at_eos` is set and an EOS id is produced), or, with `forced` (teacher
+    /// forcing), predicts every position of `forced` plus the one after it and keeps their top
+    /// logits.
+    fn run_sequence(
+        &mut self,
+        generation: &GenerationSettings,
+        prompt: &[u32],
+        forced: Option<&[u32]>,
+    ) -> Result<SequenceRun, KitError>;
+
+    /// Waits until queued device work is done (called once after loading).
+    fn synchronize(&mut self) -> EngineResult<()> {
+        Ok(())
+    }
+
+    fn peak_device_bytes(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// A step-wise [`Engine`] seen as a [`SequenceEngine`]: the kit's own timed loop.
+pub struct Stepwise<'a, E> {
+    engine: &'a mut E,
+    logits: Vec<f32>,
+}
+
+impl<'a, E: Engine> Stepwise<'a, E> {
+    pub fn new(engine: &'a mut E) -> Self {
+        Stepwise {
+            engine,
+            logits: Vec::new(),
+        }
+    }
+}
+
+impl<E: Engine> SequenceEngine for Stepwise<'_, E> {
+    fn run_sequence(
+        &mut self,
+        generation: &GenerationSettings,
+        prompt: &[u32],
+        forced: Option<&[u32]>,
+    ) -> Result<SequenceRun, KitError> {
+        crate::sequence::one_sequence(self.engine, generation, prompt, forced, &mut self.logits)
+    }
+
+    fn synchronize(&mut self) -> EngineResult<()> {
+        self.engine.synchronize()
+    }
+
+    fn peak_device_bytes(&self) -> Option<u64> {
+        self.engine.peak_device_bytes()
+    }
+}
+
+/// An engine chosen at run time (a backend picked from the request) is boxed behind the trait.
+impl<E: Engine + ?Sized> Engine for Box<E> {
+    fn reset(&mut self) -> EngineResult<()> {
+        (**self).reset()
+    }
+    fn prefill(&mut self, prompt: &[u32], logits: &mut Vec<f32>) -> EngineResult<()> {
+        (**self).prefill(prompt, logits)
+    }
+    fn decode(&mut self, token: u32, logits: &mut Vec<f32>) -> EngineResult<()> {
+        (**self).decode(token, logits)
+    }
+    fn synchronize(&mut self) -> EngineResult<()> {
+        (**self).synchronize()
+    }
+    fn peak_device_bytes(&self) -> Option<u64> {
+        (**self).peak_device_bytes()
+    }
+}
+
+/// A loaded engine and the identity it reports (name, versions, device, dtype, threads and
+/// fairness settings); the kit keeps the identity, so engines do not store it.
+pub struct Loaded<E> {
+    pub engine: E,
+    pub identity: EngineIdentity,
+}
+
+/// Static facts about an engine, known before anything is loaded (used in failure reports).
+#[derive(Debug, Clone, Copy)]
+pub struct EngineMeta {
+    pub name: &'static str,
+    pub version: &'static str,
+    /// The library doing the work and its version, e.g. `candle-core 0.10.2`.
+    pub backend: &'static str,
+}
+
+impl EngineMeta {
+    /// The identity a loaded engine reports: these facts, the device, dtype and weight format the
+    /// request asked for, the threads really used and the engine's settings.
+    pub fn identity(
+        &self,
+        request: &Request,
+        threads: u32,
+        settings: std::collections::BTreeMap<String, String>,
+    ) -> EngineIdentity {
+        EngineIdentity {
+            name: self.name.to_string(),
+            version: self.version.to_string(),
+            backend: self.backend.to_string(),
+            device: request.device.to_string(),
+            dtype: request.model.dtype.as_str().to_string(),
+            weight_format: request.model.format,
+            threads,
+            settings,
+        }
+    }
+
+    /// `engine` loaded for `request`, with [`EngineMeta::identity`].
+    pub fn loaded<E>(
+        &self,
+        engine: E,
+        request: &Request,
+        threads: u32,
+        settings: std::collections::BTreeMap<String, String>,
+    ) -> Loaded<E> {
+        Loaded {
+            engine,
+            identity: self.identity(request, threads, settings),
+        }
+    }
+
+    /// The error of a binary built without its `cuda` feature that is asked for a GPU.
+    pub fn no_cuda(&self) -> BoxError {
+        format!(
+            "this engine-{} binary was built without the `cuda` feature",
+            self.name
+        )
+        .into()
+    }
+}

@@ -1,0 +1,238 @@
+//! The engine process: read and validate the request, load, run every scenario, write the report.
+//! Every path writes a report; errors and panics in the engine become a report with `error` set.
+
+use std::io::{Read, Write};
+use std::time::Instant;
+
+use lab_protocol::{
+    EngineIdentity, LoadTimings, MemoryUsage, Report, Request, ScenarioKind, SCHEMA_VERSION,
+};
+
+use crate::engine::{Engine, EngineMeta, EngineResult, Loaded, SequenceEngine, Stepwise};
+use crate::BoxError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KitError {
+    #[error("cannot read the request from stdin: {0}")]
+    Stdin(std::io::Error),
+    #[error("malformed request JSON on stdin: {0}")]
+    MalformedRequest(serde_json::Error),
+    #[error("request schema_version is {got}, this engine speaks {expected}")]
+    SchemaVersion { got: u32, expected: u32 },
+    #[error("scenario `{scenario}`: {message}")]
+    InvalidScenario { scenario: String, message: String },
+    #[error("engine error during {phase}: {source}")]
+    Engine {
+        phase: &'static str,
+        source: BoxError,
+    },
+}
+
+/// Parses and validates a request. Exposed for tests and for engines with their own `main`.
+pub fn parse_request(json: &str) -> Result<Request, KitError> {
+    let request: Request = serde_json::from_str(json).map_err(KitError::MalformedRequest)?;
+    if request.schema_version != SCHEMA_VERSION {
+        return Err(KitError::SchemaVersion {
+            got: request.schema_version,
+            expected: SCHEMA_VERSION,
+        });
+    }
+    for s in &request.scenarios {
+        let bad = |message: &str| KitError::InvalidScenario {
+            scenario: s.id.clone(),
+            message: message.to_string(),
+        };
+        if s.iterations == 0 {
+            return Err(bad("iterations must be at least 1"));
+        }
+        if s.generation.max_new_tokens == 0 {
+            return Err(bad("generation.max_new_tokens must be at least 1"));
+        }
+        if let Some(p) = s.prompts.iter().find(|p| p.token_ids.is_empty()) {
+            return Err(bad(&format!("prompt `{}` has no tokens", p.name)));
+        }
+        if s.kind == ScenarioKind::TeacherForced {
+            if let Some(p) = s
+                .prompts
+                .iter()
+                .find(|p| p.forced_token_ids.len() as u32 + 1 != s.generation.max_new_tokens)
+            {
+                return Err(bad(&format!(
+                    "prompt `{}` has {} forced tokens; a teacher-forced scenario needs generation.max_new_tokens = forced + 1",
+                    p.name,
+                    p.forced_token_ids.len()
+                )));
+            }
+        }
+    }
+    Ok(request)
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), if the platform tells.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The whole engine process: read request, load, run, write report. Every path writes a report;
+/// the process exits with status 1 when the report carries a fatal error. Panics inside the
+/// engine are caught and reported as errors.
+pub fn run_main<E, L>(meta: EngineMeta, load: L) -> !
+where
+    E: Engine,
+    L: FnOnce(&Request) -> EngineResult<Loaded<E>>,
+{
+    let mut loaded: Option<E> = None;
+    let slot = &mut loaded;
+    run_main_sequences(meta, move |request| {
+        // Moving the captured reference out makes this closure FnOnce, so the engine can be
+        // borrowed for as long as `loaded` lives.
+        let slot = slot;
+        let Loaded { engine, identity } = load(request)?;
+        Ok(Loaded {
+            engine: Stepwise::new(slot.insert(engine)),
+            identity,
+        })
+    })
+}
+
+/// [`run_main`] for engines that implement [`SequenceEngine`].
+pub fn run_main_sequences<S, L>(meta: EngineMeta, load: L) -> !
+where
+    S: SequenceEngine,
+    L: FnOnce(&Request) -> EngineResult<Loaded<S>>,
+{
+    let process_start = Instant::now();
+    let mut parsed: Option<Request> = None;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run(process_start, load, &mut parsed)
+    }));
+    let outcome = match outcome {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".to_string());
+            Err(format!("engine panicked: {msg}"))
+        }
+    };
+    let (report, ok) = match outcome {
+        Ok(report) => {
+            let ok = report.error.is_none();
+            (report, ok)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            (
+                failed_report(failure_identity(&meta, parsed.as_ref()), e),
+                false,
+            )
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let written = serde_json::to_writer(&mut out, &report)
+        .map_err(std::io::Error::from)
+        .and_then(|_| out.write_all(b"\n"))
+        .and_then(|_| out.flush());
+    if let Err(e) = written {
+        eprintln!("error: cannot write the report to stdout: {e}");
+        std::process::exit(1);
+    }
+    std::process::exit(if ok { 0 } else { 1 })
+}
+
+fn failure_identity(meta: &EngineMeta, request: Option<&Request>) -> EngineIdentity {
+    EngineIdentity {
+        name: meta.name.to_string(),
+        version: meta.version.to_string(),
+        backend: meta.backend.to_string(),
+        device: request.map(|r| r.device.to_string()).unwrap_or_default(),
+        dtype: request
+            .map(|r| r.model.dtype.as_str().to_string())
+            .unwrap_or_default(),
+        weight_format: request
+            .map(|r| r.model.format)
+            .unwrap_or(lab_protocol::WeightFormat::Safetensors),
+        threads: request.and_then(|r| r.threads).unwrap_or(0),
+        settings: Default::default(),
+    }
+}
+
+fn failed_report(engine: EngineIdentity, error: String) -> Report {
+    Report {
+        schema_version: SCHEMA_VERSION,
+        engine,
+        load: None,
+        memory: MemoryUsage {
+            peak_rss_bytes: peak_rss_bytes(),
+            peak_device_bytes: None,
+        },
+        scenarios: Vec::new(),
+        error: Some(error),
+    }
+}
+
+fn run<S, L>(
+    process_start: Instant,
+    load: L,
+    parsed: &mut Option<Request>,
+) -> Result<Report, KitError>
+where
+    S: SequenceEngine,
+    L: FnOnce(&Request) -> EngineResult<Loaded<S>>,
+{
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(KitError::Stdin)?;
+    let request = parse_request(&input)?;
+    *parsed = Some(request.clone());
+
+    eprintln!(
+        "loading {} ({:?}, {}) on {}",
+        request.model.name,
+        request.model.format,
+        request.model.dtype.as_str(),
+        request.device
+    );
+    let load_start = Instant::now();
+    let Loaded {
+        mut engine,
+        identity,
+    } = load(&request).map_err(|source| KitError::Engine {
+        phase: "load",
+        source,
+    })?;
+    engine.synchronize().map_err(|source| KitError::Engine {
+        phase: "load",
+        source,
+    })?;
+    let load = LoadTimings {
+        load_ms: load_start.elapsed().as_secs_f64() * 1e3,
+        process_start_to_ready_ms: process_start.elapsed().as_secs_f64() * 1e3,
+    };
+    eprintln!("loaded in {:.0} ms", load.load_ms);
+
+    let mut scenarios = Vec::new();
+    for scenario in &request.scenarios {
+        scenarios.push(crate::scenario::run_sequence_scenario(
+            &mut engine,
+            scenario,
+        ));
+    }
+    Ok(Report {
+        schema_version: SCHEMA_VERSION,
+        engine: identity,
+        load: Some(load),
+        memory: MemoryUsage {
+            peak_rss_bytes: peak_rss_bytes(),
+            peak_device_bytes: engine.peak_device_bytes(),
+        },
+        scenarios,
+        error: None,
+    })
+}

@@ -1,0 +1,115 @@
+//! The scenario loop: warm-up and measured iterations of every prompt, determinism across
+//! iterations, progress on stderr. An engine error ends the scenario but keeps what was measured.
+
+use lab_protocol::{PromptReport, ScenarioKind, ScenarioReport, ScenarioRequest};
+
+use crate::engine::{Engine, SequenceEngine, SequenceRun, Stepwise};
+use crate::KitError;
+
+/// Runs one scenario; an engine error ends the scenario but keeps the prompts already measured.
+pub fn run_scenario<E: Engine>(engine: &mut E, scenario: &ScenarioRequest) -> ScenarioReport {
+    run_sequence_scenario(&mut Stepwise::new(engine), scenario)
+}
+
+/// [`run_scenario`] for a [`SequenceEngine`].
+pub fn run_sequence_scenario<S: SequenceEngine>(
+    engine: &mut S,
+    scenario: &ScenarioRequest,
+) -> ScenarioReport {
+    let mut prompts = Vec::new();
+    let mut error = None;
+    for prompt in &scenario.prompts {
+        let forced = match scenario.kind {
+            ScenarioKind::SingleRequestLatency => None,
+            ScenarioKind::TeacherForced => Some(prompt.forced_token_ids.as_slice()),
+        };
+        match measure_prompt(engine, scenario, &prompt.name, &prompt.token_ids, forced) {
+            Ok(report) => prompts.push(report),
+            Err(e) => {
+                eprintln!(
+                    "error: scenario {} prompt {}: {e}",
+                    scenario.id, prompt.name
+                );
+                error = Some(format!("prompt `{}`: {e}", prompt.name));
+                break;
+            }
+        }
+    }
+    ScenarioReport {
+        id: scenario.id.clone(),
+        kind: scenario.kind,
+        prompts,
+        error,
+    }
+}
+
+fn measure_prompt<S: SequenceEngine>(
+    engine: &mut S,
+    scenario: &ScenarioRequest,
+    name: &str,
+    prompt: &[u32],
+    forced: Option<&[u32]>,
+) -> Result<PromptReport, KitError> {
+    let total = scenario.warmup_iterations + scenario.iterations;
+    let mut samples = Vec::with_capacity(scenario.iterations as usize);
+    let mut first_seen: Option<Vec<u32>> = None;
+    let mut reference: Option<Vec<u32>> = None;
+    let mut top_logits = Vec::new();
+    let mut deterministic = true;
+    for i in 0..total {
+        let warmup = i < scenario.warmup_iterations;
+        let SequenceRun {
+            sample,
+            tokens,
+            top_logits: tops,
+        } = engine.run_sequence(&scenario.generation, prompt, forced)?;
+        if sample.new_tokens as usize != tokens.len()
+            || sample.inter_token_ns.len() + 1 != tokens.len()
+        {
+            return Err(KitError::Engine {
+                phase: "generate",
+                source: format!(
+                    "the engine returned {} tokens but timed {} ({} gaps)",
+                    tokens.len(),
+                    sample.new_tokens,
+                    sample.inter_token_ns.len()
+                )
+                .into(),
+            });
+        }
+        // Warm-ups count too: every iteration of a prompt must produce the same ids.
+        match &first_seen {
+            None => first_seen = Some(tokens.clone()),
+            Some(f) if *f != tokens => deterministic = false,
+            Some(_) => {}
+        }
+        if !warmup && reference.is_none() {
+            reference = Some(tokens);
+            top_logits = tops;
+        }
+        if !warmup {
+            samples.push(sample);
+        }
+        let phase = if warmup { "warm-up" } else { "iteration" };
+        let n = if warmup {
+            i + 1
+        } else {
+            i + 1 - scenario.warmup_iterations
+        };
+        let of = if warmup {
+            scenario.warmup_iterations
+        } else {
+            scenario.iterations
+        };
+        eprintln!("progress: {} {} {phase} {n}/{of}", scenario.id, name);
+    }
+    Ok(PromptReport {
+        prompt: name.to_string(),
+        prompt_tokens: prompt.len() as u32,
+        generated_token_ids: reference.unwrap_or_default(),
+        deterministic,
+        warmup_iterations: scenario.warmup_iterations,
+        samples,
+        top_logits,
+    })
+}
