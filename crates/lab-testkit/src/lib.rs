@@ -7,6 +7,10 @@
 //!
 //! It panics with the command to run when something is missing.
 
+pub mod conformance;
+
+pub use conformance::{assert_conforms, pipe_bytes, raw_request};
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;

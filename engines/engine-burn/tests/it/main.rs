@@ -132,13 +132,15 @@ fn s1_in_a_container_matches_the_baselines() {
 }
 
 fn request(dir: &Path, format: WeightFormat, dtype: Dtype) -> lab_protocol::Request {
-    let t = burn(dtype);
-    let plan = testkit::s1_plan("burn-raw", vec![t.clone()], 0, 1, 2);
-    let (scenarios, _) = lab_harness::scenario_requests(&plan).unwrap();
-    let mut req = lab_harness::build_request(&plan, &t, &scenarios);
-    req.model.dir = dir.display().to_string();
+    let mut req = testkit::raw_request(&burn(dtype), dir);
     req.model.format = format;
     req
+}
+
+/// The engine contract every engine keeps (`lab_testkit::conformance`).
+#[test]
+fn conforms_to_the_engine_contract() {
+    testkit::assert_conforms(&burn(Dtype::F32));
 }
 
 #[test]

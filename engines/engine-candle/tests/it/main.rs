@@ -173,47 +173,11 @@ fn truncated_weights_and_wrong_dtypes_are_named() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The engine contract every engine keeps (`lab_testkit::conformance`): among others, malformed
+/// request JSON gets one clear error line and still a report.
 #[test]
-fn malformed_request_json_gets_one_clear_error_and_a_report() {
-    // The kit's own parser is what the engine uses on stdin; this checks the binary's behaviour.
-    let binary = env!("CARGO_BIN_EXE_engine-candle");
-    let out = pipe_bytes(binary, "{\"schema_version\": 1, oops");
-    assert_eq!(out.0, Some(1));
-    let report: lab_protocol::Report =
-        serde_json::from_str(out.1.trim()).expect("a report even for bad input");
-    let err = report.error.unwrap();
-    assert!(err.starts_with("malformed request JSON"), "{err}");
-    assert!(
-        out.2
-            .lines()
-            .any(|l| l.starts_with("error: malformed request JSON")),
-        "stderr: {}",
-        out.2
-    );
-}
-
-/// Feeds raw bytes to a binary's stdin; returns (exit code, stdout, stderr).
-fn pipe_bytes(binary: &str, input: &str) -> (Option<i32>, String, String) {
-    use std::io::Write;
-    #[allow(clippy::disallowed_methods)] // raw stdin bytes are the point of this test
-    let mut child = std::process::Command::new(binary)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+fn conforms_to_the_engine_contract() {
+    testkit::assert_conforms(&candle(WeightFormat::Gguf, Dtype::Q4_1, &[]));
 }
 
 /// The same engine inside its container (podman or docker; CI installs podman) produces the

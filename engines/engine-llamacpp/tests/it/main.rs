@@ -125,58 +125,38 @@ fn bench_and_check_on_the_real_model() {
 #[test]
 fn refuses_anything_but_the_gguf_and_a_missing_file() {
     let binary = Path::new(env!("CARGO_BIN_EXE_engine-llamacpp"));
-    let mut t = testkit::target(
+    let t = testkit::target(
         "llamacpp",
         binary,
         WeightFormat::Safetensors,
         Dtype::F32,
         &[],
     );
-    t.model_dir_for_engine = "/nonexistent/dir".into();
     let run = |t: lab_harness::PreparedTarget| {
-        let dir = std::env::temp_dir().join(format!(
-            "llamacpp-err-{}-{}",
-            t.target.variant(),
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        let model = lab_harness::model::resolve(&models_dir(), "smollm2-135m").unwrap();
-        let req = lab_protocol::Request {
-            schema_version: lab_protocol::SCHEMA_VERSION,
-            model: lab_protocol::ModelSpec {
-                name: model.name.clone(),
-                dir: t.model_dir_for_engine.clone(),
-                format: t.target.format,
-                dtype: t.target.dtype,
-                synthetic: false,
-            },
-            device: lab_protocol::Device::Cpu,
-            threads: Some(1),
-            scenarios: vec![],
-        };
-        match lab_harness::runner::run_engine(
-            &t.launch,
-            &req,
-            "llamacpp",
-            std::time::Duration::from_secs(60),
-            &Default::default(),
-        ) {
-            Err(lab_harness::runner::RunError::Failed { message, .. }) => message,
-            other => panic!(
-                "expected a failure, got {:?}",
-                other.map(|f| f.report.error)
-            ),
-        }
+        let mut req = testkit::raw_request(&t, Path::new("/nonexistent/dir"));
+        req.scenarios.clear();
+        testkit::engine_failure(&t, &req)
     };
     let msg = run(t.clone());
     assert!(msg.contains("gguf") && msg.contains("f32"), "{msg}");
-    let mut g = testkit::target("llamacpp", binary, WeightFormat::Gguf, Dtype::Q4_1, &[]);
-    g.model_dir_for_engine = "/nonexistent/dir".into();
+    let g = testkit::target("llamacpp", binary, WeightFormat::Gguf, Dtype::Q4_1, &[]);
     let msg = run(g);
     assert!(
         msg.contains("/nonexistent/dir/model.gguf is missing") && msg.contains("never download"),
         "{msg}"
     );
+}
+
+/// The engine contract every engine keeps (`lab_testkit::conformance`).
+#[test]
+fn conforms_to_the_engine_contract() {
+    testkit::assert_conforms(&testkit::target(
+        "llamacpp",
+        Path::new(env!("CARGO_BIN_EXE_engine-llamacpp")),
+        WeightFormat::Gguf,
+        Dtype::Q4_1,
+        &[],
+    ));
 }
 
 /// The same engine inside its container (podman or docker; CI installs podman) produces the

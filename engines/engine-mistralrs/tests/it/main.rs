@@ -80,12 +80,13 @@ fn s1_in_a_container_matches_the_baselines() {
 }
 
 fn request(dir: &Path, format: WeightFormat, dtype: Dtype) -> lab_protocol::Request {
-    let t = mistralrs(format, dtype);
-    let plan = testkit::s1_plan("mistralrs-raw", vec![t.clone()], 0, 1, 2);
-    let (scenarios, _) = lab_harness::scenario_requests(&plan).unwrap();
-    let mut req = lab_harness::build_request(&plan, &t, &scenarios);
-    req.model.dir = dir.display().to_string();
-    req
+    testkit::raw_request(&mistralrs(format, dtype), dir)
+}
+
+/// The engine contract every engine keeps (`lab_testkit::conformance`).
+#[test]
+fn conforms_to_the_engine_contract() {
+    testkit::assert_conforms(&mistralrs(WeightFormat::Gguf, Dtype::Q4_1));
 }
 
 /// mistral.rs 0.8 turns a model path that does not exist into a Hugging Face Hub request (its

@@ -85,12 +85,13 @@ fn native_agrees_with_the_reference_with_simd_and_scalar_kernels() {
 }
 
 fn request(dir: &Path, format: WeightFormat, dtype: Dtype) -> lab_protocol::Request {
-    let t = native(format, dtype, &[]);
-    let plan = testkit::s1_plan("native-raw", vec![t.clone()], 0, 1, 2);
-    let (scenarios, _) = lab_harness::scenario_requests(&plan).unwrap();
-    let mut req = lab_harness::build_request(&plan, &t, &scenarios);
-    req.model.dir = dir.display().to_string();
-    req
+    testkit::raw_request(&native(format, dtype, &[]), dir)
+}
+
+/// The engine contract every engine keeps (`lab_testkit::conformance`).
+#[test]
+fn conforms_to_the_engine_contract() {
+    testkit::assert_conforms(&native(WeightFormat::Gguf, Dtype::Q4_1, &[]));
 }
 
 fn failure(req: &lab_protocol::Request) -> String {
