@@ -491,3 +491,87 @@ pub fn run(flags: Flags) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        flags: Flags,
+    }
+
+    fn flags(args: &[&str]) -> Flags {
+        Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+            .unwrap()
+            .flags
+    }
+
+    fn prov() -> Provenance {
+        let mut p = provenance::collect(&paths::root(), "2026-11-28T01:02:03Z".into());
+        p.git_rev = "0123456789abcdef".into();
+        p
+    }
+
+    #[test]
+    fn a_plan_resolves_every_default_from_the_flags() {
+        let spec = plan(&flags(&["--cpuset-cpus", "0-2"]), &prov()).unwrap();
+        assert_eq!(spec.run_id, "20261128T010203-0123456");
+        assert_eq!(spec.targets.len(), catalog::targets().len());
+        assert_eq!(
+            spec.scenarios,
+            catalog::scenarios()
+                .iter()
+                .map(|s| s.id.to_string())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            (spec.iterations, spec.warmup_iterations),
+            (CPU_ITERATIONS, CPU_WARMUP)
+        );
+        assert_eq!(spec.threads, 3, "the cpuset's size");
+        assert_eq!(spec.device, Device::Cpu);
+        assert_eq!(spec.runtimes, ["auto"]);
+
+        let gpu = plan(
+            &flags(&[
+                "--device",
+                "cuda:1",
+                "--engine",
+                "candle",
+                "--image",
+                "candle=x:1",
+                "--runtime",
+                "native,podman",
+            ]),
+            &prov(),
+        )
+        .unwrap();
+        assert_eq!(gpu.device, Device::Cuda { ordinal: 1 });
+        assert_eq!(
+            (gpu.iterations, gpu.warmup_iterations),
+            (GPU_ITERATIONS, GPU_WARMUP)
+        );
+        assert!(gpu.targets.iter().all(|t| t.starts_with("candle:")));
+        assert_eq!(gpu.images["candle"], "x:1");
+        assert_eq!(gpu.runtimes, ["native", "podman"]);
+        // The spec is what run.json records: it survives JSON.
+        let back: BenchSpec = serde_json::from_str(&serde_json::to_string(&gpu).unwrap()).unwrap();
+        assert_eq!(back, gpu);
+    }
+
+    #[test]
+    fn bad_flags_are_refused_before_anything_runs() {
+        let err = |args: &[&str]| plan(&flags(args), &prov()).unwrap_err().to_string();
+        assert!(err(&["--iterations", "0"]).contains("--iterations"));
+        assert!(err(&["--max-new-tokens", "0"]).contains("--max-new-tokens"));
+        assert!(err(&["--device", "tpu"]).contains("--device tpu"));
+        assert!(err(&["--runtime", "lxc"]).contains("lxc"));
+        assert!(err(&["--cpuset-cpus", "3-1"]).contains("--cpuset-cpus"));
+        assert!(err(&["--engine", "nope"]).contains("unknown engine `nope`"));
+        assert!(err(&["--engine", "candle", "--image", "burn=x"]).contains("--image burn=x"));
+        assert!(err(&["--image", "candle"]).contains("expected ENGINE=REF"));
+    }
+}

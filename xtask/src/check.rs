@@ -66,40 +66,7 @@ pub fn run(flags: Flags) -> Result<()> {
         .join(&profile);
 
     if flags.accept {
-        if manifest.status != results::RunStatus::Complete {
-            bail!(
-                "{}: run status is {:?}; only a complete run can become a baseline",
-                run_dir.display(),
-                manifest.status
-            );
-        }
-        for path in baseline::accept(&results, &dir)? {
-            eprintln!("wrote {}", path.display());
-        }
-        // Accepting is allowed, but say which numbers will never compare cleanly.
-        for r in &results {
-            for sc in &r.stats {
-                for p in &sc.prompts {
-                    for m in Metric::CHECKED {
-                        if let Some(s) = p.get(m).filter(|s| s.cv > flags.max_cv) {
-                            eprintln!(
-                                "warning: {} {} {} {m} has CV {:.1} % (> {:.1} %): check will call it too noisy on this machine",
-                                r.target,
-                                sc.id,
-                                p.prompt,
-                                s.cv * 100.0,
-                                flags.max_cv * 100.0
-                            );
-                        }
-                    }
-                }
-            }
-        }
-        eprintln!(
-            "accepted {} as the baseline of profile `{profile}`",
-            manifest.run_id
-        );
-        return Ok(());
+        return accept(&run_dir, &manifest, &results, &dir, &profile, flags.max_cv);
     }
 
     let opts = CheckOptions {
@@ -154,4 +121,49 @@ pub fn run(flags: Flags) -> Result<()> {
         failing.len(),
         findings.len()
     )
+}
+
+/// `--accept`: the run's token snapshots and medians become the baseline of `profile`.
+fn accept(
+    run_dir: &std::path::Path,
+    manifest: &results::RunManifest,
+    results: &[results::TargetResult],
+    dir: &std::path::Path,
+    profile: &str,
+    max_cv: f64,
+) -> Result<()> {
+    if manifest.status != results::RunStatus::Complete {
+        bail!(
+            "{}: run status is {:?}; only a complete run can become a baseline",
+            run_dir.display(),
+            manifest.status
+        );
+    }
+    for path in baseline::accept(results, dir)? {
+        eprintln!("wrote {}", path.display());
+    }
+    // Accepting is allowed, but say which numbers will never compare cleanly.
+    for r in results {
+        for sc in &r.stats {
+            for p in &sc.prompts {
+                for m in Metric::CHECKED {
+                    if let Some(s) = p.get(m).filter(|s| s.cv > max_cv) {
+                        eprintln!(
+                            "warning: {} {} {} {m} has CV {:.1} % (> {:.1} %): check will call it too noisy on this machine",
+                            r.target,
+                            sc.id,
+                            p.prompt,
+                            s.cv * 100.0,
+                            max_cv * 100.0
+                        );
+                    }
+                }
+            }
+        }
+    }
+    eprintln!(
+        "accepted {} as the baseline of profile `{profile}`",
+        manifest.run_id
+    );
+    Ok(())
 }

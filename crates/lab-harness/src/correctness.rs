@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use lab_protocol::{Dtype, Prompt, TopLogits, WeightFormat};
+use lab_protocol::{Dtype, Prompt, ScenarioReport, TopLogits, WeightFormat};
 use serde::{Deserialize, Serialize};
 
 use crate::findings::{Finding, Verdict};
@@ -214,68 +214,10 @@ pub fn evaluate(result: &TargetResult, reference: &Reference) -> Option<Correctn
         c.positions += n;
         c.greedy_tokens += n;
         if let Some(tf) = tf {
-            match tf.prompts.iter().find(|p| p.prompt == rp.name) {
-                None => c
-                    .errors
-                    .push(format!("{}: prompt `{}` missing", tf.id, rp.name)),
-                Some(p) => {
-                    if p.generated_token_ids.len() != n as usize {
-                        c.errors.push(format!(
-                            "{}: prompt `{}` has {} positions, expected {n}",
-                            tf.id,
-                            rp.name,
-                            p.generated_token_ids.len()
-                        ));
-                    }
-                    for (i, (&got, want)) in p
-                        .generated_token_ids
-                        .iter()
-                        .zip(&rp.teacher_forced)
-                        .enumerate()
-                    {
-                        if got == want.ids[0] {
-                            pc.top1_agree += 1;
-                        }
-                        let engine_logit = p.top_logits.get(i).and_then(|t| {
-                            t.ids
-                                .iter()
-                                .position(|&id| id == want.ids[0])
-                                .map(|k| t.logits[k])
-                        });
-                        if let Some(l) = engine_logit {
-                            let err = (l as f64 - want.logits[0] as f64).abs();
-                            let m = c.max_abs_top1_logit_error.get_or_insert(0.0);
-                            *m = m.max(err);
-                        }
-                    }
-                }
-            }
+            score_teacher_forced(&mut c, &mut pc, tf, rp, n);
         }
         if let Some(g) = greedy {
-            match g.prompts.iter().find(|p| p.prompt == rp.name) {
-                None => c
-                    .errors
-                    .push(format!("{}: prompt `{}` missing", g.id, rp.name)),
-                Some(p) => {
-                    if p.generated_token_ids.len() != n as usize {
-                        c.errors.push(format!(
-                            "{}: prompt `{}` generated {} tokens, expected exactly {n}",
-                            g.id,
-                            rp.name,
-                            p.generated_token_ids.len()
-                        ));
-                    }
-                    pc.greedy_prefix = p
-                        .generated_token_ids
-                        .iter()
-                        .zip(&rp.greedy)
-                        .take_while(|(a, b)| a == b)
-                        .count() as u32;
-                    if pc.greedy_prefix == n {
-                        c.greedy_full_matches += 1;
-                    }
-                }
-            }
+            score_greedy(&mut c, &mut pc, g, rp, n);
         }
         c.top1_agree += pc.top1_agree;
         c.greedy_prefix_tokens += pc.greedy_prefix;
@@ -287,6 +229,86 @@ pub fn evaluate(result: &TargetResult, reference: &Reference) -> Option<Correctn
         c.top1_agree as f64 / c.positions as f64
     };
     Some(c)
+}
+
+/// Teacher-forced top-1 agreement and the logit error of one prompt.
+fn score_teacher_forced(
+    c: &mut Correctness,
+    pc: &mut PromptCorrectness,
+    tf: &ScenarioReport,
+    rp: &ReferencePrompt,
+    n: u32,
+) {
+    match tf.prompts.iter().find(|p| p.prompt == rp.name) {
+        None => c
+            .errors
+            .push(format!("{}: prompt `{}` missing", tf.id, rp.name)),
+        Some(p) => {
+            if p.generated_token_ids.len() != n as usize {
+                c.errors.push(format!(
+                    "{}: prompt `{}` has {} positions, expected {n}",
+                    tf.id,
+                    rp.name,
+                    p.generated_token_ids.len()
+                ));
+            }
+            for (i, (&got, want)) in p
+                .generated_token_ids
+                .iter()
+                .zip(&rp.teacher_forced)
+                .enumerate()
+            {
+                if got == want.ids[0] {
+                    pc.top1_agree += 1;
+                }
+                let engine_logit = p.top_logits.get(i).and_then(|t| {
+                    t.ids
+                        .iter()
+                        .position(|&id| id == want.ids[0])
+                        .map(|k| t.logits[k])
+                });
+                if let Some(l) = engine_logit {
+                    let err = (l as f64 - want.logits[0] as f64).abs();
+                    let m = c.max_abs_top1_logit_error.get_or_insert(0.0);
+                    *m = m.max(err);
+                }
+            }
+        }
+    }
+}
+
+/// The greedy prefix of one prompt that matches the reference.
+fn score_greedy(
+    c: &mut Correctness,
+    pc: &mut PromptCorrectness,
+    g: &ScenarioReport,
+    rp: &ReferencePrompt,
+    n: u32,
+) {
+    match g.prompts.iter().find(|p| p.prompt == rp.name) {
+        None => c
+            .errors
+            .push(format!("{}: prompt `{}` missing", g.id, rp.name)),
+        Some(p) => {
+            if p.generated_token_ids.len() != n as usize {
+                c.errors.push(format!(
+                    "{}: prompt `{}` generated {} tokens, expected exactly {n}",
+                    g.id,
+                    rp.name,
+                    p.generated_token_ids.len()
+                ));
+            }
+            pc.greedy_prefix = p
+                .generated_token_ids
+                .iter()
+                .zip(&rp.greedy)
+                .take_while(|(a, b)| a == b)
+                .count() as u32;
+            if pc.greedy_prefix == n {
+                c.greedy_full_matches += 1;
+            }
+        }
+    }
 }
 
 fn dtype_of(s: &str) -> Option<Dtype> {

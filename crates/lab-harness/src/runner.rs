@@ -7,6 +7,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use lab_protocol::{Report, Request};
@@ -83,19 +84,7 @@ pub fn run_engine(
         let _ = stdout.read_to_end(&mut buf);
         buf
     });
-    let stderr = child.stderr.take().expect("piped stderr");
-    let prefix = format!("[{label}]");
-    let logger = std::thread::spawn(move || {
-        let mut last = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("{prefix} {line}");
-            last.push(line);
-            if last.len() > 20 {
-                last.remove(0);
-            }
-        }
-        last
-    });
+    let logger = stream_stderr(child.stderr.take().expect("piped stderr"), label);
 
     let status = loop {
         let exited = child
@@ -118,9 +107,34 @@ pub fn run_engine(
     let _ = writer.join();
     let out = reader.join().unwrap_or_default();
     let last_stderr = logger.join().unwrap_or_default();
-    let wall = start.elapsed();
+    conclude(status, &out, &last_stderr, start.elapsed())
+}
 
-    let parsed: Result<Report, String> = std::str::from_utf8(&out)
+/// Prints the engine's stderr line by line with the target's label; keeps its last 20 lines
+/// (the error message of an engine that died without a report).
+fn stream_stderr(stderr: std::process::ChildStderr, label: &str) -> JoinHandle<Vec<String>> {
+    let prefix = format!("[{label}]");
+    std::thread::spawn(move || {
+        let mut last = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{prefix} {line}");
+            last.push(line);
+            if last.len() > 20 {
+                last.remove(0);
+            }
+        }
+        last
+    })
+}
+
+/// What an exited engine's status, stdout and last stderr lines amount to.
+fn conclude(
+    status: std::process::ExitStatus,
+    out: &[u8],
+    last_stderr: &[String],
+    wall: Duration,
+) -> Result<Finished, RunError> {
+    let parsed: Result<Report, String> = std::str::from_utf8(out)
         .map_err(|e| e.to_string())
         .and_then(|s| serde_json::from_str::<Report>(s.trim()).map_err(|e| e.to_string()));
     if !status.success() {

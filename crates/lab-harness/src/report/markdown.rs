@@ -32,6 +32,30 @@ fn fmt_num(v: f64) -> String {
 
 /// The summary table, as Markdown (also printed at the end of `bench`).
 pub fn render(manifest: &RunManifest, results: &[TargetResult]) -> String {
+    let mut s = header(manifest, results);
+    let _ = writeln!(
+        s,
+        "\nMedians over iterations; CV = std/mean of decode tok/s.\n"
+    );
+    let _ = writeln!(s, "| target | scenario | prompt | TTFT ms | prefill tok/s | decode tok/s | decode CV | e2e ms | p99 inter-token ms | new tokens | load ms | peak RSS MiB |");
+    let _ = writeln!(
+        s,
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in results {
+        s.push_str(&s1_rows(r));
+    }
+    let correctness: Vec<Correctness> = results
+        .iter()
+        .filter_map(|r| r.correctness.clone())
+        .collect();
+    s.push_str(&correctness_table(&correctness));
+    s.push_str(&incomplete_targets(manifest));
+    s
+}
+
+/// The run's settings, provenance and where each engine ran.
+fn header(manifest: &RunManifest, results: &[TargetResult]) -> String {
     let mut s = String::new();
     let st = &manifest.settings;
     let synthetic = if st.model.synthetic {
@@ -88,76 +112,72 @@ pub fn render(manifest: &RunManifest, results: &[TargetResult]) -> String {
             );
         }
     }
-    let _ = writeln!(
-        s,
-        "\nMedians over iterations; CV = std/mean of decode tok/s.\n"
-    );
-    let _ = writeln!(s, "| target | scenario | prompt | TTFT ms | prefill tok/s | decode tok/s | decode CV | e2e ms | p99 inter-token ms | new tokens | load ms | peak RSS MiB |");
-    let _ = writeln!(
-        s,
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    );
-    for r in results {
-        let load = r
-            .report
-            .load
-            .as_ref()
-            .map(|l| fmt_num(l.load_ms))
-            .unwrap_or_else(|| "-".into());
-        let rss = r
-            .report
-            .memory
-            .peak_rss_bytes
-            .map(|b| format!("{:.0}", b as f64 / 1048576.0))
-            .unwrap_or_else(|| "-".into());
-        for sc in &r.stats {
-            for pr in &sc.prompts {
-                let m = |k: Metric, f: fn(&Summary) -> f64| {
-                    pr.get(k)
-                        .map(|x| fmt_num(f(x)))
-                        .unwrap_or_else(|| "-".into())
-                };
-                let cv = pr
-                    .get(Metric::DecodeTokPerS)
-                    .map(|x| format!("{:.1}%", x.cv * 100.0))
-                    .unwrap_or_else(|| "-".into());
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {} ({} tok) | {} | {} | {} | {} | {} | {} | {}{} | {} | {} |",
-                    r.target,
-                    sc.id,
-                    pr.prompt,
-                    pr.prompt_tokens,
-                    m(Metric::TtftMs, |x| x.median),
-                    m(Metric::PrefillTokPerS, |x| x.median),
-                    m(Metric::DecodeTokPerS, |x| x.median),
-                    cv,
-                    m(Metric::E2eMs, |x| x.median),
-                    m(Metric::InterTokenMs, |x| x.p99),
-                    pr.new_tokens,
-                    if pr.deterministic {
-                        ""
-                    } else {
-                        " (NON-DETERMINISTIC)"
-                    },
-                    load,
-                    rss
-                );
-            }
-            if let Some(e) = &sc.error {
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | error: {e} | | | | | | | | | |",
-                    r.target, sc.id
-                );
-            }
+    s
+}
+
+/// One row per prompt of each timed scenario of `r`, and a row per scenario error.
+fn s1_rows(r: &TargetResult) -> String {
+    let mut s = String::new();
+    let load = r
+        .report
+        .load
+        .as_ref()
+        .map(|l| fmt_num(l.load_ms))
+        .unwrap_or_else(|| "-".into());
+    let rss = r
+        .report
+        .memory
+        .peak_rss_bytes
+        .map(|b| format!("{:.0}", b as f64 / 1048576.0))
+        .unwrap_or_else(|| "-".into());
+    for sc in &r.stats {
+        for pr in &sc.prompts {
+            let m = |k: Metric, f: fn(&Summary) -> f64| {
+                pr.get(k)
+                    .map(|x| fmt_num(f(x)))
+                    .unwrap_or_else(|| "-".into())
+            };
+            let cv = pr
+                .get(Metric::DecodeTokPerS)
+                .map(|x| format!("{:.1}%", x.cv * 100.0))
+                .unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} ({} tok) | {} | {} | {} | {} | {} | {} | {}{} | {} | {} |",
+                r.target,
+                sc.id,
+                pr.prompt,
+                pr.prompt_tokens,
+                m(Metric::TtftMs, |x| x.median),
+                m(Metric::PrefillTokPerS, |x| x.median),
+                m(Metric::DecodeTokPerS, |x| x.median),
+                cv,
+                m(Metric::E2eMs, |x| x.median),
+                m(Metric::InterTokenMs, |x| x.p99),
+                pr.new_tokens,
+                if pr.deterministic {
+                    ""
+                } else {
+                    " (NON-DETERMINISTIC)"
+                },
+                load,
+                rss
+            );
+        }
+        if let Some(e) = &sc.error {
+            let _ = writeln!(
+                s,
+                "| {} | {} | error: {e} | | | | | | | | | |",
+                r.target, sc.id
+            );
         }
     }
-    let correctness: Vec<Correctness> = results
-        .iter()
-        .filter_map(|r| r.correctness.clone())
-        .collect();
-    s.push_str(&correctness_table(&correctness));
+    s
+}
+
+/// The targets that did not complete, with their status and error.
+fn incomplete_targets(manifest: &RunManifest) -> String {
+    let mut s = String::new();
     let failed: Vec<&TargetOutcome> = manifest
         .targets
         .iter()

@@ -5,69 +5,8 @@ use crate::provenance::{Host, Provenance};
 use lab_protocol::*;
 
 pub(crate) fn fixture() -> (RunManifest, Vec<TargetResult>) {
-    let provenance = Provenance {
-        git_rev: "0123456789abcdef".into(),
-        git_dirty: false,
-        flake_lock_sha256: None,
-        rustc: "rustc 1.95.0".into(),
-        started_at: "2026-11-22T00:00:00Z".into(),
-        host: Host {
-            hostname: "fixture".into(),
-            os: "Debian GNU/Linux 12 (bookworm)".into(),
-            kernel: "6.1".into(),
-            arch: "x86_64".into(),
-            cpu_model: "Example CPU".into(),
-            cpu_vendor: "GenuineIntel".into(),
-            cpu_family: "6".into(),
-            cpu_model_number: "167".into(),
-            cpu_simd: vec!["avx2".into()],
-            logical_cpus: 2,
-            memory_bytes: Some(1 << 34),
-            gpus: vec![],
-        },
-    };
-    let sample = |ttft_ms: u64, step_ms: u64| IterationSample {
-        ttft_ns: ttft_ms * 1_000_000,
-        e2e_ns: (ttft_ms + 3 * step_ms) * 1_000_000,
-        new_tokens: 4,
-        inter_token_ns: vec![step_ms * 1_000_000; 3],
-    };
-    let report = Report {
-        schema_version: SCHEMA_VERSION,
-        engine: EngineIdentity {
-            name: "mock".into(),
-            version: "0.0.0".into(),
-            backend: "none".into(),
-            device: "cpu".into(),
-            dtype: "f32".into(),
-            weight_format: WeightFormat::Safetensors,
-            threads: 2,
-            settings: Default::default(),
-        },
-        load: Some(LoadTimings {
-            process_start_to_ready_ms: 120.0,
-            load_ms: 100.0,
-        }),
-        memory: MemoryUsage {
-            peak_rss_bytes: Some(512 << 20),
-            peak_device_bytes: None,
-        },
-        scenarios: vec![ScenarioReport {
-            id: "s1".into(),
-            kind: ScenarioKind::SingleRequestLatency,
-            prompts: vec![PromptReport {
-                prompt: "p10".into(),
-                prompt_tokens: 10,
-                generated_token_ids: vec![1, 2, 3, 4],
-                deterministic: true,
-                warmup_iterations: 1,
-                samples: vec![sample(100, 50), sample(110, 50), sample(90, 40)],
-                top_logits: vec![],
-            }],
-            error: None,
-        }],
-        error: None,
-    };
+    let provenance = provenance();
+    let report = report();
     let model = ModelInfo {
         name: "smollm2-135m".into(),
         synthetic: false,
@@ -146,4 +85,75 @@ pub(crate) fn fixture() -> (RunManifest, Vec<TargetResult>) {
         ],
     };
     (manifest, vec![result])
+}
+
+fn provenance() -> Provenance {
+    let provenance = Provenance {
+        git_rev: "0123456789abcdef".into(),
+        git_dirty: false,
+        flake_lock_sha256: None,
+        rustc: "rustc 1.95.0".into(),
+        started_at: "2026-11-22T00:00:00Z".into(),
+        host: Host {
+            hostname: "fixture".into(),
+            os: "Debian GNU/Linux 12 (bookworm)".into(),
+            kernel: "6.1".into(),
+            arch: "x86_64".into(),
+            cpu_model: "Example CPU".into(),
+            cpu_vendor: "GenuineIntel".into(),
+            cpu_family: "6".into(),
+            cpu_model_number: "167".into(),
+            cpu_simd: vec!["avx2".into()],
+            logical_cpus: 2,
+            memory_bytes: Some(1 << 34),
+            gpus: vec![],
+        },
+    };
+    provenance
+}
+
+fn report() -> Report {
+    let sample = |ttft_ms: u64, step_ms: u64| IterationSample {
+        ttft_ns: ttft_ms * 1_000_000,
+        e2e_ns: (ttft_ms + 3 * step_ms) * 1_000_000,
+        new_tokens: 4,
+        inter_token_ns: vec![step_ms * 1_000_000; 3],
+    };
+    let report = Report {
+        schema_version: SCHEMA_VERSION,
+        engine: EngineIdentity {
+            name: "mock".into(),
+            version: "0.0.0".into(),
+            backend: "none".into(),
+            device: "cpu".into(),
+            dtype: "f32".into(),
+            weight_format: WeightFormat::Safetensors,
+            threads: 2,
+            settings: Default::default(),
+        },
+        load: Some(LoadTimings {
+            process_start_to_ready_ms: 120.0,
+            load_ms: 100.0,
+        }),
+        memory: MemoryUsage {
+            peak_rss_bytes: Some(512 << 20),
+            peak_device_bytes: None,
+        },
+        scenarios: vec![ScenarioReport {
+            id: "s1".into(),
+            kind: ScenarioKind::SingleRequestLatency,
+            prompts: vec![PromptReport {
+                prompt: "p10".into(),
+                prompt_tokens: 10,
+                generated_token_ids: vec![1, 2, 3, 4],
+                deterministic: true,
+                warmup_iterations: 1,
+                samples: vec![sample(100, 50), sample(110, 50), sample(90, 40)],
+                top_logits: vec![],
+            }],
+            error: None,
+        }],
+        error: None,
+    };
+    report
 }

@@ -419,3 +419,26 @@ fn truncated_model_files_are_refused_before_any_engine_runs() {
         "{err}"
     );
 }
+
+/// `run.json` records the plan that ran (what `reproduce` will re-run), and a run directory
+/// written today reads back through the same schema.
+#[test]
+fn run_json_records_the_plan_that_ran() {
+    let p = plan(
+        "plan",
+        vec![mock(Dtype::F32, "ok")],
+        Duration::from_secs(60),
+    );
+    let (manifest, _) = lab_harness::bench(&p, &AtomicBool::new(false)).unwrap();
+    assert_eq!(manifest.plan.as_ref(), Some(&p.spec));
+    let (on_disk, _) = results::load_run(&p.run_dir).unwrap();
+    let spec = on_disk.plan.expect("run.json has the plan");
+    assert_eq!(spec.run_id, "test-harness-plan");
+    assert_eq!(spec.scenarios, ["s1"]);
+    assert_eq!(
+        (spec.iterations, spec.warmup_iterations, spec.max_new_tokens),
+        (3, 1, 8)
+    );
+    assert_eq!(spec.threads, 1);
+    assert_eq!(spec.timeout_s, 60);
+}
