@@ -88,7 +88,7 @@ pub(crate) fn fixture() -> (RunManifest, Vec<TargetResult>) {
 }
 
 fn provenance() -> Provenance {
-    let provenance = Provenance {
+    Provenance {
         git_rev: "0123456789abcdef".into(),
         git_dirty: false,
         flake_lock_sha256: None,
@@ -108,8 +108,7 @@ fn provenance() -> Provenance {
             memory_bytes: Some(1 << 34),
             gpus: vec![],
         },
-    };
-    provenance
+    }
 }
 
 fn report() -> Report {
@@ -119,7 +118,7 @@ fn report() -> Report {
         new_tokens: 4,
         inter_token_ns: vec![step_ms * 1_000_000; 3],
     };
-    let report = Report {
+    Report {
         schema_version: SCHEMA_VERSION,
         engine: EngineIdentity {
             name: "mock".into(),
@@ -154,6 +153,5 @@ fn report() -> Report {
             error: None,
         }],
         error: None,
-    };
-    report
+    }
 }
