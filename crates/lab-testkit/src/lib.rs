@@ -11,6 +11,7 @@ pub mod conformance;
 
 pub use conformance::{assert_conforms, pipe_bytes, raw_request};
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -382,24 +383,83 @@ fn run_plan(plan: BenchPlan) -> (BenchPlan, Vec<TargetResult>) {
     (plan, results)
 }
 
-/// The committed baseline directory of this machine's profile; panics with the fixing command.
-pub fn baseline_dir(plan: &BenchPlan) -> PathBuf {
-    let dir = root().join("baselines").join(&plan.profile);
-    assert!(
-        dir.is_dir(),
-        "no baseline for hardware profile `{}` ({}): run `cargo xtask bench`, review it, then `cargo xtask check --accept`",
-        plan.profile,
-        dir.display()
-    );
-    dir
+/// Overrides the hardware profile the tests compare with (`LAB_TEST_PROFILE=unknown` exercises
+/// the portable path on a machine that has committed baselines; CI does so).
+pub const PROFILE_ENV: &str = "LAB_TEST_PROFILE";
+
+/// The hardware profile tests compare against: [`PROFILE_ENV`] when set, else this machine's.
+pub fn test_profile(plan: &BenchPlan) -> String {
+    std::env::var(PROFILE_ENV)
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| plan.profile.clone())
 }
 
-/// Exact comparison of every result's token ids and counts with the committed baseline: first as
-/// insta snapshots under `baselines/<profile>/` (a mismatch leaves a `.snap.new` for
+/// The committed baseline directory of the profile under test, or `None` when there is none
+/// (said in one line: only the machine-independent checks run then).
+pub fn baseline_dir(plan: &BenchPlan) -> Option<PathBuf> {
+    let profile = test_profile(plan);
+    let dir = root().join("baselines").join(&profile);
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    // Straight to stderr, past the test harness's output capture: a passing test says it too.
+    let _ = writeln!(
+        std::io::stderr(),
+        "NO BASELINE for hardware profile `{profile}` (baselines/{profile} does not exist): token ids are checked for counts and determinism only, and against the reference by the correctness tests; `cargo xtask bench` then `cargo xtask check --accept` makes one"
+    );
+    None
+}
+
+/// What holds for every result on any machine: every scenario finished, every S1 prompt has its
+/// prompt length and exactly the requested number of new tokens, and every iteration produced
+/// the same ids.
+pub fn assert_machine_independent(plan: &BenchPlan, results: &[TargetResult]) {
+    let prompts = catalog::load_prompts(
+        &plan.root.join("prompts"),
+        "s1.json",
+        &plan.model.tokenizer_json,
+    )
+    .unwrap();
+    for r in results {
+        for sc in &r.stats {
+            assert!(sc.error.is_none(), "{} {}: {:?}", r.target, sc.id, sc.error);
+            let names: Vec<&str> = sc.prompts.iter().map(|p| p.prompt.as_str()).collect();
+            let expected: Vec<&str> = prompts.iter().map(|p| p.name.as_str()).collect();
+            assert_eq!(names, expected, "{} {}: prompts", r.target, sc.id);
+            for (p, want) in sc.prompts.iter().zip(&prompts) {
+                assert_eq!(
+                    p.prompt_tokens as usize,
+                    want.token_ids.len(),
+                    "{} {}",
+                    r.target,
+                    p.prompt
+                );
+                assert_eq!(
+                    p.new_tokens, plan.spec.max_new_tokens,
+                    "{} {}: new tokens",
+                    r.target, p.prompt
+                );
+                assert!(
+                    p.deterministic,
+                    "{} {} produced different ids across iterations",
+                    r.target, p.prompt
+                );
+            }
+        }
+    }
+}
+
+/// The machine-independent checks ([`assert_machine_independent`]), then, where the profile under
+/// test has a committed baseline, exact comparison of every result's token ids and counts with
+/// it: first as insta snapshots under `baselines/<profile>/` (a mismatch leaves a `.snap.new` for
 /// `cargo insta review`; nothing is accepted when `INSTA_UPDATE=no`), then through
 /// `check --exact-only`. Numbers are compared and printed, never asserted.
 pub fn assert_tokens_match_baseline(plan: &BenchPlan, results: &[TargetResult]) {
-    let dir = baseline_dir(plan);
+    assert_machine_independent(plan, results);
+    let Some(dir) = baseline_dir(plan) else {
+        return;
+    };
     for r in results {
         for sc in &r.stats {
             let name = baseline::snapshot_name(&baseline::stem_of(&r.target), &sc.id);
@@ -407,13 +467,6 @@ pub fn assert_tokens_match_baseline(plan: &BenchPlan, results: &[TargetResult]) 
             insta::with_settings!({ snapshot_path => dir.clone(), prepend_module_to_snapshot => false, omit_expression => true }, {
                 insta::assert_snapshot!(name, body);
             });
-        }
-        for p in r.stats.iter().flat_map(|s| &s.prompts) {
-            assert!(
-                p.deterministic,
-                "{} {} produced different ids across iterations",
-                r.target, p.prompt
-            );
         }
     }
     let exact = baseline::check(
