@@ -24,6 +24,10 @@ const META: EngineMeta = EngineMeta {
 
 struct Native {
     model: model::Model,
+    /// `NATIVE_FAULT=pool-panic`: one worker of the thread pool panics in every prefill, so the
+    /// tests can show that a panic inside a pool job is reported as the engine's error (not a
+    /// hang, not undefined behaviour).
+    pool_panic: bool,
 }
 
 impl Engine for Native {
@@ -32,6 +36,13 @@ impl Engine for Native {
         Ok(())
     }
     fn prefill(&mut self, prompt: &[u32], logits: &mut Vec<f32>) -> EngineResult<()> {
+        if self.pool_panic {
+            self.model.pool.run(&|i, _| {
+                if i == 1 {
+                    panic!("injected fault (NATIVE_FAULT=pool-panic)");
+                }
+            });
+        }
         self.model.forward(prompt, logits)
     }
     fn decode(&mut self, token: u32, logits: &mut Vec<f32>) -> EngineResult<()> {
@@ -48,6 +59,13 @@ fn load(request: &Request) -> EngineResult<Loaded<Native>> {
         .into());
     }
     let threads = engine_kit::threads(request);
+    let pool_panic = match std::env::var("NATIVE_FAULT").as_deref() {
+        Err(_) => false,
+        Ok("pool-panic") => true,
+        Ok(other) => {
+            return Err(format!("NATIVE_FAULT={other}: the only fault is `pool-panic`").into())
+        }
+    };
     let simd = match std::env::var("NATIVE_SIMD").as_deref() {
         Ok("scalar") => quant::Simd::Scalar,
         Ok("auto") | Err(_) => quant::Simd::detect(),
@@ -109,7 +127,11 @@ fn load(request: &Request) -> EngineResult<Loaded<Native>> {
         model.weight_bytes_per_token,
         model.formats
     );
-    Ok(META.loaded(Native { model }, request, threads as u32, settings))
+    if pool_panic {
+        settings.insert("fault".into(), "NATIVE_FAULT=pool-panic".into());
+    }
+    let engine = Native { model, pool_panic };
+    Ok(META.loaded(engine, request, threads as u32, settings))
 }
 
 fn main() {

@@ -133,6 +133,25 @@ fn missing_truncated_and_unsupported_inputs_are_named() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A panic inside a thread-pool job (`NATIVE_FAULT=pool-panic`: a worker panics in every
+/// prefill) ends the engine with that panic as its reported error and exit status 1: no hang
+/// (`engine_failure` gives up after a bounded time), no run on a dangling job.
+#[test]
+fn a_panic_in_a_pool_job_is_reported_not_hung() {
+    let t = native(
+        WeightFormat::Gguf,
+        Dtype::Q4_1,
+        &[("NATIVE_FAULT", "pool-panic")],
+    );
+    let mut req = testkit::raw_request(&t, &models_dir().join("smollm2-135m"));
+    req.threads = Some(2);
+    let msg = testkit::engine_failure(&t, &req);
+    assert!(
+        msg.contains("native pool: worker 1 panicked: injected fault (NATIVE_FAULT=pool-panic)"),
+        "{msg}"
+    );
+}
+
 /// The same engine inside its container (podman or docker; CI installs podman) produces the
 /// token ids of the committed baseline: the image carries everything the binary needs.
 #[test]
