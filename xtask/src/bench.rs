@@ -236,7 +236,12 @@ pub fn plan(flags: &Flags, prov: &Provenance) -> Result<BenchSpec> {
     });
     Ok(BenchSpec {
         run_id,
-        model: flags.model.clone(),
+        // A directory is recorded relative to the checkout when it lies inside it.
+        model: if model::is_entry_name(&flags.model) {
+            flags.model.clone()
+        } else {
+            lab_harness::display_path(&paths::root(), Path::new(&flags.model))
+        },
         targets: targets.iter().map(Target::label).collect(),
         scenarios: scenarios.iter().map(|s| s.id.to_string()).collect(),
         device,
@@ -534,6 +539,13 @@ mod tests {
         assert_eq!(spec.threads, 3, "the cpuset's size");
         assert_eq!(spec.device, Device::Cpu);
         assert_eq!(spec.runtimes, ["auto"]);
+        assert_eq!(spec.model, "smollm2-135m");
+        let inside = paths::root().join("prompts");
+        let dir = plan(&flags(&["--model", &inside.display().to_string()]), &prov()).unwrap();
+        assert_eq!(
+            dir.model, "prompts",
+            "a directory in the checkout is recorded relative"
+        );
 
         let gpu = plan(
             &flags(&[
