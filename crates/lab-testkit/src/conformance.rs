@@ -58,7 +58,7 @@ pub fn pipe_bytes(t: &PreparedTarget, input: &str) -> (Option<i32>, String, Stri
 
 /// Runs `req` on `t`, which must fail; returns the harness's message and the engine's report
 /// (an engine must write one even when it fails).
-fn failure(t: &PreparedTarget, req: &Request) -> (String, Report) {
+pub(crate) fn failure(t: &PreparedTarget, req: &Request) -> (String, Report) {
     let _exclusive = exclusive();
     match runner::run_engine(
         &t.launch,

@@ -195,25 +195,7 @@ pub fn in_container(engine: &lab_harness::container::Runtime, t: PreparedTarget)
 /// Runs `t` on a raw request that must fail; returns the error message (the engine must still
 /// write a report).
 pub fn engine_failure(t: &PreparedTarget, req: &lab_protocol::Request) -> String {
-    let _exclusive = exclusive();
-    match lab_harness::runner::run_engine(
-        &t.launch,
-        req,
-        &t.label(),
-        Duration::from_secs(300),
-        &AtomicBool::new(false),
-    ) {
-        Err(lab_harness::runner::RunError::Failed {
-            message, report, ..
-        }) => {
-            assert!(report.is_some(), "a failing engine still writes a report");
-            message
-        }
-        other => panic!(
-            "expected a failure, got {:?}",
-            other.map(|f| f.report.error)
-        ),
-    }
+    conformance::failure(t, req).0
 }
 
 /// The lab's Python environment: `LAB_PYTHON` (set by `cargo xtask test`); panics with the fixing
