@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use lab_harness::catalog::{self, EngineKind, Target};
+use lab_harness::measure::{Measurement, Profile};
 use lab_harness::model::ResolvedModel;
 use lab_harness::provenance::Provenance;
 use lab_harness::{container, model, provenance, BenchPlan, BenchSpec, PreparedTarget};
@@ -17,12 +18,6 @@ use lab_protocol::Device;
 use xshell::cmd;
 
 use crate::paths;
-
-/// Iterations per prompt when none are given: enough for stable medians, small enough for CPU.
-pub const CPU_ITERATIONS: u32 = 10;
-pub const CPU_WARMUP: u32 = 1;
-pub const GPU_ITERATIONS: u32 = 100;
-pub const GPU_WARMUP: u32 = 5;
 
 #[derive(clap::Args)]
 pub struct Flags {
@@ -35,12 +30,30 @@ pub struct Flags {
     /// Scenario id (`s1`); repeatable; default: all.
     #[arg(long)]
     pub scenario: Vec<String>,
-    /// Measured iterations per prompt [default: 10 on CPU, 100 on GPU].
+    /// Measurement profile: `quick` (CI smoke: 1 warm-up + 3 iterations), `budget` (up to 10
+    /// iterations within 3 s per prompt: the whole default run in about 15 minutes on 2
+    /// cores), `standard` (published numbers and baselines: at least 100 iterations and 10 s per
+    /// prompt) or `full` (at least 200 iterations and 30 s) [default: budget on CPU, full on GPU].
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Measured iterations per prompt, instead of the profile's (the run is recorded as `custom`).
     #[arg(long)]
     pub iterations: Option<u32>,
-    /// Untimed warm-up iterations per prompt [default: 1 on CPU, 5 on GPU].
+    /// Untimed warm-up iterations per prompt, instead of the profile's.
     #[arg(long)]
     pub warmup: Option<u32>,
+    /// Run the whole plan this many times, targets interleaved (every target once per run, so
+    /// drift hits all engines alike); `check` then gates on the spread between runs.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: u32,
+    /// Seconds of idle between two runs of the plan (`--repeat`).
+    #[arg(long, default_value_t = 0)]
+    pub cooldown_s: u64,
+    /// Do not pin engines to CPUs. By default a CPU run pins every engine to CPUs
+    /// 0..threads-1 (`taskset` natively, `--cpuset-cpus` in a container) and binds OpenMP
+    /// threads to them (`OMP_PROC_BIND`, `OMP_PLACES`).
+    #[arg(long)]
+    pub no_pin: bool,
     /// Tokens generated per request (fixed length; EOS does not stop generation).
     #[arg(long, default_value_t = 64)]
     pub max_new_tokens: u32,
@@ -148,22 +161,27 @@ pub fn choose_runtime(
     }
 }
 
-/// `cargo build --release` of each package (with the `cuda` feature for GPU runs).
+/// `cargo build --release` of every package in one cargo invocation (with the `cuda` feature for
+/// GPU runs), so crates the engines share compile once, with one feature set.
 pub fn build_packages(packages: &[&str], gpu: bool) -> Result<()> {
     let sh = paths::shell()?;
     crate::deps::ensure_for(packages)?;
-    let features: Vec<String> = if gpu {
-        vec!["--features".into(), "cuda".into()]
-    } else {
-        Vec::new()
-    };
+    let mut args: Vec<String> = Vec::new();
     for p in packages {
-        eprintln!("building {p} (release)");
-        let f = features.clone();
-        cmd!(sh, "cargo build --release -p {p} {f...}")
-            .run()
-            .with_context(|| format!("building {p}"))?;
+        args.extend(["-p".to_string(), p.to_string()]);
     }
+    if gpu {
+        args.extend(["--features".into(), "cuda".into()]);
+    }
+    eprintln!("building {} (release, one cargo invocation)", packages.join(", "));
+    let started = std::time::Instant::now();
+    cmd!(sh, "cargo build --release {args...}")
+        .run()
+        .with_context(|| format!("building {}", packages.join(", ")))?;
+    eprintln!(
+        "built in {}",
+        lab_harness::progress::fmt_duration(started.elapsed())
+    );
     Ok(())
 }
 
@@ -198,14 +216,9 @@ pub fn plan(flags: &Flags, prov: &Provenance) -> Result<BenchSpec> {
     let cpuset = flags.cpuset_cpus.as_deref().map(cpuset_len).transpose()?;
     let targets = catalog::select_targets(&flags.engine)?;
     let scenarios = catalog::select_scenarios(&flags.scenario)?;
-    let iterations = flags
-        .iterations
-        .unwrap_or(if gpu { GPU_ITERATIONS } else { CPU_ITERATIONS });
-    let warmup = flags
-        .warmup
-        .unwrap_or(if gpu { GPU_WARMUP } else { CPU_WARMUP });
-    if iterations == 0 {
-        bail!("--iterations must be at least 1");
+    let m = measurement(flags, &device)?;
+    if flags.repeat == 0 {
+        bail!("--repeat must be at least 1");
     }
     if flags.max_new_tokens == 0 {
         bail!("--max-new-tokens must be at least 1");
@@ -221,11 +234,23 @@ pub fn plan(flags: &Flags, prov: &Provenance) -> Result<BenchSpec> {
         }
         images.insert(engine.to_string(), reference.to_string());
     }
-    let threads = flags.threads.or(cpuset).unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let threads = flags.threads.or(cpuset).unwrap_or(cpus);
+    if threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    // Pinned by default on CPU: the first `threads` CPUs (when there are that many).
+    let cpuset_cpus = match (&flags.cpuset_cpus, gpu || flags.no_pin) {
+        (Some(c), _) => Some(c.clone()),
+        (None, false) if threads <= cpus => Some(if threads == 1 {
+            "0".to_string()
+        } else {
+            format!("0-{}", threads - 1)
+        }),
+        _ => None,
+    };
     let run_id = flags.run_id.clone().unwrap_or_else(|| {
         let t = prov.started_at.replace(['-', ':'], "");
         format!(
@@ -246,14 +271,42 @@ pub fn plan(flags: &Flags, prov: &Provenance) -> Result<BenchSpec> {
         scenarios: scenarios.iter().map(|s| s.id.to_string()).collect(),
         device,
         threads,
-        warmup_iterations: warmup,
-        iterations,
+        measure: m.0,
+        warmup_iterations: m.1.warmup,
+        iterations: m.1.iterations,
+        min_duration_ms: m.1.min_duration_ms,
+        max_duration_ms: m.1.max_duration_ms,
+        repeat: flags.repeat,
+        cooldown_s: flags.cooldown_s,
         max_new_tokens: flags.max_new_tokens,
         timeout_s: flags.timeout_s,
         runtimes,
-        cpuset_cpus: flags.cpuset_cpus.clone(),
+        cpuset_cpus,
         images,
     })
+}
+
+/// The measurement profile and its settings: `--profile` (default: by device), with
+/// `--iterations` / `--warmup` overriding the counts (the run is then `custom`).
+fn measurement(flags: &Flags, device: &Device) -> Result<(Profile, Measurement)> {
+    let profile = match &flags.profile {
+        Some(p) => Profile::parse(p).map_err(anyhow::Error::msg)?,
+        None if flags.iterations.is_some() || flags.warmup.is_some() => Profile::Quick,
+        None => Profile::default_for(device),
+    };
+    let mut m = profile.measurement().expect("a named profile");
+    if flags.profile.is_none() && (flags.iterations.is_some() || flags.warmup.is_some()) {
+        // Counts only: no time rules the flags did not ask for.
+        m.min_duration_ms = 0;
+        m.max_duration_ms = None;
+    }
+    let custom = flags.iterations.is_some() || flags.warmup.is_some();
+    m.iterations = flags.iterations.unwrap_or(m.iterations);
+    m.warmup = flags.warmup.unwrap_or(m.warmup);
+    if m.iterations == 0 {
+        bail!("--iterations must be at least 1");
+    }
+    Ok((if custom { Profile::Custom } else { profile }, m))
 }
 
 /// Makes `spec` runnable on this machine: the model volume, the Python environment, the engine
@@ -398,6 +451,11 @@ fn prepare_target(
         ctx.python,
         spec.threads,
     )?;
+    if spec.cpuset_cpus.is_some() {
+        // OpenMP engines (llama.cpp, PyTorch) bind each thread to one CPU of the set.
+        launch.env.push(("OMP_PROC_BIND".into(), "close".into()));
+        launch.env.push(("OMP_PLACES".into(), "threads".into()));
+    }
     if let (Some(cpus), None) = (&spec.cpuset_cpus, runtime) {
         let mut args = vec!["-c".to_string(), cpus.clone(), launch.program];
         args.extend(launch.args);
@@ -532,11 +590,37 @@ mod tests {
                 .map(|s| s.id.to_string())
                 .collect::<Vec<_>>()
         );
+        assert_eq!(spec.measure, Profile::Budget, "the CPU default");
         assert_eq!(
-            (spec.iterations, spec.warmup_iterations),
-            (CPU_ITERATIONS, CPU_WARMUP)
+            (spec.iterations, spec.warmup_iterations, spec.max_duration_ms),
+            (10, 1, Some(3_000))
         );
+        assert_eq!((spec.repeat, spec.cooldown_s), (1, 0));
         assert_eq!(spec.threads, 3, "the cpuset's size");
+        assert_eq!(spec.cpuset_cpus.as_deref(), Some("0-2"));
+        // Pinned by default to the first `threads` CPUs; --no-pin leaves placement to the OS.
+        let one = plan(&flags(&["--threads", "1"]), &prov()).unwrap();
+        assert_eq!(one.cpuset_cpus.as_deref(), Some("0"));
+        let free = plan(&flags(&["--threads", "1", "--no-pin"]), &prov()).unwrap();
+        assert_eq!(free.cpuset_cpus, None);
+        // Profiles, and counts that override them.
+        let standard = plan(
+            &flags(&["--profile", "standard", "--repeat", "3", "--cooldown-s", "5"]),
+            &prov(),
+        )
+        .unwrap();
+        assert_eq!(standard.measure, Profile::Standard);
+        assert_eq!(
+            (standard.iterations, standard.min_duration_ms, standard.max_duration_ms),
+            (100, 10_000, None)
+        );
+        assert_eq!((standard.repeat, standard.cooldown_s), (3, 5));
+        let custom = plan(&flags(&["--iterations", "4"]), &prov()).unwrap();
+        assert_eq!(custom.measure, Profile::Custom);
+        assert_eq!(
+            (custom.iterations, custom.warmup_iterations, custom.max_duration_ms),
+            (4, 1, None)
+        );
         assert_eq!(spec.device, Device::Cpu);
         assert_eq!(spec.runtimes, ["auto"]);
         assert_eq!(spec.model, "smollm2-135m");
@@ -562,10 +646,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(gpu.device, Device::Cuda { ordinal: 1 });
-        assert_eq!(
-            (gpu.iterations, gpu.warmup_iterations),
-            (GPU_ITERATIONS, GPU_WARMUP)
-        );
+        assert_eq!(gpu.measure, Profile::Full, "the GPU default");
+        assert_eq!((gpu.iterations, gpu.warmup_iterations), (200, 10));
+        assert_eq!(gpu.cpuset_cpus, None, "GPU runs are not pinned by default");
         assert!(gpu.targets.iter().all(|t| t.starts_with("candle:")));
         assert_eq!(gpu.images["candle"], "x:1");
         assert_eq!(gpu.runtimes, ["native", "podman"]);
@@ -578,6 +661,9 @@ mod tests {
     fn bad_flags_are_refused_before_anything_runs() {
         let err = |args: &[&str]| plan(&flags(args), &prov()).unwrap_err().to_string();
         assert!(err(&["--iterations", "0"]).contains("--iterations"));
+        assert!(err(&["--repeat", "0"]).contains("--repeat must be at least 1"));
+        assert!(err(&["--profile", "fast"]).contains("--profile fast: expected one of"));
+        assert!(err(&["--threads", "0"]).contains("--threads"));
         assert!(err(&["--max-new-tokens", "0"]).contains("--max-new-tokens"));
         assert!(err(&["--device", "tpu"]).contains("--device tpu"));
         assert!(err(&["--runtime", "lxc"]).contains("lxc"));

@@ -45,6 +45,12 @@ pub fn parse_request(json: &str) -> Result<Request, KitError> {
         if s.iterations == 0 {
             return Err(bad("iterations must be at least 1"));
         }
+        if s.max_duration_ms == Some(0) {
+            return Err(bad("max_duration_ms must be at least 1 (or absent)"));
+        }
+        if s.max_duration_ms.is_some_and(|max| max < s.min_duration_ms) {
+            return Err(bad("min_duration_ms is larger than max_duration_ms"));
+        }
         if s.generation.max_new_tokens == 0 {
             return Err(bad("generation.max_new_tokens must be at least 1"));
         }

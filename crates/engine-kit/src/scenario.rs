@@ -50,14 +50,18 @@ fn measure_prompt<S: SequenceEngine>(
     prompt: &[u32],
     forced: Option<&[u32]>,
 ) -> Result<PromptReport, KitError> {
-    let total = scenario.warmup_iterations + scenario.iterations;
     let mut samples = Vec::with_capacity(scenario.iterations as usize);
     let mut first_seen: Option<Vec<u32>> = None;
     let mut reference: Option<Vec<u32>> = None;
     let mut top_logits = Vec::new();
     let mut deterministic = true;
-    for i in 0..total {
+    let mut measured_ms = 0u64;
+    for i in 0.. {
         let warmup = i < scenario.warmup_iterations;
+        if !warmup && !scenario.wants_more(samples.len() as u32, measured_ms) {
+            break;
+        }
+        let started = std::time::Instant::now();
         let SequenceRun {
             sample,
             tokens,
@@ -83,25 +87,30 @@ fn measure_prompt<S: SequenceEngine>(
             Some(f) if *f != tokens => deterministic = false,
             Some(_) => {}
         }
-        if !warmup && reference.is_none() {
+        if warmup {
+            eprintln!(
+                "progress: {} {} warm-up {}/{}",
+                scenario.id,
+                name,
+                i + 1,
+                scenario.warmup_iterations
+            );
+            continue;
+        }
+        measured_ms += started.elapsed().as_millis() as u64;
+        if reference.is_none() {
             reference = Some(tokens);
             top_logits = tops;
         }
-        if !warmup {
-            samples.push(sample);
-        }
-        let phase = if warmup { "warm-up" } else { "iteration" };
-        let n = if warmup {
-            i + 1
-        } else {
-            i + 1 - scenario.warmup_iterations
-        };
-        let of = if warmup {
-            scenario.warmup_iterations
-        } else {
-            scenario.iterations
-        };
-        eprintln!("progress: {} {} {phase} {n}/{of}", scenario.id, name);
+        samples.push(sample);
+        eprintln!(
+            "progress: {} {} iteration {}/{} ({:.1} s measured)",
+            scenario.id,
+            name,
+            samples.len(),
+            scenario.iterations,
+            measured_ms as f64 / 1e3
+        );
     }
     Ok(PromptReport {
         prompt: name.to_string(),

@@ -17,6 +17,8 @@ struct Mock {
     syncs: u32,
     resets: u32,
     decodes: u32,
+    /// Milliseconds every sequence takes (a sleep in `reset`).
+    sleep_ms: u64,
 }
 
 impl Mock {
@@ -30,6 +32,7 @@ impl Mock {
             syncs: 0,
             resets: 0,
             decodes: 0,
+            sleep_ms: 0,
         }
     }
     fn fill(&self, logits: &mut Vec<f32>) {
@@ -47,6 +50,7 @@ impl Engine for Mock {
     fn reset(&mut self) -> EngineResult<()> {
         self.resets += 1;
         self.sequences += 1;
+        std::thread::sleep(std::time::Duration::from_millis(self.sleep_ms));
         Ok(())
     }
     fn prefill(&mut self, prompt: &[u32], logits: &mut Vec<f32>) -> EngineResult<()> {
@@ -90,6 +94,31 @@ fn scenario(prompts: &[&[u32]], max_new: u32, stop_at_eos: bool) -> ScenarioRequ
         },
         warmup_iterations: 1,
         iterations: 3,
+        min_duration_ms: 0,
+        max_duration_ms: None,
+    }
+}
+
+#[test]
+fn a_minimum_time_extends_and_a_budget_cuts_the_measured_iterations() {
+    let mut e = Mock::new();
+    e.sleep_ms = 10;
+    // 2 iterations asked, but at least 45 ms of measuring: at least 5 iterations of >= 10 ms.
+    let mut sc = scenario(&[&[5, 6]], 3, false);
+    sc.iterations = 2;
+    sc.min_duration_ms = 45;
+    let r = run_scenario(&mut e, &sc);
+    let n = r.prompts[0].samples.len();
+    assert!((5..=6).contains(&n), "{n} samples");
+    assert_eq!(r.prompts[0].warmup_iterations, 1);
+    // 100 iterations asked within 15 ms: one or two (never zero).
+    let mut sc = scenario(&[&[5, 6], &[7]], 3, false);
+    sc.iterations = 100;
+    sc.max_duration_ms = Some(15);
+    let r = run_scenario(&mut e, &sc);
+    for p in &r.prompts {
+        assert!((1..=2).contains(&p.samples.len()), "{}", p.samples.len());
+        assert!(p.deterministic);
     }
 }
 
@@ -222,6 +251,20 @@ fn bad_requests_get_one_clear_error() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("`s1`") && err.contains("iterations"), "{err}");
+
+    req.scenarios[0].iterations = 1;
+    req.scenarios[0].min_duration_ms = 50;
+    req.scenarios[0].max_duration_ms = Some(10);
+    let err = parse_request(&serde_json::to_string(&req).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("min_duration_ms"), "{err}");
+    req.scenarios[0].min_duration_ms = 0;
+    req.scenarios[0].max_duration_ms = Some(0);
+    let err = parse_request(&serde_json::to_string(&req).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_duration_ms"), "{err}");
 
     // Unknown fields are refused rather than silently ignored.
     let with_typo = ok.replace("\"threads\"", "\"thread\"");

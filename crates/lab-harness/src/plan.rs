@@ -113,6 +113,7 @@ pub fn scenario_requests(
     let mut reference = None;
     let mut out = Vec::new();
     for s in &catalog::select_scenarios(&plan.spec.scenarios)? {
+        let timed = matches!(s.source, PromptSource::Passage(_));
         let (prompts, generation, warmup_iterations, iterations) = match s.source {
             PromptSource::Passage(file) => (
                 catalog::load_prompts(&prompts_dir, file, &plan.model.tokenizer_json)?,
@@ -161,6 +162,9 @@ pub fn scenario_requests(
             generation,
             warmup_iterations,
             iterations,
+            // Correctness scenarios run exactly once; only timed ones follow the profile.
+            min_duration_ms: if timed { plan.spec.min_duration_ms } else { 0 },
+            max_duration_ms: if timed { plan.spec.max_duration_ms } else { None },
         });
     }
     Ok((out, reference))

@@ -4,12 +4,13 @@
 //! returns through it like any other outcome, so such guards always drop.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use lab_protocol::ScenarioRequest;
 
 use crate::correctness::{self, Reference};
 use crate::plan::{build_request, scenario_requests, BenchPlan, PreparedTarget};
+use crate::progress::Progress;
 use crate::report;
 use crate::results::{
     compute_stats, write_json_atomic, RunManifest, RunStatus, TargetOutcome, TargetResult,
@@ -31,8 +32,9 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// Runs every target of `plan` in turn and writes `run.json`, one result file per target and
-/// the reports into `plan.run_dir`. Each result is on disk as soon as its engine finishes; a
+/// Runs every target of `plan` in turn, `plan.spec.repeat` times (every target once per run,
+/// so drift hits all engines alike), and writes `run.json`, one result file per target and run
+/// and the reports into `plan.run_dir`. Each result is on disk as soon as its engine finishes; a
 /// failing engine is recorded and the run goes on; Ctrl-C (`interrupted`) stops after killing
 /// the current engine, and the run is recorded as interrupted.
 pub fn bench(
@@ -40,36 +42,112 @@ pub fn bench(
     interrupted: &AtomicBool,
 ) -> Result<(RunManifest, Vec<TargetResult>)> {
     let (requests, reference) = scenario_requests(plan)?;
+    // Correctness is checked once: later runs repeat only the timed scenarios.
+    let timed: Vec<ScenarioRequest> = requests
+        .iter()
+        .filter(|r| !crate::catalog::is_correctness_scenario(&r.id))
+        .cloned()
+        .collect();
     let mut sink = RunSink::create(plan, &requests)?;
-    for (i, t) in plan.targets.iter().enumerate() {
-        eprintln!(
-            "== [{}/{}] {} ({}) ==",
-            i + 1,
-            plan.targets.len(),
-            t.label(),
-            t.runtime
-        );
-        match run_target(plan, t, &requests, reference.as_ref(), interrupted)? {
-            TargetRun::Finished(outcome, result) => sink.record(outcome, result)?,
-            TargetRun::Interrupted => {
-                sink.record(
-                    TargetOutcome {
-                        target: t.label(),
-                        status: TargetStatus::Failed,
-                        error: Some(Interrupted.to_string()),
-                        file: None,
-                    },
-                    None,
-                )?;
-                eprintln!(
-                    "interrupted: results of finished engines are in {}",
-                    plan.run_dir.display()
-                );
-                return sink.finish(RunStatus::Interrupted);
+    let repeat = plan.spec.repeat.max(1);
+    let progress = Progress::new(plan.targets.len() * repeat as usize);
+    announce(plan, &requests, &progress);
+    for run in 1..=repeat {
+        if run > 1 && !cool_down(plan, interrupted, &progress) {
+            return sink.interrupted(plan, None);
+        }
+        let requests = if run == 1 { &requests } else { &timed };
+        for t in &plan.targets {
+            let of = if repeat > 1 {
+                format!(", run {run}/{repeat}")
+            } else {
+                String::new()
+            };
+            progress.start(&format!("{} ({}{of})", t.label(), t.runtime));
+            let ctx = TargetContext {
+                plan,
+                requests,
+                reference: reference.as_ref(),
+                run,
+                progress: &progress,
+            };
+            match run_target(&ctx, t, interrupted)? {
+                TargetRun::Finished(outcome, result) => sink.record(outcome, result)?,
+                TargetRun::Interrupted => {
+                    progress.finish();
+                    return sink.interrupted(plan, Some((t.label(), run)));
+                }
             }
+            progress.finish_one();
         }
     }
+    progress.finish();
     sink.finish(RunStatus::Complete)
+}
+
+/// Says what the run will measure, and the most its timed iterations can take under a budget.
+fn announce(plan: &BenchPlan, requests: &[ScenarioRequest], progress: &Progress) {
+    let s = &plan.spec;
+    let mut line = format!(
+        "measuring: profile `{}`: {} warm-up + {} iterations per prompt",
+        s.measure, s.warmup_iterations, s.iterations
+    );
+    if s.min_duration_ms > 0 {
+        line += &format!(" and at least {:.0} s", s.min_duration_ms as f64 / 1e3);
+    }
+    if let Some(max) = s.max_duration_ms {
+        let prompts: usize = requests
+            .iter()
+            .filter(|r| !crate::catalog::is_correctness_scenario(&r.id))
+            .map(|r| r.prompts.len())
+            .sum();
+        let bound = std::time::Duration::from_millis(
+            max * prompts as u64 * plan.targets.len() as u64 * u64::from(s.repeat.max(1)),
+        );
+        line += &format!(
+            " within {:.0} s; timed iterations take at most {} in all (plus loading, warm-ups and correctness)",
+            max as f64 / 1e3,
+            crate::progress::fmt_duration(bound)
+        );
+    }
+    if s.repeat > 1 {
+        line += &format!(
+            "; the plan runs {} times, targets interleaved{}",
+            s.repeat,
+            if s.cooldown_s > 0 {
+                format!(", {} s cool-down between runs", s.cooldown_s)
+            } else {
+                String::new()
+            }
+        );
+    }
+    progress.println(&line);
+}
+
+/// Idles `plan.spec.cooldown_s` between two runs; false when Ctrl-C came meanwhile.
+fn cool_down(plan: &BenchPlan, interrupted: &AtomicBool, progress: &Progress) -> bool {
+    if plan.spec.cooldown_s > 0 {
+        progress.println(&format!("cool-down: {} s", plan.spec.cooldown_s));
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(plan.spec.cooldown_s);
+    while std::time::Instant::now() < until {
+        if interrupted.load(Ordering::SeqCst) {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    !interrupted.load(Ordering::SeqCst)
+}
+
+/// What [`run_target`] needs besides the target: the plan, the requests of this run, the
+/// reference, which run of the plan this is, and where progress goes.
+pub struct TargetContext<'a> {
+    pub plan: &'a BenchPlan,
+    pub requests: &'a [ScenarioRequest],
+    pub reference: Option<&'a Reference>,
+    /// 1 for the first run of the plan, 2.. for `--repeat`.
+    pub run: u32,
+    pub progress: &'a Progress,
 }
 
 /// What one target's run came to.
@@ -83,21 +161,21 @@ pub enum TargetRun {
 /// Runs one target: its engine process with the plan's request, then statistics, correctness
 /// against the reference and the status. Writes nothing.
 pub fn run_target(
-    plan: &BenchPlan,
+    ctx: &TargetContext,
     t: &PreparedTarget,
-    requests: &[ScenarioRequest],
-    reference: Option<&Reference>,
     interrupted: &AtomicBool,
 ) -> Result<TargetRun> {
+    let plan = ctx.plan;
     let label = t.label();
-    let request = build_request(plan, t, requests);
+    let request = build_request(plan, t, ctx.requests);
     let binary_sha = sha256_file(&t.binary)?;
-    let outcome = runner::run_engine(
+    let outcome = runner::run_engine_with(
         &t.launch,
         &request,
         &label,
         plan.spec.timeout(),
         interrupted,
+        ctx.progress,
     );
     let (report, wall_ms, error) = match outcome {
         Ok(f) => (Some(f.report), f.wall.as_secs_f64() * 1e3, None),
@@ -114,14 +192,16 @@ pub fn run_target(
         Err(e) => (None, 0.0, Some(format!("{label}: {e}"))),
     };
     if let Some(e) = &error {
-        eprintln!("error: {e}");
+        ctx.progress.println(&format!("error: {e}"));
     }
+    let repetition = (ctx.run > 1).then_some(ctx.run);
     let Some(report) = report else {
         let outcome = TargetOutcome {
             target: label,
             status: TargetStatus::Failed,
             error,
             file: None,
+            repetition,
         };
         return Ok(TargetRun::Finished(outcome, None));
     };
@@ -141,6 +221,7 @@ pub fn run_target(
         result_version: RESULT_VERSION,
         run_id: plan.run_id().to_string(),
         target: label.clone(),
+        repetition,
         profile: plan.profile.clone(),
         model: plan.model_info(),
         engine_binary: display_path(&plan.root, &t.binary),
@@ -153,10 +234,10 @@ pub fn run_target(
         correctness: None,
         report,
     };
-    if let Some(r) = reference {
+    if let Some(r) = ctx.reference.filter(|_| ctx.run == 1) {
         result.correctness = correctness::evaluate(&result, r);
         if let Some(c) = &result.correctness {
-            eprintln!(
+            ctx.progress.println(&format!(
                 "{label}: teacher-forced top-1 agreement {}/{} ({:.1} %, gate {:.0} %), greedy prefix {}/{} tokens",
                 c.top1_agree,
                 c.positions,
@@ -164,16 +245,27 @@ pub fn run_target(
                 c.gate * 100.0,
                 c.greedy_prefix_tokens,
                 c.greedy_tokens
-            );
+            ));
         }
     }
     let outcome = TargetOutcome {
         target: label,
         status,
         error,
-        file: Some(format!("{}.json", t.file_stem())),
+        file: Some(result_file(&t.file_stem(), ctx.run)),
+        repetition,
     };
     Ok(TargetRun::Finished(outcome, Some(Box::new(result))))
+}
+
+/// A target's result file in the run directory: `<stem>.json` for the first run of the plan,
+/// `<stem>.run<k>.json` for the k-th.
+pub fn result_file(stem: &str, run: u32) -> String {
+    if run > 1 {
+        format!("{stem}.run{run}.json")
+    } else {
+        format!("{stem}.json")
+    }
 }
 
 /// The one writer of a run directory. `run.json` is written when the run starts (`running`, with
@@ -204,6 +296,7 @@ impl RunSink {
                     status: TargetStatus::Skipped,
                     error: Some(why.clone()),
                     file: None,
+                    repetition: None,
                 })
                 .collect(),
             plan: Some(plan.spec.clone()),
@@ -229,6 +322,32 @@ impl RunSink {
         self.manifest.targets.push(outcome);
         self.results.extend(result.map(|r| *r));
         self.write_manifest()
+    }
+
+    /// Ctrl-C: the target being run (and its run of the plan) is recorded as failed, the run as
+    /// interrupted.
+    fn interrupted(
+        mut self,
+        plan: &BenchPlan,
+        current: Option<(String, u32)>,
+    ) -> Result<(RunManifest, Vec<TargetResult>)> {
+        if let Some((target, run)) = current {
+            self.record(
+                TargetOutcome {
+                    target,
+                    status: TargetStatus::Failed,
+                    error: Some(Interrupted.to_string()),
+                    file: None,
+                    repetition: (run > 1).then_some(run),
+                },
+                None,
+            )?;
+        }
+        eprintln!(
+            "interrupted: results of finished engines are in {}",
+            plan.run_dir.display()
+        );
+        self.finish(RunStatus::Interrupted)
     }
 
     /// Ends the run: its final status in `run.json`, then every report.

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use lab_protocol::{Report, Request};
 
+use crate::progress::Progress;
+
 /// How to start an engine: the program and its leading arguments (e.g. a container runtime
 /// invocation), plus environment variables.
 #[derive(Debug, Clone)]
@@ -58,6 +60,25 @@ pub fn run_engine(
     timeout: Duration,
     interrupted: &AtomicBool,
 ) -> Result<Finished, RunError> {
+    run_engine_with(
+        launch,
+        request,
+        label,
+        timeout,
+        interrupted,
+        &Progress::plain(1),
+    )
+}
+
+/// [`run_engine`], with the engine's stderr going through a run's [`Progress`].
+pub fn run_engine_with(
+    launch: &Launch,
+    request: &Request,
+    label: &str,
+    timeout: Duration,
+    interrupted: &AtomicBool,
+    progress: &Progress,
+) -> Result<Finished, RunError> {
     let start = Instant::now();
     #[allow(clippy::disallowed_methods)] // streaming stdin/stdout/stderr needs a raw Command
     let mut child = Command::new(&launch.program)
@@ -84,7 +105,11 @@ pub fn run_engine(
         let _ = stdout.read_to_end(&mut buf);
         buf
     });
-    let logger = stream_stderr(child.stderr.take().expect("piped stderr"), label);
+    let logger = stream_stderr(
+        child.stderr.take().expect("piped stderr"),
+        label,
+        progress.clone(),
+    );
 
     let status = loop {
         let exited = child
@@ -112,12 +137,16 @@ pub fn run_engine(
 
 /// Prints the engine's stderr line by line with the target's label; keeps its last 20 lines
 /// (the error message of an engine that died without a report).
-fn stream_stderr(stderr: std::process::ChildStderr, label: &str) -> JoinHandle<Vec<String>> {
-    let prefix = format!("[{label}]");
+fn stream_stderr(
+    stderr: std::process::ChildStderr,
+    label: &str,
+    progress: Progress,
+) -> JoinHandle<Vec<String>> {
+    let label = label.to_string();
     std::thread::spawn(move || {
         let mut last = Vec::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("{prefix} {line}");
+            progress.engine_line(&label, &line);
             last.push(line);
             if last.len() > 20 {
                 last.remove(0);

@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 
 use lab_protocol::Device;
+
+use crate::measure::Profile;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -22,8 +24,24 @@ pub struct BenchSpec {
     pub scenarios: Vec<String>,
     pub device: Device,
     pub threads: usize,
+    /// The measurement profile the iteration settings below come from (absent in plans recorded
+    /// before profiles existed: `custom`).
+    #[serde(default = "custom")]
+    pub measure: Profile,
     pub warmup_iterations: u32,
     pub iterations: u32,
+    /// Minimum measured time per prompt of a timed scenario (see [`crate::measure`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_duration_ms: u64,
+    /// Time budget per prompt of a timed scenario.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration_ms: Option<u64>,
+    /// How many times the whole plan runs (targets interleaved: every target once per run).
+    #[serde(default = "one")]
+    pub repeat: u32,
+    /// Seconds of idle between two runs of the plan.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cooldown_s: u64,
     pub max_new_tokens: u32,
     /// Per-engine wall-clock limit.
     pub timeout_s: u64,
@@ -35,6 +53,18 @@ pub struct BenchSpec {
     /// Prebuilt images by engine (`candle` -> reference).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub images: BTreeMap<String, String>,
+}
+
+fn custom() -> Profile {
+    Profile::Custom
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl BenchSpec {

@@ -105,8 +105,36 @@ pub struct ScenarioRequest {
     pub generation: GenerationSettings,
     /// Untimed iterations per prompt before measuring.
     pub warmup_iterations: u32,
-    /// Measured iterations per prompt.
+    /// Measured iterations per prompt (see [`ScenarioRequest::wants_more`] for the durations).
     pub iterations: u32,
+    /// After `iterations`, keep measuring a prompt until its measured iterations took this many
+    /// milliseconds in all (0: no minimum). Published numbers ask for both a count and a time.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_duration_ms: u64,
+    /// Stop measuring a prompt once its measured iterations took this many milliseconds, even
+    /// before `iterations` (never fewer than one): the time-budgeted default on CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration_ms: Option<u64>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl ScenarioRequest {
+    /// Whether an engine measures another iteration of a prompt after `measured` iterations that
+    /// took `elapsed_ms` in all: until `iterations` and `min_duration_ms` are both reached, cut at
+    /// `max_duration_ms` once at least one iteration was measured. Every engine (the Python one
+    /// included) uses exactly this rule.
+    pub fn wants_more(&self, measured: u32, elapsed_ms: u64) -> bool {
+        if measured == 0 {
+            return true;
+        }
+        if self.max_duration_ms.is_some_and(|max| elapsed_ms >= max) {
+            return false;
+        }
+        measured < self.iterations || elapsed_ms < self.min_duration_ms
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -390,6 +418,44 @@ mod tests {
             inter_token_ns: vec![],
         };
         assert_eq!(one.decode_tok_per_s(), None);
+    }
+
+    #[test]
+    fn iterations_and_durations_decide_when_a_prompt_is_measured_enough() {
+        let s = |iterations, min_duration_ms, max_duration_ms| ScenarioRequest {
+            id: "s1".into(),
+            kind: ScenarioKind::SingleRequestLatency,
+            prompts: vec![],
+            generation: GenerationSettings {
+                max_new_tokens: 4,
+                stop_at_eos: false,
+                eos_token_ids: vec![],
+                sampling: Sampling::Greedy,
+            },
+            warmup_iterations: 0,
+            iterations,
+            min_duration_ms,
+            max_duration_ms,
+        };
+        // A count alone.
+        let plain = s(3, 0, None);
+        assert!(plain.wants_more(2, 1_000_000));
+        assert!(!plain.wants_more(3, 0));
+        // A count and a minimum time: both must be reached.
+        let standard = s(3, 500, None);
+        assert!(standard.wants_more(3, 499));
+        assert!(standard.wants_more(2, 10_000));
+        assert!(!standard.wants_more(3, 500));
+        // A budget cuts the count, but never below one measured iteration.
+        let budget = s(10, 0, Some(300));
+        assert!(budget.wants_more(0, 10_000));
+        assert!(!budget.wants_more(1, 300));
+        assert!(budget.wants_more(4, 299));
+        assert!(!budget.wants_more(10, 0));
+        // Old requests (no duration fields) still parse, and a plain one serializes without them.
+        let text = serde_json::to_string(&plain).unwrap();
+        assert!(!text.contains("duration"), "{text}");
+        assert_eq!(serde_json::from_str::<ScenarioRequest>(&text).unwrap(), plain);
     }
 
     #[test]

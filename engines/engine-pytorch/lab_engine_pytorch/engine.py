@@ -71,6 +71,11 @@ def parse_request(text):
         sid = s.get("id", "?")
         if s["iterations"] < 1:
             raise EngineError(f"scenario `{sid}`: iterations must be at least 1")
+        max_ms = s.get("max_duration_ms")
+        if max_ms is not None and max_ms < 1:
+            raise EngineError(f"scenario `{sid}`: max_duration_ms must be at least 1 (or absent)")
+        if max_ms is not None and max_ms < s.get("min_duration_ms", 0):
+            raise EngineError(f"scenario `{sid}`: min_duration_ms is larger than max_duration_ms")
         if s["generation"]["max_new_tokens"] < 1:
             raise EngineError(f"scenario `{sid}`: generation.max_new_tokens must be at least 1")
         for p in s["prompts"]:
@@ -313,27 +318,47 @@ def one_sequence(engine, scenario, prompt, forced):
     return sample, tokens, tops
 
 
+def wants_more(scenario, measured, elapsed_ms):
+    """lab_protocol's `ScenarioRequest::wants_more`: until `iterations` and `min_duration_ms` are
+    both reached, cut at `max_duration_ms` once one iteration was measured."""
+    if measured == 0:
+        return True
+    max_ms = scenario.get("max_duration_ms")
+    if max_ms is not None and elapsed_ms >= max_ms:
+        return False
+    return measured < scenario["iterations"] or elapsed_ms < scenario.get("min_duration_ms", 0)
+
+
 def measure_prompt(engine, scenario, prompt):
     forced = prompt.get("forced_token_ids") if scenario["kind"] == "teacher_forced" else None
     warm, iters = scenario["warmup_iterations"], scenario["iterations"]
     samples, first_seen, reference, top_logits = [], None, None, []
     deterministic = True
-    for i in range(warm + iters):
+    measured_ms = 0
+    i = 0
+    while True:
         warmup = i < warm
+        i += 1
+        if not warmup and not wants_more(scenario, len(samples), measured_ms):
+            break
+        started = time.perf_counter_ns()
         sample, tokens, tops = one_sequence(engine, scenario, prompt["token_ids"], forced)
         if first_seen is None:
             first_seen = tokens
         elif first_seen != tokens:
             deterministic = False
-        if not warmup and reference is None:
+        if warmup:
+            log(f"progress: {scenario['id']} {prompt['name']} warm-up {i}/{warm}")
+            continue
+        measured_ms += (time.perf_counter_ns() - started) // 1_000_000
+        if reference is None:
             reference = tokens
             top_logits = tops
-        if not warmup:
-            samples.append(sample)
-        phase = "warm-up" if warmup else "iteration"
-        n = i + 1 if warmup else i + 1 - warm
-        of = warm if warmup else iters
-        log(f"progress: {scenario['id']} {prompt['name']} {phase} {n}/{of}")
+        samples.append(sample)
+        log(
+            f"progress: {scenario['id']} {prompt['name']} iteration {len(samples)}/{iters}"
+            f" ({measured_ms / 1e3:.1f} s measured)"
+        )
     report = {
         "prompt": prompt["name"],
         "prompt_tokens": len(prompt["token_ids"]),

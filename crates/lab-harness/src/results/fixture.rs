@@ -17,6 +17,7 @@ pub(crate) fn fixture() -> (RunManifest, Vec<TargetResult>) {
         result_version: RESULT_VERSION,
         run_id: "fixture".into(),
         target: "mock:hf-f32".into(),
+        repetition: None,
         profile: "cpu-fixture".into(),
         model: model.clone(),
         engine_binary: "target/release/mock-engine".into(),
@@ -75,12 +76,14 @@ pub(crate) fn fixture() -> (RunManifest, Vec<TargetResult>) {
                 status: TargetStatus::Ok,
                 error: None,
                 file: Some("mock.hf-f32.json".into()),
+                repetition: None,
             },
             TargetOutcome {
                 target: "mock:hf-f16".into(),
                 status: TargetStatus::Failed,
                 error: Some("mock:hf-f16: timed out after 60 s and was killed".into()),
                 file: None,
+                repetition: None,
             },
         ],
     };

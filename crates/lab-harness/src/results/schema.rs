@@ -77,6 +77,9 @@ pub struct TargetOutcome {
     pub error: Option<String>,
     /// Result file name within the run directory, when one was written.
     pub file: Option<String>,
+    /// Which run of the plan this is under `--repeat` (absent for the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repetition: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -120,6 +123,9 @@ pub struct TargetResult {
     pub result_version: u32,
     pub run_id: String,
     pub target: String,
+    /// Which run of the plan this is under `--repeat` (absent for the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repetition: Option<u32>,
     pub profile: String,
     pub model: ModelInfo,
     pub engine_binary: String,
@@ -140,6 +146,13 @@ pub struct TargetResult {
     pub correctness: Option<Correctness>,
     /// The engine's report, verbatim (raw samples, token ids, load timings, memory, errors).
     pub report: Report,
+}
+
+impl TargetResult {
+    /// 1 for the first run of the plan, k for the k-th under `--repeat`.
+    pub fn run(&self) -> u32 {
+        self.repetition.unwrap_or(1)
+    }
 }
 
 impl PromptStats {

@@ -313,3 +313,41 @@ fn the_committed_reference_is_reproducible() {
         }
     }
 }
+
+/// The Python engine's port of `ScenarioRequest::wants_more` decides exactly like the Rust one,
+/// over a grid of counts, times, minimums and budgets.
+#[test]
+fn pytorch_measures_as_many_iterations_as_the_rust_engines() {
+    let mut cases = Vec::new();
+    let mut expected = String::new();
+    let (scenarios, _) =
+        lab_harness::scenario_requests(&testkit::s1_plan("pytorch-more", vec![], 0, 3, 3))
+            .unwrap();
+    let base = scenarios[0].clone();
+    for min in [0u64, 40] {
+        for max in [None, Some(25u64), Some(40)] {
+            for measured in [0u32, 1, 2, 3, 4] {
+                for elapsed in [0u64, 24, 25, 39, 40, 100] {
+                    let mut s = base.clone();
+                    (s.min_duration_ms, s.max_duration_ms) = (min, max);
+                    expected.push(if s.wants_more(measured, elapsed) { '1' } else { '0' });
+                    cases.push(serde_json::json!([s, measured, elapsed]));
+                }
+            }
+        }
+    }
+    let script = "import json,sys\nfrom lab_engine_pytorch.engine import wants_more\n\
+        print(''.join('1' if wants_more(s, m, e) else '0' for s, m, e in json.load(open(sys.argv[1]))))";
+    let input = crate::tempdir("pytorch-more").join("cases.json");
+    std::fs::write(&input, serde_json::to_string(&cases).unwrap()).unwrap();
+    #[allow(clippy::disallowed_methods)] // a one-line Python check, not an engine run
+    let out = std::process::Command::new(testkit::python())
+        .arg("-c")
+        .arg(script)
+        .arg(&input)
+        .current_dir(testkit::root().join("engines/engine-pytorch"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected);
+}

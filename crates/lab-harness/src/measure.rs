@@ -1,0 +1,117 @@
+//! Measurement profiles: how long each prompt of a timed scenario is measured. A profile is a
+//! count of warm-up and measured iterations plus, where it matters, a time: a minimum (like
+//! optimum-benchmark's "iterations and duration", for published numbers) or a budget (for the
+//! first run on a small machine). Engines apply them with
+//! [`lab_protocol::ScenarioRequest::wants_more`].
+
+use lab_protocol::Device;
+use serde::{Deserialize, Serialize};
+
+/// Samples per timed metric per prompt below which a number is marked as thin in reports.
+pub const MIN_SAMPLES: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// CI smoke: 1 warm-up, 3 measured iterations per prompt. Not for publishing.
+    Quick,
+    /// The CPU default: 1 warm-up, then up to 10 measured iterations within 3 s per prompt, so
+    /// that every engine finishes in about 15 minutes on a 2-core machine.
+    Budget,
+    /// Published numbers and baselines: 2 warm-ups, at least 100 measured iterations (100
+    /// samples of every per-iteration metric) and at least 10 s of measuring per prompt.
+    Standard,
+    /// The GPU default: 10 warm-ups, at least 200 iterations and 30 s per prompt.
+    Full,
+    /// Iterations given on the command line (`--iterations`, `--warmup`).
+    Custom,
+}
+
+/// What a profile asks of every prompt of a timed scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Measurement {
+    pub warmup: u32,
+    pub iterations: u32,
+    pub min_duration_ms: u64,
+    pub max_duration_ms: Option<u64>,
+}
+
+impl Profile {
+    pub const NAMED: [Profile; 4] = [
+        Profile::Quick,
+        Profile::Budget,
+        Profile::Standard,
+        Profile::Full,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Quick => "quick",
+            Profile::Budget => "budget",
+            Profile::Standard => "standard",
+            Profile::Full => "full",
+            Profile::Custom => "custom",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Profile, String> {
+        Profile::NAMED
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                format!("--profile {s}: expected one of quick, budget, standard, full")
+            })
+    }
+
+    /// `budget` on CPU, `full` on a GPU.
+    pub fn default_for(device: &Device) -> Profile {
+        match device {
+            Device::Cpu => Profile::Budget,
+            Device::Cuda { .. } => Profile::Full,
+        }
+    }
+
+    /// The profile's settings (`Custom` has none of its own: it is what the flags said).
+    pub fn measurement(self) -> Option<Measurement> {
+        let m = |warmup, iterations, min_duration_ms, max_duration_ms| Measurement {
+            warmup,
+            iterations,
+            min_duration_ms,
+            max_duration_ms,
+        };
+        Some(match self {
+            Profile::Quick => m(1, 3, 0, None),
+            Profile::Budget => m(1, 10, 0, Some(3_000)),
+            Profile::Standard => m(2, MIN_SAMPLES as u32, 10_000, None),
+            Profile::Full => m(10, 200, 30_000, None),
+            Profile::Custom => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_parse_and_standard_gives_enough_samples() {
+        for p in Profile::NAMED {
+            assert_eq!(Profile::parse(p.name()), Ok(p));
+        }
+        assert!(Profile::parse("custom").unwrap_err().contains("--profile custom"));
+        let standard = Profile::Standard.measurement().unwrap();
+        assert!(standard.iterations as usize >= MIN_SAMPLES && standard.min_duration_ms > 0);
+        assert!(Profile::Budget.measurement().unwrap().max_duration_ms.is_some());
+        assert_eq!(Profile::default_for(&Device::Cpu), Profile::Budget);
+        assert_eq!(
+            Profile::default_for(&Device::Cuda { ordinal: 0 }),
+            Profile::Full
+        );
+    }
+}
