@@ -1,107 +1,146 @@
-//! `cargo xtask check`: compare a run with `baselines/<profile>/`, or accept it explicitly.
+//! `cargo xtask check`: compare a run with `baselines/<profile>/<model>/`, or accept it
+//! explicitly. Exit status: 0 passed, 1 failed (a regression, a token mismatch, bad input), 2 no
+//! baseline exists for the run's hardware profile or model.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use lab_harness::baseline::{self, CheckOptions, Verdict};
+use lab_harness::baseline::{self, CheckOptions, Finding, Verdict};
 use lab_harness::correctness;
 use lab_harness::metric::Metric;
-use lab_harness::results;
+use lab_harness::results::{self, RunManifest, TargetResult};
 
 use crate::paths;
 
 #[derive(clap::Args)]
 pub struct Flags {
-    /// Run directory [default: the newest under results/].
+    /// Run directory [default: the run under results/ that started last].
     #[arg(long)]
     pub run: Option<PathBuf>,
-    /// Baseline profile [default: the run's own hardware profile].
+    /// Baseline profile [default: the run's own hardware profile]. Another profile's numbers are
+    /// not comparable: only with --exact-only.
     #[arg(long)]
     pub profile: Option<String>,
-    /// Baselines root.
+    /// Baselines root (holding `<profile>/<model>/`).
     #[arg(long)]
     pub baselines: Option<PathBuf>,
-    /// Write this run as the new baseline of its profile (token snapshots and medians).
+    /// Write this run as the new baseline of its profile and model (token snapshots, numbers and
+    /// their intervals).
     #[arg(long)]
     pub accept: bool,
+    /// With --accept: allow a run made from a tree with uncommitted changes.
+    #[arg(long)]
+    pub allow_dirty: bool,
     /// Compare only token ids and counts (skip the measured numbers).
     #[arg(long)]
     pub exact_only: bool,
-    /// Relative tolerance on medians.
+    /// Relative shift of a metric that is not a change (the default of every metric).
     #[arg(long, default_value_t = baseline::DEFAULT_TOLERANCE)]
     pub tolerance: f64,
-    /// A metric whose coefficient of variation exceeds this is too noisy to compare.
+    /// A metric's own threshold (`decode_tok_per_s=0.2`: a 20 % drop fails); repeatable.
+    #[arg(long = "threshold", value_name = "METRIC=FRACTION")]
+    pub thresholds: Vec<String>,
+    /// A metric noisier than this (robust CV within a run, CV of the run medians across runs)
+    /// is not comparable.
     #[arg(long, default_value_t = baseline::DEFAULT_MAX_CV)]
     pub max_cv: f64,
 }
 
-fn newest_run(results_dir: &std::path::Path) -> Result<PathBuf> {
-    let mut runs: Vec<PathBuf> = std::fs::read_dir(results_dir)
-        .with_context(|| results_dir.display().to_string())?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("run.json").exists())
-        .collect();
+/// No baseline exists for the run's hardware profile or model (exit status 2): not a
+/// regression, a missing reference point.
+#[derive(Debug)]
+pub struct NoBaseline(pub String);
+
+impl std::fmt::Display for NoBaseline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NoBaseline {}
+
+/// The run under `results_dir` whose recorded start time is the latest (directory names sort by
+/// nothing in particular: `synthetic-…` would beat a dated id).
+pub fn latest_run(results_dir: &Path) -> Result<PathBuf> {
+    let mut runs: Vec<(String, PathBuf)> = Vec::new();
+    for e in std::fs::read_dir(results_dir).with_context(|| results_dir.display().to_string())? {
+        let dir = e?.path();
+        let manifest = dir.join("run.json");
+        if !manifest.exists() {
+            continue;
+        }
+        let m: RunManifest = results::read_json(&manifest)?;
+        runs.push((m.provenance.started_at, dir));
+    }
     runs.sort();
-    runs.pop().with_context(|| {
+    let (started, dir) = runs.pop().with_context(|| {
         format!(
             "no run under {} (run `cargo xtask bench` first)",
             results_dir.display()
         )
-    })
+    })?;
+    eprintln!(
+        "checking {} (started {started}, the latest of the runs under {})",
+        dir.display(),
+        results_dir.display()
+    );
+    Ok(dir)
+}
+
+fn options(flags: &Flags) -> Result<CheckOptions> {
+    let mut opts = CheckOptions {
+        tolerance: flags.tolerance,
+        max_cv: flags.max_cv,
+        exact_only: flags.exact_only,
+        ..CheckOptions::default()
+    };
+    for t in &flags.thresholds {
+        let (m, v) = baseline::parse_threshold(t)?;
+        opts.thresholds.insert(m, v);
+    }
+    Ok(opts)
 }
 
 pub fn run(flags: Flags) -> Result<()> {
-    let run_dir = match flags.run {
-        Some(r) => r,
-        None => newest_run(&paths::root().join("results"))?,
+    let opts = options(&flags)?;
+    let run_dir = match &flags.run {
+        Some(r) => r.clone(),
+        None => latest_run(&paths::root().join("results"))?,
     };
     let (manifest, results) = results::load_run(&run_dir)?;
     if results.is_empty() {
         bail!("{}: the run has no engine results", run_dir.display());
     }
-    let profile = flags.profile.unwrap_or(manifest.profile.clone());
-    let dir = flags
+    let profile = flags.profile.clone().unwrap_or(manifest.profile.clone());
+    if profile != manifest.profile && !flags.exact_only {
+        bail!(
+            "--profile {profile}: the run was measured on `{}`; numbers from other hardware are not comparable (add --exact-only to compare token ids only)",
+            manifest.profile
+        );
+    }
+    let root = flags
         .baselines
-        .unwrap_or_else(|| paths::root().join("baselines"))
-        .join(&profile);
-
+        .clone()
+        .unwrap_or_else(|| paths::root().join("baselines"));
+    let model = &manifest.settings.model;
+    let dir = baseline::dir_for(&root, &profile, &model.name);
     if flags.accept {
-        return accept(&run_dir, &manifest, &results, &dir, &profile, flags.max_cv);
+        return accept(&flags, &run_dir, &manifest, &results, &dir);
     }
 
-    let opts = CheckOptions {
-        tolerance: flags.tolerance,
-        max_cv: flags.max_cv,
-        exact_only: flags.exact_only,
-    };
-    let mut findings = baseline::check(&results, &dir, opts)?;
     // Correctness against the model's reference (independent of this machine's baselines).
-    if manifest.settings.model.synthetic {
-        eprintln!(
-            "correctness: not checked, model `{}` is synthetic",
-            manifest.settings.model.name
-        );
-    } else {
-        let path = correctness::reference_path(&paths::root(), &manifest.settings.model.name);
-        if !path.exists() {
-            bail!(
-                "{} is missing: `cargo xtask reference --model {}` generates it",
-                path.display(),
-                manifest.settings.model.name
-            );
-        }
-        let reference = correctness::load_reference(&path)?;
-        findings.extend(correctness::check(&results, &reference));
+    let mut findings = correctness_findings(&manifest, &results)?;
+    if let Some(missing) = missing_baseline(&root, &profile, &model.name) {
+        print_findings(&run_dir, &dir, &findings);
+        return Err(NoBaseline(format!(
+            "{missing}; review the run, then `cargo xtask check --accept --run {}` creates it",
+            run_dir.display()
+        ))
+        .into());
     }
-    println!("check {} against {}", run_dir.display(), dir.display());
-    println!("| target | scenario | prompt | metric | verdict | detail |");
-    println!("|---|---|---|---|---|---|");
-    for f in &findings {
-        println!(
-            "| {} | {} | {} | {} | {:?} | {} |",
-            f.target, f.scenario, f.prompt, f.metric, f.verdict, f.detail
-        );
-    }
+    baseline::ensure_same_model(&dir, &model.name, &model.sha256)?;
+    findings.extend(baseline::check(&results, &dir, opts)?);
+    print_findings(&run_dir, &dir, &findings);
     let failing: Vec<_> = findings.iter().filter(|f| f.verdict.fails()).collect();
     if failing.is_empty() {
         println!("check passed: {} comparisons", findings.len());
@@ -123,14 +162,84 @@ pub fn run(flags: Flags) -> Result<()> {
     )
 }
 
-/// `--accept`: the run's token snapshots and medians become the baseline of `profile`.
+/// Why there is no baseline to compare with, if there is none: no directory for the profile, or
+/// none for the model within it (naming what exists).
+fn missing_baseline(root: &Path, profile: &str, model: &str) -> Option<String> {
+    let listing = |dir: &Path| -> String {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().is_dir() && e.file_name() != "reference")
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
+        }
+    };
+    let pdir = root.join(profile);
+    if !pdir.is_dir() {
+        return Some(format!(
+            "no baseline for hardware profile `{profile}` ({} does not exist; profiles with baselines: {})",
+            pdir.display(),
+            listing(root)
+        ));
+    }
+    let mdir = pdir.join(model);
+    if !mdir.is_dir() {
+        return Some(format!(
+            "no baseline for model `{model}` on hardware profile `{profile}` ({} does not exist; models with baselines there: {})",
+            mdir.display(),
+            listing(&pdir)
+        ));
+    }
+    None
+}
+
+fn correctness_findings(manifest: &RunManifest, results: &[TargetResult]) -> Result<Vec<Finding>> {
+    let model = &manifest.settings.model;
+    if model.synthetic {
+        eprintln!(
+            "correctness: not checked, model `{}` is synthetic",
+            model.name
+        );
+        return Ok(Vec::new());
+    }
+    let path = correctness::reference_path(&paths::root(), &model.name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: `cargo xtask reference --model {}` generates it",
+            path.display(),
+            model.name
+        );
+    }
+    let reference = correctness::load_reference(&path)?;
+    Ok(correctness::check(results, &reference))
+}
+
+fn print_findings(run_dir: &Path, dir: &Path, findings: &[Finding]) {
+    println!("check {} against {}", run_dir.display(), dir.display());
+    println!("| target | scenario | prompt | metric | verdict | detail |");
+    println!("|---|---|---|---|---|---|");
+    for f in findings {
+        println!(
+            "| {} | {} | {} | {} | {:?} | {} |",
+            f.target, f.scenario, f.prompt, f.metric, f.verdict, f.detail
+        );
+    }
+}
+
+/// `--accept`: the run's token snapshots and numbers become the baseline of its profile and model.
 fn accept(
-    run_dir: &std::path::Path,
-    manifest: &results::RunManifest,
-    results: &[results::TargetResult],
-    dir: &std::path::Path,
-    profile: &str,
-    max_cv: f64,
+    flags: &Flags,
+    run_dir: &Path,
+    manifest: &RunManifest,
+    results: &[TargetResult],
+    dir: &Path,
 ) -> Result<()> {
     if manifest.status != results::RunStatus::Complete {
         bail!(
@@ -139,22 +248,32 @@ fn accept(
             manifest.status
         );
     }
-    for path in baseline::accept(results, dir)? {
+    if manifest.provenance.git_dirty && !flags.allow_dirty {
+        bail!(
+            "{}: the run was made from a tree with uncommitted changes ({}); commit and re-run, or pass --allow-dirty",
+            run_dir.display(),
+            manifest.provenance.git_rev
+        );
+    }
+    let measure = manifest.plan.as_ref().map(|p| p.measure.name());
+    for path in baseline::accept(results, dir, measure)? {
         eprintln!("wrote {}", path.display());
     }
     // Accepting is allowed, but say which numbers will never compare cleanly.
-    for r in results {
-        for sc in &r.stats {
+    for (target, runs) in baseline::by_target(results) {
+        for sc in &runs[0].stats {
             for p in &sc.prompts {
                 for m in Metric::CHECKED {
-                    if let Some(s) = p.get(m).filter(|s| s.cv > max_cv) {
+                    let Some(o) = baseline::observe(&runs, &sc.id, &p.prompt, m) else {
+                        continue;
+                    };
+                    if o.noise > flags.max_cv {
                         eprintln!(
-                            "warning: {} {} {} {m} has CV {:.1} % (> {:.1} %): check will call it too noisy on this machine",
-                            r.target,
+                            "warning: {target} {} {} {m} varies by {:.1} % (> {:.1} %): check will call it too noisy on this machine",
                             sc.id,
                             p.prompt,
-                            s.cv * 100.0,
-                            max_cv * 100.0
+                            o.noise * 100.0,
+                            flags.max_cv * 100.0
                         );
                     }
                 }
@@ -162,8 +281,8 @@ fn accept(
         }
     }
     eprintln!(
-        "accepted {} as the baseline of profile `{profile}`",
-        manifest.run_id
+        "accepted {} as the baseline of profile `{}`, model `{}`",
+        manifest.run_id, manifest.profile, manifest.settings.model.name
     );
     Ok(())
 }

@@ -30,7 +30,7 @@ enum Cmd {
     Models(models::Flags),
     /// Build the engines and run the benchmark scenarios; writes results/<run-id>/.
     Bench(bench::Flags),
-    /// Compare a run with baselines/<profile>/ (or accept it as the new baseline with --accept).
+    /// Compare a run with baselines/<profile>/<model>/ (or accept it as the new baseline with --accept).
     Check(check::Flags),
     /// Everything the tests need (model volume, engine binaries), then the whole test suite.
     Test(test::Flags),
@@ -62,6 +62,10 @@ fn main() {
             std::process::exit(130);
         }
         eprintln!("error: {e:#}");
+        // No baseline for this machine or model: distinct from a regression.
+        if e.downcast_ref::<check::NoBaseline>().is_some() {
+            std::process::exit(2);
+        }
         std::process::exit(1);
     }
 }

@@ -54,12 +54,18 @@ pub fn run(flags: Flags) -> Result<()> {
         .ok()
         .filter(|p| !p.is_empty())
         .unwrap_or_else(machine_profile);
-    let has_baseline = paths::root().join("baselines").join(&profile).is_dir();
+    // The end-to-end tests run the real model, smollm2-135m.
+    let has_baseline = lab_harness::baseline::dir_for(
+        &paths::root().join("baselines"),
+        &profile,
+        "smollm2-135m",
+    )
+    .is_dir();
     if has_baseline {
-        eprintln!("engine token ids: compared with baselines/{profile}");
+        eprintln!("engine token ids: compared with baselines/{profile}/smollm2-135m");
     } else {
         eprintln!(
-            "engine token ids: NO BASELINE for hardware profile `{profile}`: the end-to-end tests check counts, determinism and the reference (the portable path)"
+            "engine token ids: NO BASELINE for hardware profile `{profile}` and model smollm2-135m: the end-to-end tests check counts, determinism and the reference (the portable path)"
         );
     }
     let args = flags.cargo_args;

@@ -1,11 +1,17 @@
-//! Stored expectations under `baselines/<profile>/` and the comparison of a run against them.
+//! Stored expectations under `baselines/<profile>/<model>/` and the comparison of a run against
+//! them (and of one run against another: `reproduce`).
 //!
 //! Per target and scenario, two files:
 //! - `<engine>.<variant>.<scenario>.tokens.snap`: the exact token ids and counts, in insta's
 //!   snapshot format, so `cargo insta review` works on them and the end-to-end test asserts them
 //!   with `insta::assert_snapshot!`;
-//! - `<engine>.<variant>.<scenario>.metrics.json`: medians of the measured numbers, compared
-//!   within a relative tolerance (5 % by default).
+//! - `<engine>.<variant>.<scenario>.metrics.json`: the measured numbers (medians, or the mean of
+//!   the run medians under `--repeat`) with their 95 % intervals.
+//!
+//! A number is compared criterion-style ([`classify`]): too noisy (robust CV within one run, CV
+//! of run medians across runs, above `max_cv`) is not comparable; a shift within the metric's
+//! threshold passes; a larger shift whose interval still overlaps the baseline's is noise; only a
+//! larger shift with separate intervals is a regression (or an improvement).
 //!
 //! A run never rewrites them: only `cargo xtask check --accept` does.
 
@@ -31,8 +37,104 @@ pub struct MetricsBaseline {
     pub run_id: String,
     pub git_rev: String,
     pub cpu_model: String,
-    /// prompt -> metric -> median.
+    /// The hardware profile and model they were measured with (absent in older baselines: the
+    /// directory names them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// sha256 of the model's weight files.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_sha256: BTreeMap<String, String>,
+    /// The measurement profile and how many runs of the plan the numbers summarise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measure: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs: Option<usize>,
+    /// prompt -> metric -> median (the mean of the run medians for several runs).
     pub medians: BTreeMap<String, BTreeMap<String, f64>>,
+    /// prompt -> metric -> 95 % interval of that value (absent in older baselines).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub intervals: BTreeMap<String, BTreeMap<String, [f64; 2]>>,
+}
+
+/// One metric of one prompt as a run measured it: over one run of the plan, or over several.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Observed {
+    /// The median (one run) or the mean of the run medians (several).
+    pub value: f64,
+    /// Its 95 % interval: distribution-free for a median, Student's t across runs.
+    pub interval: Option<[f64; 2]>,
+    /// Robust CV within the run, or CV of the run medians across runs.
+    pub noise: f64,
+    pub runs: usize,
+    /// Samples of the first run.
+    pub samples: usize,
+}
+
+impl Observed {
+    fn noise_name(&self) -> &'static str {
+        if self.runs > 1 {
+            "CV across runs"
+        } else {
+            "robust CV"
+        }
+    }
+}
+
+/// `metric` of `prompt` in `scenario` over the runs of one target (first run first).
+pub fn observe(
+    runs: &[&TargetResult],
+    scenario: &str,
+    prompt: &str,
+    metric: Metric,
+) -> Option<Observed> {
+    let summaries: Vec<&crate::stats::Summary> = runs
+        .iter()
+        .filter_map(|r| {
+            r.stats
+                .iter()
+                .find(|s| s.id == scenario)?
+                .prompts
+                .iter()
+                .find(|p| p.prompt == prompt)?
+                .get(metric)
+        })
+        .collect();
+    let first = summaries.first()?;
+    let medians: Vec<f64> = summaries.iter().map(|s| s.median).collect();
+    Some(match crate::stats::between_runs(&medians) {
+        Some(spread) => Observed {
+            value: spread.mean,
+            interval: Some([spread.ci95_low, spread.ci95_high]),
+            noise: spread.cv,
+            runs: spread.runs,
+            samples: first.n,
+        },
+        None => Observed {
+            value: first.median,
+            interval: first.median_ci95,
+            noise: first.noise(),
+            runs: 1,
+            samples: first.n,
+        },
+    })
+}
+
+/// The results of a run grouped by target, in run order: each target's first run first, then
+/// its repetitions.
+pub fn by_target(results: &[TargetResult]) -> Vec<(String, Vec<&TargetResult>)> {
+    let mut groups: Vec<(String, Vec<&TargetResult>)> = Vec::new();
+    for r in results {
+        match groups.iter_mut().find(|(t, _)| *t == r.target) {
+            Some((_, v)) => v.push(r),
+            None => groups.push((r.target.clone(), vec![r])),
+        }
+    }
+    for (_, v) in &mut groups {
+        v.sort_by_key(|r| r.run());
+    }
+    groups
 }
 
 pub fn snapshot_name(target_stem: &str, scenario: &str) -> String {
@@ -97,9 +199,12 @@ fn write_snapshot(path: &Path, body: &str) -> Result<()> {
     write_atomic(path, text.as_bytes())
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CheckOptions {
+    /// Relative shift a metric may show without being a change (unless overridden below).
     pub tolerance: f64,
+    /// Per-metric thresholds instead of `tolerance` (`decode_tok_per_s` -> 0.20).
+    pub thresholds: BTreeMap<Metric, f64>,
     pub max_cv: f64,
     /// Compare only the deterministic part (token ids and counts).
     pub exact_only: bool,
@@ -109,72 +214,190 @@ impl Default for CheckOptions {
     fn default() -> Self {
         CheckOptions {
             tolerance: DEFAULT_TOLERANCE,
+            thresholds: BTreeMap::new(),
             max_cv: DEFAULT_MAX_CV,
             exact_only: false,
         }
     }
 }
 
-/// Compares results with `baselines/<profile>` (`dir`).
+impl CheckOptions {
+    pub fn threshold(&self, metric: Metric) -> f64 {
+        self.thresholds
+            .get(&metric)
+            .copied()
+            .unwrap_or(self.tolerance)
+    }
+}
+
+/// Parses `METRIC=FRACTION` (`decode_tok_per_s=0.2`).
+pub fn parse_threshold(spec: &str) -> Result<(Metric, f64)> {
+    let bad = || {
+        Error::msg(format!(
+            "--threshold {spec}: expected METRIC=FRACTION with METRIC one of {} (e.g. decode_tok_per_s=0.2)",
+            Metric::CHECKED.map(Metric::name).join(", ")
+        ))
+    };
+    let (m, v) = spec.split_once('=').ok_or_else(bad)?;
+    let metric = Metric::from_name(m)
+        .filter(|m| Metric::CHECKED.contains(m))
+        .ok_or_else(bad)?;
+    let v: f64 = v.parse().map_err(|_| bad())?;
+    if !(v > 0.0 && v.is_finite()) {
+        return Err(bad());
+    }
+    Ok((metric, v))
+}
+
+/// What a target's numbers are expected to be: read from a baseline directory, or taken from an
+/// earlier run (`reproduce`).
+pub trait Expectations {
+    /// The token snapshot body of `target` / `scenario`, or why there is none.
+    fn tokens(&self, stem: &str, scenario: &str) -> Result<std::result::Result<String, String>>;
+    /// The metrics of `target` / `scenario`, or why there are none.
+    fn metrics(
+        &self,
+        stem: &str,
+        scenario: &str,
+    ) -> Result<std::result::Result<MetricsBaseline, String>>;
+}
+
+/// The files of one baseline directory (`baselines/<profile>/<model>/`).
+pub struct BaselineDir<'a>(pub &'a Path);
+
+impl Expectations for BaselineDir<'_> {
+    fn tokens(&self, stem: &str, scenario: &str) -> Result<std::result::Result<String, String>> {
+        let snap = snap_path(self.0, stem, scenario);
+        if !snap.exists() {
+            return Ok(Err(format!("{} does not exist", snap.display())));
+        }
+        read_snapshot_body(&snap).map(Ok)
+    }
+
+    fn metrics(
+        &self,
+        stem: &str,
+        scenario: &str,
+    ) -> Result<std::result::Result<MetricsBaseline, String>> {
+        let mpath = metrics_path(self.0, stem, scenario);
+        if !mpath.exists() {
+            return Ok(Err(format!("{} does not exist", mpath.display())));
+        }
+        read_json(&mpath).map(Ok)
+    }
+}
+
+/// An earlier run's results as expectations.
+pub struct EarlierRun(pub BTreeMap<(String, String), (String, MetricsBaseline)>);
+
+impl EarlierRun {
+    pub fn of(results: &[TargetResult]) -> EarlierRun {
+        let mut m = BTreeMap::new();
+        for (target, runs) in by_target(results) {
+            let stem = stem_of(&target);
+            for sc in &runs[0].stats {
+                let tokens = token_snapshot(runs[0], &sc.id).unwrap_or_default();
+                m.insert(
+                    (stem.clone(), sc.id.clone()),
+                    (tokens, metrics_baseline(&runs, &sc.id)),
+                );
+            }
+        }
+        EarlierRun(m)
+    }
+}
+
+impl Expectations for EarlierRun {
+    fn tokens(&self, stem: &str, scenario: &str) -> Result<std::result::Result<String, String>> {
+        Ok(self
+            .0
+            .get(&(stem.to_string(), scenario.to_string()))
+            .map(|(t, _)| t.clone())
+            .ok_or_else(|| format!("the earlier run has no {stem} {scenario}")))
+    }
+
+    fn metrics(
+        &self,
+        stem: &str,
+        scenario: &str,
+    ) -> Result<std::result::Result<MetricsBaseline, String>> {
+        Ok(self
+            .0
+            .get(&(stem.to_string(), scenario.to_string()))
+            .map(|(_, m)| m.clone())
+            .ok_or_else(|| format!("the earlier run has no {stem} {scenario}")))
+    }
+}
+
+/// Compares results with `baselines/<profile>/<model>` (`dir`).
 pub fn check(results: &[TargetResult], dir: &Path, opts: CheckOptions) -> Result<Vec<Finding>> {
+    compare(results, &BaselineDir(dir), &opts)
+}
+
+/// Compares results (one run of the plan or several) with `expected`: token ids exactly (and
+/// across the runs), then every checked metric of every prompt with [`classify`].
+pub fn compare(
+    results: &[TargetResult],
+    expected: &dyn Expectations,
+    opts: &CheckOptions,
+) -> Result<Vec<Finding>> {
     let mut findings = Vec::new();
-    for r in results {
-        let stem = stem_of(&r.target);
-        for sc in &r.stats {
+    for (target, runs) in by_target(results) {
+        let stem = stem_of(&target);
+        for sc in &runs[0].stats {
             let f = |prompt: &str, metric: &str, verdict, detail: String| Finding {
-                target: r.target.clone(),
+                target: target.clone(),
                 scenario: sc.id.clone(),
                 prompt: prompt.to_string(),
                 metric: metric.to_string(),
                 verdict,
                 detail,
             };
-            // Exact part.
-            let snap = snap_path(dir, &stem, &sc.id);
-            let actual = token_snapshot(r, &sc.id).unwrap_or_default();
-            if !snap.exists() {
-                findings.push(f(
+            // Exact part: against the expectation, and every run against the first.
+            let actual = token_snapshot(runs[0], &sc.id).unwrap_or_default();
+            findings.push(match expected.tokens(&stem, &sc.id)? {
+                Err(why) => f("*", "token_ids", Verdict::MissingBaseline, why),
+                Ok(e) if e.trim_end() == actual.trim_end() => f(
                     "*",
                     "token_ids",
-                    Verdict::MissingBaseline,
-                    format!("{} does not exist", snap.display()),
-                ));
-            } else {
-                let expected = read_snapshot_body(&snap)?;
-                if expected.trim_end() == actual.trim_end() {
-                    findings.push(f(
-                        "*",
-                        "token_ids",
-                        Verdict::Pass,
-                        "identical token ids and counts".into(),
-                    ));
-                } else {
+                    Verdict::Pass,
+                    "identical token ids and counts".into(),
+                ),
+                Ok(e) => f(
+                    "*",
+                    "token_ids",
+                    Verdict::TokenMismatch,
+                    first_difference(&e, &actual),
+                ),
+            });
+            for r in &runs[1..] {
+                let other = token_snapshot(r, &sc.id).unwrap_or_default();
+                if other.trim_end() != actual.trim_end() {
                     findings.push(f(
                         "*",
                         "token_ids",
                         Verdict::TokenMismatch,
-                        first_difference(&expected, &actual),
+                        format!(
+                            "run {} differs from run 1: {}",
+                            r.run(),
+                            first_difference(&actual, &other)
+                        ),
                     ));
                 }
             }
             if opts.exact_only {
                 continue;
             }
-            // Measured part.
-            let mpath = metrics_path(dir, &stem, &sc.id);
-            if !mpath.exists() {
-                findings.push(f(
-                    "*",
-                    "metrics",
-                    Verdict::MissingBaseline,
-                    format!("{} does not exist", mpath.display()),
-                ));
-                continue;
-            }
-            let base: MetricsBaseline = read_json(&mpath)?;
+            let base = match expected.metrics(&stem, &sc.id)? {
+                Ok(b) => b,
+                Err(why) => {
+                    findings.push(f("*", "metrics", Verdict::MissingBaseline, why));
+                    continue;
+                }
+            };
             for pr in &sc.prompts {
                 for metric in Metric::CHECKED {
-                    let Some(expected) = base
+                    let Some(want) = base
                         .medians
                         .get(&pr.prompt)
                         .and_then(|m| m.get(metric.name()))
@@ -184,11 +407,16 @@ pub fn check(results: &[TargetResult], dir: &Path, opts: CheckOptions) -> Result
                             &pr.prompt,
                             metric.name(),
                             Verdict::MissingBaseline,
-                            format!("no {metric} for {} in {}", pr.prompt, mpath.display()),
+                            format!("no {metric} for {} in the baseline", pr.prompt),
                         ));
                         continue;
                     };
-                    let Some(summary) = pr.get(metric) else {
+                    let want_interval = base
+                        .intervals
+                        .get(&pr.prompt)
+                        .and_then(|m| m.get(metric.name()))
+                        .copied();
+                    let Some(got) = observe(&runs, &sc.id, &pr.prompt, metric) else {
                         findings.push(f(
                             &pr.prompt,
                             metric.name(),
@@ -197,15 +425,8 @@ pub fn check(results: &[TargetResult], dir: &Path, opts: CheckOptions) -> Result
                         ));
                         continue;
                     };
-                    findings.push(classify(
-                        &pr.prompt,
-                        metric,
-                        expected,
-                        summary.median,
-                        summary.cv,
-                        opts,
-                        &f,
-                    ));
+                    let (verdict, detail) = classify(metric, want, want_interval, &got, opts);
+                    findings.push(f(&pr.prompt, metric.name(), verdict, detail));
                 }
             }
         }
@@ -213,55 +434,57 @@ pub fn check(results: &[TargetResult], dir: &Path, opts: CheckOptions) -> Result
     Ok(findings)
 }
 
-fn classify(
-    prompt: &str,
+/// One number against its expectation (see the module docs).
+pub fn classify(
     metric: Metric,
     expected: f64,
-    actual: f64,
-    cv: f64,
-    opts: CheckOptions,
-    f: &dyn Fn(&str, &str, Verdict, String) -> Finding,
-) -> Finding {
-    let rel = (actual - expected) / expected;
-    let detail = format!(
-        "median {actual:.4} vs baseline {expected:.4} ({:+.1} %), CV {:.1} %",
+    expected_interval: Option<[f64; 2]>,
+    got: &Observed,
+    opts: &CheckOptions,
+) -> (Verdict, String) {
+    let rel = (got.value - expected) / expected;
+    let threshold = opts.threshold(metric);
+    let mut detail = format!(
+        "{} {:.4} vs {expected:.4} ({:+.1} %, threshold {:.0} %), {} {:.1} %",
+        if got.runs > 1 { "mean of run medians" } else { "median" },
+        got.value,
         rel * 100.0,
-        cv * 100.0
+        threshold * 100.0,
+        got.noise_name(),
+        got.noise * 100.0
     );
-    if cv > opts.max_cv {
-        return f(
-            prompt,
-            metric.name(),
-            Verdict::TooNoisy,
-            format!(
-                "{detail}: CV above {:.1} %, not comparable",
-                opts.max_cv * 100.0
-            ),
-        );
+    if got.runs > 1 {
+        detail += &format!(" over {} runs", got.runs);
     }
-    if rel.abs() <= opts.tolerance {
+    if got.noise > opts.max_cv {
+        detail += &format!(": above {:.1} %, not comparable", opts.max_cv * 100.0);
+        return (Verdict::TooNoisy, detail);
+    }
+    if rel.abs() <= threshold {
         let v = if rel == 0.0 {
             Verdict::Pass
         } else {
             Verdict::WithinNoise
         };
-        return f(prompt, metric.name(), v, detail);
+        return (v, detail);
+    }
+    if let (Some([a, b]), Some([c, d])) = (got.interval, expected_interval) {
+        if a <= d && c <= b {
+            detail += ": beyond the threshold, but the 95 % intervals overlap";
+            return (Verdict::WithinNoise, detail);
+        }
     }
     let better = if metric.higher_is_better() {
         rel > 0.0
     } else {
         rel < 0.0
     };
-    f(
-        prompt,
-        metric.name(),
-        if better {
-            Verdict::Improved
-        } else {
-            Verdict::Regressed
-        },
-        detail,
-    )
+    let v = if better {
+        Verdict::Improved
+    } else {
+        Verdict::Regressed
+    };
+    (v, detail)
 }
 
 fn first_difference(expected: &str, actual: &str) -> String {
@@ -293,35 +516,99 @@ fn truncate(s: &str) -> String {
     }
 }
 
-/// Writes the run's token snapshots and medians as the new baselines of `dir`.
-pub fn accept(results: &[TargetResult], dir: &Path) -> Result<Vec<PathBuf>> {
+/// The expectation a target's runs make: medians (or means of run medians) and intervals of
+/// every checked metric of every prompt of `scenario`.
+fn metrics_baseline(runs: &[&TargetResult], scenario: &str) -> MetricsBaseline {
+    let first = runs[0];
+    let mut medians = BTreeMap::new();
+    let mut intervals = BTreeMap::new();
+    let prompts = first
+        .stats
+        .iter()
+        .find(|s| s.id == scenario)
+        .map(|s| s.prompts.as_slice())
+        .unwrap_or_default();
+    for p in prompts {
+        let mut m = BTreeMap::new();
+        let mut iv = BTreeMap::new();
+        for k in Metric::CHECKED {
+            if let Some(o) = observe(runs, scenario, &p.prompt, k) {
+                m.insert(k.name().to_string(), o.value);
+                if let Some(i) = o.interval {
+                    iv.insert(k.name().to_string(), i);
+                }
+            }
+        }
+        medians.insert(p.prompt.clone(), m);
+        intervals.insert(p.prompt.clone(), iv);
+    }
+    MetricsBaseline {
+        target: first.target.clone(),
+        scenario: scenario.to_string(),
+        run_id: first.run_id.clone(),
+        git_rev: first.provenance.git_rev.clone(),
+        cpu_model: first.provenance.host.cpu_model.clone(),
+        profile: Some(first.profile.clone()),
+        model: Some(first.model.name.clone()),
+        model_sha256: first.model.sha256.clone(),
+        measure: None,
+        runs: Some(runs.len()),
+        medians,
+        intervals,
+    }
+}
+
+/// The baseline directory of a run: `<root>/<profile>/<model>`.
+pub fn dir_for(root: &Path, profile: &str, model: &str) -> PathBuf {
+    root.join(profile).join(model)
+}
+
+/// Refuses to compare with baselines of other weights: every metrics file of `dir` that records
+/// the model's sha256 must match `model_sha256`. One line naming the file.
+pub fn ensure_same_model(
+    dir: &Path,
+    model: &str,
+    model_sha256: &BTreeMap<String, String>,
+) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if !path.to_string_lossy().ends_with(".metrics.json") {
+            continue;
+        }
+        let b: MetricsBaseline = read_json(&path)?;
+        if let Some(m) = b.model.as_deref().filter(|m| *m != model) {
+            return Err(Error::msg(format!(
+                "{}: accepted for model `{m}`, this run measured `{model}`: refusing to compare different models",
+                path.display()
+            )));
+        }
+        if !b.model_sha256.is_empty() && !model_sha256.is_empty() && b.model_sha256 != *model_sha256
+        {
+            return Err(Error::msg(format!(
+                "{}: accepted with other weights of `{model}` (sha256 differs): refusing to compare different models",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Writes the run's token snapshots and numbers (with intervals; over every run of the plan
+/// under `--repeat`) as the new baselines of `dir`. `measure` is the run's measurement profile.
+pub fn accept(results: &[TargetResult], dir: &Path, measure: Option<&str>) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut written = Vec::new();
-    for r in results {
-        let stem = stem_of(&r.target);
-        for sc in &r.stats {
+    for (target, runs) in by_target(results) {
+        let stem = stem_of(&target);
+        for sc in &runs[0].stats {
             let snap = snap_path(dir, &stem, &sc.id);
-            write_snapshot(&snap, &token_snapshot(r, &sc.id).unwrap_or_default())?;
+            write_snapshot(&snap, &token_snapshot(runs[0], &sc.id).unwrap_or_default())?;
             written.push(snap);
-            let medians = sc
-                .prompts
-                .iter()
-                .map(|p| {
-                    let m = Metric::CHECKED
-                        .iter()
-                        .filter_map(|&k| p.get(k).map(|s| (k.name().to_string(), s.median)))
-                        .collect();
-                    (p.prompt.clone(), m)
-                })
-                .collect();
-            let base = MetricsBaseline {
-                target: r.target.clone(),
-                scenario: sc.id.clone(),
-                run_id: r.run_id.clone(),
-                git_rev: r.provenance.git_rev.clone(),
-                cpu_model: r.provenance.host.cpu_model.clone(),
-                medians,
-            };
+            let mut base = metrics_baseline(&runs, &sc.id);
+            base.measure = measure.map(str::to_string);
             let mpath = metrics_path(dir, &stem, &sc.id);
             write_json_atomic(&mpath, &base)?;
             written.push(mpath);

@@ -386,14 +386,16 @@ pub fn test_profile(plan: &BenchPlan) -> String {
 /// (said in one line: only the machine-independent checks run then).
 pub fn baseline_dir(plan: &BenchPlan) -> Option<PathBuf> {
     let profile = test_profile(plan);
-    let dir = root().join("baselines").join(&profile);
+    let dir = baseline::dir_for(&root().join("baselines"), &profile, &plan.model.name);
     if dir.is_dir() {
         return Some(dir);
     }
     // Straight to stderr, past the test harness's output capture: a passing test says it too.
     let _ = writeln!(
         std::io::stderr(),
-        "NO BASELINE for hardware profile `{profile}` (baselines/{profile} does not exist): token ids are checked for counts and determinism only, and against the reference by the correctness tests; `cargo xtask bench` then `cargo xtask check --accept` makes one"
+        "NO BASELINE for hardware profile `{profile}` and model `{}` (baselines/{profile}/{} does not exist): token ids are checked for counts and determinism only, and against the reference by the correctness tests; `cargo xtask bench` then `cargo xtask check --accept` makes one",
+        plan.model.name,
+        plan.model.name
     );
     None
 }
@@ -439,7 +441,7 @@ pub fn assert_machine_independent(plan: &BenchPlan, results: &[TargetResult]) {
 
 /// The machine-independent checks ([`assert_machine_independent`]), then, where the profile under
 /// test has a committed baseline, exact comparison of every result's token ids and counts with
-/// it: first as insta snapshots under `baselines/<profile>/` (a mismatch leaves a `.snap.new` for
+/// it: first as insta snapshots under `baselines/<profile>/<model>/` (a mismatch leaves a `.snap.new` for
 /// `cargo insta review`; nothing is accepted when `INSTA_UPDATE=no`), then through
 /// `check --exact-only`. Numbers are compared and printed, never asserted.
 pub fn assert_tokens_match_baseline(plan: &BenchPlan, results: &[TargetResult]) {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::schema::{RunManifest, TargetResult};
+use super::schema::{RunManifest, TargetResult, RESULT_VERSION};
 use crate::{Error, Result};
 
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
@@ -26,14 +26,51 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     serde_json::from_str(&text).map_err(|e| Error::msg(format!("{}: {e}", path.display())))
 }
 
-/// Loads a run directory: its manifest and every target result it lists.
+/// Loads a run directory: its manifest and every target result it lists. Each problem is one
+/// line naming the file: not a run directory, a corrupt or truncated file, another schema
+/// version.
 pub fn load_run(dir: &Path) -> Result<(RunManifest, Vec<TargetResult>)> {
-    let manifest: RunManifest = read_json(&dir.join("run.json"))?;
+    let path = dir.join("run.json");
+    if !path.exists() {
+        return Err(Error::msg(format!(
+            "{}: not a run directory (it has no run.json; runs are written by `cargo xtask bench`)",
+            dir.display()
+        )));
+    }
+    let manifest: RunManifest = read_versioned(&path)?;
     let mut results = Vec::new();
     for t in &manifest.targets {
         if let Some(f) = &t.file {
-            results.push(read_json(&dir.join(f))?);
+            results.push(read_versioned(&dir.join(f))?);
         }
     }
     Ok((manifest, results))
+}
+
+/// Reads a run's file after checking its `result_version` (so an older or newer file says so,
+/// not which field it lacks).
+fn read_versioned<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        Error::msg(format!(
+            "{}: not valid JSON (corrupt or truncated?): {e}",
+            path.display()
+        ))
+    })?;
+    match value.get("result_version").and_then(|v| v.as_u64()) {
+        Some(v) if v == u64::from(RESULT_VERSION) => {}
+        Some(v) => {
+            return Err(Error::msg(format!(
+                "{}: written with result schema version {v}; this lab reads version {RESULT_VERSION}",
+                path.display()
+            )))
+        }
+        None => {
+            return Err(Error::msg(format!(
+                "{}: no result_version: not a result file of this lab",
+                path.display()
+            )))
+        }
+    }
+    serde_json::from_value(value).map_err(|e| Error::msg(format!("{}: {e}", path.display())))
 }

@@ -97,6 +97,34 @@ mod tests {
     }
 
     #[test]
+    fn bad_run_directories_get_one_line_naming_the_file() {
+        let dir = std::env::temp_dir().join(format!("lab-bad-run-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let err = |dir: &std::path::Path| load_run(dir).unwrap_err().to_string();
+        assert!(err(&dir).contains("not a run directory"), "{}", err(&dir));
+
+        let (m, r) = fixture();
+        write_json_atomic(&dir.join("run.json"), &m).unwrap();
+        let text = serde_json::to_string(&r[0]).unwrap();
+        std::fs::write(dir.join("mock.hf-f32.json"), &text[..text.len() / 2]).unwrap();
+        let e = err(&dir);
+        assert!(
+            e.contains("mock.hf-f32.json: not valid JSON (corrupt or truncated?)") && !e.contains('\n'),
+            "{e}"
+        );
+
+        let mut old = serde_json::to_value(&r[0]).unwrap();
+        old["result_version"] = serde_json::json!(0);
+        std::fs::write(dir.join("mock.hf-f32.json"), old.to_string()).unwrap();
+        assert!(err(&dir).contains("written with result schema version 0; this lab reads version 1"));
+
+        write_json_atomic(&dir.join("mock.hf-f32.json"), &r[0]).unwrap();
+        assert_eq!(load_run(&dir).unwrap().1, r);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn committed_runs_are_readable() {
         // Every published run directory still loads with today's schema.
         let results = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../results");

@@ -205,7 +205,14 @@ fn check_passes_on_itself_and_fails_on_shifted_numbers_and_tokens() {
         Duration::from_secs(60),
     );
     let no = AtomicBool::new(false);
-    let (_, res) = lab_harness::bench(&p, &no).unwrap();
+    let (_, mut res) = lab_harness::bench(&p, &no).unwrap();
+    // The mock sleeps, so its numbers jitter: make every interval a point, so that a shift is
+    // exactly what this test says it is.
+    for pr in &mut res[0].stats[0].prompts {
+        for s in pr.metrics.values_mut() {
+            s.median_ci95 = Some([s.median, s.median]);
+        }
+    }
     let base = tempdir("check-baselines");
 
     // Nothing accepted yet: every comparison is a missing baseline, which fails.
@@ -215,7 +222,7 @@ fn check_passes_on_itself_and_fails_on_shifted_numbers_and_tokens() {
             && f.iter().all(|x| x.verdict.fails())
     );
 
-    baseline::accept(&res, &base).unwrap();
+    baseline::accept(&res, &base, Some("quick")).unwrap();
     let snap = base.join("mock.hf-f32.s1.tokens.snap");
     let body = baseline::read_snapshot_body(&snap).unwrap();
     assert!(
@@ -234,10 +241,13 @@ fn check_passes_on_itself_and_fails_on_shifted_numbers_and_tokens() {
     // Decode 10 % faster and TTFT 10 % slower: both outside 5 %.
     let mut shifted = res.clone();
     for pr in &mut shifted[0].stats[0].prompts {
-        pr.metrics.get_mut("decode_tok_per_s").unwrap().median *= 1.10;
-        pr.metrics.get_mut("ttft_ms").unwrap().median *= 1.10;
+        for m in ["decode_tok_per_s", "ttft_ms"] {
+            let s = pr.metrics.get_mut(m).unwrap();
+            s.median *= 1.10;
+            s.median_ci95 = Some([s.median, s.median]);
+        }
     }
-    let f = baseline::check(&shifted, &base, lax).unwrap();
+    let f = baseline::check(&shifted, &base, lax.clone()).unwrap();
     let verdict = |metric: &str| {
         f.iter()
             .filter(|x| x.metric == metric)
@@ -248,6 +258,58 @@ fn check_passes_on_itself_and_fails_on_shifted_numbers_and_tokens() {
     assert_eq!(verdict("ttft_ms"), vec![Verdict::Regressed; 3]);
     assert!(f.iter().any(|x| x.verdict.fails()));
 
+    // A per-metric threshold: a 10 % shift of decode is nothing when 20 % is allowed.
+    let mut decode20 = lax.clone();
+    decode20
+        .thresholds
+        .insert(lab_harness::metric::Metric::DecodeTokPerS, 0.2);
+    let f = baseline::check(&shifted, &base, decode20).unwrap();
+    assert!(f
+        .iter()
+        .filter(|x| x.metric == "decode_tok_per_s")
+        .all(|x| x.verdict == Verdict::WithinNoise));
+    // Criterion-style: the same 10 % shift with an interval that reaches the baseline's is noise.
+    let mut wide = shifted.clone();
+    for pr in &mut wide[0].stats[0].prompts {
+        let s = pr.metrics.get_mut("ttft_ms").unwrap();
+        s.median_ci95 = Some([s.median * 0.85, s.median * 1.05]);
+    }
+    let f = baseline::check(&wide, &base, lax.clone()).unwrap();
+    assert!(f
+        .iter()
+        .filter(|x| x.metric == "ttft_ms")
+        .all(|x| x.verdict == Verdict::WithinNoise && x.detail.contains("intervals overlap")));
+
+    // Three runs of the plan: judged on the mean of the run medians and their spread.
+    let mut runs = res.clone();
+    for (k, scale) in [(2u32, 1.02), (3, 0.98)] {
+        let mut r = res[0].clone();
+        r.repetition = Some(k);
+        for pr in &mut r.stats[0].prompts {
+            for s in pr.metrics.values_mut() {
+                s.median *= scale;
+            }
+        }
+        runs.push(r);
+    }
+    let f = baseline::check(&runs, &base, lax.clone()).unwrap();
+    assert!(f.iter().all(|x| !x.verdict.fails()), "{f:#?}");
+    assert!(f.iter().any(|x| x.detail.contains("CV across runs 2.0 % over 3 runs")));
+    let spread_gate = CheckOptions {
+        max_cv: 0.01,
+        ..CheckOptions::default()
+    };
+    let f = baseline::check(&runs, &base, spread_gate).unwrap();
+    assert!(f
+        .iter()
+        .filter(|x| x.metric != "token_ids")
+        .all(|x| x.verdict == Verdict::TooNoisy));
+    // A repetition that generated other tokens is a mismatch of its own.
+    runs[2].report.scenarios[0].prompts[0].generated_token_ids[0] += 1;
+    let f = baseline::check(&runs, &base, lax.clone()).unwrap();
+    assert!(f.iter().any(|x| x.verdict == Verdict::TokenMismatch
+        && x.detail.starts_with("run 3 differs from run 1")));
+
     // 4 % is within tolerance.
     let mut near = res.clone();
     near[0].stats[0].prompts[0]
@@ -255,7 +317,7 @@ fn check_passes_on_itself_and_fails_on_shifted_numbers_and_tokens() {
         .get_mut("e2e_ms")
         .unwrap()
         .median *= 1.04;
-    let f = baseline::check(&near, &base, lax).unwrap();
+    let f = baseline::check(&near, &base, lax.clone()).unwrap();
     assert!(f.iter().all(|x| !x.verdict.fails()), "{f:#?}");
 
     // A noisy result is refused even when its median matches.
@@ -264,7 +326,7 @@ fn check_passes_on_itself_and_fails_on_shifted_numbers_and_tokens() {
         .metrics
         .get_mut("e2e_ms")
         .unwrap()
-        .cv = 0.2;
+        .robust_cv = Some(0.2);
     let f = baseline::check(
         &noisy,
         &base,
