@@ -518,26 +518,7 @@ pub fn run(flags: Flags) -> Result<()> {
         .clone()
         .unwrap_or_else(|| root.join("results"));
     let plan = prepare(spec, prov, &results_dir, !flags.no_build)?;
-
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let flag = interrupted.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .context("installing the Ctrl-C handler")?;
-
-    let (manifest, results) = lab_harness::bench(&plan, &interrupted)?;
-    println!(
-        "{}",
-        lab_harness::report::render_markdown(&manifest, &results)
-    );
-    eprintln!("results: {}", plan.run_dir.display());
-    eprintln!(
-        "compare with baselines: cargo xtask check --run {}",
-        plan.run_dir.display()
-    );
-    if interrupted.load(Ordering::SeqCst) {
-        // Returned, not `exit`ed: everything this run holds is dropped on the way out.
-        return Err(lab_harness::Interrupted.into());
-    }
+    let (manifest, _) = execute(&plan)?;
     let failed: Vec<_> = manifest
         .targets
         .iter()
@@ -553,6 +534,36 @@ pub fn run(flags: Flags) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Runs a prepared plan with Ctrl-C handling and prints its summary table; an interrupted run
+/// returns [`lab_harness::Interrupted`] (after everything it held was dropped).
+pub fn execute(
+    plan: &BenchPlan,
+) -> Result<(
+    lab_harness::results::RunManifest,
+    Vec<lab_harness::results::TargetResult>,
+)> {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("installing the Ctrl-C handler")?;
+
+    let (manifest, results) = lab_harness::bench(plan, &interrupted)?;
+    println!(
+        "{}",
+        lab_harness::report::render_markdown(&manifest, &results)
+    );
+    eprintln!("results: {}", plan.run_dir.display());
+    eprintln!(
+        "compare with baselines: cargo xtask check --run {}",
+        plan.run_dir.display()
+    );
+    if interrupted.load(Ordering::SeqCst) {
+        // Returned, not `exit`ed: everything this run holds is dropped on the way out.
+        return Err(lab_harness::Interrupted.into());
+    }
+    Ok((manifest, results))
 }
 
 #[cfg(test)]

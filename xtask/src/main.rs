@@ -9,6 +9,7 @@ mod models;
 mod paths;
 mod pyenv;
 mod reference;
+mod reproduce;
 mod schema;
 mod test;
 
@@ -32,6 +33,9 @@ enum Cmd {
     Bench(bench::Flags),
     /// Compare a run with baselines/<profile>/<model>/ (or accept it as the new baseline with --accept).
     Check(check::Flags),
+    /// Re-run exactly what a recorded run ran (its plan), say how the environment differs, and
+    /// judge every number against the recorded one.
+    Reproduce(reproduce::Flags),
     /// Everything the tests need (model volume, engine binaries), then the whole test suite.
     Test(test::Flags),
     /// Build one OCI image per engine from its release binary (podman or docker; no pulls).
@@ -49,6 +53,7 @@ fn main() {
         Cmd::Models(f) => models::run(f),
         Cmd::Bench(f) => bench::run(f),
         Cmd::Check(f) => check::run(f),
+        Cmd::Reproduce(f) => reproduce::run(f),
         Cmd::Test(f) => test::run(f),
         Cmd::Images(f) => images::run(f),
         Cmd::Schema => schema::run(),
