@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::Exporter;
+use crate::measure::MIN_SAMPLES;
 use crate::metric::Metric;
 use crate::results::{Correctness, RunManifest, TargetOutcome, TargetResult, TargetStatus};
 use crate::stats::Summary;
@@ -35,16 +36,17 @@ pub fn render(manifest: &RunManifest, results: &[TargetResult]) -> String {
     let mut s = header(manifest, results);
     let _ = writeln!(
         s,
-        "\nMedians over iterations; CV = std/mean of decode tok/s.\n"
+        "\nMedians over the measured iterations (n) of the first run; decode CV is the robust CV (1.4826 · MAD / median) of decode tok/s. † marks fewer than {MIN_SAMPLES} samples per metric: fine for a look, thin for publishing (`--profile standard` takes at least {MIN_SAMPLES}).\n"
     );
-    let _ = writeln!(s, "| target | scenario | prompt | TTFT ms | prefill tok/s | decode tok/s | decode CV | e2e ms | p99 inter-token ms | new tokens | load ms | peak RSS MiB |");
+    let _ = writeln!(s, "| target | scenario | prompt | n | TTFT ms | prefill tok/s | decode tok/s | decode CV | e2e ms | p99 inter-token ms | new tokens | load ms | peak RSS MiB |");
     let _ = writeln!(
         s,
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
-    for r in results {
+    for r in results.iter().filter(|r| r.run() == 1) {
         s.push_str(&s1_rows(r));
     }
+    s.push_str(&between_runs(results));
     let correctness: Vec<Correctness> = results
         .iter()
         .filter_map(|r| r.correctness.clone())
@@ -76,6 +78,25 @@ fn header(manifest: &RunManifest, results: &[TargetResult]) -> String {
         "- iterations: {} (+{} warm-up) per prompt, {} new tokens, greedy",
         st.iterations, st.warmup_iterations, st.max_new_tokens
     );
+    if let Some(plan) = &manifest.plan {
+        let mut m = format!("- measurement profile: `{}`", plan.measure);
+        if plan.min_duration_ms > 0 {
+            m += &format!(
+                ", at least {:.0} s per prompt",
+                plan.min_duration_ms as f64 / 1e3
+            );
+        }
+        if let Some(max) = plan.max_duration_ms {
+            m += &format!(", at most {:.0} s per prompt", max as f64 / 1e3);
+        }
+        if plan.repeat > 1 {
+            m += &format!(", {} runs of the plan", plan.repeat);
+        }
+        if let Some(c) = &plan.cpuset_cpus {
+            m += &format!(", engines pinned to CPUs {c}");
+        }
+        let _ = writeln!(s, "{m}");
+    }
     let p = &manifest.provenance;
     let _ = writeln!(
         s,
@@ -139,15 +160,17 @@ fn s1_rows(r: &TargetResult) -> String {
             };
             let cv = pr
                 .get(Metric::DecodeTokPerS)
-                .map(|x| format!("{:.1}%", x.cv * 100.0))
+                .map(|x| format!("{:.1}%", x.noise() * 100.0))
                 .unwrap_or_else(|| "-".into());
+            let n = pr.get(Metric::TtftMs).map_or(0, |x| x.n);
             let _ = writeln!(
                 s,
-                "| {} | {} | {} ({} tok) | {} | {} | {} | {} | {} | {} | {}{} | {} | {} |",
+                "| {} | {} | {} ({} tok) | {n}{} | {} | {} | {} | {} | {} | {} | {}{} | {} | {} |",
                 r.target,
                 sc.id,
                 pr.prompt,
                 pr.prompt_tokens,
+                if n < MIN_SAMPLES { " †" } else { "" },
                 m(Metric::TtftMs, |x| x.median),
                 m(Metric::PrefillTokPerS, |x| x.median),
                 m(Metric::DecodeTokPerS, |x| x.median),
@@ -167,9 +190,47 @@ fn s1_rows(r: &TargetResult) -> String {
         if let Some(e) = &sc.error {
             let _ = writeln!(
                 s,
-                "| {} | {} | error: {e} | | | | | | | | | |",
+                "| {} | {} | error: {e} | | | | | | | | | | |",
                 r.target, sc.id
             );
+        }
+    }
+    s
+}
+
+/// Under `--repeat`: per target and prompt, the spread of the run medians of decode tok/s and
+/// TTFT (mean, CV across runs, 95 % interval): the "variance across test runs".
+fn between_runs(results: &[TargetResult]) -> String {
+    let groups = crate::baseline::by_target(results);
+    let Some(runs) = groups.iter().map(|(_, v)| v.len()).max().filter(|&n| n > 1) else {
+        return String::new();
+    };
+    let mut s = format!(
+        "\nBetween {runs} runs of the plan (targets interleaved): mean of the run medians, CV across runs, 95 % interval (Student's t).\n\n| target | scenario | prompt | runs | decode tok/s | decode CV across runs | decode 95 % interval | TTFT ms | TTFT CV across runs |\n|---|---|---|---:|---:|---:|---|---:|---:|\n"
+    );
+    for (target, runs) in &groups {
+        for sc in &runs[0].stats {
+            for p in &sc.prompts {
+                let obs = |m| crate::baseline::observe(runs, &sc.id, &p.prompt, m);
+                let (Some(d), Some(t)) = (obs(Metric::DecodeTokPerS), obs(Metric::TtftMs)) else {
+                    continue;
+                };
+                let interval = d
+                    .interval
+                    .map(|[a, b]| format!("{}–{}", fmt_num(a), fmt_num(b)))
+                    .unwrap_or_else(|| "-".into());
+                let _ = writeln!(
+                    s,
+                    "| {target} | {} | {} | {} | {} | {:.1}% | {interval} | {} | {:.1}% |",
+                    sc.id,
+                    p.prompt,
+                    d.runs,
+                    fmt_num(d.value),
+                    d.noise * 100.0,
+                    fmt_num(t.value),
+                    t.noise * 100.0
+                );
+            }
         }
     }
     s
@@ -249,5 +310,24 @@ mod tests {
     fn markdown_report_of_a_fixed_run() {
         let (m, r) = fixture();
         insta::assert_snapshot!(super::render(&m, &r));
+    }
+
+    #[test]
+    fn repeated_runs_get_a_between_run_table_and_one_row_each() {
+        let (m, mut r) = fixture();
+        let mut again = r[0].clone();
+        again.repetition = Some(2);
+        for p in &mut again.stats[0].prompts {
+            for s in p.metrics.values_mut() {
+                s.median *= 1.1;
+            }
+        }
+        r.push(again);
+        let text = super::render(&m, &r);
+        assert_eq!(text.matches("| mock:hf-f32 | s1 | p10 (10 tok) |").count(), 1);
+        assert!(text.contains("Between 2 runs of the plan"), "{text}");
+        // decode medians 20 and 22: mean 21, CV 6.7 %.
+        assert!(text.contains("| mock:hf-f32 | s1 | p10 | 2 | 21.0 | 6.7% |"), "{text}");
+        assert!(text.contains("| 3 † |"), "three samples are marked: {text}");
     }
 }
