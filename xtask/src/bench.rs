@@ -173,7 +173,10 @@ pub fn build_packages(packages: &[&str], gpu: bool) -> Result<()> {
     if gpu {
         args.extend(["--features".into(), "cuda".into()]);
     }
-    eprintln!("building {} (release, one cargo invocation)", packages.join(", "));
+    eprintln!(
+        "building {} (release, one cargo invocation)",
+        packages.join(", ")
+    );
     let started = std::time::Instant::now();
     cmd!(sh, "cargo build --release {args...}")
         .run()
@@ -603,7 +606,11 @@ mod tests {
         );
         assert_eq!(spec.measure, Profile::Budget, "the CPU default");
         assert_eq!(
-            (spec.iterations, spec.warmup_iterations, spec.max_duration_ms),
+            (
+                spec.iterations,
+                spec.warmup_iterations,
+                spec.max_duration_ms
+            ),
             (10, 1, Some(3_000))
         );
         assert_eq!((spec.repeat, spec.cooldown_s), (1, 0));
@@ -616,20 +623,35 @@ mod tests {
         assert_eq!(free.cpuset_cpus, None);
         // Profiles, and counts that override them.
         let standard = plan(
-            &flags(&["--profile", "standard", "--repeat", "3", "--cooldown-s", "5"]),
+            &flags(&[
+                "--profile",
+                "standard",
+                "--repeat",
+                "3",
+                "--cooldown-s",
+                "5",
+            ]),
             &prov(),
         )
         .unwrap();
         assert_eq!(standard.measure, Profile::Standard);
         assert_eq!(
-            (standard.iterations, standard.min_duration_ms, standard.max_duration_ms),
+            (
+                standard.iterations,
+                standard.min_duration_ms,
+                standard.max_duration_ms
+            ),
             (100, 10_000, None)
         );
         assert_eq!((standard.repeat, standard.cooldown_s), (3, 5));
         let custom = plan(&flags(&["--iterations", "4"]), &prov()).unwrap();
         assert_eq!(custom.measure, Profile::Custom);
         assert_eq!(
-            (custom.iterations, custom.warmup_iterations, custom.max_duration_ms),
+            (
+                custom.iterations,
+                custom.warmup_iterations,
+                custom.max_duration_ms
+            ),
             (4, 1, None)
         );
         assert_eq!(spec.device, Device::Cpu);

@@ -58,7 +58,9 @@ pub fn run(flags: Flags) -> Result<()> {
         format!(
             "{}-repro-{}",
             old.run_id,
-            prov.started_at.replace(['-', ':'], "").trim_end_matches('Z')
+            prov.started_at
+                .replace(['-', ':'], "")
+                .trim_end_matches('Z')
         )
     });
     let results_dir = flags
@@ -99,7 +101,11 @@ fn environment(old: &RunManifest, old_results: &[TargetResult], plan: &BenchPlan
     };
     let dirty = |rev: &str, d: bool| format!("{rev}{}", if d { " (dirty)" } else { "" });
     let mut fields = vec![
-        f("hardware profile", old.profile.clone(), plan.profile.clone()),
+        f(
+            "hardware profile",
+            old.profile.clone(),
+            plan.profile.clone(),
+        ),
         f("CPU", o.host.cpu_model.clone(), p.host.cpu_model.clone()),
         f(
             "logical CPUs",

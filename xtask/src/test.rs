@@ -55,12 +55,9 @@ pub fn run(flags: Flags) -> Result<()> {
         .filter(|p| !p.is_empty())
         .unwrap_or_else(machine_profile);
     // The end-to-end tests run the real model, smollm2-135m.
-    let has_baseline = lab_harness::baseline::dir_for(
-        &paths::root().join("baselines"),
-        &profile,
-        "smollm2-135m",
-    )
-    .is_dir();
+    let has_baseline =
+        lab_harness::baseline::dir_for(&paths::root().join("baselines"), &profile, "smollm2-135m")
+            .is_dir();
     if has_baseline {
         eprintln!("engine token ids: compared with baselines/{profile}/smollm2-135m");
     } else {

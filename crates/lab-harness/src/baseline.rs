@@ -446,7 +446,11 @@ pub fn classify(
     let threshold = opts.threshold(metric);
     let mut detail = format!(
         "{} {:.4} vs {expected:.4} ({:+.1} %, threshold {:.0} %), {} {:.1} %",
-        if got.runs > 1 { "mean of run medians" } else { "median" },
+        if got.runs > 1 {
+            "mean of run medians"
+        } else {
+            "median"
+        },
         got.value,
         rel * 100.0,
         threshold * 100.0,

@@ -58,9 +58,7 @@ impl Profile {
         Profile::NAMED
             .into_iter()
             .find(|p| p.name() == s)
-            .ok_or_else(|| {
-                format!("--profile {s}: expected one of quick, budget, standard, full")
-            })
+            .ok_or_else(|| format!("--profile {s}: expected one of quick, budget, standard, full"))
     }
 
     /// `budget` on CPU, `full` on a GPU.
@@ -104,10 +102,16 @@ mod tests {
         for p in Profile::NAMED {
             assert_eq!(Profile::parse(p.name()), Ok(p));
         }
-        assert!(Profile::parse("custom").unwrap_err().contains("--profile custom"));
+        assert!(Profile::parse("custom")
+            .unwrap_err()
+            .contains("--profile custom"));
         let standard = Profile::Standard.measurement().unwrap();
         assert!(standard.iterations as usize >= MIN_SAMPLES && standard.min_duration_ms > 0);
-        assert!(Profile::Budget.measurement().unwrap().max_duration_ms.is_some());
+        assert!(Profile::Budget
+            .measurement()
+            .unwrap()
+            .max_duration_ms
+            .is_some());
         assert_eq!(Profile::default_for(&Device::Cpu), Profile::Budget);
         assert_eq!(
             Profile::default_for(&Device::Cuda { ordinal: 0 }),

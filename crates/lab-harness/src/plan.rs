@@ -164,7 +164,11 @@ pub fn scenario_requests(
             iterations,
             // Correctness scenarios run exactly once; only timed ones follow the profile.
             min_duration_ms: if timed { plan.spec.min_duration_ms } else { 0 },
-            max_duration_ms: if timed { plan.spec.max_duration_ms } else { None },
+            max_duration_ms: if timed {
+                plan.spec.max_duration_ms
+            } else {
+                None
+            },
         });
     }
     Ok((out, reference))

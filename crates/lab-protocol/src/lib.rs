@@ -455,7 +455,10 @@ mod tests {
         // Old requests (no duration fields) still parse, and a plain one serializes without them.
         let text = serde_json::to_string(&plain).unwrap();
         assert!(!text.contains("duration"), "{text}");
-        assert_eq!(serde_json::from_str::<ScenarioRequest>(&text).unwrap(), plain);
+        assert_eq!(
+            serde_json::from_str::<ScenarioRequest>(&text).unwrap(),
+            plain
+        );
     }
 
     #[test]

@@ -324,10 +324,16 @@ mod tests {
         }
         r.push(again);
         let text = super::render(&m, &r);
-        assert_eq!(text.matches("| mock:hf-f32 | s1 | p10 (10 tok) |").count(), 1);
+        assert_eq!(
+            text.matches("| mock:hf-f32 | s1 | p10 (10 tok) |").count(),
+            1
+        );
         assert!(text.contains("Between 2 runs of the plan"), "{text}");
         // decode medians 20 and 22: mean 21, CV 6.7 %.
-        assert!(text.contains("| mock:hf-f32 | s1 | p10 | 2 | 21.0 | 6.7% |"), "{text}");
+        assert!(
+            text.contains("| mock:hf-f32 | s1 | p10 | 2 | 21.0 | 6.7% |"),
+            "{text}"
+        );
         assert!(text.contains("| 3 † |"), "three samples are marked: {text}");
     }
 }

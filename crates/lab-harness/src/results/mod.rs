@@ -110,14 +110,17 @@ mod tests {
         std::fs::write(dir.join("mock.hf-f32.json"), &text[..text.len() / 2]).unwrap();
         let e = err(&dir);
         assert!(
-            e.contains("mock.hf-f32.json: not valid JSON (corrupt or truncated?)") && !e.contains('\n'),
+            e.contains("mock.hf-f32.json: not valid JSON (corrupt or truncated?)")
+                && !e.contains('\n'),
             "{e}"
         );
 
         let mut old = serde_json::to_value(&r[0]).unwrap();
         old["result_version"] = serde_json::json!(0);
         std::fs::write(dir.join("mock.hf-f32.json"), old.to_string()).unwrap();
-        assert!(err(&dir).contains("written with result schema version 0; this lab reads version 1"));
+        assert!(
+            err(&dir).contains("written with result schema version 0; this lab reads version 1")
+        );
 
         write_json_atomic(&dir.join("mock.hf-f32.json"), &r[0]).unwrap();
         assert_eq!(load_run(&dir).unwrap().1, r);

@@ -321,8 +321,7 @@ fn pytorch_measures_as_many_iterations_as_the_rust_engines() {
     let mut cases = Vec::new();
     let mut expected = String::new();
     let (scenarios, _) =
-        lab_harness::scenario_requests(&testkit::s1_plan("pytorch-more", vec![], 0, 3, 3))
-            .unwrap();
+        lab_harness::scenario_requests(&testkit::s1_plan("pytorch-more", vec![], 0, 3, 3)).unwrap();
     let base = scenarios[0].clone();
     for min in [0u64, 40] {
         for max in [None, Some(25u64), Some(40)] {
@@ -330,7 +329,11 @@ fn pytorch_measures_as_many_iterations_as_the_rust_engines() {
                 for elapsed in [0u64, 24, 25, 39, 40, 100] {
                     let mut s = base.clone();
                     (s.min_duration_ms, s.max_duration_ms) = (min, max);
-                    expected.push(if s.wants_more(measured, elapsed) { '1' } else { '0' });
+                    expected.push(if s.wants_more(measured, elapsed) {
+                        '1'
+                    } else {
+                        '0'
+                    });
                     cases.push(serde_json::json!([s, measured, elapsed]));
                 }
             }
@@ -348,6 +351,10 @@ fn pytorch_measures_as_many_iterations_as_the_rust_engines() {
         .current_dir(testkit::root().join("engines/engine-pytorch"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected);
 }

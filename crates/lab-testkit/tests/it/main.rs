@@ -198,6 +198,56 @@ fn ctrl_c_keeps_finished_results_and_marks_the_run_interrupted() {
 }
 
 #[test]
+fn repeated_runs_interleave_targets_and_keep_every_run() {
+    let mut p = plan(
+        "repeat",
+        vec![mock(Dtype::F32, "ok"), mock(Dtype::F16, "ok")],
+        Duration::from_secs(60),
+    );
+    p.spec.repeat = 2;
+    // A budget through the protocol: 50 iterations asked, 1 ms allowed (every mock sequence
+    // sleeps 8 ms): one measured iteration per prompt, never zero.
+    p.spec.iterations = 50;
+    p.spec.max_duration_ms = Some(1);
+    let no = AtomicBool::new(false);
+    let (manifest, res) = lab_harness::bench(&p, &no).unwrap();
+    assert_eq!(manifest.status, RunStatus::Complete);
+    let order: Vec<_> = manifest
+        .targets
+        .iter()
+        .map(|t| (t.target.as_str(), t.repetition, t.file.as_deref().unwrap()))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("mock:hf-f32", None, "mock.hf-f32.json"),
+            ("mock:hf-f16", None, "mock.hf-f16.json"),
+            ("mock:hf-f32", Some(2), "mock.hf-f32.run2.json"),
+            ("mock:hf-f16", Some(2), "mock.hf-f16.run2.json"),
+        ],
+        "targets interleaved, every run kept"
+    );
+    let (_, on_disk) = results::load_run(&p.run_dir).unwrap();
+    assert_eq!(on_disk, res);
+    assert_eq!(
+        on_disk.iter().map(|r| r.run()).collect::<Vec<_>>(),
+        [1, 1, 2, 2]
+    );
+    for r in &on_disk {
+        for pr in &r.report.scenarios[0].prompts {
+            assert_eq!(pr.samples.len(), 1, "{} {}", r.target, pr.prompt);
+        }
+    }
+    let groups = baseline::by_target(&on_disk);
+    assert_eq!(groups.len(), 2);
+    assert!(groups.iter().all(|(_, runs)| runs.len() == 2));
+    let report = std::fs::read_to_string(p.run_dir.join("report.md")).unwrap();
+    assert!(report.contains("Between 2 runs of the plan"), "{report}");
+    let recorded = manifest.plan.as_ref().unwrap();
+    assert_eq!((recorded.repeat, recorded.max_duration_ms), (2, Some(1)));
+}
+
+#[test]
 fn check_passes_on_itself_and_fails_on_shifted_numbers_and_tokens() {
     let p = plan(
         "check",
@@ -235,7 +285,7 @@ fn check_passes_on_itself_and_fails_on_shifted_numbers_and_tokens() {
         max_cv: f64::INFINITY,
         ..CheckOptions::default()
     };
-    let f = baseline::check(&res, &base, lax).unwrap();
+    let f = baseline::check(&res, &base, lax.clone()).unwrap();
     assert!(f.iter().all(|x| !x.verdict.fails()), "{f:#?}");
 
     // Decode 10 % faster and TTFT 10 % slower: both outside 5 %.
@@ -294,7 +344,9 @@ fn check_passes_on_itself_and_fails_on_shifted_numbers_and_tokens() {
     }
     let f = baseline::check(&runs, &base, lax.clone()).unwrap();
     assert!(f.iter().all(|x| !x.verdict.fails()), "{f:#?}");
-    assert!(f.iter().any(|x| x.detail.contains("CV across runs 2.0 % over 3 runs")));
+    assert!(f
+        .iter()
+        .any(|x| x.detail.contains("CV across runs 2.0 % over 3 runs")));
     let spread_gate = CheckOptions {
         max_cv: 0.01,
         ..CheckOptions::default()
@@ -307,8 +359,10 @@ fn check_passes_on_itself_and_fails_on_shifted_numbers_and_tokens() {
     // A repetition that generated other tokens is a mismatch of its own.
     runs[2].report.scenarios[0].prompts[0].generated_token_ids[0] += 1;
     let f = baseline::check(&runs, &base, lax.clone()).unwrap();
-    assert!(f.iter().any(|x| x.verdict == Verdict::TokenMismatch
-        && x.detail.starts_with("run 3 differs from run 1")));
+    assert!(f
+        .iter()
+        .any(|x| x.verdict == Verdict::TokenMismatch
+            && x.detail.starts_with("run 3 differs from run 1")));
 
     // 4 % is within tolerance.
     let mut near = res.clone();
