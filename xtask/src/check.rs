@@ -138,7 +138,7 @@ pub fn run(flags: Flags) -> Result<()> {
         ))
         .into());
     }
-    baseline::ensure_same_model(&dir, &model.name, &model.sha256)?;
+    baseline::ensure_comparable(&dir, &profile, &model.name, &model.sha256)?;
     findings.extend(baseline::check(&results, &dir, opts)?);
     print_findings(&run_dir, &dir, &findings);
     let failing: Vec<_> = findings.iter().filter(|f| f.verdict.fails()).collect();
@@ -285,4 +285,89 @@ fn accept(
         manifest.run_id, manifest.profile, manifest.settings.model.name
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tempdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("xtask-check-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn the_latest_run_is_the_one_that_started_last_whatever_its_name() {
+        let committed = paths::root().join("results/baseline-cpu-20261122/run.json");
+        let mut m: RunManifest = results::read_json(&committed).unwrap();
+        let dir = tempdir("latest");
+        for (name, started) in [
+            ("synthetic-z", "2026-11-22T10:00:00Z"),
+            ("20261128T090000-abc", "2026-11-28T09:00:00Z"),
+            ("cpu-a", "2026-11-25T00:00:00Z"),
+        ] {
+            m.provenance.started_at = started.into();
+            std::fs::create_dir_all(dir.join(name)).unwrap();
+            results::write_json_atomic(&dir.join(name).join("run.json"), &m).unwrap();
+        }
+        std::fs::create_dir_all(dir.join("zz-not-a-run")).unwrap();
+        assert_eq!(latest_run(&dir).unwrap(), dir.join("20261128T090000-abc"));
+        let empty = tempdir("latest-empty");
+        assert!(latest_run(&empty)
+            .unwrap_err()
+            .to_string()
+            .contains("run `cargo xtask bench` first"));
+    }
+
+    #[test]
+    fn a_missing_profile_or_model_is_named_with_what_exists() {
+        let root = tempdir("missing");
+        std::fs::create_dir_all(root.join("cpu-a/smollm2-135m")).unwrap();
+        std::fs::create_dir_all(root.join("reference")).unwrap();
+        let p = missing_baseline(&root, "cpu-b", "smollm2-135m").unwrap();
+        assert!(
+            p.contains("no baseline for hardware profile `cpu-b`")
+                && p.contains("profiles with baselines: cpu-a"),
+            "{p}"
+        );
+        let m = missing_baseline(&root, "cpu-a", "synthetic-llama-3.2-1b").unwrap();
+        assert!(
+            m.contains("no baseline for model `synthetic-llama-3.2-1b`")
+                && m.contains("models with baselines there: smollm2-135m"),
+            "{m}"
+        );
+        assert_eq!(missing_baseline(&root, "cpu-a", "smollm2-135m"), None);
+    }
+
+    #[test]
+    fn thresholds_parse_or_name_the_flag() {
+        let flags = |t: &[&str]| Flags {
+            run: None,
+            profile: None,
+            baselines: None,
+            accept: false,
+            allow_dirty: false,
+            exact_only: false,
+            tolerance: 0.05,
+            thresholds: t.iter().map(|s| s.to_string()).collect(),
+            max_cv: 0.05,
+        };
+        let o = options(&flags(&["decode_tok_per_s=0.2"])).unwrap();
+        assert_eq!(o.threshold(Metric::DecodeTokPerS), 0.2);
+        assert_eq!(o.threshold(Metric::TtftMs), 0.05);
+        for bad in [
+            "decode=0.2",
+            "decode_tok_per_s",
+            "ttft_ms=-1",
+            "inter_token_ms=0.1",
+        ] {
+            let e = options(&flags(&[bad])).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("--threshold {bad}: expected METRIC=FRACTION")),
+                "{e}"
+            );
+        }
+    }
 }

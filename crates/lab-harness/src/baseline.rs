@@ -567,10 +567,12 @@ pub fn dir_for(root: &Path, profile: &str, model: &str) -> PathBuf {
     root.join(profile).join(model)
 }
 
-/// Refuses to compare with baselines of other weights: every metrics file of `dir` that records
-/// the model's sha256 must match `model_sha256`. One line naming the file.
-pub fn ensure_same_model(
+/// Refuses to compare with baselines of another machine or other weights: every metrics file of
+/// `dir` that records a hardware profile, a model or its sha256 must match the run's. One line
+/// naming the file.
+pub fn ensure_comparable(
     dir: &Path,
+    profile: &str,
     model: &str,
     model_sha256: &BTreeMap<String, String>,
 ) -> Result<()> {
@@ -583,6 +585,12 @@ pub fn ensure_same_model(
             continue;
         }
         let b: MetricsBaseline = read_json(&path)?;
+        if let Some(p) = b.profile.as_deref().filter(|p| *p != profile) {
+            return Err(Error::msg(format!(
+                "{}: accepted on hardware profile `{p}`, this run is `{profile}`: numbers from other hardware are not comparable",
+                path.display()
+            )));
+        }
         if let Some(m) = b.model.as_deref().filter(|m| *m != model) {
             return Err(Error::msg(format!(
                 "{}: accepted for model `{m}`, this run measured `{model}`: refusing to compare different models",
@@ -619,4 +627,42 @@ pub fn accept(results: &[TargetResult], dir: &Path, measure: Option<&str>) -> Re
         }
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::fixture::fixture;
+
+    #[test]
+    fn baselines_of_another_machine_or_other_weights_are_refused() {
+        let (_, mut r) = fixture();
+        r[0].model.sha256 = [("model.gguf".to_string(), "aa".repeat(32))].into();
+        let dir = std::env::temp_dir().join(format!("lab-baseline-ok-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        accept(&r, &dir, Some("standard")).unwrap();
+        let sha = r[0].model.sha256.clone();
+        ensure_comparable(&dir, "cpu-fixture", "smollm2-135m", &sha).unwrap();
+        let err = |profile: &str, model: &str, sha: &BTreeMap<String, String>| {
+            ensure_comparable(&dir, profile, model, sha)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("cpu-other", "smollm2-135m", &sha)
+            .contains("accepted on hardware profile `cpu-fixture`, this run is `cpu-other`"));
+        assert!(err("cpu-fixture", "tiny", &sha)
+            .contains("accepted for model `smollm2-135m`, this run measured `tiny`"));
+        let other = [("model.gguf".to_string(), "bb".repeat(32))].into();
+        assert!(err("cpu-fixture", "smollm2-135m", &other).contains("other weights"));
+        // What accept wrote: the run's numbers, their intervals and where they came from.
+        let b: MetricsBaseline = read_json(&dir.join("mock.hf-f32.s1.metrics.json")).unwrap();
+        assert_eq!(b.measure.as_deref(), Some("standard"));
+        assert_eq!(
+            (b.runs, b.profile.as_deref()),
+            (Some(1), Some("cpu-fixture"))
+        );
+        assert_eq!(b.medians["p10"]["decode_tok_per_s"], 20.0);
+        assert_eq!(b.intervals["p10"]["decode_tok_per_s"], [20.0, 25.0]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

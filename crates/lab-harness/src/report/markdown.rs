@@ -158,8 +158,10 @@ fn s1_rows(r: &TargetResult) -> String {
                     .map(|x| fmt_num(f(x)))
                     .unwrap_or_else(|| "-".into())
             };
+            // One sample has no spread to speak of.
             let cv = pr
                 .get(Metric::DecodeTokPerS)
+                .filter(|x| x.n > 1)
                 .map(|x| format!("{:.1}%", x.noise() * 100.0))
                 .unwrap_or_else(|| "-".into());
             let n = pr.get(Metric::TtftMs).map_or(0, |x| x.n);

@@ -59,10 +59,12 @@ fn read_versioned<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     })?;
     match value.get("result_version").and_then(|v| v.as_u64()) {
         Some(v) if v == u64::from(RESULT_VERSION) => {}
-        Some(v) => return Err(Error::msg(format!(
+        Some(v) => {
+            return Err(Error::msg(format!(
             "{}: written with result schema version {v}; this lab reads version {RESULT_VERSION}",
             path.display()
-        ))),
+        )))
+        }
         None => {
             return Err(Error::msg(format!(
                 "{}: no result_version: not a result file of this lab",
