@@ -34,6 +34,13 @@ pub struct Flags {
     /// Compare only token ids and counts (skip the measured numbers).
     #[arg(long)]
     pub exact_only: bool,
+    #[command(flatten)]
+    pub rules: Rules,
+}
+
+/// How numbers are compared (`check` and `reproduce`).
+#[derive(clap::Args)]
+pub struct Rules {
     /// Relative shift of a metric that is not a change (the default of every metric).
     #[arg(long, default_value_t = baseline::DEFAULT_TOLERANCE)]
     pub tolerance: f64,
@@ -44,6 +51,22 @@ pub struct Flags {
     /// is not comparable.
     #[arg(long, default_value_t = baseline::DEFAULT_MAX_CV)]
     pub max_cv: f64,
+}
+
+impl Rules {
+    pub fn options(&self, exact_only: bool) -> Result<CheckOptions> {
+        let mut opts = CheckOptions {
+            tolerance: self.tolerance,
+            max_cv: self.max_cv,
+            exact_only,
+            ..CheckOptions::default()
+        };
+        for t in &self.thresholds {
+            let (m, v) = baseline::parse_threshold(t)?;
+            opts.thresholds.insert(m, v);
+        }
+        Ok(opts)
+    }
 }
 
 /// No baseline exists for the run's hardware profile or model (exit status 2): not a
@@ -87,22 +110,8 @@ pub fn latest_run(results_dir: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn options(flags: &Flags) -> Result<CheckOptions> {
-    let mut opts = CheckOptions {
-        tolerance: flags.tolerance,
-        max_cv: flags.max_cv,
-        exact_only: flags.exact_only,
-        ..CheckOptions::default()
-    };
-    for t in &flags.thresholds {
-        let (m, v) = baseline::parse_threshold(t)?;
-        opts.thresholds.insert(m, v);
-    }
-    Ok(opts)
-}
-
 pub fn run(flags: Flags) -> Result<()> {
-    let opts = options(&flags)?;
+    let opts = flags.rules.options(flags.exact_only)?;
     let run_dir = match &flags.run {
         Some(r) => r.clone(),
         None => latest_run(&paths::root().join("results"))?,
@@ -267,13 +276,13 @@ fn accept(
                     let Some(o) = baseline::observe(&runs, &sc.id, &p.prompt, m) else {
                         continue;
                     };
-                    if o.noise > flags.max_cv {
+                    if o.noise > flags.rules.max_cv {
                         eprintln!(
                             "warning: {target} {} {} {m} varies by {:.1} % (> {:.1} %): check will call it too noisy on this machine",
                             sc.id,
                             p.prompt,
                             o.noise * 100.0,
-                            flags.max_cv * 100.0
+                            flags.rules.max_cv * 100.0
                         );
                     }
                 }
@@ -343,18 +352,15 @@ mod tests {
 
     #[test]
     fn thresholds_parse_or_name_the_flag() {
-        let flags = |t: &[&str]| Flags {
-            run: None,
-            profile: None,
-            baselines: None,
-            accept: false,
-            allow_dirty: false,
-            exact_only: false,
-            tolerance: 0.05,
-            thresholds: t.iter().map(|s| s.to_string()).collect(),
-            max_cv: 0.05,
+        let options = |t: &[&str]| {
+            Rules {
+                tolerance: 0.05,
+                thresholds: t.iter().map(|s| s.to_string()).collect(),
+                max_cv: 0.05,
+            }
+            .options(false)
         };
-        let o = options(&flags(&["decode_tok_per_s=0.2"])).unwrap();
+        let o = options(&["decode_tok_per_s=0.2"]).unwrap();
         assert_eq!(o.threshold(Metric::DecodeTokPerS), 0.2);
         assert_eq!(o.threshold(Metric::TtftMs), 0.05);
         for bad in [
@@ -363,7 +369,7 @@ mod tests {
             "ttft_ms=-1",
             "inter_token_ms=0.1",
         ] {
-            let e = options(&flags(&[bad])).unwrap_err().to_string();
+            let e = options(&[bad]).unwrap_err().to_string();
             assert!(
                 e.starts_with(&format!("--threshold {bad}: expected METRIC=FRACTION")),
                 "{e}"

@@ -24,27 +24,13 @@ pub struct Flags {
     /// Name of the new run [default: <recorded id>-repro-<UTC time>].
     #[arg(long)]
     pub run_id: Option<String>,
-    /// Relative shift that still counts as reproduced (every metric).
-    #[arg(long, default_value_t = baseline::DEFAULT_TOLERANCE)]
-    pub tolerance: f64,
-    /// A metric's own threshold (`decode_tok_per_s=0.1`); repeatable.
-    #[arg(long = "threshold", value_name = "METRIC=FRACTION")]
-    pub thresholds: Vec<String>,
-    /// A metric noisier than this is not comparable.
-    #[arg(long, default_value_t = baseline::DEFAULT_MAX_CV)]
-    pub max_cv: f64,
+    /// How numbers are judged: as `check` judges them against a baseline.
+    #[command(flatten)]
+    pub rules: crate::check::Rules,
 }
 
 pub fn run(flags: Flags) -> Result<()> {
-    let mut opts = CheckOptions {
-        tolerance: flags.tolerance,
-        max_cv: flags.max_cv,
-        ..CheckOptions::default()
-    };
-    for t in &flags.thresholds {
-        let (m, v) = baseline::parse_threshold(t)?;
-        opts.thresholds.insert(m, v);
-    }
+    let opts = flags.rules.options(false)?;
     let (old, old_results) = results::load_run(&flags.run)?;
     let Some(mut spec) = old.plan.clone() else {
         bail!(

@@ -54,6 +54,7 @@ pub fn bench(
     announce(plan, &requests, &progress);
     for run in 1..=repeat {
         if run > 1 && !cool_down(plan, interrupted, &progress) {
+            progress.finish();
             return sink.interrupted(plan, None);
         }
         let requests = if run == 1 { &requests } else { &timed };
