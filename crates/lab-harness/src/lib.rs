@@ -69,12 +69,22 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// `path` relative to `root` when it lies inside it (results never carry this machine's layout),
-/// else as given.
+/// `path` relative to `root` when it lies inside it; under the model volume or the cargo target
+/// directory given by the environment, `$LAB_MODELS_DIR/…` or `$CARGO_TARGET_DIR/…` (results
+/// never carry this machine's layout); else as given.
 pub fn display_path(root: &Path, path: &Path) -> String {
-    let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
-    let abs = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    abs.strip_prefix(&root)
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| path.display().to_string())
+    let canon = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    let abs = canon(path);
+    if let Ok(rel) = abs.strip_prefix(canon(root)) {
+        return rel.display().to_string();
+    }
+    for var in ["LAB_MODELS_DIR", "CARGO_TARGET_DIR"] {
+        let Some(dir) = std::env::var_os(var).filter(|d| !d.is_empty()) else {
+            continue;
+        };
+        if let Ok(rel) = abs.strip_prefix(canon(Path::new(&dir))) {
+            return format!("${var}/{}", rel.display());
+        }
+    }
+    path.display().to_string()
 }
