@@ -354,36 +354,9 @@ pub fn compare(
                 detail,
             };
             // Exact part: against the expectation, and every run against the first.
-            let actual = token_snapshot(runs[0], &sc.id).unwrap_or_default();
-            findings.push(match expected.tokens(&stem, &sc.id)? {
-                Err(why) => f("*", "token_ids", Verdict::MissingBaseline, why),
-                Ok(e) if e.trim_end() == actual.trim_end() => f(
-                    "*",
-                    "token_ids",
-                    Verdict::Pass,
-                    "identical token ids and counts".into(),
-                ),
-                Ok(e) => f(
-                    "*",
-                    "token_ids",
-                    Verdict::TokenMismatch,
-                    first_difference(&e, &actual),
-                ),
-            });
-            for r in &runs[1..] {
-                let other = token_snapshot(r, &sc.id).unwrap_or_default();
-                if other.trim_end() != actual.trim_end() {
-                    findings.push(f(
-                        "*",
-                        "token_ids",
-                        Verdict::TokenMismatch,
-                        format!(
-                            "run {} differs from run 1: {}",
-                            r.run(),
-                            first_difference(&actual, &other)
-                        ),
-                    ));
-                }
+            for (verdict, detail) in token_verdicts(&runs, &sc.id, expected.tokens(&stem, &sc.id)?)
+            {
+                findings.push(f("*", "token_ids", verdict, detail));
             }
             if opts.exact_only {
                 continue;
@@ -432,6 +405,37 @@ pub fn compare(
         }
     }
     Ok(findings)
+}
+
+/// The token ids of a target's first run against the expected snapshot (or why there is none),
+/// then every later run of the plan against the first.
+fn token_verdicts(
+    runs: &[&TargetResult],
+    scenario: &str,
+    expected: std::result::Result<String, String>,
+) -> Vec<(Verdict, String)> {
+    let actual = token_snapshot(runs[0], scenario).unwrap_or_default();
+    let mut out = vec![match expected {
+        Err(why) => (Verdict::MissingBaseline, why),
+        Ok(e) if e.trim_end() == actual.trim_end() => {
+            (Verdict::Pass, "identical token ids and counts".into())
+        }
+        Ok(e) => (Verdict::TokenMismatch, first_difference(&e, &actual)),
+    }];
+    for r in &runs[1..] {
+        let other = token_snapshot(r, scenario).unwrap_or_default();
+        if other.trim_end() != actual.trim_end() {
+            out.push((
+                Verdict::TokenMismatch,
+                format!(
+                    "run {} differs from run 1: {}",
+                    r.run(),
+                    first_difference(&actual, &other)
+                ),
+            ));
+        }
+    }
+    out
 }
 
 /// One number against its expectation (see the module docs).
