@@ -57,6 +57,28 @@ pub struct Flags {
     /// Tokens generated per request (fixed length; EOS does not stop generation).
     #[arg(long, default_value_t = 64)]
     pub max_new_tokens: u32,
+    /// S2 batch sizes (`1,8,32,64`) [default: by profile].
+    #[arg(long, value_delimiter = ',')]
+    pub batch_sizes: Vec<u32>,
+    /// S2: measured seconds per batch size (at least one batch) [default: by profile].
+    #[arg(long)]
+    pub batch_duration_s: Option<f64>,
+    /// S3 concurrency levels (`1,10,25,50,100`) [default: by profile].
+    #[arg(long, value_delimiter = ',')]
+    pub concurrency: Vec<u32>,
+    /// S3 arrivals: `closed` (each client sends its next request when the previous ends) or
+    /// `poisson:RATE[:SEED]` (open loop, RATE requests/s, seeded) [default: closed].
+    #[arg(long)]
+    pub arrival: Option<String>,
+    /// S3 requests per concurrency level (never fewer than the level) [default: by profile].
+    #[arg(long)]
+    pub requests: Option<u32>,
+    /// S3: the most sequences an engine decodes together [default: 64].
+    #[arg(long)]
+    pub max_batch: Option<u32>,
+    /// Tokens generated per sequence in S2 and S3, and per prompt in S5 [default: by profile].
+    #[arg(long)]
+    pub load_new_tokens: Option<u32>,
     /// Model volume entry (`smollm2-135m`, `synthetic-llama-3.2-1b`) or a path to an HF Llama directory.
     #[arg(long, default_value = "smollm2-135m")]
     pub model: String,
@@ -286,7 +308,74 @@ pub fn plan(flags: &Flags, prov: &Provenance) -> Result<BenchSpec> {
         runtimes,
         cpuset_cpus,
         images,
+        load: Some(load_settings(flags, m.0)?),
     })
+}
+
+/// The load-scenario settings: the profile's, changed by the flags; zeros are refused here,
+/// before anything is built.
+fn load_settings(flags: &Flags, profile: Profile) -> Result<lab_harness::measure::LoadSettings> {
+    let mut l = profile.load_settings();
+    if !flags.batch_sizes.is_empty() {
+        l.batch_sizes = flags.batch_sizes.clone();
+    }
+    if !flags.concurrency.is_empty() {
+        l.concurrency = flags.concurrency.clone();
+    }
+    if l.batch_sizes.contains(&0) {
+        bail!("--batch-sizes: every batch size must be at least 1");
+    }
+    if l.concurrency.contains(&0) {
+        bail!("--concurrency: every level must be at least 1");
+    }
+    if let Some(d) = flags.batch_duration_s {
+        if !(d.is_finite() && d >= 0.0) {
+            bail!("--batch-duration-s must be a number of seconds, not {d}");
+        }
+        l.batch_duration_ms = (d * 1e3) as u64;
+    }
+    for (flag, v, field) in [
+        ("--requests", flags.requests, &mut l.requests),
+        ("--max-batch", flags.max_batch, &mut l.max_batch),
+    ] {
+        match v {
+            Some(0) => bail!("{flag} must be at least 1"),
+            Some(v) => *field = v,
+            None => {}
+        }
+    }
+    match flags.load_new_tokens {
+        Some(0) => bail!("--load-new-tokens must be at least 1"),
+        Some(n) => {
+            l.new_tokens = n;
+            l.long_new_tokens = n;
+        }
+        None => {}
+    }
+    if let Some(a) = &flags.arrival {
+        l.arrival = parse_arrival(a)?;
+    }
+    Ok(l)
+}
+
+/// `closed` or `poisson:RATE[:SEED]`.
+fn parse_arrival(a: &str) -> Result<lab_protocol::Arrival> {
+    let bad = || {
+        anyhow::anyhow!(
+            "--arrival {a}: expected `closed` or `poisson:RATE[:SEED]` with RATE > 0 requests/s"
+        )
+    };
+    if a == "closed" {
+        return Ok(lab_protocol::Arrival::Closed);
+    }
+    let rest = a.strip_prefix("poisson:").ok_or_else(bad)?;
+    let (rate, seed) = rest.split_once(':').unwrap_or((rest, "0"));
+    let rate_per_s: f64 = rate.parse().map_err(|_| bad())?;
+    let seed: u64 = seed.parse().map_err(|_| bad())?;
+    if !(rate_per_s.is_finite() && rate_per_s > 0.0) {
+        return Err(bad());
+    }
+    Ok(lab_protocol::Arrival::Poisson { rate_per_s, seed })
 }
 
 /// The measurement profile and its settings: `--profile` (default: by device), with

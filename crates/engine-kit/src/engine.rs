@@ -1,7 +1,12 @@
 //! What an engine adapter implements ([`Engine`], or [`SequenceEngine`] when its library owns the
 //! generation loop), what its `load` returns ([`Loaded`]) and its static facts ([`EngineMeta`]).
 
-use lab_protocol::{EngineIdentity, GenerationSettings, IterationSample, Request, TopLogits};
+use lab_protocol::{
+    EngineIdentity, GenerationSettings, IterationSample, Request, ScenarioReport, ScenarioRequest,
+    TopLogits,
+};
+
+use crate::load::{BatchEngine, Serial};
 
 use crate::KitError;
 
@@ -27,6 +32,12 @@ pub trait Engine {
 
     /// Peak accelerator memory in bytes, if the engine runs on one and can tell.
     fn peak_device_bytes(&self) -> Option<u64> {
+        None
+    }
+
+    /// The engine as a [`BatchEngine`] when it can decode many sequences together; `None`
+    /// (the default) serves the load scenarios one request at a time ([`crate::load::Serial`]).
+    fn batch(&mut self) -> Option<&mut dyn BatchEngine> {
         None
     }
 }
@@ -63,6 +74,22 @@ pub trait SequenceEngine {
     fn peak_device_bytes(&self) -> Option<u64> {
         None
     }
+
+    /// Runs a load scenario (S2, S3). An engine that owns its scheduling needs a sequence-level
+    /// path (not built yet), so by default the scenario reports that it is not supported.
+    fn run_load(&mut self, scenario: &ScenarioRequest) -> ScenarioReport {
+        ScenarioReport {
+            id: scenario.id.clone(),
+            kind: scenario.kind,
+            prompts: Vec::new(),
+            error: Some(
+                "this engine's library owns the generation loop; the load scenarios need its sequence-level path, which is not built yet"
+                    .to_string(),
+            ),
+            batching: None,
+            points: Vec::new(),
+        }
+    }
 }
 
 /// A step-wise [`Engine`] seen as a [`SequenceEngine`]: the kit's own timed loop.
@@ -97,6 +124,14 @@ impl<E: Engine> SequenceEngine for Stepwise<'_, E> {
     fn peak_device_bytes(&self) -> Option<u64> {
         self.engine.peak_device_bytes()
     }
+
+    fn run_load(&mut self, scenario: &ScenarioRequest) -> ScenarioReport {
+        if self.engine.batch().is_some() {
+            let b = self.engine.batch().expect("checked above");
+            return crate::load::run_load(b, scenario);
+        }
+        crate::load::run_load(&mut Serial(&mut *self.engine), scenario)
+    }
 }
 
 /// An engine chosen at run time (a backend picked from the request) is boxed behind the trait.
@@ -115,6 +150,9 @@ impl<E: Engine + ?Sized> Engine for Box<E> {
     }
     fn peak_device_bytes(&self) -> Option<u64> {
         (**self).peak_device_bytes()
+    }
+    fn batch(&mut self) -> Option<&mut dyn BatchEngine> {
+        (**self).batch()
     }
 }
 

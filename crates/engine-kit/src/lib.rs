@@ -18,6 +18,7 @@
 
 pub mod adapter;
 pub mod engine;
+pub mod load;
 pub mod process;
 mod sampling;
 pub mod scenario;
@@ -30,9 +31,14 @@ pub use adapter::{
 pub use engine::{
     BoxError, Engine, EngineMeta, EngineResult, Loaded, SequenceEngine, SequenceRun, Stepwise,
 };
-pub use process::{parse_request, peak_rss_bytes, run_main, run_main_sequences, KitError};
+pub use load::{BatchEngine, Serial};
+pub use process::{
+    parse_request, peak_rss_bytes, process_peak_rss_bytes, run_main, run_main_sequences, KitError,
+};
 pub use sampling::{argmax, Sampler};
 pub use scenario::{run_scenario, run_sequence_scenario};
 
+#[cfg(test)]
+mod load_tests;
 #[cfg(test)]
 mod tests;

@@ -57,6 +57,7 @@ pub fn parse_request(json: &str) -> Result<Request, KitError> {
         if let Some(p) = s.prompts.iter().find(|p| p.token_ids.is_empty()) {
             return Err(bad(&format!("prompt `{}` has no tokens", p.name)));
         }
+        validate_load(s).map_err(|m| bad(&m))?;
         if s.kind == ScenarioKind::TeacherForced {
             if let Some(p) = s
                 .prompts
@@ -72,6 +73,95 @@ pub fn parse_request(json: &str) -> Result<Request, KitError> {
         }
     }
     Ok(request)
+}
+
+/// The load settings of a scenario match its kind and ask for something that can run.
+fn validate_load(s: &lab_protocol::ScenarioRequest) -> Result<(), String> {
+    use lab_protocol::{Arrival, Load};
+    match (&s.kind, &s.load) {
+        (ScenarioKind::BatchedThroughput, Some(Load::Batches { batch_sizes, .. })) => {
+            if batch_sizes.is_empty() || batch_sizes.contains(&0) {
+                return Err("load.batch_sizes must be one or more sizes of at least 1".into());
+            }
+            if s.prompts.is_empty() {
+                return Err("a batched scenario needs prompts".into());
+            }
+            let n = s.prompts[0].token_ids.len();
+            if let Some(p) = s.prompts.iter().find(|p| p.token_ids.len() != n) {
+                return Err(format!(
+                    "prompt `{}` has {} tokens, `{}` has {n}: static batches need prompts of equal length",
+                    p.name,
+                    p.token_ids.len(),
+                    s.prompts[0].name
+                ));
+            }
+            Ok(())
+        }
+        (
+            ScenarioKind::ConcurrentLoad,
+            Some(Load::Concurrent {
+                concurrency,
+                arrival,
+                requests,
+                max_batch,
+            }),
+        ) => {
+            if concurrency.is_empty() || concurrency.contains(&0) {
+                return Err("load.concurrency must be one or more levels of at least 1".into());
+            }
+            if *requests == 0 || *max_batch == 0 {
+                return Err("load.requests and load.max_batch must be at least 1".into());
+            }
+            if let Arrival::Poisson { rate_per_s, .. } = arrival {
+                if !(rate_per_s.is_finite() && *rate_per_s > 0.0) {
+                    return Err(format!(
+                        "load.arrival.rate_per_s must be a positive number, not {rate_per_s}"
+                    ));
+                }
+            }
+            if s.prompts.is_empty() {
+                return Err("a concurrent scenario needs prompts (its workload)".into());
+            }
+            Ok(())
+        }
+        (k, None) if k.is_load() => Err(format!("a {k:?} scenario needs `load` settings")),
+        (k, Some(l)) => Err(format!("`load` {l:?} does not fit a {k:?} scenario")),
+        _ => Ok(()),
+    }
+}
+
+/// The largest `VmHWM` seen before a [`PeakRss`] reset it, so that the process's peak survives
+/// the per-level resets.
+static PEAK_SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The peak resident set size of one span (a prompt, a load level): `VmHWM` is reset to the
+/// current RSS at the start (`/proc/self/clear_refs`, Linux 4.0+) and read at the end. `None`
+/// when the reset is not possible (the process peak would be mislabelled as the span's).
+pub(crate) struct PeakRss {
+    reset: bool,
+}
+
+impl PeakRss {
+    pub(crate) fn start() -> Self {
+        if let Some(p) = peak_rss_bytes() {
+            PEAK_SEEN.fetch_max(p, std::sync::atomic::Ordering::Relaxed);
+        }
+        PeakRss {
+            reset: std::fs::write("/proc/self/clear_refs", "5").is_ok(),
+        }
+    }
+
+    pub(crate) fn finish(self) -> Option<u64> {
+        let p = peak_rss_bytes()?;
+        PEAK_SEEN.fetch_max(p, std::sync::atomic::Ordering::Relaxed);
+        self.reset.then_some(p)
+    }
+}
+
+/// The peak resident set size of the whole process, across [`PeakRss`] resets.
+pub fn process_peak_rss_bytes() -> Option<u64> {
+    let now = peak_rss_bytes()?;
+    Some(now.max(PEAK_SEEN.load(std::sync::atomic::Ordering::Relaxed)))
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), if the platform tells.
@@ -174,7 +264,7 @@ fn failed_report(engine: EngineIdentity, error: String) -> Report {
         engine,
         load: None,
         memory: MemoryUsage {
-            peak_rss_bytes: peak_rss_bytes(),
+            peak_rss_bytes: process_peak_rss_bytes(),
             peak_device_bytes: None,
         },
         scenarios: Vec::new(),
@@ -225,17 +315,18 @@ where
 
     let mut scenarios = Vec::new();
     for scenario in &request.scenarios {
-        scenarios.push(crate::scenario::run_sequence_scenario(
-            &mut engine,
-            scenario,
-        ));
+        scenarios.push(if scenario.kind.is_load() {
+            engine.run_load(scenario)
+        } else {
+            crate::scenario::run_sequence_scenario(&mut engine, scenario)
+        });
     }
     Ok(Report {
         schema_version: SCHEMA_VERSION,
         engine: identity,
         load: Some(load),
         memory: MemoryUsage {
-            peak_rss_bytes: peak_rss_bytes(),
+            peak_rss_bytes: process_peak_rss_bytes(),
             peak_device_bytes: engine.peak_device_bytes(),
         },
         scenarios,

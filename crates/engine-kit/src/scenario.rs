@@ -22,6 +22,8 @@ pub fn run_sequence_scenario<S: SequenceEngine>(
         let forced = match scenario.kind {
             ScenarioKind::SingleRequestLatency => None,
             ScenarioKind::TeacherForced => Some(prompt.forced_token_ids.as_slice()),
+            // Load kinds never reach this loop (the process sends them to `run_load`).
+            ScenarioKind::BatchedThroughput | ScenarioKind::ConcurrentLoad => None,
         };
         match measure_prompt(engine, scenario, &prompt.name, &prompt.token_ids, forced) {
             Ok(report) => prompts.push(report),
@@ -40,6 +42,8 @@ pub fn run_sequence_scenario<S: SequenceEngine>(
         kind: scenario.kind,
         prompts,
         error,
+        batching: None,
+        points: Vec::new(),
     }
 }
 
@@ -56,6 +60,7 @@ fn measure_prompt<S: SequenceEngine>(
     let mut top_logits = Vec::new();
     let mut deterministic = true;
     let mut measured_ms = 0u64;
+    let rss = crate::process::PeakRss::start();
     for i in 0.. {
         let warmup = i < scenario.warmup_iterations;
         if !warmup && !scenario.wants_more(samples.len() as u32, measured_ms) {
@@ -120,5 +125,6 @@ fn measure_prompt<S: SequenceEngine>(
         warmup_iterations: scenario.warmup_iterations,
         samples,
         top_logits,
+        peak_rss_bytes: rss.finish(),
     })
 }

@@ -96,6 +96,7 @@ fn scenario(prompts: &[&[u32]], max_new: u32, stop_at_eos: bool) -> ScenarioRequ
         iterations: 3,
         min_duration_ms: 0,
         max_duration_ms: None,
+        load: None,
     }
 }
 

@@ -213,6 +213,24 @@ pub fn scenarios() -> Vec<Scenario> {
             source: PromptSource::Passage("s1.json"),
         },
         Scenario {
+            id: "s2",
+            kind: ScenarioKind::BatchedThroughput,
+            description: "sustained batched throughput: static batches of equal-length prompts (32 tokens), fixed-length greedy generation, repeated for a duration per batch size",
+            source: PromptSource::Passage("s2.json"),
+        },
+        Scenario {
+            id: "s3",
+            kind: ScenarioKind::ConcurrentLoad,
+            description: "concurrent load: closed-loop clients (or Poisson arrivals) sending the committed workload of 8-128-token prompts, served by continuous batching",
+            source: PromptSource::Passage("s3.json"),
+        },
+        Scenario {
+            id: "s5",
+            kind: ScenarioKind::SingleRequestLatency,
+            description: "long context: prompts of 1024, 4096 and 8064 tokens, prefill and decode at that depth, peak memory per prompt",
+            source: PromptSource::Passage("s5.json"),
+        },
+        Scenario {
             id: "ref-greedy",
             kind: ScenarioKind::SingleRequestLatency,
             description: "correctness: greedy continuations of the reference prompts, compared with the reference",
@@ -238,12 +256,17 @@ pub fn select_scenarios(specs: &[String]) -> Result<Vec<Scenario>> {
         let s = s.to_lowercase();
         let matched: Vec<&Scenario> = all
             .iter()
-            .filter(|x| x.id == s || (s == "ref" && x.is_correctness()))
+            .filter(|x| {
+                x.id == s
+                    || (s == "ref" && x.is_correctness())
+                    // S4 (memory) is measured in every load and long-context scenario.
+                    || (s == "s4" && matches!(x.id, "s2" | "s3" | "s5"))
+            })
             .collect();
         if matched.is_empty() {
             let known: Vec<_> = all.iter().map(|x| x.id).collect();
             return Err(Error::msg(format!(
-                "unknown scenario `{s}` (known: {}, ref)",
+                "unknown scenario `{s}` (known: {}, s4, ref)",
                 known.join(", ")
             )));
         }
@@ -262,7 +285,15 @@ struct PromptFile {
     #[allow(dead_code)]
     about: String,
     lengths: Vec<usize>,
-    text: String,
+    /// The passage itself, or `text_file`: a text file beside the prompt file.
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    text_file: Option<String>,
+    /// `windows: N`: N prompts `w<i>` of `lengths[0]` tokens, the i-th run of that many
+    /// consecutive ids (equal lengths, different text), instead of prefixes.
+    #[serde(default)]
+    windows: Option<usize>,
 }
 
 /// Tokenizes the scenario's committed passage with the volume's `tokenizer.json` and cuts the
@@ -276,7 +307,45 @@ pub fn load_prompts(
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let file: PromptFile = serde_json::from_str(&text)
         .map_err(|e| Error::msg(format!("{}: malformed prompt file: {e}", path.display())))?;
-    let ids = tokenize(tokenizer_json, &file.text)?;
+    let passage = match (&file.text, &file.text_file) {
+        (Some(t), None) => t.clone(),
+        (None, Some(f)) => {
+            let p = prompts_dir.join(f);
+            std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?
+        }
+        _ => {
+            return Err(Error::msg(format!(
+                "{}: a prompt file has exactly one of `text` and `text_file`",
+                path.display()
+            )))
+        }
+    };
+    let ids = tokenize(tokenizer_json, &passage)?;
+    if let Some(n) = file.windows {
+        let len = match file.lengths[..] {
+            [len] if len > 0 => len,
+            _ => {
+                return Err(Error::msg(format!(
+                    "{}: `windows` needs exactly one length of at least 1",
+                    path.display()
+                )))
+            }
+        };
+        if n == 0 || n * len > ids.len() {
+            return Err(Error::msg(format!(
+                "{}: {n} windows of {len} tokens are not within the passage's {} tokens",
+                path.display(),
+                ids.len()
+            )));
+        }
+        return Ok((0..n)
+            .map(|i| Prompt {
+                name: format!("w{i}"),
+                token_ids: ids[i * len..(i + 1) * len].to_vec(),
+                forced_token_ids: Vec::new(),
+            })
+            .collect());
+    }
     file.lengths
         .iter()
         .map(|&n| {

@@ -87,6 +87,57 @@ impl Profile {
     }
 }
 
+/// How the load scenarios run (S2 batch sizes, S3 concurrency, generation lengths): chosen by
+/// the profile, changed by flags, recorded in the plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoadSettings {
+    /// S2 batch sizes.
+    pub batch_sizes: Vec<u32>,
+    /// S2: measured time per batch size (at least one batch).
+    pub batch_duration_ms: u64,
+    /// S3 concurrency levels.
+    pub concurrency: Vec<u32>,
+    /// S3 arrivals: closed-loop clients or a seeded Poisson process.
+    pub arrival: lab_protocol::Arrival,
+    /// S3 requests per level (never fewer than the level).
+    pub requests: u32,
+    /// S3: the most sequences decoding together.
+    pub max_batch: u32,
+    /// Tokens generated per sequence in S2 and S3.
+    pub new_tokens: u32,
+    /// Tokens generated per prompt in S5 (at the prompt's depth).
+    pub long_new_tokens: u32,
+}
+
+impl Profile {
+    /// The load-scenario settings of a profile (`Custom` takes `Budget`'s). `Standard` and `Full`
+    /// run the published sweeps (batch 1/8/32/64, concurrency 1/10/25/50/100; `Full` for the
+    /// spec's 5 minutes per batch size); `Budget` and `Quick` are smaller so that a 2-core
+    /// machine runs every engine in minutes.
+    pub fn load_settings(self) -> LoadSettings {
+        let l =
+            |batch_sizes: &[u32], batch_duration_ms, concurrency: &[u32], requests, new_tokens| {
+                LoadSettings {
+                    batch_sizes: batch_sizes.to_vec(),
+                    batch_duration_ms,
+                    concurrency: concurrency.to_vec(),
+                    arrival: lab_protocol::Arrival::Closed,
+                    requests,
+                    max_batch: 64,
+                    new_tokens,
+                    long_new_tokens: new_tokens,
+                }
+            };
+        match self {
+            Profile::Quick => l(&[1, 4], 500, &[1, 4], 8, 8),
+            Profile::Budget | Profile::Custom => l(&[1, 8, 32], 2_000, &[1, 4, 16], 16, 16),
+            Profile::Standard => l(&[1, 8, 32, 64], 10_000, &[1, 10, 25, 50, 100], 100, 32),
+            Profile::Full => l(&[1, 8, 32, 64], 300_000, &[1, 10, 25, 50, 100], 200, 32),
+        }
+    }
+}
+
 impl std::fmt::Display for Profile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())

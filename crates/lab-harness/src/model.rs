@@ -20,6 +20,9 @@ pub struct ResolvedModel {
     /// Weight formats present in the directory.
     pub formats: Vec<WeightFormat>,
     pub sha256: BTreeMap<String, String>,
+    /// The longest sequence the model was trained for (`max_position_embeddings` of
+    /// `config.json`), when the directory says.
+    pub context_length: Option<u32>,
 }
 
 impl ResolvedModel {
@@ -121,7 +124,9 @@ pub fn resolve(models_dir: &Path, spec: &str) -> Result<ResolvedModel> {
         formats.push(WeightFormat::Safetensors);
     }
     let eos_token_ids = eos_ids(&dir.join("config.json"))?;
+    let context_length = context_length(&dir.join("config.json"))?;
     Ok(ResolvedModel {
+        context_length,
         name,
         dir,
         synthetic,
@@ -130,6 +135,14 @@ pub fn resolve(models_dir: &Path, spec: &str) -> Result<ResolvedModel> {
         formats,
         sha256,
     })
+}
+
+fn context_length(config: &Path) -> Result<Option<u32>> {
+    if !config.exists() {
+        return Ok(None);
+    }
+    let v: serde_json::Value = read_json(config)?;
+    Ok(v["max_position_embeddings"].as_u64().map(|n| n as u32))
 }
 
 fn eos_ids(config: &Path) -> Result<Vec<u32>> {

@@ -4,11 +4,13 @@
 use std::path::PathBuf;
 
 use lab_protocol::{
-    Device, GenerationSettings, Request, Sampling, ScenarioRequest, SCHEMA_VERSION,
+    Device, GenerationSettings, Load, Request, Sampling, ScenarioKind, ScenarioRequest,
+    SCHEMA_VERSION,
 };
 
 use crate::catalog::{self, PromptSource, Target};
 use crate::correctness;
+use crate::measure::LoadSettings;
 use crate::model::ResolvedModel;
 use crate::provenance::Provenance;
 use crate::results::{ModelInfo, RunSettings};
@@ -112,15 +114,30 @@ pub fn scenario_requests(
     };
     let mut reference = None;
     let mut out = Vec::new();
+    let load = plan
+        .spec
+        .load
+        .clone()
+        .unwrap_or_else(|| plan.spec.measure.load_settings());
     for s in &catalog::select_scenarios(&plan.spec.scenarios)? {
         let timed = matches!(s.source, PromptSource::Passage(_));
         let (prompts, generation, warmup_iterations, iterations) = match s.source {
-            PromptSource::Passage(file) => (
-                catalog::load_prompts(&prompts_dir, file, &plan.model.tokenizer_json)?,
-                generation(plan.spec.max_new_tokens),
-                plan.spec.warmup_iterations,
-                plan.spec.iterations,
-            ),
+            PromptSource::Passage(file) => {
+                let prompts =
+                    catalog::load_prompts(&prompts_dir, file, &plan.model.tokenizer_json)?;
+                let new_tokens = match s.id {
+                    "s2" | "s3" => load.new_tokens,
+                    "s5" => load.long_new_tokens,
+                    _ => plan.spec.max_new_tokens,
+                };
+                check_context(plan, s.id, file, &prompts, new_tokens)?;
+                (
+                    prompts,
+                    generation(new_tokens),
+                    plan.spec.warmup_iterations,
+                    plan.spec.iterations,
+                )
+            }
             PromptSource::ReferenceGreedy | PromptSource::ReferenceTeacherForced => {
                 if plan.model.synthetic {
                     eprintln!(
@@ -160,7 +177,12 @@ pub fn scenario_requests(
             kind: s.kind,
             prompts,
             generation,
-            warmup_iterations,
+            // A load level warms up with at most one untimed batch.
+            warmup_iterations: if s.kind.is_load() {
+                warmup_iterations.min(1)
+            } else {
+                warmup_iterations
+            },
             iterations,
             // Correctness scenarios run exactly once; only timed ones follow the profile.
             min_duration_ms: if timed { plan.spec.min_duration_ms } else { 0 },
@@ -169,9 +191,53 @@ pub fn scenario_requests(
             } else {
                 None
             },
+            load: load_request(s.kind, &load),
         });
     }
     Ok((out, reference))
+}
+
+/// The protocol's load settings of a scenario kind (none for the per-prompt kinds).
+fn load_request(kind: ScenarioKind, load: &LoadSettings) -> Option<Load> {
+    match kind {
+        ScenarioKind::BatchedThroughput => Some(Load::Batches {
+            batch_sizes: load.batch_sizes.clone(),
+            duration_ms: load.batch_duration_ms,
+        }),
+        ScenarioKind::ConcurrentLoad => Some(Load::Concurrent {
+            concurrency: load.concurrency.clone(),
+            arrival: load.arrival.clone(),
+            requests: load.requests,
+            max_batch: load.max_batch,
+        }),
+        ScenarioKind::SingleRequestLatency | ScenarioKind::TeacherForced => None,
+    }
+}
+
+/// Every prompt of a scenario plus its generated tokens fits the model's context: a longer one
+/// is an error before any engine starts, never a silent truncation.
+fn check_context(
+    plan: &BenchPlan,
+    id: &str,
+    file: &str,
+    prompts: &[lab_protocol::Prompt],
+    new_tokens: u32,
+) -> Result<()> {
+    let Some(context) = plan.model.context_length else {
+        return Ok(());
+    };
+    match prompts
+        .iter()
+        .find(|p| p.token_ids.len() as u64 + new_tokens as u64 > context as u64)
+    {
+        Some(p) => Err(Error::msg(format!(
+            "scenario {id}: prompt `{}` of prompts/{file} has {} tokens; with {new_tokens} generated tokens it exceeds model `{}`'s context of {context} tokens",
+            p.name,
+            p.token_ids.len(),
+            plan.model.name
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Builds the request an engine receives for `plan`.

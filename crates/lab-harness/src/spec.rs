@@ -53,6 +53,10 @@ pub struct BenchSpec {
     /// Prebuilt images by engine (`candle` -> reference).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub images: BTreeMap<String, String>,
+    /// How the load scenarios (S2, S3) and S5 run (absent in plans recorded before they
+    /// existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<crate::measure::LoadSettings>,
 }
 
 fn custom() -> Profile {

@@ -19,7 +19,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change of [`Request`] or [`Report`].
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// What the harness asks an engine to do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -115,6 +115,44 @@ pub struct ScenarioRequest {
     /// before `iterations` (never fewer than one): the time-budgeted default on CPU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_duration_ms: Option<u64>,
+    /// Load scenarios (S2, S3) only: the batch sizes or concurrency levels and how to run them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<Load>,
+}
+
+/// How a load scenario is run. Every level is one [`LoadPoint`] of the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+pub enum Load {
+    /// S2: static ("offline") batches. For batch size B, the first B prompts (of equal length)
+    /// are prefilled and decoded together for `generation.max_new_tokens` tokens (EOS ignored);
+    /// after `warmup_iterations` untimed batches, batches repeat until `duration_ms` has passed
+    /// (at least one).
+    Batches {
+        batch_sizes: Vec<u32>,
+        duration_ms: u64,
+    },
+    /// S3: `requests` requests (the prompts in turn) from `concurrency` clients, served with
+    /// up to `max_batch` sequences decoding together.
+    Concurrent {
+        concurrency: Vec<u32>,
+        arrival: Arrival,
+        /// Requests per level; never fewer than the level's concurrency.
+        requests: u32,
+        /// The most sequences the engine decodes together (capped by what it can hold).
+        max_batch: u32,
+    },
+}
+
+/// When S3's requests are submitted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+pub enum Arrival {
+    /// Closed loop: each of the C clients submits its next request when its previous one ends.
+    Closed,
+    /// Open loop: requests arrive at exponential gaps of mean `1 / rate_per_s` (seeded), whether
+    /// or not earlier ones are done; at most C are in the engine, the rest wait in its queue.
+    Poisson { rate_per_s: f64, seed: u64 },
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -146,6 +184,20 @@ pub enum ScenarioKind {
     /// (instead of the sampled token) and report the top-k logits of every position.
     /// `generation.max_new_tokens` must equal `forced_token_ids.len() + 1`.
     TeacherForced,
+    /// S2: sustained throughput of static batches ([`Load::Batches`]).
+    BatchedThroughput,
+    /// S3: concurrent clients served by continuous batching ([`Load::Concurrent`]).
+    ConcurrentLoad,
+}
+
+impl ScenarioKind {
+    /// Whether the scenario is a load scenario (reported as [`LoadPoint`]s, not per prompt).
+    pub fn is_load(self) -> bool {
+        matches!(
+            self,
+            ScenarioKind::BatchedThroughput | ScenarioKind::ConcurrentLoad
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -242,6 +294,97 @@ pub struct ScenarioReport {
     pub prompts: Vec<PromptReport>,
     /// Set when this scenario failed; results of earlier prompts are kept.
     pub error: Option<String>,
+    /// Load scenarios only: how the engine batched (e.g. `none (serial)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batching: Option<String>,
+    /// Load scenarios only: one entry per batch size (S2) or concurrency level (S3).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub points: Vec<LoadPoint>,
+}
+
+/// One level of a load scenario. Times are nanoseconds since the level's measured start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoadPoint {
+    /// Batch size (S2) or concurrency (S3).
+    pub level: u32,
+    /// The most sequences decoded together in one step.
+    pub max_active: u32,
+    /// S2: every measured batch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batches: Vec<BatchSample>,
+    /// S3: every request, in submission order: completed, failed or refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<RequestRecord>,
+    /// The ids each prompt generated the first time it completed (for token checks).
+    pub outputs: Vec<PromptOutput>,
+    /// Whether every completion of a prompt generated the same ids (warm-ups included).
+    pub deterministic: bool,
+    /// Peak resident set size during this level (Linux `VmHWM` reset at its start), if known.
+    pub peak_rss_bytes: Option<u64>,
+    /// Set when the level ended early; what was measured is kept.
+    pub error: Option<String>,
+}
+
+/// One static batch of S2.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSample {
+    pub start_ns: u64,
+    /// Sequences in the batch.
+    pub sequences: u32,
+    /// Prompt tokens of all sequences.
+    pub prompt_tokens: u32,
+    /// Start of the batch to every sequence's first token (all prefills).
+    pub prefill_ns: u64,
+    /// Every decode step after prefill (each produces one token per sequence).
+    pub step_ns: Vec<u64>,
+    /// Tokens generated by all sequences (first tokens included).
+    pub new_tokens: u32,
+}
+
+impl BatchSample {
+    pub fn e2e_ns(&self) -> u64 {
+        self.prefill_ns + self.step_ns.iter().sum::<u64>()
+    }
+}
+
+/// One request of S3.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestRecord {
+    /// The client that sent it (closed loop), or its arrival index (open loop).
+    pub client: u32,
+    pub prompt: String,
+    pub prompt_tokens: u32,
+    pub submit_ns: u64,
+    /// Its prefill started (it left the queue).
+    pub admit_ns: Option<u64>,
+    pub first_token_ns: Option<u64>,
+    pub done_ns: Option<u64>,
+    pub new_tokens: u32,
+    pub status: RequestStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+pub enum RequestStatus {
+    Completed,
+    /// The engine failed this request (the others go on).
+    Failed {
+        reason: String,
+    },
+    /// Never started (the level ended before it could be served).
+    Refused {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromptOutput {
+    pub prompt: String,
+    pub token_ids: Vec<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -259,6 +402,9 @@ pub struct PromptReport {
     /// measured iteration (prefill's last position, then one per forced token).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub top_logits: Vec<TopLogits>,
+    /// Peak resident set size while this prompt ran (Linux `VmHWM` reset before it), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// How many logits a teacher-forced report keeps per position.
@@ -375,6 +521,7 @@ mod tests {
                     deterministic: true,
                     warmup_iterations: 1,
                     top_logits: vec![],
+                    peak_rss_bytes: None,
                     samples: vec![IterationSample {
                         ttft_ns: 50_000_000,
                         e2e_ns: 150_000_000,
@@ -383,6 +530,8 @@ mod tests {
                     }],
                 }],
                 error: None,
+                batching: None,
+                points: vec![],
             }],
             error: None,
         }
@@ -436,6 +585,7 @@ mod tests {
             iterations,
             min_duration_ms,
             max_duration_ms,
+            load: None,
         };
         // A count alone.
         let plain = s(3, 0, None);

@@ -268,6 +268,7 @@ pub fn s1_plan(
             runtimes: vec!["native".into()],
             cpuset_cpus: None,
             images: Default::default(),
+            load: None,
         },
         root: root(),
         run_dir: dir.join("run"),

@@ -21,7 +21,7 @@ impl Exporter for Markdown {
     }
 }
 
-fn fmt_num(v: f64) -> String {
+pub(super) fn fmt_num(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0}")
     } else if v >= 10.0 {
@@ -47,6 +47,9 @@ pub fn render(manifest: &RunManifest, results: &[TargetResult]) -> String {
         s.push_str(&s1_rows(r));
     }
     s.push_str(&between_runs(results));
+    s.push_str(&super::load::s2_section(results));
+    s.push_str(&super::load::s3_section(results));
+    s.push_str(&super::load::s4_section(results));
     let correctness: Vec<Correctness> = results
         .iter()
         .filter_map(|r| r.correctness.clone())

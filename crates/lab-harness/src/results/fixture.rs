@@ -6,7 +6,8 @@ use lab_protocol::*;
 
 pub(crate) fn fixture() -> (RunManifest, Vec<TargetResult>) {
     let provenance = provenance();
-    let report = report();
+    let mut report = report();
+    report.scenarios.extend(load_scenarios());
     let model = ModelInfo {
         name: "smollm2-135m".into(),
         synthetic: false,
@@ -152,9 +153,91 @@ fn report() -> Report {
                 warmup_iterations: 1,
                 samples: vec![sample(100, 50), sample(110, 50), sample(90, 40)],
                 top_logits: vec![],
+                peak_rss_bytes: None,
             }],
             error: None,
+            batching: None,
+            points: vec![],
         }],
         error: None,
     }
+}
+
+/// S2 and S3 scenarios with round numbers (the load statistics' test derives them by hand).
+pub(crate) fn load_scenarios() -> Vec<ScenarioReport> {
+    const MS: u64 = 1_000_000;
+    let point = |level, max_active| LoadPoint {
+        level,
+        max_active,
+        batches: vec![],
+        requests: vec![],
+        outputs: vec![],
+        deterministic: true,
+        peak_rss_bytes: Some(600 << 20),
+        error: None,
+    };
+    let req = |client, submit: u64, first: Option<u64>, done: Option<u64>, status| RequestRecord {
+        client,
+        prompt: "p8".into(),
+        prompt_tokens: 8,
+        submit_ns: submit * MS,
+        admit_ns: first.map(|_| submit * MS),
+        first_token_ns: first.map(|t| t * MS),
+        done_ns: done.map(|t| t * MS),
+        new_tokens: if status == RequestStatus::Completed {
+            4
+        } else {
+            0
+        },
+        status,
+    };
+    let mut s2 = point(2, 2);
+    s2.batches.push(BatchSample {
+        start_ns: 0,
+        sequences: 2,
+        prompt_tokens: 20,
+        prefill_ns: 100 * MS,
+        step_ns: vec![50 * MS; 3],
+        new_tokens: 8,
+    });
+    let mut c1 = point(1, 1);
+    c1.requests = vec![
+        req(0, 0, Some(100), Some(400), RequestStatus::Completed),
+        req(0, 400, Some(500), Some(800), RequestStatus::Completed),
+    ];
+    let mut c2 = point(2, 2);
+    c2.requests = vec![
+        req(0, 0, Some(100), Some(400), RequestStatus::Completed),
+        req(1, 0, Some(1200), Some(1500), RequestStatus::Completed),
+        req(
+            0,
+            400,
+            None,
+            Some(450),
+            RequestStatus::Failed {
+                reason: "prefill: simulated".into(),
+            },
+        ),
+        req(
+            1,
+            1500,
+            None,
+            None,
+            RequestStatus::Refused {
+                reason: "the level ended: simulated".into(),
+            },
+        ),
+    ];
+    let scenario = |id: &str, kind, points| ScenarioReport {
+        id: id.into(),
+        kind,
+        prompts: vec![],
+        error: None,
+        batching: Some("continuous (mock)".into()),
+        points,
+    };
+    vec![
+        scenario("s2", ScenarioKind::BatchedThroughput, vec![s2]),
+        scenario("s3", ScenarioKind::ConcurrentLoad, vec![c1, c2]),
+    ]
 }

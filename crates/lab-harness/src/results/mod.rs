@@ -11,6 +11,7 @@
 //! here from raw samples by [`compute_stats`].
 
 mod io;
+pub mod load;
 mod schema;
 
 #[cfg(test)]
@@ -36,6 +37,8 @@ pub fn compute_stats(report: &Report) -> Vec<ScenarioStats> {
         .map(|s| ScenarioStats {
             id: s.id.clone(),
             error: s.error.clone(),
+            points: load::point_stats(s),
+            batching: s.batching.clone(),
             prompts: s
                 .prompts
                 .iter()

@@ -114,6 +114,12 @@ pub struct ScenarioStats {
     pub id: String,
     pub prompts: Vec<PromptStats>,
     pub error: Option<String>,
+    /// Load scenarios (S2, S3): one entry per batch size or concurrency level.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub points: Vec<super::load::PointStats>,
+    /// Load scenarios: how the engine batched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batching: Option<String>,
 }
 
 /// One engine target's complete result: raw report, statistics and provenance.

@@ -4,6 +4,12 @@
 //! (`MOCK_ENGINE_SLEEP_US`, default 1000; 0 measures the kit's own per-token overhead) and
 //! failure modes chosen with `MOCK_ENGINE=ok|hang|crash|garbage|fail-load|panic|probe`.
 //!
+//! Load scenarios: `MOCK_ENGINE_SLOTS=N` (default 8) sequences decode together, one sleep per
+//! step whatever the batch (0: no batching, served serially by the kit);
+//! `MOCK_ENGINE_FAIL_PREFILL=K` fails the K-th prefill of the process (1-based, warm-ups count),
+//! `MOCK_ENGINE_STALL_PREFILL=K:MS` makes the K-th prefill take MS milliseconds longer, and
+//! `MOCK_ENGINE_FAIL_STEP=K` fails the K-th batched decode step.
+//!
 //! `MOCK_ENGINE=oracle` replays the reference file named by `MOCK_ENGINE_REFERENCE`: on a
 //! sequence that follows a reference prompt and its greedy continuation it emits the reference's
 //! top-5 logits, so it agrees perfectly. `MOCK_ENGINE_WRONG_EVERY=N` makes it wrong at every N-th
@@ -25,6 +31,75 @@ struct Mock {
     seq: Vec<u32>,
     oracle: Option<Reference>,
     wrong_every: usize,
+    /// Last token of each slot (load scenarios).
+    slots: Vec<Option<u32>>,
+    prefills: u64,
+    steps: u64,
+    fail_prefill: Option<u64>,
+    stall_prefill: Option<(u64, Duration)>,
+    fail_step: Option<u64>,
+}
+
+fn knob<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|s| s.parse().ok())
+}
+
+impl engine_kit::BatchEngine for Mock {
+    fn max_slots(&self) -> usize {
+        self.slots.len()
+    }
+    fn batching(&self) -> String {
+        format!(
+            "continuous (mock: {} slots, one sleep per step)",
+            self.slots.len()
+        )
+    }
+    fn prefill_slot(
+        &mut self,
+        slot: usize,
+        prompt: &[u32],
+        logits: &mut Vec<f32>,
+    ) -> EngineResult<()> {
+        self.prefills += 1;
+        if let Some((k, extra)) = self.stall_prefill {
+            if k == self.prefills {
+                std::thread::sleep(extra);
+            }
+        }
+        if self.fail_prefill == Some(self.prefills) {
+            return Err(format!("simulated failure of prefill {}", self.prefills).into());
+        }
+        if self.slots[slot].is_some() {
+            return Err(format!("slot {slot} is not free").into());
+        }
+        let last = *prompt.last().unwrap_or(&0);
+        self.slots[slot] = Some(last);
+        self.last = last;
+        self.emit(logits);
+        Ok(())
+    }
+    fn decode_slots(&mut self, batch: &[(usize, u32)], logits: &mut Vec<f32>) -> EngineResult<()> {
+        self.steps += 1;
+        if self.fail_step == Some(self.steps) {
+            return Err(format!("simulated failure of step {}", self.steps).into());
+        }
+        if !self.sleep.is_zero() {
+            std::thread::sleep(self.sleep);
+        }
+        logits.clear();
+        logits.resize(batch.len() * VOCAB, 0.0);
+        for (i, &(slot, token)) in batch.iter().enumerate() {
+            match self.slots.get_mut(slot) {
+                Some(Some(last)) => *last = token,
+                _ => return Err(format!("slot {slot} holds no sequence").into()),
+            }
+            logits[i * VOCAB + ((31 * token as usize) + 7) % VOCAB] = 1.0;
+        }
+        Ok(())
+    }
+    fn release_slot(&mut self, slot: usize) {
+        self.slots[slot] = None;
+    }
 }
 
 impl Mock {
@@ -86,6 +161,13 @@ impl Engine for Mock {
         self.emit(logits);
         Ok(())
     }
+    fn batch(&mut self) -> Option<&mut dyn engine_kit::BatchEngine> {
+        if self.slots.is_empty() {
+            None
+        } else {
+            Some(self)
+        }
+    }
 }
 
 fn load(request: &Request) -> EngineResult<Loaded<Mock>> {
@@ -118,16 +200,19 @@ fn load(request: &Request) -> EngineResult<Loaded<Mock>> {
         last: 0,
         seq: Vec::new(),
         oracle,
-        wrong_every: std::env::var("MOCK_ENGINE_WRONG_EVERY")
+        wrong_every: knob("MOCK_ENGINE_WRONG_EVERY").unwrap_or(0),
+        sleep: Duration::from_micros(knob("MOCK_ENGINE_SLEEP_US").unwrap_or(1000)),
+        slots: vec![None; knob("MOCK_ENGINE_SLOTS").unwrap_or(8)],
+        prefills: 0,
+        steps: 0,
+        fail_prefill: knob("MOCK_ENGINE_FAIL_PREFILL"),
+        stall_prefill: std::env::var("MOCK_ENGINE_STALL_PREFILL")
             .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0),
-        sleep: Duration::from_micros(
-            std::env::var("MOCK_ENGINE_SLEEP_US")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(1000),
-        ),
+            .and_then(|s| {
+                let (k, ms) = s.split_once(':')?;
+                Some((k.parse().ok()?, Duration::from_millis(ms.parse().ok()?)))
+            }),
+        fail_step: knob("MOCK_ENGINE_FAIL_STEP"),
     };
     let threads = request.threads.unwrap_or(1);
     Ok(META.loaded(mock, request, threads, BTreeMap::new()))
