@@ -79,6 +79,9 @@ pub struct Flags {
     /// Tokens generated per sequence in S2 and S3, and per prompt in S5 [default: by profile].
     #[arg(long)]
     pub load_new_tokens: Option<u32>,
+    /// S5 prompt lengths in tokens (`1024,4096`) [default: 1024,4096,8064].
+    #[arg(long, value_delimiter = ',')]
+    pub long_lengths: Vec<u32>,
     /// Model volume entry (`smollm2-135m`, `synthetic-llama-3.2-1b`) or a path to an HF Llama directory.
     #[arg(long, default_value = "smollm2-135m")]
     pub model: String,
@@ -354,6 +357,12 @@ fn load_settings(flags: &Flags, profile: Profile) -> Result<lab_harness::measure
     }
     if let Some(a) = &flags.arrival {
         l.arrival = parse_arrival(a)?;
+    }
+    if !flags.long_lengths.is_empty() {
+        if flags.long_lengths.contains(&0) {
+            bail!("--long-lengths: every length must be at least 1");
+        }
+        l.long_lengths = Some(flags.long_lengths.clone());
     }
     Ok(l)
 }

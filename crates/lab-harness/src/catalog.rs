@@ -303,10 +303,23 @@ pub fn load_prompts(
     prompt_file: &str,
     tokenizer_json: &Path,
 ) -> Result<Vec<Prompt>> {
+    load_prompts_of_lengths(prompts_dir, prompt_file, tokenizer_json, None)
+}
+
+/// [`load_prompts`], with other prompt lengths than the file's when `lengths` is given.
+pub fn load_prompts_of_lengths(
+    prompts_dir: &Path,
+    prompt_file: &str,
+    tokenizer_json: &Path,
+    lengths: Option<&[usize]>,
+) -> Result<Vec<Prompt>> {
     let path = prompts_dir.join(prompt_file);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let file: PromptFile = serde_json::from_str(&text)
+    let mut file: PromptFile = serde_json::from_str(&text)
         .map_err(|e| Error::msg(format!("{}: malformed prompt file: {e}", path.display())))?;
+    if let Some(l) = lengths {
+        file.lengths = l.to_vec();
+    }
     let passage = match (&file.text, &file.text_file) {
         (Some(t), None) => t.clone(),
         (None, Some(f)) => {

@@ -108,6 +108,9 @@ pub struct LoadSettings {
     pub new_tokens: u32,
     /// Tokens generated per prompt in S5 (at the prompt's depth).
     pub long_new_tokens: u32,
+    /// S5 prompt lengths instead of `prompts/s5.json`'s (1024, 4096, 8064).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_lengths: Option<Vec<u32>>,
 }
 
 impl Profile {
@@ -127,6 +130,7 @@ impl Profile {
                     max_batch: 64,
                     new_tokens,
                     long_new_tokens: new_tokens,
+                    long_lengths: None,
                 }
             };
         match self {

@@ -123,8 +123,16 @@ pub fn scenario_requests(
         let timed = matches!(s.source, PromptSource::Passage(_));
         let (prompts, generation, warmup_iterations, iterations) = match s.source {
             PromptSource::Passage(file) => {
-                let prompts =
-                    catalog::load_prompts(&prompts_dir, file, &plan.model.tokenizer_json)?;
+                let lengths: Option<Vec<usize>> = match (s.id, &load.long_lengths) {
+                    ("s5", Some(l)) => Some(l.iter().map(|&n| n as usize).collect()),
+                    _ => None,
+                };
+                let prompts = catalog::load_prompts_of_lengths(
+                    &prompts_dir,
+                    file,
+                    &plan.model.tokenizer_json,
+                    lengths.as_deref(),
+                )?;
                 let new_tokens = match s.id {
                     "s2" | "s3" => load.new_tokens,
                     "s5" => load.long_new_tokens,

@@ -8,6 +8,7 @@
 //! It panics with the command to run when something is missing.
 
 pub mod conformance;
+pub mod load;
 
 pub use conformance::{assert_conforms, pipe_bytes, raw_request};
 
@@ -361,7 +362,7 @@ pub fn assert_correct(results: &[TargetResult]) -> Vec<correctness::Correctness>
     out
 }
 
-fn run_plan(plan: BenchPlan) -> (BenchPlan, Vec<TargetResult>) {
+pub(crate) fn run_plan(plan: BenchPlan) -> (BenchPlan, Vec<TargetResult>) {
     let _exclusive = exclusive();
     let (manifest, results) = lab_harness::bench(&plan, &AtomicBool::new(false)).unwrap();
     assert_eq!(manifest.status, RunStatus::Complete);

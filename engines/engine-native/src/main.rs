@@ -48,6 +48,36 @@ impl Engine for Native {
     fn decode(&mut self, token: u32, logits: &mut Vec<f32>) -> EngineResult<()> {
         self.model.forward(&[token], logits)
     }
+    fn batch(&mut self) -> Option<&mut dyn engine_kit::BatchEngine> {
+        Some(self)
+    }
+}
+
+impl engine_kit::BatchEngine for Native {
+    fn max_slots(&self) -> usize {
+        model::Model::MAX_SLOTS
+    }
+    fn batching(&self) -> String {
+        format!(
+            "continuous: one pass over every weight matrix per step for up to {} sequences, a KV cache per sequence",
+            model::CHUNK
+        )
+    }
+    fn prefill_slot(
+        &mut self,
+        slot: usize,
+        prompt: &[u32],
+        logits: &mut Vec<f32>,
+    ) -> EngineResult<()> {
+        self.model.release(slot);
+        self.model.forward_slot(slot, prompt, logits)
+    }
+    fn decode_slots(&mut self, batch: &[(usize, u32)], logits: &mut Vec<f32>) -> EngineResult<()> {
+        self.model.decode_batch(batch, logits)
+    }
+    fn release_slot(&mut self, slot: usize) {
+        self.model.release(slot);
+    }
 }
 
 fn load(request: &Request) -> EngineResult<Loaded<Native>> {
@@ -108,7 +138,7 @@ fn load(request: &Request) -> EngineResult<Loaded<Native>> {
     );
     settings.insert(
         "kv_cache".into(),
-        "f32, preallocated for the context length".into(),
+        "f32, one per sequence, reserved for the context length (pages touched as used)".into(),
     );
     settings.insert("prefill_chunk_tokens".into(), model::CHUNK.to_string());
     settings.insert(

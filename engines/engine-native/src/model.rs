@@ -116,10 +116,11 @@ pub struct Model {
     /// Weight bytes read per decoded token (every matrix once; the embedding row is negligible).
     pub weight_bytes_per_token: usize,
     pub formats: String,
-    // state
-    k_cache: Vec<f32>,
-    v_cache: Vec<f32>,
-    pos: usize,
+    // state: one KV cache and position per slot (slot 0 is the one-sequence path); a slot's
+    // cache is allocated on its first use
+    k_cache: Vec<Vec<f32>>,
+    v_cache: Vec<Vec<f32>>,
+    pos: Vec<usize>,
     inv_freq: Vec<f32>,
     // buffers (CHUNK tokens)
     x: Vec<f32>,
@@ -498,9 +499,9 @@ impl Model {
             weight_bytes_per_token: bytes,
             formats,
             // vec![0.0; n] is calloc: pages are only touched as positions are used.
-            k_cache: vec![0.0; cache],
-            v_cache: vec![0.0; cache],
-            pos: 0,
+            k_cache: vec![vec![0.0; cache]],
+            v_cache: vec![vec![0.0; cache]],
+            pos: vec![0],
             inv_freq,
             x: vec![0.0; n * d],
             xn: vec![0.0; n * d],
@@ -520,15 +521,43 @@ impl Model {
     }
 
     pub fn reset(&mut self) {
-        self.pos = 0;
+        self.pos[0] = 0;
     }
 
-    /// Runs `tokens` at the next positions; writes the last position's logits.
+    /// Runs `tokens` at the next positions of the one-sequence path (slot 0); writes the last
+    /// position's logits.
     pub fn forward(&mut self, tokens: &[u32], logits: &mut Vec<f32>) -> Result<()> {
-        if self.pos + tokens.len() > self.cfg.ctx {
+        self.forward_slot(0, tokens, logits)
+    }
+
+    /// The most sequences [`Model::decode_batch`] can hold.
+    pub const MAX_SLOTS: usize = 256;
+
+    /// Forgets the sequence in `slot` (its cache is kept for the next one).
+    pub fn release(&mut self, slot: usize) {
+        if let Some(p) = self.pos.get_mut(slot) {
+            *p = 0;
+        }
+    }
+
+    /// Makes `slot` exist (its cache is calloc'd: pages are touched only as positions are used).
+    fn ensure_slot(&mut self, slot: usize) -> Result<()> {
+        if slot >= Self::MAX_SLOTS {
+            return Err(format!("slot {slot}: at most {} slots", Self::MAX_SLOTS).into());
+        }
+        let cache = self.cfg.layers * self.cfg.ctx * self.cfg.kv_dim();
+        while self.pos.len() <= slot {
+            self.k_cache.push(vec![0.0; cache]);
+            self.v_cache.push(vec![0.0; cache]);
+            self.pos.push(0);
+        }
+        Ok(())
+    }
+
+    fn check_tokens(&self, tokens: &[u32], end: usize) -> Result<()> {
+        if end > self.cfg.ctx {
             return Err(format!(
-                "sequence of {} tokens exceeds the context length {}",
-                self.pos + tokens.len(),
+                "sequence of {end} tokens exceeds the context length {}",
                 self.cfg.ctx
             )
             .into());
@@ -540,15 +569,65 @@ impl Model {
             )
             .into());
         }
-        for chunk in tokens.chunks(CHUNK) {
-            self.forward_chunk(chunk);
-        }
-        logits.resize(self.cfg.vocab, 0.0);
-        self.head(logits);
         Ok(())
     }
 
-    fn forward_chunk(&mut self, tokens: &[u32]) {
+    /// Runs `tokens` at the next positions of the sequence in `slot`; writes the last
+    /// position's logits.
+    pub fn forward_slot(
+        &mut self,
+        slot: usize,
+        tokens: &[u32],
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
+        self.ensure_slot(slot)?;
+        self.check_tokens(tokens, self.pos[slot] + tokens.len())?;
+        let mut seqs = Vec::with_capacity(CHUNK);
+        let mut t = 0;
+        for chunk in tokens.chunks(CHUNK) {
+            seqs.clear();
+            seqs.extend((0..chunk.len()).map(|i| (slot, self.pos[slot] + i)));
+            self.forward_chunk(chunk, &seqs);
+            self.pos[slot] += chunk.len();
+            t = chunk.len();
+        }
+        logits.resize(self.cfg.vocab, 0.0);
+        self.head(t - 1..t, logits);
+        Ok(())
+    }
+
+    /// One decode step for many sequences: `token` fed to each `slot` at its next position, all
+    /// in one pass over every weight matrix (per [`CHUNK`] sequences); the logits of entry `i`
+    /// go to `logits[i * vocab..]`.
+    pub fn decode_batch(&mut self, batch: &[(usize, u32)], logits: &mut Vec<f32>) -> Result<()> {
+        for (i, &(slot, token)) in batch.iter().enumerate() {
+            self.ensure_slot(slot)?;
+            if batch[..i].iter().any(|&(s, _)| s == slot) {
+                return Err(format!("slot {slot} appears twice in one step").into());
+            }
+            self.check_tokens(&[token], self.pos[slot] + 1)?;
+        }
+        let vocab = self.cfg.vocab;
+        logits.resize(batch.len() * vocab, 0.0);
+        let mut seqs = Vec::with_capacity(CHUNK);
+        for (c, chunk) in batch.chunks(CHUNK).enumerate() {
+            seqs.clear();
+            seqs.extend(chunk.iter().map(|&(slot, _)| (slot, self.pos[slot])));
+            let tokens: Vec<u32> = chunk.iter().map(|&(_, t)| t).collect();
+            self.forward_chunk(&tokens, &seqs);
+            for &(slot, _) in chunk {
+                self.pos[slot] += 1;
+            }
+            let at = c * CHUNK * vocab;
+            self.head(0..chunk.len(), &mut logits[at..at + chunk.len() * vocab]);
+        }
+        Ok(())
+    }
+
+    /// Runs `tokens` through every layer; token `i` belongs to the sequence in slot
+    /// `seqs[i].0` at position `seqs[i].1` (its K/V go there, it attends to that slot's
+    /// positions up to its own). Leaves the hidden states in `x[..t * dim]`.
+    fn forward_chunk(&mut self, tokens: &[u32], seqs: &[(usize, usize)]) {
         let t = tokens.len();
         let (d, kvd, ff, hd) = (
             self.cfg.dim,
@@ -563,7 +642,6 @@ impl Model {
                 &mut self.x[i * d..(i + 1) * d],
             );
         }
-        let pos0 = self.pos;
         // Moved out for the loop so that `self` can be borrowed mutably beside it (no copy).
         let layers = std::mem::take(&mut self.layers);
         for (li, l) in layers.iter().enumerate() {
@@ -592,8 +670,7 @@ impl Model {
                 &self.xq[..t * d / QK],
                 t,
             );
-            for i in 0..t {
-                let pos = pos0 + i;
+            for (i, &(slot, pos)) in seqs.iter().enumerate() {
                 rope(
                     &mut self.q[i * d..(i + 1) * d],
                     hd,
@@ -609,10 +686,12 @@ impl Model {
                     self.cfg.interleaved_rope,
                 );
                 let base = (li * self.cfg.ctx + pos) * kvd;
-                self.k_cache[base..base + kvd].copy_from_slice(&self.k[i * kvd..(i + 1) * kvd]);
-                self.v_cache[base..base + kvd].copy_from_slice(&self.v[i * kvd..(i + 1) * kvd]);
+                self.k_cache[slot][base..base + kvd]
+                    .copy_from_slice(&self.k[i * kvd..(i + 1) * kvd]);
+                self.v_cache[slot][base..base + kvd]
+                    .copy_from_slice(&self.v[i * kvd..(i + 1) * kvd]);
             }
-            self.attention(li, pos0, t);
+            self.attention(li, seqs);
             if quantized {
                 self.simd
                     .quantize(&self.att[..t * d], &mut self.xq[..t * d / QK]);
@@ -673,39 +752,53 @@ impl Model {
             }
         }
         self.layers = layers;
-        // Keep the last token's hidden state for the head.
-        if t > 1 {
-            self.x.copy_within((t - 1) * d..t * d, 0);
-        }
-        self.pos += t;
     }
 
-    /// Logits of the last processed token (its hidden state is in `x[..dim]`).
-    fn head(&mut self, logits: &mut [f32]) {
+    /// Logits of the processed tokens `rows` (their hidden states are in `x`), one vocab-sized
+    /// row each, into `logits` (`rows.len() * vocab` floats).
+    fn head(&mut self, rows: std::ops::Range<usize>, logits: &mut [f32]) {
         let d = self.cfg.dim;
-        rmsnorm(&self.x[..d], &self.norm, self.cfg.eps, &mut self.xn[..d], d);
+        let t = rows.len();
+        assert!(logits.len() == t * self.cfg.vocab && rows.end <= CHUNK);
+        rmsnorm(
+            &self.x[rows.start * d..rows.end * d],
+            &self.norm,
+            self.cfg.eps,
+            &mut self.xn[..t * d],
+            d,
+        );
         if self.output.fmt != Format::F32 {
-            self.simd.quantize(&self.xn[..d], &mut self.xq[..d / QK]);
+            self.simd
+                .quantize(&self.xn[..t * d], &mut self.xq[..t * d / QK]);
         }
         matmul(
             &self.pool,
             self.simd,
             &self.map,
             &[(&self.output, Out(logits.as_mut_ptr()))],
-            &self.xn[..d],
-            &self.xq[..d / QK],
-            1,
+            &self.xn[..t * d],
+            &self.xq[..t * d / QK],
+            t,
         );
     }
 
-    /// Causal attention for the `t` tokens at `pos0..`, parallel over (token, head).
-    fn attention(&mut self, li: usize, pos0: usize, t: usize) {
+    /// Causal attention of every token of `seqs` over its own slot's positions up to its own,
+    /// parallel over (token, head).
+    fn attention(&mut self, li: usize, seqs: &[(usize, usize)]) {
         let cfg = &self.cfg;
         let (d, kvd, hd, heads) = (cfg.dim, cfg.kv_dim(), cfg.head_dim(), cfg.heads);
+        let t = seqs.len();
         let group = cfg.heads / cfg.kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
-        let kc = &self.k_cache[li * cfg.ctx * kvd..(li + 1) * cfg.ctx * kvd];
-        let vc = &self.v_cache[li * cfg.ctx * kvd..(li + 1) * cfg.ctx * kvd];
+        let layer = li * cfg.ctx * kvd..(li + 1) * cfg.ctx * kvd;
+        let kcs: Vec<&[f32]> = seqs
+            .iter()
+            .map(|&(slot, _)| &self.k_cache[slot][layer.clone()])
+            .collect();
+        let vcs: Vec<&[f32]> = seqs
+            .iter()
+            .map(|&(slot, _)| &self.v_cache[slot][layer.clone()])
+            .collect();
         let q = &self.q;
         let att = Out(self.att.as_mut_ptr());
         let scores = Out(self.scores.as_mut_ptr());
@@ -719,7 +812,8 @@ impl Model {
             let sc = unsafe { std::slice::from_raw_parts_mut(scores.at(ti * ctx), ctx) };
             for job in a..b {
                 let (i, h) = (job / heads, job % heads);
-                let len = pos0 + i + 1;
+                let len = seqs[i].1 + 1;
+                let (kc, vc) = (kcs[i], vcs[i]);
                 let qh = &q[i * d + h * hd..i * d + (h + 1) * hd];
                 let kvh = h / group;
                 let mut max = f32::NEG_INFINITY;
