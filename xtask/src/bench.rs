@@ -464,6 +464,10 @@ pub fn prepare(
             targets.push(prepare_target(&ctx, t.clone(), r.as_ref())?);
         }
     }
+    let mut prov = prov;
+    if !gpu && runnable.iter().any(|t| t.engine == "native") {
+        prov.read_bandwidth_gb_per_s = read_bandwidth(spec.threads);
+    }
     let profile = provenance::hardware_profile(&prov.host, &spec.device, spec.threads);
     Ok(BenchPlan {
         runtime: runtimes
@@ -480,6 +484,36 @@ pub fn prepare(
         profile,
         provenance: prov,
     })
+}
+
+/// The machine's read bandwidth with `threads` threads (`native-membw`, built with
+/// engine-native), for the achieved-bandwidth figures; `None` (said on stderr) when it cannot run.
+fn read_bandwidth(threads: usize) -> Option<f64> {
+    let bin = paths::release_binary("native-membw");
+    let out = std::process::Command::new(&bin)
+        .args([threads.to_string(), "512".to_string()])
+        .output();
+    let text = match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).to_string(),
+        Ok(o) => {
+            eprintln!(
+                "read bandwidth not measured: {} exited with {}",
+                bin.display(),
+                o.status
+            );
+            return None;
+        }
+        Err(e) => {
+            eprintln!("read bandwidth not measured: {}: {e}", bin.display());
+            return None;
+        }
+    };
+    let gbs = text
+        .strip_prefix("read bandwidth: ")
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|v| v.parse().ok());
+    eprintln!("{}", text.trim());
+    gbs
 }
 
 /// Targets that cannot run, with the reason.
@@ -802,5 +836,49 @@ mod tests {
         assert!(err(&["--engine", "nope"]).contains("unknown engine `nope`"));
         assert!(err(&["--engine", "candle", "--image", "burn=x"]).contains("--image burn=x"));
         assert!(err(&["--image", "candle"]).contains("expected ENGINE=REF"));
+        // The load scenarios' settings.
+        assert!(err(&["--batch-sizes", "1,0"]).contains("--batch-sizes"));
+        assert!(err(&["--concurrency", "0"]).contains("--concurrency"));
+        assert!(err(&["--requests", "0"]).contains("--requests must be at least 1"));
+        assert!(err(&["--max-batch", "0"]).contains("--max-batch must be at least 1"));
+        assert!(err(&["--arrival", "poisson:0"]).contains("RATE > 0"));
+        assert!(err(&["--arrival", "poisson:-2:1"]).contains("--arrival poisson:-2:1"));
+        assert!(err(&["--arrival", "burst"]).contains("expected `closed` or `poisson"));
+        assert!(err(&["--load-new-tokens", "0"]).contains("--load-new-tokens"));
+        assert!(err(&["--long-lengths", "0"]).contains("--long-lengths"));
+        assert!(err(&["--scenario", "s6"]).contains("unknown scenario `s6`"));
+    }
+
+    #[test]
+    fn load_settings_come_from_the_profile_and_the_flags() {
+        let spec = plan(&flags(&["--profile", "standard"]), &prov()).unwrap();
+        let l = spec.load.unwrap();
+        assert_eq!(l.batch_sizes, [1, 8, 32, 64]);
+        assert_eq!(l.concurrency, [1, 10, 25, 50, 100]);
+        let spec = plan(
+            &flags(&[
+                "--scenario",
+                "s4",
+                "--batch-sizes",
+                "2,4",
+                "--arrival",
+                "poisson:2.5:9",
+                "--long-lengths",
+                "1024",
+            ]),
+            &prov(),
+        )
+        .unwrap();
+        assert_eq!(spec.scenarios, ["s2", "s3", "s5"]);
+        let l = spec.load.unwrap();
+        assert_eq!(l.batch_sizes, [2, 4]);
+        assert_eq!(
+            l.arrival,
+            lab_protocol::Arrival::Poisson {
+                rate_per_s: 2.5,
+                seed: 9
+            }
+        );
+        assert_eq!(l.long_lengths, Some(vec![1024]));
     }
 }

@@ -17,6 +17,10 @@ pub struct Provenance {
     /// UTC, RFC 3339.
     pub started_at: String,
     pub host: Host,
+    /// The machine's read bandwidth in GB/s (10^9 bytes/s), measured by `native-membw` with the
+    /// run's threads just before the engines ran (CPU runs that build engine-native).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_bandwidth_gb_per_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -191,6 +195,7 @@ pub fn collect(root: &Path, started_at: String) -> Provenance {
         rustc,
         started_at,
         host: host(),
+        read_bandwidth_gb_per_s: None,
     }
 }
 

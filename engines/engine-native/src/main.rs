@@ -142,6 +142,10 @@ fn load(request: &Request) -> EngineResult<Loaded<Native>> {
     );
     settings.insert("prefill_chunk_tokens".into(), model::CHUNK.to_string());
     settings.insert(
+        "kv_cache_bytes_per_token".into(),
+        (2 * model.cfg.layers * model.cfg.kv_dim() * 4).to_string(),
+    );
+    settings.insert(
         "weight_bytes_per_token".into(),
         model.weight_bytes_per_token.to_string(),
     );

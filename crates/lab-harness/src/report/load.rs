@@ -169,11 +169,85 @@ pub fn s4_section(results: &[TargetResult]) -> String {
         return s;
     }
     let _ = writeln!(s, "\n## S4 memory\n");
-    let _ = writeln!(s, "Peak resident set size of the engine process during each level or prompt (Linux `VmHWM`, reset at its start); the process peak is in the first table.\n");
-    let _ = writeln!(s, "| target | scenario | level | peak RSS MiB |");
-    let _ = writeln!(s, "|---|---|---|---:|");
+    let _ = writeln!(s, "Peak resident set size of the engine process during each level or prompt (Linux `VmHWM`, reset at its start); the process peak is in the first table. KV bytes/token as the engine reports it (its cache's dtype and shape).\n");
+    let _ = writeln!(
+        s,
+        "| target | scenario | level | peak RSS MiB | KV bytes/token |"
+    );
+    let _ = writeln!(s, "|---|---|---|---:|---:|");
     for (r, id, level, rss) in rows {
-        let _ = writeln!(s, "| {} | {id} | {level} | {} |", r.target, mib(rss));
+        let kv = r
+            .report
+            .engine
+            .settings
+            .get("kv_cache_bytes_per_token")
+            .map_or("-", String::as_str);
+        let _ = writeln!(s, "| {} | {id} | {level} | {} | {kv} |", r.target, mib(rss));
+    }
+    s.push_str(&bandwidth(results));
+    s
+}
+
+/// Achieved weight-read bandwidth of engines that report their weight bytes per decode step:
+/// bytes × decode steps per second (S1: one token per step; S2: one step per batch), against
+/// the machine's read bandwidth measured with the run.
+fn bandwidth(results: &[TargetResult]) -> String {
+    let mut rows = Vec::new();
+    for r in results.iter().filter(|r| r.run() == 1) {
+        let Some(bytes) = r
+            .report
+            .engine
+            .settings
+            .get("weight_bytes_per_token")
+            .and_then(|b| b.parse::<f64>().ok())
+        else {
+            continue;
+        };
+        let machine = r.provenance.read_bandwidth_gb_per_s;
+        let mut row = |what: String, steps_per_s: Option<f64>| {
+            let gbs = steps_per_s.map(|x| x * bytes / 1e9);
+            let pct = gbs
+                .zip(machine)
+                .map(|(g, m)| format!("{:.0}%", 100.0 * g / m));
+            rows.push(format!(
+                "| {} | {what} | {} | {} |",
+                r.target,
+                num(gbs),
+                pct.unwrap_or_else(|| "-".into())
+            ));
+        };
+        for sc in r.stats.iter().filter(|s| s.id == "s1") {
+            for p in &sc.prompts {
+                let decode = p
+                    .get(crate::metric::Metric::DecodeTokPerS)
+                    .map(|x| x.median);
+                row(format!("s1 {} decode", p.prompt), decode);
+            }
+        }
+        for sc in r.report.scenarios.iter().filter(|s| s.id == "s2") {
+            for p in &sc.points {
+                let steps: usize = p.batches.iter().map(|b| b.step_ns.len()).sum();
+                let ns: u64 = p.batches.iter().flat_map(|b| &b.step_ns).sum();
+                row(
+                    format!("s2 batch {} decode", p.level),
+                    (ns > 0).then(|| steps as f64 / (ns as f64 / 1e9)),
+                );
+            }
+        }
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    let machine = results
+        .first()
+        .and_then(|r| r.provenance.read_bandwidth_gb_per_s)
+        .map(|m| format!("{m:.1} GB/s (`native-membw`, measured with the run)"))
+        .unwrap_or_else(|| "not measured in this run".into());
+    let mut s = format!("\nAchieved weight-read bandwidth at decode (weight bytes per step × steps/s; the machine's read bandwidth: {machine}):\n\n");
+    s.push_str("| target | where | GB/s | % of machine |\n|---|---|---:|---:|\n");
+    for r in rows {
+        s.push_str(&r);
+        s.push('\n');
     }
     s
 }

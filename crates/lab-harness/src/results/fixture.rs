@@ -112,6 +112,7 @@ fn provenance() -> Provenance {
             memory_bytes: Some(1 << 34),
             gpus: vec![],
         },
+        read_bandwidth_gb_per_s: Some(20.0),
     }
 }
 
@@ -132,7 +133,14 @@ fn report() -> Report {
             dtype: "f32".into(),
             weight_format: WeightFormat::Safetensors,
             threads: 2,
-            settings: Default::default(),
+            settings: [
+                (
+                    "weight_bytes_per_token".to_string(),
+                    "100000000".to_string(),
+                ),
+                ("kv_cache_bytes_per_token".to_string(), "46080".to_string()),
+            ]
+            .into(),
         },
         load: Some(LoadTimings {
             process_start_to_ready_ms: 120.0,

@@ -19,6 +19,7 @@ use lab_testkit::{self as testkit, models_dir};
 
 mod containers;
 mod engine_pytorch;
+mod load;
 
 fn tempdir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lab-harness-it-{tag}-{}", std::process::id()));

@@ -174,3 +174,37 @@ fn s1_in_a_container_matches_the_baselines() {
         )],
     );
 }
+
+/// S2 and S3 with real sequence ids: every request completes, sequences really share decode
+/// steps, and batched greedy outputs are compared with unbatched ones (printed; see the
+/// assertion for what must hold).
+#[test]
+fn batched_sequences_match_serial_and_account_for_every_request() {
+    let binary = Path::new(env!("CARGO_BIN_EXE_engine-llamacpp"));
+    let load = testkit::load::small_load();
+    let (_, results) = testkit::load::run_load(
+        "llamacpp-load",
+        vec![testkit::target(
+            "llamacpp",
+            binary,
+            WeightFormat::Gguf,
+            Dtype::Q4_1,
+            &[],
+        )],
+        &["s2", "s3", "s5"],
+        load.clone(),
+    );
+    testkit::load::assert_every_request_completed(&results, load.new_tokens);
+    assert!(testkit::load::max_active(&results[0]) >= 4, "never batched");
+    let diff = testkit::load::batched_vs_serial(&results);
+    eprintln!("batched vs serial, prompts whose ids differ: {diff:?}");
+    // S5 at 1024 tokens: beyond the old 4096-cell context's reach for nothing, but a real depth.
+    let s5 = results[0]
+        .report
+        .scenarios
+        .iter()
+        .find(|s| s.id == "s5")
+        .unwrap();
+    assert_eq!(s5.prompts[0].prompt_tokens, 1024);
+    assert_eq!(s5.prompts[0].generated_token_ids.len(), 8);
+}

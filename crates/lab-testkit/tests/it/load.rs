@@ -1,0 +1,168 @@
+//! The load scenarios through the whole harness with the mock engine: every request of S3 at
+//! C = 100 accounted for, one injected prefill failure and one stall recorded where they happened,
+//! a serial engine labelled as such, the report's sections and counts, and bad settings refused
+//! before any engine starts.
+
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use lab_harness::results::{self, TargetStatus};
+use lab_protocol::{Dtype, RequestStatus};
+
+use super::{mock, plan};
+use lab_testkit as testkit;
+
+#[test]
+fn every_request_is_accounted_for_under_injected_faults_at_c100() {
+    let mut faulty = mock(Dtype::F32, "ok");
+    faulty.launch.env.extend([
+        ("MOCK_ENGINE_SLOTS".to_string(), "64".to_string()),
+        ("MOCK_ENGINE_SLEEP_US".to_string(), "200".to_string()),
+        // Prefill 7 of the process fails, prefill 20 stalls 300 ms.
+        ("MOCK_ENGINE_FAIL_PREFILL".to_string(), "7".to_string()),
+        (
+            "MOCK_ENGINE_STALL_PREFILL".to_string(),
+            "20:300".to_string(),
+        ),
+    ]);
+    let mut serial = mock(Dtype::F16, "ok");
+    serial
+        .launch
+        .env
+        .push(("MOCK_ENGINE_SLOTS".to_string(), "0".to_string()));
+    let mut p = plan("load", vec![faulty, serial], Duration::from_secs(120));
+    p.spec.scenarios = testkit::ids(&["s2", "s3"]);
+    p.spec.warmup_iterations = 0;
+    let mut load = testkit::load::small_load();
+    load.concurrency = vec![1, 100];
+    load.requests = 100;
+    load.max_batch = 64;
+    p.spec.load = Some(load);
+    let (manifest, res) = lab_harness::bench(&p, &AtomicBool::new(false)).unwrap();
+    for t in &manifest.targets {
+        assert_eq!(t.status, TargetStatus::Ok, "{}: {:?}", t.target, t.error);
+    }
+    let s3 = |r: &results::TargetResult| {
+        r.report
+            .scenarios
+            .iter()
+            .find(|s| s.id == "s3")
+            .unwrap()
+            .clone()
+    };
+
+    // The faulty engine: S2 ran one batch of 1 and one of 4 without warm-up (prefills 1..5), so
+    // S3's C = 1 level starts at prefill 6: its second request is the one that fails.
+    let f = s3(&res[0]);
+    assert!(f.batching.as_deref().unwrap().starts_with("continuous"));
+    let c1 = &f.points[0];
+    assert_eq!(c1.requests.len(), 100);
+    let failed: Vec<_> = c1
+        .requests
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| matches!(r.status, RequestStatus::Failed { .. }))
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, 1);
+    let c100 = &f.points[1];
+    assert_eq!(c100.requests.len(), 100);
+    assert!(c100
+        .requests
+        .iter()
+        .all(|r| r.status == RequestStatus::Completed));
+    assert_eq!(c100.max_active, 64, "C = 100 is capped by the max batch");
+    // The stalled prefill (the 20th of the process) is in C = 1: that request's TTFT shows it.
+    let stalled = c1
+        .requests
+        .iter()
+        .map(|r| {
+            r.first_token_ns
+                .unwrap_or(0)
+                .saturating_sub(r.admit_ns.unwrap_or(0))
+        })
+        .max()
+        .unwrap();
+    assert!(stalled >= 300_000_000, "{stalled}");
+
+    // The statistics add up to what was sent, and the report says so.
+    let st = res[0].stats.iter().find(|s| s.id == "s3").unwrap();
+    let counts = st.points[0].counts.unwrap();
+    assert_eq!(
+        (
+            counts.total,
+            counts.completed,
+            counts.failed,
+            counts.refused
+        ),
+        (100, 99, 1, 0)
+    );
+    let md = std::fs::read_to_string(p.run_dir.join("report.md")).unwrap();
+    assert!(md.contains("## S2 sustained batched throughput"), "{md}");
+    assert!(md.contains("| 1 | 1 | 99/1/0 of 100 |"), "{md}");
+    assert!(md.contains("| 100 | 64 | 100/0/0 of 100 |"), "{md}");
+    assert!(md.contains("## S4 memory"), "{md}");
+
+    // The engine that cannot batch is served one request at a time, and labelled.
+    let s = s3(&res[1]);
+    assert_eq!(s.batching.as_deref(), Some(engine_kit::load::SERIAL));
+    assert!(s
+        .points
+        .iter()
+        .all(|p| p.max_active == 1 && p.requests.len() == 100));
+    assert!(
+        md.contains("| mock:hf-f16 | none (serial) | 100 | 1 | 100/0/0 of 100 |"),
+        "{md}"
+    );
+    // Batched and serial mock outputs are the same ids.
+    assert_eq!(f.points[1].outputs.len(), s.points[1].outputs.len());
+    for o in &f.points[1].outputs {
+        let other = s.points[1]
+            .outputs
+            .iter()
+            .find(|x| x.prompt == o.prompt)
+            .unwrap();
+        assert_eq!(o.token_ids, other.token_ids);
+    }
+}
+
+/// A long-context prompt that cannot fit the model's context with its generated tokens is one
+/// clear error before any engine starts, never a truncation; the three S5 lengths fit.
+#[test]
+fn a_prompt_longer_than_the_context_is_refused_before_any_engine_starts() {
+    let mut p = plan(
+        "long",
+        vec![mock(Dtype::F32, "ok")],
+        Duration::from_secs(60),
+    );
+    p.spec.scenarios = testkit::ids(&["s5"]);
+    let mut load = testkit::load::small_load();
+    load.long_lengths = None;
+    load.long_new_tokens = 128;
+    p.spec.load = Some(load.clone());
+    let (requests, _) = lab_harness::scenario_requests(&p).unwrap();
+    let lengths: Vec<usize> = requests[0]
+        .prompts
+        .iter()
+        .map(|q| q.token_ids.len())
+        .collect();
+    assert_eq!(lengths, [1024, 4096, 8064]);
+
+    load.long_new_tokens = 129;
+    p.spec.load = Some(load.clone());
+    let e = lab_harness::scenario_requests(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("scenario s5: prompt `p8064` of prompts/s5.json has 8064 tokens; with 129 generated tokens it exceeds model `smollm2-135m`'s context of 8192 tokens"),
+        "{e}"
+    );
+    load.long_new_tokens = 8;
+    load.long_lengths = Some(vec![9000]);
+    p.spec.load = Some(load);
+    let e = lab_harness::scenario_requests(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("prompt `p9000`") && e.contains("exceeds model"),
+        "{e}"
+    );
+    // Nothing ran: no run directory was created.
+    assert!(!p.run_dir.exists());
+}
