@@ -79,7 +79,7 @@ pub struct Flags {
     /// Tokens generated per sequence in S2 and S3, and per prompt in S5 [default: by profile].
     #[arg(long)]
     pub load_new_tokens: Option<u32>,
-    /// S5 prompt lengths in tokens (`1024,4096`) [default: 1024,4096,8064].
+    /// S5 prompt lengths in tokens (`1024,4096,8064`) [default: by profile].
     #[arg(long, value_delimiter = ',')]
     pub long_lengths: Vec<u32>,
     /// Model volume entry (`smollm2-135m`, `synthetic-llama-3.2-1b`) or a path to an HF Llama directory.
@@ -490,19 +490,15 @@ pub fn prepare(
 /// engine-native), for the achieved-bandwidth figures; `None` (said on stderr) when it cannot run.
 fn read_bandwidth(threads: usize) -> Option<f64> {
     let bin = paths::release_binary("native-membw");
-    let out = std::process::Command::new(&bin)
-        .args([threads.to_string(), "512".to_string()])
-        .output();
+    let threads = threads.to_string();
+    let out = paths::shell().and_then(|sh| {
+        Ok(cmd!(sh, "{bin} {threads} 512")
+            .quiet()
+            .ignore_stderr()
+            .read()?)
+    });
     let text = match out {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).to_string(),
-        Ok(o) => {
-            eprintln!(
-                "read bandwidth not measured: {} exited with {}",
-                bin.display(),
-                o.status
-            );
-            return None;
-        }
+        Ok(t) => t,
         Err(e) => {
             eprintln!("read bandwidth not measured: {}: {e}", bin.display());
             return None;

@@ -75,20 +75,11 @@ pub trait SequenceEngine {
         None
     }
 
-    /// Runs a load scenario (S2, S3). An engine that owns its scheduling needs a sequence-level
-    /// path (not built yet), so by default the scenario reports that it is not supported.
+    /// Runs a load scenario (S2, S3). By default one whole sequence at a time
+    /// ([`crate::load::run_load_sequences`], reported as `none (serial)`); an engine whose
+    /// library schedules many sequences itself can do better.
     fn run_load(&mut self, scenario: &ScenarioRequest) -> ScenarioReport {
-        ScenarioReport {
-            id: scenario.id.clone(),
-            kind: scenario.kind,
-            prompts: Vec::new(),
-            error: Some(
-                "this engine's library owns the generation loop; the load scenarios need its sequence-level path, which is not built yet"
-                    .to_string(),
-            ),
-            batching: None,
-            points: Vec::new(),
-        }
+        crate::load::run_load_sequences(self, scenario)
     }
 }
 

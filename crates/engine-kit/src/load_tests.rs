@@ -439,3 +439,84 @@ fn load_settings_are_checked_before_loading() {
     });
     assert!(check(&b).unwrap_err().contains("batch_sizes"));
 }
+
+/// A library-owned generation loop: whole sequences only (the kit's step-wise loop inside).
+struct Whole(Slots);
+
+impl crate::SequenceEngine for Whole {
+    fn run_sequence(
+        &mut self,
+        generation: &GenerationSettings,
+        prompt: &[u32],
+        forced: Option<&[u32]>,
+    ) -> Result<crate::SequenceRun, crate::KitError> {
+        crate::Stepwise::new(&mut self.0).run_sequence(generation, prompt, forced)
+    }
+}
+
+#[test]
+fn sequence_engines_are_served_serially_with_their_own_timestamps() {
+    let ps = prompts(&[3, 8, 5]);
+    let sc = scenario(
+        ScenarioKind::ConcurrentLoad,
+        ps.clone(),
+        4,
+        closed(&[1, 3], 9, 64),
+    );
+    let mut whole = Whole(Slots::new(1));
+    whole.0.fail_prefill = vec![4];
+    let report = crate::SequenceEngine::run_load(&mut whole, &sc);
+    assert_eq!(report.batching.as_deref(), Some(SERIAL));
+    let mut batched = Slots::new(8);
+    let b = run_load(&mut batched, &sc);
+    for (p, bp) in report.points.iter().zip(&b.points) {
+        assert_eq!(p.requests.len(), 9);
+        assert_eq!(p.max_active, 1);
+        assert_eq!(p.outputs, bp.outputs);
+        for r in &p.requests {
+            if r.status == RequestStatus::Completed {
+                let (s, a, f, d) = (
+                    r.submit_ns,
+                    r.admit_ns.unwrap(),
+                    r.first_token_ns.unwrap(),
+                    r.done_ns.unwrap(),
+                );
+                assert!(s <= a && a <= f && f <= d, "{r:?}");
+                assert_eq!(r.new_tokens, 4);
+            }
+        }
+    }
+    // The fourth sequence of the process (C = 1's fourth request) failed; the rest completed.
+    let failed: Vec<_> = report.points[0]
+        .requests
+        .iter()
+        .filter(|r| matches!(r.status, RequestStatus::Failed { .. }))
+        .collect();
+    assert_eq!(failed.len(), 1);
+    // At C = 3 every client waits for its own previous request.
+    let p = &report.points[1];
+    for c in 0..3 {
+        let mine: Vec<_> = p.requests.iter().filter(|r| r.client == c).collect();
+        assert_eq!(mine.len(), 3);
+        for w in mine.windows(2) {
+            assert!(w[1].submit_ns >= w[0].done_ns.unwrap());
+        }
+    }
+
+    let s2 = scenario(
+        ScenarioKind::BatchedThroughput,
+        prompts(&[6, 6, 6]),
+        5,
+        Load::Batches {
+            batch_sizes: vec![3],
+            duration_ms: 0,
+        },
+    );
+    let r = crate::SequenceEngine::run_load(&mut Whole(Slots::new(1)), &s2);
+    let p = &r.points[0];
+    assert_eq!(p.batches.len(), 3);
+    assert!(p
+        .batches
+        .iter()
+        .all(|b| b.sequences == 1 && b.new_tokens == 5 && b.step_ns.len() == 4));
+}

@@ -115,9 +115,9 @@ pub struct LoadSettings {
 
 impl Profile {
     /// The load-scenario settings of a profile (`Custom` takes `Budget`'s). `Standard` and `Full`
-    /// run the published sweeps (batch 1/8/32/64, concurrency 1/10/25/50/100; `Full` for the
-    /// spec's 5 minutes per batch size); `Budget` and `Quick` are smaller so that a 2-core
-    /// machine runs every engine in minutes.
+    /// run the published sweeps (batch 1/8/32/64, concurrency 1/10/25/50/100, S5 at 1024, 4096
+    /// and 8064 tokens; `Full` for the spec's 5 minutes per batch size); `Budget` and `Quick`
+    /// are smaller so that a 2-core machine runs every engine in minutes.
     pub fn load_settings(self) -> LoadSettings {
         let l =
             |batch_sizes: &[u32], batch_duration_ms, concurrency: &[u32], requests, new_tokens| {
@@ -133,9 +133,15 @@ impl Profile {
                     long_lengths: None,
                 }
             };
+        // The small profiles run S5 at 1024 tokens only: an engine without a fast quantized
+        // path (candle's Q4_1 prefills ~25 tok/s on 2 cores) would spend many minutes on 8064.
+        let short = |mut l: LoadSettings| {
+            l.long_lengths = Some(vec![1024]);
+            l
+        };
         match self {
-            Profile::Quick => l(&[1, 4], 500, &[1, 4], 8, 8),
-            Profile::Budget | Profile::Custom => l(&[1, 8, 32], 2_000, &[1, 4, 16], 16, 16),
+            Profile::Quick => short(l(&[1, 4], 500, &[1, 4], 8, 8)),
+            Profile::Budget | Profile::Custom => short(l(&[1, 8], 1_000, &[1, 4], 8, 16)),
             Profile::Standard => l(&[1, 8, 32, 64], 10_000, &[1, 10, 25, 50, 100], 100, 32),
             Profile::Full => l(&[1, 8, 32, 64], 300_000, &[1, 10, 25, 50, 100], 200, 32),
         }

@@ -40,7 +40,7 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def peak_rss_bytes():
+def current_hwm():
     try:
         with open("/proc/self/status", encoding="ascii") as f:
             for line in f:
@@ -49,6 +49,37 @@ def peak_rss_bytes():
     except OSError:
         pass
     return None
+
+
+# The largest VmHWM seen before a per-level reset (engine-kit's `PeakRss`).
+_PEAK_SEEN = [0]
+
+
+def peak_rss_bytes():
+    """The process's peak RSS across the per-level resets."""
+    now = current_hwm()
+    return None if now is None else max(now, _PEAK_SEEN[0])
+
+
+def peak_rss_start():
+    """Resets VmHWM for one span; returns whether the reset worked."""
+    now = current_hwm()
+    if now is not None:
+        _PEAK_SEEN[0] = max(_PEAK_SEEN[0], now)
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_finish(reset):
+    now = current_hwm()
+    if now is None:
+        return None
+    _PEAK_SEEN[0] = max(_PEAK_SEEN[0], now)
+    return now if reset else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,6 +109,7 @@ def parse_request(text):
             raise EngineError(f"scenario `{sid}`: min_duration_ms is larger than max_duration_ms")
         if s["generation"]["max_new_tokens"] < 1:
             raise EngineError(f"scenario `{sid}`: generation.max_new_tokens must be at least 1")
+        check_load(s)
         for p in s["prompts"]:
             if not p["token_ids"]:
                 raise EngineError(f"scenario `{sid}`: prompt `{p['name']}` has no tokens")
@@ -89,6 +121,33 @@ def parse_request(text):
                         "a teacher-forced scenario needs generation.max_new_tokens = forced + 1"
                     )
     return req
+
+
+def check_load(s):
+    """engine-kit's `validate_load`: load settings fit the kind and can run."""
+    sid, load = s.get("id", "?"), s.get("load")
+    is_load = s["kind"] in ("batched_throughput", "concurrent_load")
+    if is_load and load is None:
+        raise EngineError(f"scenario `{sid}`: a load scenario needs `load` settings")
+    if not is_load:
+        if load is not None:
+            raise EngineError(f"scenario `{sid}`: `load` does not fit a {s['kind']} scenario")
+        return
+    if not s["prompts"]:
+        raise EngineError(f"scenario `{sid}`: a load scenario needs prompts")
+    if s["kind"] == "batched_throughput":
+        if load.get("kind") != "batches" or not load["batch_sizes"] or 0 in load["batch_sizes"]:
+            raise EngineError(f"scenario `{sid}`: load.batch_sizes must be one or more sizes of at least 1")
+        if len({len(p["token_ids"]) for p in s["prompts"]}) != 1:
+            raise EngineError(f"scenario `{sid}`: static batches need prompts of equal length")
+    else:
+        if load.get("kind") != "concurrent" or not load["concurrency"] or 0 in load["concurrency"]:
+            raise EngineError(f"scenario `{sid}`: load.concurrency must be one or more levels of at least 1")
+        if load["requests"] < 1 or load["max_batch"] < 1:
+            raise EngineError(f"scenario `{sid}`: load.requests and load.max_batch must be at least 1")
+        a = load["arrival"]
+        if a["kind"] == "poisson" and not (math.isfinite(a["rate_per_s"]) and a["rate_per_s"] > 0):
+            raise EngineError(f"scenario `{sid}`: load.arrival.rate_per_s must be a positive number")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,18 +431,170 @@ def measure_prompt(engine, scenario, prompt):
     return report
 
 
+# ---------------------------------------------------------------------------------------------
+# Load scenarios (S2, S3): a port of engine-kit's `run_load_sequences` — one whole sequence at a
+# time, timestamps from each sequence's own sample, the same arrivals and accounting.
+
 LOAD_KINDS = ("batched_throughput", "concurrent_load")
+SERIAL = "none (serial)"
+
+
+def poisson_arrivals(rate_per_s, seed, n):
+    """Open-loop arrival offsets (ns), exactly as engine-kit's `poisson_arrivals`."""
+    state, t, out = seed, 0.0, []
+    for _ in range(n):
+        state, z = splitmix64(state)
+        u = (z >> 11) / float(1 << 53)
+        t += -math.log(1.0 - u) / rate_per_s
+        out.append(int(t * 1e9))
+    return out
+
+
+class Outputs:
+    def __init__(self):
+        self.first = {}
+        self.deterministic = True
+
+    def record(self, name, ids):
+        if name in self.first:
+            if self.first[name] != ids:
+                self.deterministic = False
+        else:
+            self.first[name] = list(ids)
+
+    def sorted(self):
+        return [{"prompt": k, "token_ids": v} for k, v in sorted(self.first.items())]
+
+
+def load_point(level):
+    return {
+        "level": level,
+        "max_active": 0,
+        "outputs": [],
+        "deterministic": True,
+        "peak_rss_bytes": None,
+        "error": None,
+    }
+
+
+def sequence_batches(engine, scenario, b, duration_ms):
+    reset = peak_rss_start()
+    point, outputs, batches = load_point(b), Outputs(), []
+    prompts = [scenario["prompts"][i % len(scenario["prompts"])] for i in range(b)]
+    start = time.perf_counter_ns()
+    i = 0
+    while True:
+        warmup = i < scenario["warmup_iterations"]
+        if i == scenario["warmup_iterations"]:
+            start = time.perf_counter_ns()
+        if not warmup and batches and time.perf_counter_ns() - start >= duration_ms * 1_000_000:
+            break
+        try:
+            for p in prompts:
+                start_ns = time.perf_counter_ns() - start
+                sample, tokens, _ = one_sequence(engine, scenario, p["token_ids"], None)
+                point["max_active"] = 1
+                outputs.record(p["name"], tokens)
+                if not warmup:
+                    batches.append({
+                        "start_ns": start_ns,
+                        "sequences": 1,
+                        "prompt_tokens": len(p["token_ids"]),
+                        "prefill_ns": sample["ttft_ns"],
+                        "step_ns": sample["inter_token_ns"],
+                        "new_tokens": len(tokens),
+                    })
+        except Exception as e:  # noqa: BLE001 - a failure ends the level, keeps what was measured
+            point["error"] = f"batch {i + 1}: engine error: {e}"
+            break
+        i += 1
+    point["batches"] = batches
+    point["outputs"], point["deterministic"] = outputs.sorted(), outputs.deterministic
+    point["peak_rss_bytes"] = peak_rss_finish(reset)
+    return point
+
+
+def sequence_requests(engine, scenario, c, arrival, total):
+    reset = peak_rss_start()
+    point, outputs, records, queue = load_point(c), Outputs(), [], []
+    arrivals = None
+    if arrival["kind"] == "poisson":
+        arrivals = poisson_arrivals(arrival["rate_per_s"], arrival["seed"], total)
+    origin = time.perf_counter_ns()
+    now = lambda: time.perf_counter_ns() - origin  # noqa: E731
+    submitted = 0
+    if arrivals is None:
+        for client in range(min(c, total)):
+            queue.append((submitted, client, 0))
+            submitted += 1
+    while len(records) < total:
+        if arrivals is not None:
+            while submitted < total and arrivals[submitted] <= now():
+                queue.append((submitted, submitted, arrivals[submitted]))
+                submitted += 1
+            if not queue:
+                time.sleep(max(0, arrivals[submitted] - now()) / 1e9)
+                continue
+        if not queue:
+            break
+        index, client, submit_ns = queue.pop(0)
+        p = scenario["prompts"][index % len(scenario["prompts"])]
+        admit = now()
+        r = {
+            "client": client,
+            "prompt": p["name"],
+            "prompt_tokens": len(p["token_ids"]),
+            "submit_ns": submit_ns,
+            "admit_ns": admit,
+            "first_token_ns": None,
+            "done_ns": None,
+            "new_tokens": 0,
+            "status": {"kind": "completed"},
+        }
+        try:
+            sample, tokens, _ = one_sequence(engine, scenario, p["token_ids"], None)
+            point["max_active"] = 1
+            r["first_token_ns"] = admit + sample["ttft_ns"]
+            r["done_ns"] = admit + sample["e2e_ns"]
+            r["new_tokens"] = len(tokens)
+            outputs.record(p["name"], tokens)
+        except Exception as e:  # noqa: BLE001 - this request failed, the others go on
+            r["done_ns"] = now()
+            r["status"] = {"kind": "failed", "reason": f"engine error: {e}"}
+        records.append(r)
+        if arrivals is None and submitted < total:
+            queue.append((submitted, client, r["done_ns"]))
+            submitted += 1
+    records.sort(key=lambda r: (r["submit_ns"], r["client"]))
+    point["requests"] = records
+    point["outputs"], point["deterministic"] = outputs.sorted(), outputs.deterministic
+    point["peak_rss_bytes"] = peak_rss_finish(reset)
+    return point
+
+
+def run_load(engine, scenario):
+    load = scenario["load"]
+    points = []
+    if load["kind"] == "batches":
+        for b in load["batch_sizes"]:
+            points.append(sequence_batches(engine, scenario, b, load["duration_ms"]))
+    else:
+        for c in load["concurrency"]:
+            total = max(load["requests"], c)
+            points.append(sequence_requests(engine, scenario, c, load["arrival"], total))
+    return {
+        "id": scenario["id"],
+        "kind": scenario["kind"],
+        "prompts": [],
+        "error": None,
+        "batching": SERIAL,
+        "points": points,
+    }
 
 
 def run_scenario(engine, scenario):
     if scenario["kind"] in LOAD_KINDS:
-        # Said in the report, not silently skipped: the batched PyTorch path is its own work.
-        return {
-            "id": scenario["id"],
-            "kind": scenario["kind"],
-            "prompts": [],
-            "error": "the PyTorch engine does not run the load scenarios (S2, S3) yet",
-        }
+        return run_load(engine, scenario)
     prompts, error = [], None
     for prompt in scenario["prompts"]:
         try:

@@ -358,3 +358,72 @@ fn pytorch_measures_as_many_iterations_as_the_rust_engines() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected);
 }
+
+/// The PyTorch engine serves S2 and S3 one sequence at a time (its port of the kit's sequence
+/// path), says so, accounts for every request, and generates the same ids at every level.
+#[test]
+fn pytorch_serves_the_load_scenarios_serially_and_accounts_for_every_request() {
+    let mut load = testkit::load::small_load();
+    load.batch_sizes = vec![1, 2];
+    load.concurrency = vec![1, 3];
+    load.requests = 3;
+    load.new_tokens = 4;
+    let (_, results) = testkit::load::run_load(
+        "pytorch-load",
+        vec![testkit::python_target(
+            "pytorch",
+            WeightFormat::Safetensors,
+            Dtype::F32,
+        )],
+        &["s2", "s3"],
+        load,
+    );
+    let r = &results[0];
+    for sc in r.report.scenarios.iter() {
+        assert_eq!(sc.batching.as_deref(), Some("none (serial)"), "{}", sc.id);
+        assert!(sc
+            .points
+            .iter()
+            .all(|p| p.max_active == 1 && p.error.is_none()));
+    }
+    let s3 = &r.report.scenarios[1];
+    for p in &s3.points {
+        assert_eq!(p.requests.len(), 3);
+        assert!(p
+            .requests
+            .iter()
+            .all(|q| q.status == lab_protocol::RequestStatus::Completed && q.new_tokens == 4));
+    }
+    let diff = testkit::load::batched_vs_serial(&results);
+    assert!(diff[0].1.is_empty(), "{diff:?}");
+    let st = r.stats.iter().find(|s| s.id == "s3").unwrap();
+    assert_eq!(st.points[1].counts.unwrap().completed, 3);
+}
+
+/// The Python port of the open-loop arrival times gives the kit's exact offsets.
+#[test]
+fn pytorch_poisson_arrivals_equal_the_kits() {
+    let script = "from lab_engine_pytorch.engine import poisson_arrivals\n\
+        print(' '.join(str(t) for r, s in [(0.5, 0), (50.0, 7), (1000.0, 12345)] for t in poisson_arrivals(r, s, 40)))";
+    #[allow(clippy::disallowed_methods)] // a one-line Python check, not an engine run
+    let out = std::process::Command::new(testkit::python())
+        .arg("-c")
+        .arg(script)
+        .current_dir(testkit::root().join("engines/engine-pytorch"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected: Vec<String> = [(0.5, 0u64), (50.0, 7), (1000.0, 12345)]
+        .iter()
+        .flat_map(|&(r, s)| engine_kit::load::poisson_arrivals(r, s, 40))
+        .map(|t| t.to_string())
+        .collect();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        expected.join(" ")
+    );
+}
