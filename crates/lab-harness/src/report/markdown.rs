@@ -155,7 +155,13 @@ fn s1_rows(r: &TargetResult) -> String {
         .map(|b| format!("{:.0}", b as f64 / 1048576.0))
         .unwrap_or_else(|| "-".into());
     for sc in &r.stats {
-        for pr in &sc.prompts {
+        // Load levels have their own sections (their per-level statistics serve `check`).
+        let prompts = if sc.points.is_empty() {
+            sc.prompts.as_slice()
+        } else {
+            &[]
+        };
+        for pr in prompts {
             let m = |k: Metric, f: fn(&Summary) -> f64| {
                 pr.get(k)
                     .map(|x| fmt_num(f(x)))

@@ -68,6 +68,87 @@ impl PointStats {
     }
 }
 
+/// Every level of a load scenario as the per-prompt statistics that baselines, `check` and
+/// `reproduce` compare (`b<B>` for an S2 batch size, `c<C>` for an S3 concurrency), with the
+/// usual metric names over that level's samples:
+///
+/// - S2, one sample per measured batch: `ttft_ms` = time to every first token, `prefill_tok_per_s`
+///   and `decode_tok_per_s` aggregate over the batch, `e2e_ms` = batch wall time;
+///   `inter_token_ms` = every decode step.
+/// - S3, one sample per completed request: `ttft_ms` and `e2e_ms` from submit (queueing
+///   included), `prefill_tok_per_s` = prompt tokens / TTFT, `decode_tok_per_s` = 1000 / TPOT,
+///   `inter_token_ms` = TPOT. Its `prompt_tokens` is 0: the workload's lengths vary.
+pub fn level_prompt_stats(s: &ScenarioReport) -> Vec<crate::results::PromptStats> {
+    s.points
+        .iter()
+        .map(|p| {
+            let ms = |ns: u64| ns as f64 / 1e6;
+            let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+            let mut push = |k: &'static str, v: Option<f64>| {
+                if let Some(v) = v.filter(|v| v.is_finite()) {
+                    samples.entry(k).or_default().push(v);
+                }
+            };
+            let (name, prompt_tokens, new_tokens) = if p.requests.is_empty() {
+                for b in &p.batches {
+                    let decode_ns: u64 = b.step_ns.iter().sum();
+                    push("ttft_ms", Some(ms(b.prefill_ns)));
+                    push("e2e_ms", Some(ms(b.e2e_ns())));
+                    push(
+                        "prefill_tok_per_s",
+                        rate(b.prompt_tokens as f64, b.prefill_ns),
+                    );
+                    push(
+                        "decode_tok_per_s",
+                        rate((b.new_tokens - b.sequences) as f64, decode_ns),
+                    );
+                    for &n in &b.step_ns {
+                        push("inter_token_ms", Some(ms(n)));
+                    }
+                }
+                let per_seq = |f: fn(&lab_protocol::BatchSample) -> u32| {
+                    p.batches.first().map_or(0, |b| f(b) / b.sequences.max(1))
+                };
+                (
+                    format!("b{}", p.level),
+                    per_seq(|b| b.prompt_tokens),
+                    per_seq(|b| b.new_tokens),
+                )
+            } else {
+                let mut new_tokens = 0;
+                for r in &p.requests {
+                    let (RequestStatus::Completed, Some(first), Some(done)) =
+                        (&r.status, r.first_token_ns, r.done_ns)
+                    else {
+                        continue;
+                    };
+                    new_tokens = r.new_tokens;
+                    let ttft = first.saturating_sub(r.submit_ns);
+                    push("ttft_ms", Some(ms(ttft)));
+                    push("e2e_ms", Some(ms(done.saturating_sub(r.submit_ns))));
+                    push("prefill_tok_per_s", rate(r.prompt_tokens as f64, ttft));
+                    if r.new_tokens > 1 {
+                        let tpot = ms(done.saturating_sub(first)) / (r.new_tokens - 1) as f64;
+                        push("inter_token_ms", Some(tpot));
+                        push("decode_tok_per_s", (tpot > 0.0).then(|| 1e3 / tpot));
+                    }
+                }
+                (format!("c{}", p.level), 0, new_tokens)
+            };
+            crate::results::PromptStats {
+                prompt: name,
+                prompt_tokens,
+                new_tokens,
+                deterministic: p.deterministic,
+                metrics: samples
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k.to_string(), summarize(&v)?)))
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
 /// Statistics of every level of a load scenario (empty for other scenarios).
 pub fn point_stats(s: &ScenarioReport) -> Vec<PointStats> {
     let mut out: Vec<PointStats> = s.points.iter().map(one_point).collect();
@@ -280,5 +361,22 @@ mod tests {
         assert!(close(c2.value("scaling_vs_c1"), 8.0 / 1.5 / 10.0));
         assert!(close(c2.value("goodput_requests_per_s"), 1.0 / 1.5));
         assert_eq!(c2.metrics["ttft_ms"].max, 1200.0);
+
+        // The same levels as per-prompt statistics, for baselines and `check`.
+        let b = &level_prompt_stats(&sc[0])[0];
+        assert_eq!(
+            (b.prompt.as_str(), b.prompt_tokens, b.new_tokens),
+            ("b2", 10, 4)
+        );
+        assert_eq!(b.metrics["decode_tok_per_s"].median, 40.0);
+        assert_eq!(b.metrics["inter_token_ms"].n, 3);
+        let c = &level_prompt_stats(&sc[1])[1];
+        assert_eq!(c.prompt, "c2");
+        assert_eq!(
+            c.metrics["ttft_ms"].n, 2,
+            "failed and refused requests have no TTFT"
+        );
+        assert_eq!(c.metrics["inter_token_ms"].median, 100.0);
+        assert_eq!(c.metrics["decode_tok_per_s"].median, 10.0);
     }
 }

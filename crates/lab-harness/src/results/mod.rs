@@ -39,23 +39,26 @@ pub fn compute_stats(report: &Report) -> Vec<ScenarioStats> {
             error: s.error.clone(),
             points: load::point_stats(s),
             batching: s.batching.clone(),
-            prompts: s
-                .prompts
-                .iter()
-                .map(|p| {
-                    let metrics: BTreeMap<String, _> = Metric::ALL
-                        .into_iter()
-                        .filter_map(|m| Some((m.name().to_string(), summarize(&m.samples(p))?)))
-                        .collect();
-                    PromptStats {
-                        prompt: p.prompt.clone(),
-                        prompt_tokens: p.prompt_tokens,
-                        new_tokens: p.generated_token_ids.len() as u32,
-                        deterministic: p.deterministic,
-                        metrics,
-                    }
-                })
-                .collect(),
+            prompts: if s.kind.is_load() {
+                load::level_prompt_stats(s)
+            } else {
+                s.prompts
+                    .iter()
+                    .map(|p| {
+                        let metrics: BTreeMap<String, _> = Metric::ALL
+                            .into_iter()
+                            .filter_map(|m| Some((m.name().to_string(), summarize(&m.samples(p))?)))
+                            .collect();
+                        PromptStats {
+                            prompt: p.prompt.clone(),
+                            prompt_tokens: p.prompt_tokens,
+                            new_tokens: p.generated_token_ids.len() as u32,
+                            deterministic: p.deterministic,
+                            metrics,
+                        }
+                    })
+                    .collect()
+            },
         })
         .collect()
 }
