@@ -257,13 +257,20 @@ fn batches(
         if point.error.is_some() {
             break;
         }
-        eprintln!(
-            "progress: {} batch {b}{} {} ({:.1} s measured)",
-            scenario.id,
-            if warmup { " warm-up" } else { "" },
-            i + 1,
-            if warmup { 0.0 } else { ns(start) as f64 / 1e9 }
-        );
+        if warmup {
+            eprintln!(
+                "progress: {} batch size {b}: warm-up batch {}",
+                scenario.id,
+                i + 1
+            );
+        } else {
+            eprintln!(
+                "progress: {} batch size {b}: batch {} ({:.1} s measured)",
+                scenario.id,
+                i + 1 - scenario.warmup_iterations,
+                ns(start) as f64 / 1e9
+            );
+        }
     }
     point.deterministic = outputs.deterministic;
     point.outputs = outputs.sorted();
@@ -708,6 +715,17 @@ fn sequence_batches<S: crate::SequenceEngine + ?Sized>(
                 }
             }
         }
+        eprintln!(
+            "progress: {} batch size {b}: {} {} ({:.1} s measured, one sequence at a time)",
+            scenario.id,
+            if warmup { "warm-up batch" } else { "batch" },
+            if warmup {
+                i + 1
+            } else {
+                i + 1 - scenario.warmup_iterations
+            },
+            if warmup { 0.0 } else { ns(start) as f64 / 1e9 }
+        );
     }
     point.deterministic = outputs.deterministic;
     point.outputs = outputs.sorted();

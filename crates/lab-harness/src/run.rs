@@ -97,9 +97,10 @@ fn announce(plan: &BenchPlan, requests: &[ScenarioRequest], progress: &Progress)
         line += &format!(" and at least {:.0} s", s.min_duration_ms as f64 / 1e3);
     }
     if let Some(max) = s.max_duration_ms {
+        // Load scenarios are timed per level, not per prompt (announced below).
         let prompts: usize = requests
             .iter()
-            .filter(|r| !crate::catalog::is_correctness_scenario(&r.id))
+            .filter(|r| !crate::catalog::is_correctness_scenario(&r.id) && r.load.is_none())
             .map(|r| r.prompts.len())
             .sum();
         let bound = std::time::Duration::from_millis(
@@ -110,6 +111,29 @@ fn announce(plan: &BenchPlan, requests: &[ScenarioRequest], progress: &Progress)
             max as f64 / 1e3,
             crate::progress::fmt_duration(bound)
         );
+    }
+    for r in requests {
+        match &r.load {
+            Some(lab_protocol::Load::Batches {
+                batch_sizes,
+                duration_ms,
+            }) => {
+                line += &format!(
+                    "; {}: batch sizes {batch_sizes:?}, {:.0} s each (at least one batch)",
+                    r.id,
+                    *duration_ms as f64 / 1e3
+                )
+            }
+            Some(lab_protocol::Load::Concurrent {
+                concurrency,
+                requests,
+                ..
+            }) => line += &format!(
+                "; {}: concurrency {concurrency:?}, {requests} requests each (at least the level)",
+                r.id
+            ),
+            None => {}
+        }
     }
     if s.repeat > 1 {
         line += &format!(

@@ -187,7 +187,7 @@ impl engine_kit::BatchEngine for LlamaCpp {
     }
 
     fn batching(&self) -> String {
-        format!("continuous: one llama_batch per step with one token per sequence id (n_seq_max {N_SEQ}, unified KV cache of {N_CTX} cells)")
+        format!("continuous (llama_batch with sequence ids, n_seq_max {N_SEQ})")
     }
 
     fn prefill_slot(

@@ -59,7 +59,7 @@ impl engine_kit::BatchEngine for Native {
     }
     fn batching(&self) -> String {
         format!(
-            "continuous: one pass over every weight matrix per step for up to {} sequences, a KV cache per sequence",
+            "continuous (one weight pass per step, up to {} sequences)",
             model::CHUNK
         )
     }
