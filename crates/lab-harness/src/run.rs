@@ -128,10 +128,12 @@ fn announce(plan: &BenchPlan, requests: &[ScenarioRequest], progress: &Progress)
                 concurrency,
                 requests,
                 ..
-            }) => line += &format!(
+            }) => {
+                line += &format!(
                 "; {}: concurrency {concurrency:?}, {requests} requests each (at least the level)",
                 r.id
-            ),
+            )
+            }
             None => {}
         }
     }
