@@ -86,15 +86,33 @@ impl<E: Engine + ?Sized> BatchEngine for Serial<'_, E> {
     }
 }
 
-/// Runs a load scenario (S2 or S3) on `engine`: one [`LoadPoint`] per level. A failure ends the
-/// level (recorded in it), never the scenario.
-pub fn run_load(engine: &mut dyn BatchEngine, scenario: &ScenarioRequest) -> ScenarioReport {
+/// One level of a load scenario, as the drivers take it.
+enum Level<'a> {
+    Batch {
+        size: u32,
+        duration_ms: u64,
+    },
+    Clients {
+        c: u32,
+        arrival: &'a Arrival,
+        /// Requests of the level (never fewer than `c`).
+        total: u32,
+        max_batch: u32,
+    },
+}
+
+/// The report of a load scenario: `run` measures each of its levels in turn.
+fn each_level(
+    scenario: &ScenarioRequest,
+    batching: String,
+    mut run: impl FnMut(Level) -> LoadPoint,
+) -> ScenarioReport {
     let mut report = ScenarioReport {
         id: scenario.id.clone(),
         kind: scenario.kind,
         prompts: Vec::new(),
         error: None,
-        batching: Some(engine.batching()),
+        batching: Some(batching),
         points: Vec::new(),
     };
     match &scenario.load {
@@ -102,10 +120,11 @@ pub fn run_load(engine: &mut dyn BatchEngine, scenario: &ScenarioRequest) -> Sce
             batch_sizes,
             duration_ms,
         }) => {
-            for &b in batch_sizes {
-                report
-                    .points
-                    .push(batches(engine, scenario, b, *duration_ms));
+            for &size in batch_sizes {
+                report.points.push(run(Level::Batch {
+                    size,
+                    duration_ms: *duration_ms,
+                }));
             }
         }
         Some(Load::Concurrent {
@@ -115,16 +134,35 @@ pub fn run_load(engine: &mut dyn BatchEngine, scenario: &ScenarioRequest) -> Sce
             max_batch,
         }) => {
             for &c in concurrency {
-                let total = (*requests).max(c);
-                let limit = (c.min(*max_batch) as usize).min(engine.max_slots()).max(1);
-                report
-                    .points
-                    .push(concurrent(engine, scenario, c, arrival, total, limit));
+                report.points.push(run(Level::Clients {
+                    c,
+                    arrival,
+                    total: (*requests).max(c),
+                    max_batch: *max_batch,
+                }));
             }
         }
         None => report.error = Some("a load scenario needs its `load` settings".to_string()),
     }
     report
+}
+
+/// Runs a load scenario (S2 or S3) on `engine`: one [`LoadPoint`] per level. A failure ends the
+/// level (recorded in it), never the scenario.
+pub fn run_load(engine: &mut dyn BatchEngine, scenario: &ScenarioRequest) -> ScenarioReport {
+    let batching = engine.batching();
+    each_level(scenario, batching, |level| match level {
+        Level::Batch { size, duration_ms } => batches(engine, scenario, size, duration_ms),
+        Level::Clients {
+            c,
+            arrival,
+            total,
+            max_batch,
+        } => {
+            let limit = (c.min(max_batch) as usize).min(engine.max_slots()).max(1);
+            concurrent(engine, scenario, c, arrival, total, limit)
+        }
+    })
 }
 
 /// Outputs of one level: the first ids of every prompt and whether every later completion of
@@ -623,41 +661,12 @@ pub fn run_load_sequences<S: crate::SequenceEngine + ?Sized>(
     engine: &mut S,
     scenario: &ScenarioRequest,
 ) -> ScenarioReport {
-    let mut report = ScenarioReport {
-        id: scenario.id.clone(),
-        kind: scenario.kind,
-        prompts: Vec::new(),
-        error: None,
-        batching: Some(SERIAL.to_string()),
-        points: Vec::new(),
-    };
-    match &scenario.load {
-        Some(Load::Batches {
-            batch_sizes,
-            duration_ms,
-        }) => {
-            for &b in batch_sizes {
-                report
-                    .points
-                    .push(sequence_batches(engine, scenario, b, *duration_ms));
-            }
-        }
-        Some(Load::Concurrent {
-            concurrency,
-            arrival,
-            requests,
-            ..
-        }) => {
-            for &c in concurrency {
-                let total = (*requests).max(c) as usize;
-                report
-                    .points
-                    .push(sequence_requests(engine, scenario, c, arrival, total));
-            }
-        }
-        None => report.error = Some("a load scenario needs its `load` settings".to_string()),
-    }
-    report
+    each_level(scenario, SERIAL.to_string(), |level| match level {
+        Level::Batch { size, duration_ms } => sequence_batches(engine, scenario, size, duration_ms),
+        Level::Clients {
+            c, arrival, total, ..
+        } => sequence_requests(engine, scenario, c, arrival, total as usize),
+    })
 }
 
 fn empty_point(level: u32) -> LoadPoint {
