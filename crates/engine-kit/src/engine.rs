@@ -117,11 +117,18 @@ impl<E: Engine> SequenceEngine for Stepwise<'_, E> {
     }
 
     fn run_load(&mut self, scenario: &ScenarioRequest) -> ScenarioReport {
-        if self.engine.batch().is_some() {
-            let b = self.engine.batch().expect("checked above");
-            return crate::load::run_load(b, scenario);
-        }
-        crate::load::run_load(&mut Serial(&mut *self.engine), scenario)
+        // A lock-step engine batches S2; S3's requests (arriving at any time, of any length)
+        // are served one at a time, and the report says why.
+        let why_serial = match self.engine.batch() {
+            None => None,
+            Some(b) => match b.lock_step() {
+                Some(why) if scenario.kind == lab_protocol::ScenarioKind::ConcurrentLoad => {
+                    Some(why)
+                }
+                _ => return crate::load::run_load(b, scenario),
+            },
+        };
+        crate::load::run_load(&mut Serial(&mut *self.engine, why_serial), scenario)
     }
 }
 

@@ -46,6 +46,27 @@ pub trait BatchEngine {
     /// Forgets the sequence in `slot`.
     fn release_slot(&mut self, slot: usize);
 
+    /// Starts the sequences of one S2 batch in slots `0..prompts.len()` (all free), writing the
+    /// logits of entry `i`'s last position into `logits[i * vocab..(i + 1) * vocab]`. By default
+    /// one [`BatchEngine::prefill_slot`] each; a lock-step engine prefills them in one pass.
+    fn prefill_batch(&mut self, prompts: &[&[u32]], logits: &mut Vec<f32>) -> EngineResult<()> {
+        let mut all = Vec::new();
+        for (slot, p) in prompts.iter().enumerate() {
+            self.prefill_slot(slot, p, logits)?;
+            all.extend_from_slice(logits);
+        }
+        *logits = all;
+        Ok(())
+    }
+
+    /// `Some(why)` for a lock-step engine: its batch is prefilled together
+    /// ([`BatchEngine::prefill_batch`]) and decoded to the end together, so no sequence can join
+    /// or leave between steps. S2 runs on it batched; S3 is served one request at a time and its
+    /// report says `none (serial): <why>`. `None` (the default): continuous batching.
+    fn lock_step(&self) -> Option<String> {
+        None
+    }
+
     /// Waits until queued device work is done. Called before every timestamp.
     fn synchronize(&mut self) -> EngineResult<()> {
         Ok(())
@@ -53,7 +74,8 @@ pub trait BatchEngine {
 }
 
 /// A one-sequence [`Engine`] as a one-slot [`BatchEngine`]: requests are served one at a time.
-pub struct Serial<'a, E: ?Sized>(pub &'a mut E);
+/// The second field, when set, says why (reported as `none (serial): <why>`).
+pub struct Serial<'a, E: ?Sized>(pub &'a mut E, pub Option<String>);
 
 /// What [`Serial`] reports as its batching.
 pub const SERIAL: &str = "none (serial)";
@@ -63,7 +85,10 @@ impl<E: Engine + ?Sized> BatchEngine for Serial<'_, E> {
         1
     }
     fn batching(&self) -> String {
-        SERIAL.to_string()
+        match &self.1 {
+            None => SERIAL.to_string(),
+            Some(why) => format!("{SERIAL}: {why}"),
+        }
     }
     fn prefill_slot(
         &mut self,
@@ -331,16 +356,27 @@ fn one_batch(
     let t0 = Instant::now();
     let mut active = Vec::with_capacity(group.len());
     let result = (|| -> EngineResult<(u64, Vec<u64>)> {
-        for (slot, p) in group.iter().enumerate() {
-            engine.prefill_slot(slot, &p.token_ids, logits)?;
-            let mut sampler = Sampler::new(&g.sampling);
-            let first = sampler.sample(logits);
-            active.push(Seq {
-                slot,
-                index: slot,
-                tokens: vec![first],
-                sampler,
-            });
+        let prompts: Vec<&[u32]> = group.iter().map(|p| p.token_ids.as_slice()).collect();
+        // Every slot of the group is taken from here on, also when prefilling fails half-way.
+        active.extend((0..group.len()).map(|slot| Seq {
+            slot,
+            index: slot,
+            tokens: Vec::new(),
+            sampler: Sampler::new(&g.sampling),
+        }));
+        engine.prefill_batch(&prompts, logits)?;
+        let vocab = logits.len() / group.len().max(1);
+        if vocab == 0 || logits.len() != vocab * group.len() {
+            return Err(format!(
+                "prefill_batch wrote {} logits for {} sequences",
+                logits.len(),
+                group.len()
+            )
+            .into());
+        }
+        for (i, s) in active.iter_mut().enumerate() {
+            let first = s.sampler.sample(&logits[i * vocab..(i + 1) * vocab]);
+            s.tokens.push(first);
         }
         engine.synchronize()?;
         let prefill_ns = ns(t0);

@@ -297,7 +297,7 @@ fn serial_engines_serve_one_at_a_time_with_the_same_tokens() {
     let mut batched = Slots::new(16);
     let b = run_load(&mut batched, &sc);
     let mut one = Slots::new(1);
-    let s = run_load(&mut Serial(&mut one as &mut dyn Engine), &sc);
+    let s = run_load(&mut Serial(&mut one as &mut dyn Engine, None), &sc);
     assert_eq!(s.batching.as_deref(), Some(SERIAL));
     for (bp, sp) in b.points.iter().zip(&s.points) {
         assert_eq!(sp.max_active, 1);
@@ -336,7 +336,7 @@ fn static_batches_decode_in_lock_step() {
     }
     // A serial engine runs the batch as four one-sequence chunks.
     let mut one = Slots::new(1);
-    let s = run_load(&mut Serial(&mut one as &mut dyn Engine), &sc);
+    let s = run_load(&mut Serial(&mut one as &mut dyn Engine, None), &sc);
     assert_eq!(s.points[1].batches.len(), 4);
     assert_eq!(s.points[1].max_active, 1);
     assert_eq!(s.points[1].outputs, p4.outputs);
@@ -519,4 +519,141 @@ fn sequence_engines_are_served_serially_with_their_own_timestamps() {
         .batches
         .iter()
         .all(|b| b.sequences == 1 && b.new_tokens == 5 && b.step_ns.len() == 4));
+}
+
+/// A lock-step engine (like candle's batched Llama): one shared position, the whole batch
+/// prefilled together, every step over every sequence of the batch.
+struct LockSteps {
+    inner: Slots,
+    /// Sequences of the current batch.
+    batch: usize,
+    batched_prefills: u32,
+}
+
+impl BatchEngine for LockSteps {
+    fn max_slots(&self) -> usize {
+        8
+    }
+    fn batching(&self) -> String {
+        "lock-step test".into()
+    }
+    fn prefill_slot(&mut self, _: usize, _: &[u32], _: &mut Vec<f32>) -> EngineResult<()> {
+        Err("a lock-step engine prefills whole batches".into())
+    }
+    fn prefill_batch(&mut self, prompts: &[&[u32]], logits: &mut Vec<f32>) -> EngineResult<()> {
+        if prompts.iter().any(|p| p.len() != prompts[0].len()) {
+            return Err("unequal prompt lengths".into());
+        }
+        self.batched_prefills += 1;
+        self.batch = prompts.len();
+        self.inner.slots.iter_mut().for_each(|s| *s = None);
+        let mut all = Vec::new();
+        for (slot, p) in prompts.iter().enumerate() {
+            self.inner.prefill_slot(slot, p, logits)?;
+            all.extend_from_slice(logits);
+        }
+        *logits = all;
+        Ok(())
+    }
+    fn decode_slots(&mut self, batch: &[(usize, u32)], logits: &mut Vec<f32>) -> EngineResult<()> {
+        assert_eq!(batch.len(), self.batch, "a lock-step step covers the whole batch");
+        assert!(batch.iter().enumerate().all(|(i, &(s, _))| i == s));
+        self.inner.decode_slots(batch, logits)
+    }
+    fn release_slot(&mut self, slot: usize) {
+        self.inner.release_slot(slot)
+    }
+    fn lock_step(&self) -> Option<String> {
+        Some("one shared position".into())
+    }
+}
+
+impl Engine for LockSteps {
+    fn reset(&mut self) -> EngineResult<()> {
+        self.inner.reset()
+    }
+    fn prefill(&mut self, prompt: &[u32], logits: &mut Vec<f32>) -> EngineResult<()> {
+        Engine::prefill(&mut self.inner, prompt, logits)
+    }
+    fn decode(&mut self, token: u32, logits: &mut Vec<f32>) -> EngineResult<()> {
+        Engine::decode(&mut self.inner, token, logits)
+    }
+    fn batch(&mut self) -> Option<&mut dyn BatchEngine> {
+        Some(self)
+    }
+}
+
+#[test]
+fn lock_step_engines_batch_s2_and_serve_s3_serially_saying_why() {
+    use crate::SequenceEngine;
+    let mut engine = LockSteps {
+        inner: Slots::new(8),
+        batch: 0,
+        batched_prefills: 0,
+    };
+    let ps = prompts(&[5, 5, 5, 5]);
+    let s2 = scenario(
+        ScenarioKind::BatchedThroughput,
+        ps.clone(),
+        6,
+        Load::Batches {
+            batch_sizes: vec![4, 12],
+            duration_ms: 0,
+        },
+    );
+    let report = crate::Stepwise::new(&mut engine).run_load(&s2);
+    assert_eq!(report.batching.as_deref(), Some("lock-step test"));
+    let p4 = &report.points[0];
+    assert_eq!((p4.max_active, p4.batches.len()), (4, 1));
+    assert_eq!(p4.batches[0].new_tokens, 24);
+    for o in &p4.outputs {
+        let prompt = ps.iter().find(|q| q.name == o.prompt).unwrap();
+        assert_eq!(o.token_ids, expected(prompt, 6));
+    }
+    // 12 sequences on an engine of 8: one batch of 8 and one of 4, both in lock-step.
+    let p12 = &report.points[1];
+    assert_eq!(p12.error, None);
+    let sizes: Vec<u32> = p12.batches.iter().map(|b| b.sequences).collect();
+    assert_eq!(sizes, [8, 4]);
+    assert_eq!(engine.batched_prefills, 3);
+
+    // S3: prompts of any length at any time, served one at a time with the reason.
+    let s3 = scenario(
+        ScenarioKind::ConcurrentLoad,
+        prompts(&[3, 9, 4]),
+        5,
+        closed(&[1, 3], 6, 64),
+    );
+    let report = crate::Stepwise::new(&mut engine).run_load(&s3);
+    assert_eq!(
+        report.batching.as_deref(),
+        Some("none (serial): one shared position")
+    );
+    assert!(report.points.iter().all(|p| p.max_active == 1
+        && p.error.is_none()
+        && p.requests.len() == 6
+        && p
+            .requests
+            .iter()
+            .all(|r| r.status == RequestStatus::Completed)));
+    assert_eq!(engine.batched_prefills, 3);
+
+    // Unequal lengths in one S2 batch fail that batch size with the engine's reason; the next
+    // size still runs.
+    let s2 = scenario(
+        ScenarioKind::BatchedThroughput,
+        prompts(&[5, 6]),
+        3,
+        Load::Batches {
+            batch_sizes: vec![2, 1],
+            duration_ms: 0,
+        },
+    );
+    let report = crate::Stepwise::new(&mut engine).run_load(&s2);
+    assert!(report.points[0]
+        .error
+        .as_deref()
+        .is_some_and(|e| e.contains("unequal prompt lengths")));
+    assert_eq!(report.points[1].error, None);
+    assert_eq!(report.points[1].batches.len(), 1);
 }
