@@ -556,7 +556,11 @@ impl BatchEngine for LockSteps {
         Ok(())
     }
     fn decode_slots(&mut self, batch: &[(usize, u32)], logits: &mut Vec<f32>) -> EngineResult<()> {
-        assert_eq!(batch.len(), self.batch, "a lock-step step covers the whole batch");
+        assert_eq!(
+            batch.len(),
+            self.batch,
+            "a lock-step step covers the whole batch"
+        );
         assert!(batch.iter().enumerate().all(|(i, &(s, _))| i == s));
         self.inner.decode_slots(batch, logits)
     }
@@ -632,8 +636,7 @@ fn lock_step_engines_batch_s2_and_serve_s3_serially_saying_why() {
     assert!(report.points.iter().all(|p| p.max_active == 1
         && p.error.is_none()
         && p.requests.len() == 6
-        && p
-            .requests
+        && p.requests
             .iter()
             .all(|r| r.status == RequestStatus::Completed)));
     assert_eq!(engine.batched_prefills, 3);

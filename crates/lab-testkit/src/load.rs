@@ -138,3 +138,22 @@ pub fn max_active(r: &TargetResult) -> u32 {
         .max()
         .unwrap_or(0)
 }
+
+/// The batching label a target's scenario `id` reported.
+pub fn batching<'a>(r: &'a TargetResult, id: &str) -> &'a str {
+    r.report
+        .scenarios
+        .iter()
+        .find(|s| s.id == id)
+        .and_then(|s| s.batching.as_deref())
+        .unwrap_or_else(|| panic!("{}: scenario {id} has no batching label", r.target))
+}
+
+/// The largest number of sequences a target decoded together in S2.
+pub fn max_batched(r: &TargetResult) -> u32 {
+    points(r, "s2")
+        .iter()
+        .map(|p| p.max_active)
+        .max()
+        .unwrap_or(0)
+}

@@ -32,9 +32,14 @@ enum Model {
 struct Candle {
     model: Model,
     device: Device,
-    /// Position of the next token in the current sequence.
+    /// Position of the next token in the current sequence (or lock-step batch).
     pos: usize,
+    /// Sequences in the current batch (1 outside S2).
+    batch: usize,
 }
+
+/// The most sequences one S2 batch holds; a larger batch runs as consecutive batches.
+const MAX_BATCH: usize = 256;
 
 fn device_for(request: &Request) -> EngineResult<Device> {
     Ok(
@@ -115,10 +120,18 @@ impl Candle {
             "avx2_compiled".into(),
             candle_core::utils::with_avx().to_string(),
         );
+        settings.insert(
+            "batching".into(),
+            format!(
+                "S2 lock-step: the batch's prompts as one (batch, seq) input at one shared \
+                 position (equal lengths only; at most {MAX_BATCH} per batch); S3 serial"
+            ),
+        );
         let engine = Candle {
             model,
             device,
             pos: 0,
+            batch: 1,
         };
         let threads = candle_core::utils::get_num_threads() as u32;
         Ok(META.loaded(engine, request, threads, settings))
@@ -126,21 +139,116 @@ impl Candle {
 
     fn forward(&mut self, tokens: &[u32], logits: &mut Vec<f32>) -> EngineResult<()> {
         let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        self.forward_batch(input, logits)
+    }
+
+    /// Runs `input` `(batch, seq)` at the current position; writes the logits of every row's
+    /// last position, row after row.
+    fn forward_batch(&mut self, input: Tensor, logits: &mut Vec<f32>) -> EngineResult<()> {
+        let seq = input.dim(1)?;
         let out = match &mut self.model {
             Model::Quantized(m) => m.forward(&input, self.pos)?,
             Model::Dense { model, cache, .. } => model.forward(&input, self.pos, cache)?,
         };
-        self.pos += tokens.len();
-        let v = out.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        self.pos += seq;
+        let v = out.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         logits.clear();
         logits.extend_from_slice(&v);
         Ok(())
     }
 }
 
+/// S2's lock-step batches: candle's Llama takes `(batch, seq)` with one position for the whole
+/// batch, so a batch is prompts of one length prefilled together and decoded together.
+impl engine_kit::BatchEngine for Candle {
+    fn max_slots(&self) -> usize {
+        MAX_BATCH
+    }
+
+    fn batching(&self) -> String {
+        match self.model {
+            Model::Dense { .. } => "lock-step (batch, seq) input, one shared position".into(),
+            Model::Quantized(_) => "lock-step (batch, seq) input, one shared position; a batch \
+                 is prefilled one position at a time (candle-transformers 0.10.2's quantized \
+                 Llama fails on batch > 1 with seq > 1)"
+                .into(),
+        }
+    }
+
+    fn lock_step(&self) -> Option<String> {
+        Some(
+            "candle's Llama has one position for the whole batch and no padding mask, so \
+             requests of different lengths cannot share a batch"
+                .into(),
+        )
+    }
+
+    fn prefill_slot(
+        &mut self,
+        slot: usize,
+        prompt: &[u32],
+        logits: &mut Vec<f32>,
+    ) -> EngineResult<()> {
+        if slot != 0 {
+            return Err("candle batches in lock-step: prefill the whole batch at once".into());
+        }
+        self.prefill_batch(&[prompt], logits)
+    }
+
+    fn prefill_batch(&mut self, prompts: &[&[u32]], logits: &mut Vec<f32>) -> EngineResult<()> {
+        let len = prompts.first().map_or(0, |p| p.len());
+        if let Some(p) = prompts.iter().find(|p| p.len() != len) {
+            return Err(format!(
+                "candle's Llama shares one position across the batch: prompts of {len} and {} \
+                 tokens cannot be batched",
+                p.len()
+            )
+            .into());
+        }
+        Engine::reset(self)?;
+        self.batch = prompts.len();
+        if prompts.len() > 1 && matches!(self.model, Model::Quantized(_)) {
+            // candle-transformers 0.10.2's quantized Llama fails on a (batch > 1, seq > 1)
+            // input: its output QMatMul is given the strided last-position slice ("input tensor
+            // is not contiguous"). One position at a time for the whole batch works.
+            for i in 0..len {
+                let column: Vec<u32> = prompts.iter().map(|p| p[i]).collect();
+                let input = Tensor::from_vec(column, (prompts.len(), 1), &self.device)?;
+                self.forward_batch(input, logits)?;
+            }
+            return Ok(());
+        }
+        let flat: Vec<u32> = prompts.iter().flat_map(|p| p.iter().copied()).collect();
+        let input = Tensor::from_vec(flat, (prompts.len(), len), &self.device)?;
+        self.forward_batch(input, logits)
+    }
+
+    fn decode_slots(&mut self, batch: &[(usize, u32)], logits: &mut Vec<f32>) -> EngineResult<()> {
+        if batch.len() != self.batch || batch.iter().enumerate().any(|(i, &(s, _))| i != s) {
+            return Err(format!(
+                "candle decodes its batch of {} in lock-step, every sequence at every step",
+                self.batch
+            )
+            .into());
+        }
+        let tokens: Vec<u32> = batch.iter().map(|&(_, t)| t).collect();
+        let input = Tensor::from_vec(tokens, (batch.len(), 1), &self.device)?;
+        self.forward_batch(input, logits)
+    }
+
+    fn release_slot(&mut self, _slot: usize) {
+        // The next prefill starts a new cache.
+    }
+
+    fn synchronize(&mut self) -> EngineResult<()> {
+        Engine::synchronize(self)
+    }
+}
+
 impl Engine for Candle {
     fn reset(&mut self) -> EngineResult<()> {
         self.pos = 0;
+        self.batch = 1;
         match &mut self.model {
             // quantized_llama drops its KV cache when it sees index_pos == 0.
             Model::Quantized(_) => {}
@@ -167,6 +275,10 @@ impl Engine for Candle {
     fn synchronize(&mut self) -> EngineResult<()> {
         self.device.synchronize()?;
         Ok(())
+    }
+
+    fn batch(&mut self) -> Option<&mut dyn engine_kit::BatchEngine> {
+        Some(self)
     }
 }
 

@@ -189,3 +189,35 @@ fn s1_in_a_container_matches_the_baselines() {
         vec![candle(WeightFormat::Gguf, Dtype::Q4_1, &[])],
     );
 }
+
+/// S2 in lock-step batches, S3 served one request at a time (and saying why), S5 at 1024 tokens,
+/// on the GGUF and the dense path: every request completes, a batch of 4 is decoded together, and
+/// batched greedy outputs equal unbatched ones on F32. On Q4_1 the difference is printed.
+#[test]
+fn lock_step_batches_s3_serial_and_s5() {
+    let load = testkit::load::small_load();
+    let (_, results) = testkit::load::run_load(
+        "candle-load",
+        vec![
+            candle(WeightFormat::Safetensors, Dtype::F32, &[]),
+            candle(WeightFormat::Gguf, Dtype::Q4_1, &[]),
+        ],
+        &["s2", "s3", "s5"],
+        load.clone(),
+    );
+    testkit::load::assert_every_request_completed(&results, load.new_tokens);
+    for r in &results {
+        assert_eq!(testkit::load::max_batched(r), 4, "{}", r.target);
+        assert!(testkit::load::batching(r, "s2").starts_with("lock-step"));
+        let s3 = testkit::load::batching(r, "s3");
+        assert!(s3.starts_with("none (serial): candle's Llama"), "{s3}");
+        assert_eq!(testkit::load::max_active(r), 1, "{}", r.target);
+        let s5 = r.report.scenarios.iter().find(|s| s.id == "s5").unwrap();
+        assert_eq!(s5.error, None, "{}", r.target);
+        assert_eq!(s5.prompts[0].prompt_tokens, 1024);
+        assert_eq!(s5.prompts[0].generated_token_ids.len(), 8);
+    }
+    let diff = testkit::load::batched_vs_serial(&results);
+    eprintln!("batched vs serial, prompts whose ids differ: {diff:?}");
+    assert!(diff[0].1.is_empty(), "F32 batched != serial: {diff:?}");
+}
