@@ -22,6 +22,8 @@ const META: EngineMeta = EngineMeta {
 };
 /// RoPE tables and the longest sequence the engine accepts (capped by the model's own limit).
 const MAX_POSITIONS: usize = 8192;
+/// The most sequences one S2 batch holds; a larger batch runs as consecutive batches.
+const MAX_BATCH: usize = 256;
 
 struct Burn<B: Backend> {
     model: model::Llama<B>,
@@ -52,6 +54,13 @@ impl<B: Backend> Burn<B> {
             ),
         );
         settings.insert("rope".into(), "half-split (HF layout)".into());
+        settings.insert(
+            "batching".into(),
+            format!(
+                "S2 lock-step: batch dimension in the KV cache, one shared position (equal \
+                 lengths only; at most {MAX_BATCH} per batch); S3 serial"
+            ),
+        );
         settings.insert("burn_backend".into(), backend.into());
         settings.insert("weights".into(), "burn-store SafetensorsStore".into());
         let engine: Box<dyn Engine> = Box::new(Burn { model, device });
@@ -78,6 +87,66 @@ impl<B: Backend> Engine for Burn<B> {
     fn synchronize(&mut self) -> EngineResult<()> {
         B::sync(&self.device).map_err(|e| format!("synchronizing the device: {e:?}"))?;
         Ok(())
+    }
+
+    fn batch(&mut self) -> Option<&mut dyn engine_kit::BatchEngine> {
+        Some(self)
+    }
+}
+
+/// S2's lock-step batches: the lab's burn Llama keeps a batch dimension in its KV cache with one
+/// shared position, so a batch is prompts of one length prefilled and decoded together.
+impl<B: Backend> engine_kit::BatchEngine for Burn<B> {
+    fn max_slots(&self) -> usize {
+        MAX_BATCH
+    }
+
+    fn batching(&self) -> String {
+        "lock-step [batch, seq] input, batch dimension in the KV cache, one shared position".into()
+    }
+
+    fn lock_step(&self) -> Option<String> {
+        Some(
+            "the lab's burn Llama has one position for the whole batch and no padding mask, so \
+             requests of different lengths cannot share a batch"
+                .into(),
+        )
+    }
+
+    fn prefill_slot(
+        &mut self,
+        slot: usize,
+        prompt: &[u32],
+        logits: &mut Vec<f32>,
+    ) -> EngineResult<()> {
+        if slot != 0 {
+            return Err("burn batches in lock-step: prefill the whole batch at once".into());
+        }
+        self.prefill_batch(&[prompt], logits)
+    }
+
+    fn prefill_batch(&mut self, prompts: &[&[u32]], logits: &mut Vec<f32>) -> EngineResult<()> {
+        self.model.reset();
+        *logits = self.model.forward_batch(prompts)?;
+        Ok(())
+    }
+
+    fn decode_slots(&mut self, batch: &[(usize, u32)], logits: &mut Vec<f32>) -> EngineResult<()> {
+        if batch.iter().enumerate().any(|(i, &(s, _))| i != s) {
+            return Err("burn decodes its batch in lock-step, every sequence at every step".into());
+        }
+        let rows: Vec<[u32; 1]> = batch.iter().map(|&(_, t)| [t]).collect();
+        let rows: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
+        *logits = self.model.forward_batch(&rows)?;
+        Ok(())
+    }
+
+    fn release_slot(&mut self, _slot: usize) {
+        // The next prefill resets the cache.
+    }
+
+    fn synchronize(&mut self) -> EngineResult<()> {
+        Engine::synchronize(self)
     }
 }
 

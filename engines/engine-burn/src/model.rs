@@ -1,7 +1,7 @@
 //! A small Llama written with burn: token embedding, RMSNorm, rotary embeddings in the Hugging
 //! Face half-split layout (the layout of the volume's safetensors: no Q/K permutation needed),
 //! grouped-query attention with a KV cache, SwiGLU MLP, tied or separate output head. Generic over
-//! the backend; batch 1.
+//! the backend. A batch of sequences runs in lock-step: one shared position, equal lengths.
 //!
 //! Weights come from the HF `model.safetensors` through burn-store's `SafetensorsStore` (with the
 //! PyTorch adapter: Linear weights transposed, norm `weight` → `gamma`).
@@ -128,7 +128,7 @@ pub struct Llama<B: Backend> {
     /// `[max_positions, head_dim]`, each frequency twice (half-split layout).
     cos: Tensor<B, 2>,
     sin: Tensor<B, 2>,
-    /// Per layer: keys and values `[1, kv_heads, positions, head_dim]`.
+    /// Per layer: keys and values `[batch, kv_heads, positions, head_dim]`.
     cache: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
     pos: usize,
 }
@@ -208,7 +208,38 @@ impl<B: Backend> Llama<B> {
 
     /// Runs `tokens` at the next positions; returns the logits of the last one.
     pub fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let s = tokens.len();
+        self.forward_batch(&[tokens])
+    }
+
+    /// Sequences in the cache (0 when empty).
+    pub fn batch(&self) -> usize {
+        self.cache
+            .first()
+            .and_then(|c| c.as_ref())
+            .map_or(0, |(k, _)| k.dims()[0])
+    }
+
+    /// Runs one row of tokens per sequence (all of one length) at the next shared positions;
+    /// returns the logits of each row's last position, row after row. The number of rows must
+    /// stay the same until [`Llama::reset`].
+    pub fn forward_batch(&mut self, rows: &[&[u32]]) -> Result<Vec<f32>> {
+        let b = rows.len();
+        let s = rows.first().map_or(0, |r| r.len());
+        if b == 0 || s == 0 {
+            return Err("nothing to run".into());
+        }
+        if rows.iter().any(|r| r.len() != s) {
+            return Err(format!(
+                "a lock-step batch needs rows of one length, not {s} and {}",
+                rows.iter().map(|r| r.len()).find(|&n| n != s).unwrap_or(0)
+            ));
+        }
+        if self.pos > 0 && self.batch() != b {
+            return Err(format!(
+                "the cache holds {} sequences, {b} rows were given",
+                self.batch()
+            ));
+        }
         let max = self.cos.dims()[0];
         if self.pos + s > max {
             return Err(format!(
@@ -216,8 +247,11 @@ impl<B: Backend> Llama<B> {
                 self.pos + s
             ));
         }
-        let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
-        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, s]), &self.device);
+        let ids: Vec<i64> = rows
+            .iter()
+            .flat_map(|r| r.iter().map(|&t| t as i64))
+            .collect();
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, s]), &self.device);
         let mut x = self.w.embed_tokens.forward(ids);
         let hd = self.c.head_dim();
         let (cos, sin) = (
@@ -252,7 +286,7 @@ impl<B: Backend> Llama<B> {
         }
         self.pos += s;
         let d = self.c.hidden_size;
-        let last = x.slice([0..1, s - 1..s, 0..d]).reshape([1, d]);
+        let last = x.slice([0..b, s - 1..s, 0..d]).reshape([b, d]);
         let last = self.w.norm.forward(last);
         let logits = match &self.w.lm_head {
             Some(head) => head.forward(last),
@@ -316,7 +350,7 @@ fn causal_mask<B: Backend>(s: usize, past: usize, device: &B::Device) -> Tensor<
     Tensor::<B, 2>::from_data(TensorData::new(m, [s, t]), device).unsqueeze::<4>()
 }
 
-/// `x` `[1, heads, s, hd]` rotated in the half-split layout: `x * cos + rotate_half(x) * sin`.
+/// `x` `[batch, heads, s, hd]` rotated in the half-split layout: `x * cos + rotate_half(x) * sin`.
 fn rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> Tensor<B, 4> {
     let [b, h, s, hd] = x.dims();
     let x1 = x.clone().slice([0..b, 0..h, 0..s, 0..hd / 2]);
@@ -334,9 +368,9 @@ fn attention<B: Backend>(
     mask: Option<Tensor<B, 4>>,
     cache: &mut Option<(Tensor<B, 4>, Tensor<B, 4>)>,
 ) -> Tensor<B, 3> {
-    let [_, s, _] = h.dims();
+    let [b, s, _] = h.dims();
     let (nh, nkv, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
-    let heads = |t: Tensor<B, 3>, n: usize| t.reshape([1, s, n, hd]).swap_dims(1, 2);
+    let heads = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, hd]).swap_dims(1, 2);
     let q = rope(heads(a.q_proj.forward(h.clone()), nh), cos, sin);
     let k = rope(heads(a.k_proj.forward(h.clone()), nkv), cos, sin);
     let v = heads(a.v_proj.forward(h), nkv);
@@ -354,7 +388,7 @@ fn attention<B: Backend>(
         } else {
             x.unsqueeze_dim::<5>(2)
                 .repeat_dim(2, rep)
-                .reshape([1, nh, t, hd])
+                .reshape([b, nh, t, hd])
         }
     };
     let (k, v) = (expand(k), expand(v));
@@ -364,5 +398,5 @@ fn attention<B: Backend>(
     }
     let out = softmax(scores, 3).matmul(v);
     a.o_proj
-        .forward(out.swap_dims(1, 2).reshape([1, s, nh * hd]))
+        .forward(out.swap_dims(1, 2).reshape([b, s, nh * hd]))
 }

@@ -188,3 +188,31 @@ fn missing_unsupported_and_mismatched_inputs_are_named() {
     assert!(msg.contains("rope_scaling is not supported"), "{msg}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// S2 in lock-step batches (the batch dimension of the KV cache), S3 served one request at a time
+/// (and saying why), S5 at 1024 tokens: every request completes, a batch of 4 is decoded
+/// together, and batched greedy outputs equal unbatched ones (F32).
+#[test]
+fn lock_step_batches_s3_serial_and_s5() {
+    let load = testkit::load::small_load();
+    let (_, results) = testkit::load::run_load(
+        "burn-load",
+        vec![burn(Dtype::F32)],
+        &["s2", "s3", "s5"],
+        load.clone(),
+    );
+    testkit::load::assert_every_request_completed(&results, load.new_tokens);
+    let r = &results[0];
+    assert_eq!(testkit::load::max_batched(r), 4);
+    assert!(testkit::load::batching(r, "s2").starts_with("lock-step"));
+    let s3 = testkit::load::batching(r, "s3");
+    assert!(
+        s3.starts_with("none (serial): the lab's burn Llama"),
+        "{s3}"
+    );
+    let s5 = r.report.scenarios.iter().find(|s| s.id == "s5").unwrap();
+    assert_eq!(s5.error, None);
+    assert_eq!(s5.prompts[0].prompt_tokens, 1024);
+    let diff = testkit::load::batched_vs_serial(&results);
+    assert!(diff[0].1.is_empty(), "F32 batched != serial: {diff:?}");
+}
