@@ -111,8 +111,9 @@ impl<E: Engine + ?Sized> BatchEngine for Serial<'_, E> {
     }
 }
 
-/// One level of a load scenario, as the drivers take it.
-enum Level<'a> {
+/// One level of a load scenario, as the drivers take it (also an engine whose library schedules
+/// requests itself, through [`each_level`]).
+pub enum Level<'a> {
     Batch {
         size: u32,
         duration_ms: u64,
@@ -126,8 +127,9 @@ enum Level<'a> {
     },
 }
 
-/// The report of a load scenario: `run` measures each of its levels in turn.
-fn each_level(
+/// The report of a load scenario: `run` measures each of its levels in turn. `Clients::total`
+/// is never below the concurrency.
+pub fn each_level(
     scenario: &ScenarioRequest,
     batching: String,
     mut run: impl FnMut(Level) -> LoadPoint,
@@ -193,25 +195,25 @@ pub fn run_load(engine: &mut dyn BatchEngine, scenario: &ScenarioRequest) -> Sce
 /// Outputs of one level: the first ids of every prompt and whether every later completion of
 /// the same prompt matched them.
 #[derive(Default)]
-struct Outputs {
+pub struct Outputs {
     first: Vec<PromptOutput>,
-    deterministic: bool,
+    pub deterministic: bool,
 }
 
 impl Outputs {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Outputs {
             first: Vec::new(),
             deterministic: true,
         }
     }
     /// The first ids of every prompt, by prompt name (independent of completion order).
-    fn sorted(mut self) -> Vec<PromptOutput> {
+    pub fn sorted(mut self) -> Vec<PromptOutput> {
         self.first.sort_by(|a, b| a.prompt.cmp(&b.prompt));
         self.first
     }
 
-    fn record(&mut self, prompt: &str, ids: &[u32]) {
+    pub fn record(&mut self, prompt: &str, ids: &[u32]) {
         match self.first.iter().find(|o| o.prompt == prompt) {
             Some(o) if o.token_ids != ids => self.deterministic = false,
             Some(_) => {}
@@ -705,7 +707,8 @@ pub fn run_load_sequences<S: crate::SequenceEngine + ?Sized>(
     })
 }
 
-fn empty_point(level: u32) -> LoadPoint {
+/// A level with nothing measured yet.
+pub fn empty_point(level: u32) -> LoadPoint {
     LoadPoint {
         level,
         max_active: 0,

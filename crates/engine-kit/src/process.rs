@@ -137,12 +137,12 @@ static PEAK_SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::n
 /// The peak resident set size of one span (a prompt, a load level): `VmHWM` is reset to the
 /// current RSS at the start (`/proc/self/clear_refs`, Linux 4.0+) and read at the end. `None`
 /// when the reset is not possible (the process peak would be mislabelled as the span's).
-pub(crate) struct PeakRss {
+pub struct PeakRss {
     reset: bool,
 }
 
 impl PeakRss {
-    pub(crate) fn start() -> Self {
+    pub fn start() -> Self {
         if let Some(p) = peak_rss_bytes() {
             PEAK_SEEN.fetch_max(p, std::sync::atomic::Ordering::Relaxed);
         }
@@ -151,7 +151,7 @@ impl PeakRss {
         }
     }
 
-    pub(crate) fn finish(self) -> Option<u64> {
+    pub fn finish(self) -> Option<u64> {
         let p = peak_rss_bytes()?;
         PEAK_SEEN.fetch_max(p, std::sync::atomic::Ordering::Relaxed);
         self.reset.then_some(p)

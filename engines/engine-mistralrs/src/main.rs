@@ -11,8 +11,11 @@
 //!   time, and masks the other ids whenever mistral.rs's argmax could pick differently (ties go to
 //!   the lowest id in the lab, to the highest in mistral.rs);
 //! - fixed length: the runner is built with `disable_eos_stop` and the request's `max_len`;
-//! - fairness: prefix caching off, one request at a time, threads from the request;
-//! - time to first token from the streaming API (request sent → first chunk received);
+//! - fairness: prefix caching off, threads from the request; S1/S5 one request at a time;
+//! - load (S2, S3): many streaming requests into mistral.rs's own scheduler at once (S2 a burst
+//!   of B, S3 concurrent clients), its running-sequence limit set from the request;
+//! - timing: every token counts from the moment mistral.rs's sampling step decided it (see
+//!   `MistralRs::generate`), so TTFT, the gaps and e2e add up;
 //! - teacher forcing: one forward pass over prompt + forced ids with `return_raw_logits`.
 //!
 //! Offline guard: mistral.rs 0.8 turns a model path that does not exist into a Hugging Face Hub
@@ -20,15 +23,20 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use candle_core::{DType, Tensor};
+use engine_kit::load;
+use engine_kit::process::PeakRss;
 use engine_kit::{
     require_file, EngineMeta, EngineResult, KitError, Loaded, Sampler, SequenceEngine, SequenceRun,
 };
 use lab_protocol::{
-    Dtype, GenerationSettings, IterationSample, Request, Sampling, TopLogits, WeightFormat, TOP_K,
+    Arrival, BatchSample, Dtype, GenerationSettings, IterationSample, LoadPoint, Prompt, Request,
+    RequestRecord, RequestStatus, Sampling, ScenarioReport, ScenarioRequest, TopLogits,
+    WeightFormat, TOP_K,
 };
 use mistralrs::model_builder_trait::{build_gguf_pipeline, build_text_pipeline};
 use mistralrs::{GgufModelBuilder, Model, TextModelBuilder};
@@ -74,6 +82,26 @@ fn guard_paths(request: &Request) -> EngineResult<PathBuf> {
 struct LabSampler {
     greedy: bool,
     state: Mutex<SamplerState>,
+    /// Counts this sequence as decoding from its first token (load scenarios).
+    activity: Option<Arc<Activity>>,
+}
+
+/// Sequences of a load level between their first token and the end of their stream, and the
+/// most at once (the level's `max_active`).
+#[derive(Default)]
+struct Activity {
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+impl Activity {
+    fn started(&self) {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(now, Ordering::SeqCst);
+    }
+    fn ended(&self) {
+        self.now.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 struct SamplerState {
@@ -84,7 +112,7 @@ struct SamplerState {
 }
 
 impl LabSampler {
-    fn new(sampling: &Sampling) -> Self {
+    fn new(sampling: &Sampling, activity: Option<Arc<Activity>>) -> Self {
         LabSampler {
             greedy: Sampler::new(sampling).is_greedy(),
             state: Mutex::new(SamplerState {
@@ -93,7 +121,30 @@ impl LabSampler {
                 times: Vec::new(),
                 error: None,
             }),
+            activity,
         }
+    }
+
+    /// The ids and the time each was decided, once the stream ended; an error when mistral.rs
+    /// strayed from the lab's sampler or generated another number of tokens than asked.
+    fn finish(&self, g: &GenerationSettings) -> Result<(Vec<u32>, Vec<Instant>), String> {
+        let st = self.state.lock().expect("sampler state");
+        if let Some(e) = &st.error {
+            return Err(e.clone());
+        }
+        let n = g.max_new_tokens as usize;
+        let stopped_early = g.stop_at_eos
+            && st
+                .tokens
+                .last()
+                .is_some_and(|t| g.eos_token_ids.contains(t));
+        if st.tokens.is_empty() || (st.tokens.len() != n && !stopped_early) {
+            return Err(format!(
+                "mistral.rs generated {} tokens, {n} were requested",
+                st.tokens.len()
+            ));
+        }
+        Ok((st.tokens.clone(), st.times.clone()))
     }
 }
 
@@ -113,6 +164,11 @@ impl CustomLogitsProcessor for LabSampler {
             }
         }
         let token = st.sampler.sample(&values);
+        if st.tokens.is_empty() {
+            if let Some(a) = &self.activity {
+                a.started();
+            }
+        }
         st.tokens.push(token);
         st.times.push(now);
         let chosen = values[token as usize];
@@ -134,6 +190,25 @@ impl CustomLogitsProcessor for LabSampler {
 struct MistralRs {
     model: Model,
     rt: tokio::runtime::Runtime,
+    /// mistral.rs's scheduler limit (`with_max_num_seqs`).
+    max_seqs: usize,
+}
+
+/// mistral.rs's limit of running sequences: room for the largest S2 batch and the S3 `max_batch`
+/// of the request (the kit's engines share that cap), else mistral.rs's default.
+fn max_running_sequences(request: &Request) -> usize {
+    request
+        .scenarios
+        .iter()
+        .filter_map(|s| match &s.load {
+            Some(lab_protocol::Load::Batches { batch_sizes, .. }) => {
+                batch_sizes.iter().max().copied()
+            }
+            Some(lab_protocol::Load::Concurrent { max_batch, .. }) => Some(*max_batch),
+            None => None,
+        })
+        .max()
+        .map_or(32, |n| n.max(1) as usize)
 }
 
 fn model_dtype(dtype: Dtype) -> EngineResult<ModelDType> {
@@ -166,6 +241,7 @@ impl MistralRs {
             .enable_all()
             .build()?;
         let mut settings = BTreeMap::new();
+        let max_seqs = max_running_sequences(request);
 
         let (pipeline, scheduler) = match request.model.format {
             WeightFormat::Gguf => {
@@ -176,7 +252,8 @@ impl MistralRs {
                 let mut b = GgufModelBuilder::new(&dir_s, vec!["model.gguf"])
                     .with_tok_model_id(&dir_s)
                     .with_token_source(TokenSource::None)
-                    .with_prefix_cache_n(None);
+                    .with_prefix_cache_n(None)
+                    .with_max_num_seqs(max_seqs);
                 b = match &device {
                     None => b.with_force_cpu(),
                     Some(d) => b.with_device(d.clone()),
@@ -198,7 +275,8 @@ impl MistralRs {
                     .with_dtype(dtype)
                     .with_tokenizer_json(dir.join("tokenizer.json").to_string_lossy())
                     .with_token_source(TokenSource::None)
-                    .with_prefix_cache_n(None);
+                    .with_prefix_cache_n(None)
+                    .with_max_num_seqs(max_seqs);
                 b = match &device {
                     None => b.with_force_cpu(),
                     Some(d) => b.with_device(d.clone()),
@@ -241,7 +319,7 @@ impl MistralRs {
         );
         settings.insert(
             "timing".into(),
-            "streaming API: TTFT = request sent → first chunk received, e2e = → last chunk; inter-token gaps between the per-token logits-processor calls".into(),
+            "streaming requests; every token counts from the moment mistral.rs's sampling step decided it (the lab's logits processor): TTFT = request sent → token 0, gaps = token k-1 → token k, e2e = sent → last token (TTFT + gaps = e2e); the stream's delivery of each chunk after that is not counted".into(),
         );
         settings.insert(
             "teacher_forcing".into(),
@@ -249,10 +327,19 @@ impl MistralRs {
         );
         settings.insert(
             "scheduler".into(),
-            "mistral.rs default scheduler, one request at a time".into(),
+            format!(
+                "mistral.rs default scheduler (fixed, at most {max_seqs} running sequences: the \
+                 request's largest S2 batch / S3 max_batch, else mistral.rs's default 32); S1/S5 \
+                 one request at a time; S2 bursts of B requests; S3 concurrent streaming requests"
+            ),
         );
         let threads = candle_core::utils::get_num_threads() as u32;
-        Ok(META.loaded(MistralRs { model, rt }, request, threads, settings))
+        let engine = MistralRs {
+            model,
+            rt,
+            max_seqs,
+        };
+        Ok(META.loaded(engine, request, threads, settings))
     }
 
     fn request(
@@ -264,96 +351,43 @@ impl MistralRs {
         processor: Option<Arc<LabSampler>>,
         response: tokio::sync::mpsc::Sender<Response>,
     ) -> MistralRequest {
-        MistralRequest::Normal(Box::new(NormalRequest {
-            messages: RequestMessage::CompletionTokens(ids),
+        normal_request(
+            self.model.inner().next_request_id(),
+            ids,
             sampling_params,
+            streaming,
+            raw_logits,
+            processor,
             response,
-            return_logprobs: false,
-            is_streaming: streaming,
-            id: self.model.inner().next_request_id(),
-            constraint: Constraint::None,
-            suffix: None,
-            tools: None,
-            tool_choice: None,
-            logits_processors: processor.map(|p| vec![p as Arc<dyn CustomLogitsProcessor>]),
-            return_raw_logits: raw_logits,
-            web_search_options: None,
-            model_id: None,
-            truncate_sequence: false,
-        }))
+        )
     }
 
+    /// One streamed generation (S1, S5). Every number spans the same events: the request is
+    /// sent into mistral.rs's channel at `sent`; token `k` counts from the moment mistral.rs's
+    /// sampling step decided it (the lab's logits processor). TTFT = sent → token 0, each gap =
+    /// token k-1 → token k, e2e = sent → last token; so TTFT + Σ gaps = e2e exactly.
     fn generate(&mut self, g: &GenerationSettings, prompt: &[u32]) -> EngineResult<SequenceRun> {
-        let n = g.max_new_tokens as usize;
-        let lab = Arc::new(LabSampler::new(&g.sampling));
-        let mut params = SamplingParams::deterministic();
-        params.max_len = Some(n);
-        if g.stop_at_eos {
-            params.stop_toks = Some(StopTokens::Ids(g.eos_token_ids.clone()));
-        }
-        let (tx, mut rx) = tokio::sync::mpsc::channel(n + 4);
-        let req = self.request(prompt.to_vec(), params, true, false, Some(lab.clone()), tx);
+        let id = self.model.inner().next_request_id();
         let sender = self.model.inner().get_sender(None)?;
-        let (start, first, last) = self.rt.block_on(async move {
-            let start = Instant::now();
-            sender
-                .send(req)
-                .await
-                .map_err(|_| "mistral.rs's engine thread is gone".to_string())?;
-            let mut first = None;
-            let mut last = None;
-            while let Some(resp) = rx.recv().await {
-                match resp {
-                    Response::CompletionChunk(c) => {
-                        let now = Instant::now();
-                        first.get_or_insert(now);
-                        last = Some(now);
-                        if c.choices.iter().any(|ch| ch.finish_reason.is_some()) {
-                            break;
-                        }
-                    }
-                    Response::CompletionDone(_) => break,
-                    Response::InternalError(e) | Response::ValidationError(e) => {
-                        return Err(format!("mistral.rs: {e}"))
-                    }
-                    Response::CompletionModelError(msg, _) => {
-                        return Err(format!("mistral.rs: {msg}"))
-                    }
-                    _ => return Err("mistral.rs answered with an unexpected response kind".into()),
-                }
-            }
-            Ok::<_, String>((start, first, last))
-        })?;
-        let st = lab.state.lock().expect("sampler state");
-        if let Some(e) = &st.error {
-            return Err(e.clone().into());
-        }
-        let (Some(first), Some(last)) = (first, last) else {
-            return Err("mistral.rs streamed no chunk".into());
+        let flight = Flight {
+            id,
+            prompt: prompt.to_vec(),
+            g: g.clone(),
+            activity: None,
         };
-        let tokens = st.tokens.clone();
-        let stopped_early =
-            g.stop_at_eos && tokens.last().is_some_and(|t| g.eos_token_ids.contains(t));
-        if tokens.is_empty() || (tokens.len() != n && !stopped_early) {
-            return Err(format!(
-                "mistral.rs generated {} tokens, {n} were requested",
-                tokens.len()
-            )
-            .into());
-        }
-        let inter_token_ns = st
-            .times
-            .windows(2)
-            .map(|w| (w[1] - w[0]).as_nanos() as u64)
-            .collect();
+        let done = self.rt.block_on(flight.run(sender))?;
         Ok(SequenceRun {
             sample: IterationSample {
-                ttft_ns: (first - start).as_nanos() as u64,
-                e2e_ns: (last - start).as_nanos() as u64,
-                new_tokens: tokens.len() as u32,
-                inter_token_ns,
+                ttft_ns: ns_between(done.sent, done.times[0]),
+                e2e_ns: ns_between(done.sent, *done.times.last().expect("one token")),
+                new_tokens: done.tokens.len() as u32,
+                inter_token_ns: done
+                    .times
+                    .windows(2)
+                    .map(|w| ns_between(w[0], w[1]))
+                    .collect(),
             },
-            tokens,
+            tokens: done.tokens,
             top_logits: Vec::new(),
         })
     }
@@ -418,7 +452,397 @@ impl MistralRs {
     }
 }
 
+fn ns_between(a: Instant, b: Instant) -> u64 {
+    b.saturating_duration_since(a).as_nanos() as u64
+}
+
+fn normal_request(
+    id: usize,
+    ids: Vec<u32>,
+    sampling_params: SamplingParams,
+    streaming: bool,
+    raw_logits: bool,
+    processor: Option<Arc<LabSampler>>,
+    response: tokio::sync::mpsc::Sender<Response>,
+) -> MistralRequest {
+    MistralRequest::Normal(Box::new(NormalRequest {
+        messages: RequestMessage::CompletionTokens(ids),
+        sampling_params,
+        response,
+        return_logprobs: false,
+        is_streaming: streaming,
+        id,
+        constraint: Constraint::None,
+        suffix: None,
+        tools: None,
+        tool_choice: None,
+        logits_processors: processor.map(|p| vec![p as Arc<dyn CustomLogitsProcessor>]),
+        return_raw_logits: raw_logits,
+        web_search_options: None,
+        model_id: None,
+        truncate_sequence: false,
+    }))
+}
+
+/// One streaming generation request, ready to send.
+struct Flight {
+    id: usize,
+    prompt: Vec<u32>,
+    g: GenerationSettings,
+    activity: Option<Arc<Activity>>,
+}
+
+/// What a finished flight gave: the ids, the moment each was decided, when it was sent.
+struct Landed {
+    sent: Instant,
+    tokens: Vec<u32>,
+    times: Vec<Instant>,
+}
+
+impl Flight {
+    /// Sends the request and drives its stream to the end.
+    async fn run(
+        self,
+        sender: tokio::sync::mpsc::Sender<MistralRequest>,
+    ) -> Result<Landed, String> {
+        let g = self.g;
+        let n = g.max_new_tokens as usize;
+        let lab = Arc::new(LabSampler::new(&g.sampling, self.activity.clone()));
+        let mut params = SamplingParams::deterministic();
+        params.max_len = Some(n);
+        if g.stop_at_eos {
+            params.stop_toks = Some(StopTokens::Ids(g.eos_token_ids.clone()));
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel(n + 4);
+        let req = normal_request(
+            self.id,
+            self.prompt,
+            params,
+            true,
+            false,
+            Some(lab.clone()),
+            tx,
+        );
+        let sent = Instant::now();
+        let streamed = async {
+            sender
+                .send(req)
+                .await
+                .map_err(|_| "mistral.rs's engine thread is gone".to_string())?;
+            let mut chunks = 0usize;
+            while let Some(resp) = rx.recv().await {
+                match resp {
+                    Response::CompletionChunk(c) => {
+                        chunks += 1;
+                        if c.choices.iter().any(|ch| ch.finish_reason.is_some()) {
+                            break;
+                        }
+                    }
+                    Response::CompletionDone(_) => break,
+                    Response::InternalError(e) | Response::ValidationError(e) => {
+                        return Err(format!("mistral.rs: {e}"))
+                    }
+                    Response::CompletionModelError(msg, _) => {
+                        return Err(format!("mistral.rs: {msg}"))
+                    }
+                    _ => return Err("mistral.rs answered with an unexpected response kind".into()),
+                }
+            }
+            if chunks == 0 {
+                return Err("mistral.rs streamed no chunk".into());
+            }
+            Ok(())
+        }
+        .await;
+        if let Some(a) = &self.activity {
+            if !lab.state.lock().expect("sampler state").tokens.is_empty() {
+                a.ended();
+            }
+        }
+        streamed?;
+        let (tokens, times) = lab.finish(&g)?;
+        Ok(Landed {
+            sent,
+            tokens,
+            times,
+        })
+    }
+}
+
+impl MistralRs {
+    /// S2 at batch size `b`: bursts of `b` requests sent together into mistral.rs's scheduler,
+    /// each burst measured until its last sequence's last token, warm-up bursts first, until
+    /// `duration_ms` passed.
+    fn bursts(&mut self, scenario: &ScenarioRequest, b: u32, duration_ms: u64) -> LoadPoint {
+        let rss = PeakRss::start();
+        let mut point = load::empty_point(b);
+        let mut outputs = load::Outputs::new();
+        let group: Vec<&Prompt> = scenario.prompts.iter().cycle().take(b as usize).collect();
+        let activity = Arc::new(Activity::default());
+        let mut origin = Instant::now();
+        for i in 0u32.. {
+            let warmup = i < scenario.warmup_iterations;
+            if i == scenario.warmup_iterations {
+                origin = Instant::now();
+            }
+            if !warmup
+                && !point.batches.is_empty()
+                && origin.elapsed().as_millis() as u64 >= duration_ms
+            {
+                break;
+            }
+            match self.burst(scenario, &group, origin, &activity) {
+                Ok((sample, landed)) => {
+                    for (p, l) in group.iter().zip(&landed) {
+                        outputs.record(&p.name, &l.tokens);
+                    }
+                    if !warmup {
+                        point.batches.push(sample);
+                    }
+                }
+                Err(e) => {
+                    point.error = Some(format!("burst {}: {e}", i + 1));
+                    break;
+                }
+            }
+            eprintln!(
+                "progress: {} batch size {b}: {} {} ({:.1} s measured)",
+                scenario.id,
+                if warmup { "warm-up burst" } else { "burst" },
+                if warmup {
+                    i + 1
+                } else {
+                    i + 1 - scenario.warmup_iterations
+                },
+                if warmup {
+                    0.0
+                } else {
+                    origin.elapsed().as_secs_f64()
+                }
+            );
+        }
+        point.max_active = activity.max.load(Ordering::SeqCst) as u32;
+        point.deterministic = outputs.deterministic;
+        point.outputs = outputs.sorted();
+        point.peak_rss_bytes = rss.finish();
+        point
+    }
+
+    /// One burst: every request sent at once; the sample's prefill ends when every sequence has
+    /// its first token, step `k` when every sequence has its token `k`.
+    fn burst(
+        &mut self,
+        scenario: &ScenarioRequest,
+        group: &[&Prompt],
+        origin: Instant,
+        activity: &Arc<Activity>,
+    ) -> Result<(BatchSample, Vec<Landed>), String> {
+        let sender = self
+            .model
+            .inner()
+            .get_sender(None)
+            .map_err(|e| e.to_string())?;
+        let flights: Vec<Flight> = group
+            .iter()
+            .map(|p| Flight {
+                id: self.model.inner().next_request_id(),
+                prompt: p.token_ids.clone(),
+                g: scenario.generation.clone(),
+                activity: Some(activity.clone()),
+            })
+            .collect();
+        let start = Instant::now();
+        let landed = self.rt.block_on(async move {
+            let tasks: Vec<_> = flights
+                .into_iter()
+                .map(|f| tokio::spawn(f.run(sender.clone())))
+                .collect();
+            let mut out = Vec::with_capacity(tasks.len());
+            for t in tasks {
+                out.push(t.await.map_err(|e| format!("request task: {e}"))??);
+            }
+            Ok::<_, String>(out)
+        })?;
+        let steps = landed.iter().map(|l| l.times.len()).min().unwrap_or(0);
+        let at = |k: usize| landed.iter().map(|l| l.times[k]).max().expect("a burst");
+        let mut step_ns = Vec::with_capacity(steps.saturating_sub(1));
+        for k in 1..steps {
+            step_ns.push(ns_between(at(k - 1), at(k)));
+        }
+        Ok((
+            BatchSample {
+                start_ns: ns_between(origin, start),
+                sequences: group.len() as u32,
+                prompt_tokens: group.iter().map(|p| p.token_ids.len() as u32).sum(),
+                prefill_ns: ns_between(start, at(0)),
+                step_ns,
+                new_tokens: landed.iter().map(|l| l.tokens.len() as u32).sum(),
+            },
+            landed,
+        ))
+    }
+
+    /// S3 at concurrency `c`: `total` requests into mistral.rs's own scheduler, from `c` closed
+    /// loop clients (each sends its next request when the previous one ended) or at seeded
+    /// Poisson arrival times. A request's times come from its own stream and sampler.
+    fn clients(
+        &mut self,
+        scenario: &ScenarioRequest,
+        c: u32,
+        arrival: &Arrival,
+        total: u32,
+    ) -> LoadPoint {
+        let rss = PeakRss::start();
+        let mut point = load::empty_point(c);
+        let sender = match self.model.inner().get_sender(None) {
+            Ok(s) => s,
+            Err(e) => {
+                point.error = Some(e.to_string());
+                return point;
+            }
+        };
+        let total = total as usize;
+        let activity = Arc::new(Activity::default());
+        let flights: Vec<Flight> = (0..total)
+            .map(|i| Flight {
+                id: self.model.inner().next_request_id(),
+                prompt: scenario.prompts[i % scenario.prompts.len()]
+                    .token_ids
+                    .clone(),
+                g: scenario.generation.clone(),
+                activity: Some(activity.clone()),
+            })
+            .collect();
+        let arrival = arrival.clone();
+        let level = scenario.id.clone();
+        let records = self.rt.block_on(async move {
+            let origin = Instant::now();
+            let flights = Arc::new(Mutex::new(
+                flights.into_iter().map(Some).collect::<Vec<_>>(),
+            ));
+            let take = move |i: usize| {
+                flights.lock().expect("flights")[i]
+                    .take()
+                    .expect("sent once")
+            };
+            let fly = move |f: Flight, i: usize, client: u32, submit_ns: u64, sender| async move {
+                let landed = f.run(sender).await;
+                (
+                    i,
+                    client,
+                    submit_ns,
+                    landed,
+                    ns_between(origin, Instant::now()),
+                )
+            };
+            let mut tasks = Vec::new();
+            match arrival {
+                Arrival::Closed => {
+                    let next = Arc::new(AtomicUsize::new(0));
+                    for client in 0..(c as usize).min(total) {
+                        let (next, sender, take, fly) =
+                            (next.clone(), sender.clone(), take.clone(), fly.clone());
+                        tasks.push(tokio::spawn(async move {
+                            let mut done = Vec::new();
+                            loop {
+                                let i = next.fetch_add(1, Ordering::SeqCst);
+                                if i >= total {
+                                    break;
+                                }
+                                let submit = ns_between(origin, Instant::now());
+                                done.push(
+                                    fly(take(i), i, client as u32, submit, sender.clone()).await,
+                                );
+                            }
+                            done
+                        }));
+                    }
+                }
+                Arrival::Poisson { rate_per_s, seed } => {
+                    let at = load::poisson_arrivals(rate_per_s, seed, total);
+                    for (i, &t) in at.iter().enumerate() {
+                        tokio::time::sleep_until((origin + Duration::from_nanos(t)).into()).await;
+                        let task = fly(take(i), i, i as u32, t, sender.clone());
+                        tasks.push(tokio::spawn(async move { vec![task.await] }));
+                    }
+                }
+            }
+            let mut out = Vec::with_capacity(total);
+            let mut last_progress = Instant::now();
+            for t in tasks {
+                match t.await {
+                    Ok(v) => out.extend(v),
+                    Err(e) => eprintln!("progress: {level}: a client task failed: {e}"),
+                }
+                if last_progress.elapsed() >= Duration::from_secs(2) {
+                    last_progress = Instant::now();
+                    eprintln!(
+                        "progress: {level} concurrency {c}: {}/{total} requests ended ({:.1} s)",
+                        out.len(),
+                        origin.elapsed().as_secs_f64()
+                    );
+                }
+            }
+            (origin, out)
+        });
+        let (origin, mut ended) = records;
+        ended.sort_by_key(|&(i, ..)| i);
+        let mut outputs = load::Outputs::new();
+        for (i, client, submit_ns, landed, now_ns) in ended {
+            let p = &scenario.prompts[i % scenario.prompts.len()];
+            let mut r = RequestRecord {
+                client,
+                prompt: p.name.clone(),
+                prompt_tokens: p.token_ids.len() as u32,
+                submit_ns,
+                // mistral.rs's own scheduler admits it; its queue is not observable from here.
+                admit_ns: None,
+                first_token_ns: None,
+                done_ns: Some(now_ns),
+                new_tokens: 0,
+                status: RequestStatus::Completed,
+            };
+            match landed {
+                Ok(l) => {
+                    r.first_token_ns = Some(ns_between(origin, l.times[0]));
+                    r.done_ns = Some(ns_between(origin, *l.times.last().expect("one token")));
+                    r.new_tokens = l.tokens.len() as u32;
+                    outputs.record(&p.name, &l.tokens);
+                }
+                Err(reason) => r.status = RequestStatus::Failed { reason },
+            }
+            point.requests.push(r);
+        }
+        if point.requests.len() < total {
+            point.error = Some(format!(
+                "{} of {total} requests were lost by their client tasks",
+                total - point.requests.len()
+            ));
+        }
+        point.requests.sort_by_key(|r| (r.submit_ns, r.client));
+        point.max_active = activity.max.load(Ordering::SeqCst) as u32;
+        point.deterministic = outputs.deterministic;
+        point.outputs = outputs.sorted();
+        point.peak_rss_bytes = rss.finish();
+        point
+    }
+}
+
 impl SequenceEngine for MistralRs {
+    fn run_load(&mut self, scenario: &ScenarioRequest) -> ScenarioReport {
+        let batching = format!(
+            "mistral.rs's own scheduler (continuous batching, at most {} running sequences; \
+             S2: bursts of B requests)",
+            self.max_seqs
+        );
+        load::each_level(scenario, batching, |level| match level {
+            load::Level::Batch { size, duration_ms } => self.bursts(scenario, size, duration_ms),
+            load::Level::Clients {
+                c, arrival, total, ..
+            } => self.clients(scenario, c, arrival, total),
+        })
+    }
+
     fn run_sequence(
         &mut self,
         generation: &GenerationSettings,

@@ -279,6 +279,10 @@ class TorchEngine:
         ).to(self.device)
         self.model.eval()
         self.cache = None
+        # Padding id of the padded batches (masked out, so its value never matters): the
+        # tokenizer's pad id when the config names one, else 0.
+        pad = getattr(self.model.config, "pad_token_id", None)
+        self.pad_id = int(pad) if isinstance(pad, int) else 0
         self.identity_ = {
             "name": ENGINE_NAME,
             "version": ENGINE_VERSION,
@@ -296,6 +300,7 @@ class TorchEngine:
                 "mkldnn": str(torch.backends.mkldnn.is_available()).lower(),
                 "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                 "logits": "float32 copy of the last position",
+                "batching": f"S2: {PADDED}; S3: {DYNAMIC}",
             },
         }
         if self.cuda:
@@ -325,6 +330,77 @@ class TorchEngine:
 
     def decode(self, token):
         return self._forward([token])
+
+    def padded_batch(self, prompts, generation):
+        """One batch the way `generate` runs it: the prompts left-padded to one length with an
+        attention mask (padding masked out, positions counted from each prompt's first real
+        token), one forward pass over the whole batch, then one decode step per token over every
+        sequence with a DynamicCache; a finished sequence (EOS, when asked) keeps being fed padding
+        until the batch ends, as `generate` does. Returns (prefill_ns, step_ns, per-sequence
+        tokens, per-sequence index of the step that ended it (0 = prefill)); the clock starts at
+        the call."""
+        from transformers import DynamicCache
+
+        torch = self.torch
+        n = generation["max_new_tokens"]
+        longest = max(len(p) for p in prompts)
+        ids = [[self.pad_id] * (longest - len(p)) + list(p) for p in prompts]
+        mask = [[0] * (longest - len(p)) + [1] * len(p) for p in prompts]
+        ids = torch.tensor(ids, dtype=torch.long, device=self.device)
+        mask = torch.tensor(mask, dtype=torch.long, device=self.device)
+        # As `generate` computes them for left padding.
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+        samplers = [Sampler(generation["sampling"]) for _ in prompts]
+        tokens = [[] for _ in prompts]
+        ended = [None] * len(prompts)
+        cache = DynamicCache()
+        self.synchronize()
+        start = time.perf_counter_ns()
+
+        def advance(logits, step):
+            for i, sampler in enumerate(samplers):
+                if ended[i] is not None:
+                    continue
+                t = sampler.sample(logits[i])
+                tokens[i].append(t)
+                if len(tokens[i]) >= n or (
+                    generation["stop_at_eos"] and t in generation["eos_token_ids"]
+                ):
+                    ended[i] = step
+
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = out.past_key_values
+        advance(out.logits[:, -1].float(), 0)
+        self.synchronize()
+        last = time.perf_counter_ns()
+        prefill_ns = last - start
+        steps = []
+        while any(e is None for e in ended):
+            feed = [[t[-1] if e is None else self.pad_id] for t, e in zip(tokens, ended)]
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+            positions = positions[:, -1:] + 1
+            out = self.model(
+                input_ids=torch.tensor(feed, dtype=torch.long, device=self.device),
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            cache = out.past_key_values
+            advance(out.logits[:, -1].float(), len(steps) + 1)
+            self.synchronize()
+            now = time.perf_counter_ns()
+            steps.append(now - last)
+            last = now
+        return prefill_ns, steps, tokens, ended
 
     def synchronize(self):
         if self.cuda:
@@ -432,11 +508,21 @@ def measure_prompt(engine, scenario, prompt):
 
 
 # ---------------------------------------------------------------------------------------------
-# Load scenarios (S2, S3): a port of engine-kit's `run_load_sequences` — one whole sequence at a
-# time, timestamps from each sequence's own sample, the same arrivals and accounting.
+# Load scenarios (S2, S3), batched the way transformers users batch an eager model: S2 as padded
+# batches (PADDED), S3 as dynamic batches of the waiting requests (DYNAMIC), with the kit's
+# workload, arrivals and accounting. `sequence_batches` / `sequence_requests` are the port of
+# engine-kit's `run_load_sequences` (one whole sequence at a time), kept as the reference path.
 
 LOAD_KINDS = ("batched_throughput", "concurrent_load")
 SERIAL = "none (serial)"
+PADDED = (
+    "padded batches as generate runs them: left padding + attention mask, eager attention, "
+    "DynamicCache, the whole batch to the end together"
+)
+DYNAMIC = (
+    "dynamic batches: whatever requests wait when the engine is free (up to max_batch) run as one "
+    "padded batch to the end; later requests wait for it"
+)
 
 
 def poisson_arrivals(rate_per_s, seed, n):
@@ -572,22 +658,156 @@ def sequence_requests(engine, scenario, c, arrival, total):
     return point
 
 
-def run_load(engine, scenario):
+def padded_batches(engine, scenario, b, duration_ms):
+    """S2 at batch size `b`: padded batches (PADDED), warm-up batches first, until `duration_ms`
+    of measured batches passed."""
+    reset = peak_rss_start()
+    point, outputs, batches = load_point(b), Outputs(), []
+    prompts = [scenario["prompts"][i % len(scenario["prompts"])] for i in range(b)]
+    start = time.perf_counter_ns()
+    i = 0
+    while True:
+        warmup = i < scenario["warmup_iterations"]
+        if i == scenario["warmup_iterations"]:
+            start = time.perf_counter_ns()
+        if not warmup and batches and time.perf_counter_ns() - start >= duration_ms * 1_000_000:
+            break
+        try:
+            start_ns = time.perf_counter_ns() - start
+            prefill_ns, steps, tokens, _ = engine.padded_batch(
+                [p["token_ids"] for p in prompts], scenario["generation"]
+            )
+        except Exception as e:  # noqa: BLE001 - a failure ends the level, keeps what was measured
+            point["error"] = f"batch {i + 1}: engine error: {e}"
+            break
+        point["max_active"] = b
+        for p, t in zip(prompts, tokens):
+            outputs.record(p["name"], t)
+        if not warmup:
+            batches.append({
+                "start_ns": start_ns,
+                "sequences": b,
+                "prompt_tokens": sum(len(p["token_ids"]) for p in prompts),
+                "prefill_ns": prefill_ns,
+                "step_ns": steps,
+                "new_tokens": sum(len(t) for t in tokens),
+            })
+        log(f"progress: {scenario['id']} batch size {b}: {'warm-up batch' if warmup else 'batch'} {i + 1}")
+        i += 1
+    point["batches"] = batches
+    point["outputs"], point["deterministic"] = outputs.sorted(), outputs.deterministic
+    point["peak_rss_bytes"] = peak_rss_finish(reset)
+    return point
+
+
+def dynamic_requests(engine, scenario, c, arrival, total, limit):
+    """S3 at concurrency `c` with DYNAMIC batches: the same workload and accounting as the kit's
+    scheduler (closed loop or seeded Poisson arrivals, submit/admit/first-token/done per request),
+    but a batch runs to its end before the next one is formed."""
+    reset = peak_rss_start()
+    point, outputs, records, queue = load_point(c), Outputs(), [], []
+    arrivals = None
+    if arrival["kind"] == "poisson":
+        arrivals = poisson_arrivals(arrival["rate_per_s"], arrival["seed"], total)
+    origin = time.perf_counter_ns()
+    now = lambda: time.perf_counter_ns() - origin  # noqa: E731
+
+    def submit(client, at):
+        p = scenario["prompts"][len(records) % len(scenario["prompts"])]
+        records.append({
+            "client": client,
+            "prompt": p["name"],
+            "prompt_tokens": len(p["token_ids"]),
+            "submit_ns": at,
+            "admit_ns": None,
+            "first_token_ns": None,
+            "done_ns": None,
+            "new_tokens": 0,
+            "status": {"kind": "refused", "reason": "not served"},
+        })
+        queue.append(len(records) - 1)
+
+    if arrivals is None:
+        for client in range(min(c, total)):
+            submit(client, 0)
+    last_progress = time.monotonic()
+    while True:
+        if arrivals is not None:
+            while len(records) < total and arrivals[len(records)] <= now():
+                submit(len(records), arrivals[len(records)])
+            if not queue:
+                if len(records) >= total:
+                    break
+                time.sleep(max(0, arrivals[len(records)] - now()) / 1e9)
+                continue
+        if not queue:
+            break
+        batch, queue[:] = queue[:limit], queue[limit:]
+        admit = now()
+        for i in batch:
+            records[i]["admit_ns"] = admit
+        point["max_active"] = max(point["max_active"], len(batch))
+        prompts = [scenario["prompts"][i % len(scenario["prompts"])] for i in batch]
+        try:
+            prefill_ns, steps, tokens, ended = engine.padded_batch(
+                [p["token_ids"] for p in prompts], scenario["generation"]
+            )
+            step_end = [admit + prefill_ns]
+            for ns in steps:
+                step_end.append(step_end[-1] + ns)
+            for i, t, e, p in zip(batch, tokens, ended, prompts):
+                r = records[i]
+                r["first_token_ns"] = step_end[0]
+                r["done_ns"] = step_end[e]
+                r["new_tokens"] = len(t)
+                r["status"] = {"kind": "completed"}
+                outputs.record(p["name"], t)
+        except Exception as e:  # noqa: BLE001 - these requests failed, the others go on
+            for i in batch:
+                records[i]["done_ns"] = now()
+                records[i]["status"] = {"kind": "failed", "reason": f"engine error: {e}"}
+        if arrivals is None:
+            # Each client sends its next request when its previous one ended.
+            for i in sorted(batch, key=lambda i: records[i]["done_ns"]):
+                if len(records) < total:
+                    submit(records[i]["client"], records[i]["done_ns"])
+        if time.monotonic() - last_progress >= 2:
+            last_progress = time.monotonic()
+            ended_n = sum(1 for r in records if r["done_ns"] is not None)
+            log(f"progress: {scenario['id']} concurrency {c} requests {ended_n}/{total} ended")
+    point["requests"] = records
+    point["outputs"], point["deterministic"] = outputs.sorted(), outputs.deterministic
+    point["peak_rss_bytes"] = peak_rss_finish(reset)
+    return point
+
+
+def run_load(engine, scenario, batched=True):
+    """The load scenarios: padded / dynamic batches, or (batched=False, the port's reference
+    path) one sequence at a time."""
     load = scenario["load"]
     points = []
     if load["kind"] == "batches":
         for b in load["batch_sizes"]:
-            points.append(sequence_batches(engine, scenario, b, load["duration_ms"]))
+            if batched:
+                points.append(padded_batches(engine, scenario, b, load["duration_ms"]))
+            else:
+                points.append(sequence_batches(engine, scenario, b, load["duration_ms"]))
+        batching = PADDED if batched else SERIAL
     else:
         for c in load["concurrency"]:
             total = max(load["requests"], c)
-            points.append(sequence_requests(engine, scenario, c, load["arrival"], total))
+            if batched:
+                limit = max(1, min(c, load["max_batch"]))
+                points.append(dynamic_requests(engine, scenario, c, load["arrival"], total, limit))
+            else:
+                points.append(sequence_requests(engine, scenario, c, load["arrival"], total))
+        batching = DYNAMIC if batched else SERIAL
     return {
         "id": scenario["id"],
         "kind": scenario["kind"],
         "prompts": [],
         "error": None,
-        "batching": SERIAL,
+        "batching": batching,
         "points": points,
     }
 

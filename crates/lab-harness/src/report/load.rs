@@ -20,6 +20,58 @@ fn dist(p: &PointStats, name: &str, f: fn(&crate::stats::Summary) -> f64) -> Str
     num(p.metrics.get(name).map(f))
 }
 
+/// The first words of a batching label (before its details), for a table cell; the whole label
+/// is listed once by [`batching_section`].
+pub fn short_batching(label: &str) -> &str {
+    let end = [" (", ":", ";", ","]
+        .iter()
+        .filter_map(|sep| label.find(sep))
+        .min()
+        .unwrap_or(label.len());
+    label[..end].trim()
+}
+
+/// How each target batched S2 and S3, every label written out once.
+pub fn batching_section(results: &[TargetResult]) -> String {
+    let mut s = String::new();
+    let mut rows = Vec::new();
+    for r in results.iter().filter(|r| r.run() == 1) {
+        let label = |id: &str| {
+            r.report
+                .scenarios
+                .iter()
+                .find(|s| s.id == id)
+                .and_then(|s| s.batching.clone())
+        };
+        let (s2, s3) = (label("s2"), label("s3"));
+        if s2.is_some() || s3.is_some() {
+            rows.push((r.target.clone(), s2, s3));
+        }
+    }
+    if rows.is_empty() {
+        return s;
+    }
+    let _ = writeln!(s, "\n## How each engine batches\n");
+    let _ = writeln!(
+        s,
+        "Each engine is driven the way its users drive it; the tables below show the first words."
+    );
+    let _ = writeln!(
+        s,
+        "\n| target | S2 (static batches) | S3 (concurrent requests) |"
+    );
+    let _ = writeln!(s, "|---|---|---|");
+    for (t, s2, s3) in rows {
+        let _ = writeln!(
+            s,
+            "| {t} | {} | {} |",
+            s2.as_deref().unwrap_or("-"),
+            s3.as_deref().unwrap_or("-")
+        );
+    }
+    s
+}
+
 /// Every level of scenario `id` of every first-run result, with its target and batching.
 fn levels<'a>(
     results: &'a [TargetResult],
@@ -30,7 +82,7 @@ fn levels<'a>(
             .iter()
             .filter(move |s| s.id == id)
             .flat_map(move |s| {
-                let batching = s.batching.as_deref().unwrap_or("-");
+                let batching = s.batching.as_deref().map_or("-", short_batching);
                 s.points.iter().map(move |p| (r, batching, p))
             })
     })
@@ -40,6 +92,9 @@ fn note(p: &PointStats) -> String {
     let mut n = String::new();
     if !p.deterministic {
         n += " NON-DETERMINISTIC";
+    }
+    if let Some((differ, of)) = p.differ_from_level1.filter(|d| d.0 > 0) {
+        let _ = write!(n, " ids of {differ}/{of} prompts differ from level 1");
     }
     if let Some(e) = &p.error {
         let _ = write!(n, " error: {e}");
@@ -55,7 +110,7 @@ pub fn s2_section(results: &[TargetResult]) -> String {
         return s;
     }
     let _ = writeln!(s, "\n## S2 sustained batched throughput\n");
-    let _ = writeln!(s, "Aggregate over every measured batch: prefill tok/s = prompt tokens / time to every first token; decode tok/s = tokens after the first / decode-step time; req/s = sequences / batch time; step = one decode step over the whole batch; windows = output tok/s over time.\n");
+    let _ = writeln!(s, "Aggregate over every measured batch: prefill tok/s = prompt tokens / time to every first token; decode tok/s = tokens after the first / decode-step time; req/s = sequences / batch time; step = one decode step over the whole batch; windows = output tok/s over time. \"ids of k/n prompts differ from level 1\": greedy ids generated in a batch that differ from the same prompt's ids at batch size 1.\n");
     let _ = writeln!(s, "| target | batching | batch | batches | prefill tok/s | decode tok/s | output tok/s | req/s | step p50 ms | step p99 ms | windows tok/s | peak RSS MiB |");
     let _ = writeln!(
         s,
@@ -106,7 +161,7 @@ pub fn s3_section(results: &[TargetResult]) -> String {
         return s;
     }
     let _ = writeln!(s, "\n## S3 concurrent load\n");
-    let _ = writeln!(s, "C clients; TTFT = submit to first token (queueing included); TPOT = (completion − first token) / (tokens − 1); output tok/s = tokens of completed requests / (last completion − first submit); scaling = output tok/s / output tok/s at C = 1; goodput = completed requests/s with TTFT ≤ {SLO_TTFT_MS:.0} ms and TPOT ≤ {SLO_TPOT_MS:.0} ms. Requests: completed / failed / refused of the total.\n");
+    let _ = writeln!(s, "C clients; TTFT = submit to first token (queueing included); TPOT = (completion − first token) / (tokens − 1); output tok/s = tokens of completed requests / (last completion − first submit); scaling = output tok/s / output tok/s at C = 1; goodput = completed requests/s with TTFT ≤ {SLO_TTFT_MS:.0} ms and TPOT ≤ {SLO_TPOT_MS:.0} ms. Requests: completed / failed / refused of the total. \"ids of k/n prompts differ from level 1\": greedy ids generated under concurrency that differ from the same prompt's ids at C = 1.\n");
     let _ = writeln!(s, "| target | batching | C | max batch | requests ok/failed/refused | output tok/s | req/s | scaling | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | e2e p99 ms | goodput req/s | peak RSS MiB |");
     let _ = writeln!(
         s,

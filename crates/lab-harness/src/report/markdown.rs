@@ -47,6 +47,7 @@ pub fn render(manifest: &RunManifest, results: &[TargetResult]) -> String {
         s.push_str(&s1_rows(r));
     }
     s.push_str(&between_runs(results));
+    s.push_str(&super::load::batching_section(results));
     s.push_str(&super::load::s2_section(results));
     s.push_str(&super::load::s3_section(results));
     s.push_str(&super::load::s4_section(results));

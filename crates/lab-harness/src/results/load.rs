@@ -59,6 +59,11 @@ pub struct PointStats {
     pub window_s: Option<f64>,
     pub peak_rss_bytes: Option<u64>,
     pub deterministic: bool,
+    /// Batched vs alone: how many of this level's prompts generated other ids than at level 1
+    /// of the same scenario (one sequence at a time), of how many were compared. `None` at
+    /// level 1 or without a level 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub differ_from_level1: Option<(u32, u32)>,
     pub error: Option<String>,
 }
 
@@ -152,6 +157,23 @@ pub fn level_prompt_stats(s: &ScenarioReport) -> Vec<crate::results::PromptStats
 /// Statistics of every level of a load scenario (empty for other scenarios).
 pub fn point_stats(s: &ScenarioReport) -> Vec<PointStats> {
     let mut out: Vec<PointStats> = s.points.iter().map(one_point).collect();
+    if let Some(alone) = s.points.iter().find(|p| p.level == 1) {
+        for (stats, p) in out.iter_mut().zip(&s.points) {
+            if p.level == 1 {
+                continue;
+            }
+            let (mut differ, mut compared) = (0, 0);
+            for o in &p.outputs {
+                if let Some(a) = alone.outputs.iter().find(|a| a.prompt == o.prompt) {
+                    compared += 1;
+                    if a.token_ids != o.token_ids {
+                        differ += 1;
+                    }
+                }
+            }
+            stats.differ_from_level1 = (compared > 0).then_some((differ, compared));
+        }
+    }
     // Scaling is relative to the C = 1 level of the same scenario.
     let base = out
         .iter()
@@ -178,6 +200,7 @@ fn one_point(p: &LoadPoint) -> PointStats {
         window_s: None,
         peak_rss_bytes: p.peak_rss_bytes,
         deterministic: p.deterministic,
+        differ_from_level1: None,
         error: p.error.clone(),
     };
     if p.requests.is_empty() {
@@ -321,6 +344,41 @@ mod tests {
 
     fn close(a: Option<f64>, b: f64) -> bool {
         a.is_some_and(|a| (a - b).abs() < 1e-9)
+    }
+
+    #[test]
+    fn batched_ids_are_compared_with_level_1() {
+        let out = |prompt: &str, ids: &[u32]| lab_protocol::PromptOutput {
+            prompt: prompt.into(),
+            token_ids: ids.to_vec(),
+        };
+        let point = |level, outputs| LoadPoint {
+            level,
+            max_active: level,
+            batches: vec![],
+            requests: vec![],
+            outputs,
+            deterministic: true,
+            peak_rss_bytes: None,
+            error: None,
+        };
+        let s = ScenarioReport {
+            id: "s2".into(),
+            kind: lab_protocol::ScenarioKind::BatchedThroughput,
+            prompts: vec![],
+            error: None,
+            batching: None,
+            points: vec![
+                point(1, vec![out("a", &[1, 2, 3])]),
+                point(4, vec![out("a", &[1, 2, 4]), out("b", &[5])]),
+                point(8, vec![out("a", &[1, 2, 3]), out("b", &[5])]),
+            ],
+        };
+        let st = point_stats(&s);
+        assert_eq!(st[0].differ_from_level1, None);
+        // Only prompts that ran at level 1 are compared.
+        assert_eq!(st[1].differ_from_level1, Some((1, 1)));
+        assert_eq!(st[2].differ_from_level1, Some((0, 1)));
     }
 
     #[test]

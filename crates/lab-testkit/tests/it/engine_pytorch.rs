@@ -359,15 +359,16 @@ fn pytorch_measures_as_many_iterations_as_the_rust_engines() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected);
 }
 
-/// The PyTorch engine serves S2 and S3 one sequence at a time (its port of the kit's sequence
-/// path), says so, accounts for every request, and generates the same ids at every level.
+/// The PyTorch engine batches S2 as padded batches and S3 as dynamic batches of the waiting
+/// requests (prompts of different lengths, left-padded), says so, accounts for every request, and
+/// generates the same greedy ids batched as alone (F32).
 #[test]
-fn pytorch_serves_the_load_scenarios_serially_and_accounts_for_every_request() {
+fn pytorch_batches_the_load_scenarios_and_accounts_for_every_request() {
     let mut load = testkit::load::small_load();
-    load.batch_sizes = vec![1, 2];
-    load.concurrency = vec![1, 3];
-    load.requests = 3;
-    load.new_tokens = 4;
+    load.batch_sizes = vec![1, 3];
+    load.concurrency = vec![1, 4];
+    load.requests = 4;
+    load.new_tokens = 6;
     let (_, results) = testkit::load::run_load(
         "pytorch-load",
         vec![testkit::python_target(
@@ -379,25 +380,31 @@ fn pytorch_serves_the_load_scenarios_serially_and_accounts_for_every_request() {
         load,
     );
     let r = &results[0];
-    for sc in r.report.scenarios.iter() {
-        assert_eq!(sc.batching.as_deref(), Some("none (serial)"), "{}", sc.id);
-        assert!(sc
-            .points
-            .iter()
-            .all(|p| p.max_active == 1 && p.error.is_none()));
-    }
+    assert!(testkit::load::batching(r, "s2").starts_with("padded batches"));
+    assert!(testkit::load::batching(r, "s3").starts_with("dynamic batches"));
+    assert_eq!(testkit::load::max_batched(r), 3);
+    // C = 4 closed-loop clients: the four first requests wait together and form one batch.
+    assert_eq!(testkit::load::max_active(r), 4);
     let s3 = &r.report.scenarios[1];
     for p in &s3.points {
-        assert_eq!(p.requests.len(), 3);
+        assert_eq!(p.error, None);
+        assert_eq!(p.requests.len(), 4);
         assert!(p
             .requests
             .iter()
-            .all(|q| q.status == lab_protocol::RequestStatus::Completed && q.new_tokens == 4));
+            .all(|q| q.status == lab_protocol::RequestStatus::Completed && q.new_tokens == 6));
+        let lengths: std::collections::BTreeSet<u32> =
+            p.requests.iter().map(|q| q.prompt_tokens).collect();
+        assert!(
+            lengths.len() > 1,
+            "the batch must need padding: {lengths:?}"
+        );
     }
     let diff = testkit::load::batched_vs_serial(&results);
+    eprintln!("batched vs alone, prompts whose ids differ: {diff:?}");
     assert!(diff[0].1.is_empty(), "{diff:?}");
     let st = r.stats.iter().find(|s| s.id == "s3").unwrap();
-    assert_eq!(st.points[1].counts.unwrap().completed, 3);
+    assert_eq!(st.points[1].counts.unwrap().completed, 4);
 }
 
 /// The Python port of the open-loop arrival times gives the kit's exact offsets.
