@@ -23,12 +23,32 @@ fn dist(p: &PointStats, name: &str, f: fn(&crate::stats::Summary) -> f64) -> Str
 /// The first words of a batching label (before its details), for a table cell; the whole label
 /// is listed once by [`batching_section`].
 pub fn short_batching(label: &str) -> &str {
-    let end = [" (", ":", ";", ","]
+    const SERIAL: &str = "none (serial)";
+    if label.starts_with(SERIAL) {
+        return SERIAL;
+    }
+    let end = [" (", " [", ":", ";", ","]
         .iter()
         .filter_map(|sep| label.find(sep))
         .min()
         .unwrap_or(label.len());
     label[..end].trim()
+}
+
+#[cfg(test)]
+#[test]
+fn short_labels_end_before_the_details() {
+    assert_eq!(
+        short_batching("continuous (one pass, up to 64)"),
+        "continuous"
+    );
+    assert_eq!(short_batching("lock-step [batch, seq] input"), "lock-step");
+    assert_eq!(short_batching("none (serial): why"), "none (serial)");
+    assert_eq!(
+        short_batching("dynamic batches: waiting requests"),
+        "dynamic batches"
+    );
+    assert_eq!(short_batching("plain"), "plain");
 }
 
 /// How each target batched S2 and S3, every label written out once.
