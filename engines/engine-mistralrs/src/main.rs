@@ -741,7 +741,7 @@ impl MistralRs {
                     let next = Arc::new(AtomicUsize::new(0));
                     for client in 0..(c as usize).min(total) {
                         let (next, sender, take, fly) =
-                            (next.clone(), sender.clone(), take.clone(), fly.clone());
+                            (next.clone(), sender.clone(), take.clone(), fly);
                         tasks.push(tokio::spawn(async move {
                             let mut done = Vec::new();
                             loop {
