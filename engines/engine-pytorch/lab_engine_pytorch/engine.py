@@ -467,6 +467,7 @@ def wants_more(scenario, measured, elapsed_ms):
 def measure_prompt(engine, scenario, prompt):
     forced = prompt.get("forced_token_ids") if scenario["kind"] == "teacher_forced" else None
     warm, iters = scenario["warmup_iterations"], scenario["iterations"]
+    reset = peak_rss_start()
     samples, first_seen, reference, top_logits = [], None, None, []
     deterministic = True
     measured_ms = 0
@@ -501,6 +502,7 @@ def measure_prompt(engine, scenario, prompt):
         "deterministic": deterministic,
         "warmup_iterations": warm,
         "samples": samples,
+        "peak_rss_bytes": peak_rss_finish(reset),
     }
     if forced is not None:
         report["top_logits"] = top_logits
