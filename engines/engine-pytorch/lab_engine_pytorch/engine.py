@@ -565,7 +565,11 @@ def load_point(level):
     }
 
 
-def sequence_batches(engine, scenario, b, duration_ms):
+def batch_level(scenario, b, duration_ms, one_batch):
+    """S2 at batch size `b`: warm-up batches, then measured batches until `duration_ms` passed
+    (at least one). `one_batch(prompts, origin_ns)` runs the batch once and returns its samples,
+    how many sequences it decoded together and the (prompt name, ids) it generated; an exception
+    ends the level and keeps what was measured."""
     reset = peak_rss_start()
     point, outputs, batches = load_point(b), Outputs(), []
     prompts = [scenario["prompts"][i % len(scenario["prompts"])] for i in range(b)]
@@ -578,29 +582,43 @@ def sequence_batches(engine, scenario, b, duration_ms):
         if not warmup and batches and time.perf_counter_ns() - start >= duration_ms * 1_000_000:
             break
         try:
-            for p in prompts:
-                start_ns = time.perf_counter_ns() - start
-                sample, tokens, _ = one_sequence(engine, scenario, p["token_ids"], None)
-                point["max_active"] = 1
-                outputs.record(p["name"], tokens)
-                if not warmup:
-                    batches.append({
-                        "start_ns": start_ns,
-                        "sequences": 1,
-                        "prompt_tokens": len(p["token_ids"]),
-                        "prefill_ns": sample["ttft_ns"],
-                        "step_ns": sample["inter_token_ns"],
-                        "new_tokens": len(tokens),
-                    })
+            samples, active, produced = one_batch(prompts, start)
         except Exception as e:  # noqa: BLE001 - a failure ends the level, keeps what was measured
             point["error"] = f"batch {i + 1}: engine error: {e}"
             break
+        point["max_active"] = max(point["max_active"], active)
+        for name, ids in produced:
+            outputs.record(name, ids)
+        if not warmup:
+            batches.extend(samples)
+        log(f"progress: {scenario['id']} batch size {b}: {'warm-up batch' if warmup else 'batch'} {i + 1}")
         i += 1
     point["batches"] = batches
     point["outputs"], point["deterministic"] = outputs.sorted(), outputs.deterministic
     point["peak_rss_bytes"] = peak_rss_finish(reset)
     return point
 
+
+def sequence_batches(engine, scenario, b, duration_ms):
+    """S2 served one sequence at a time (one sample per sequence)."""
+
+    def one_batch(prompts, origin):
+        samples, produced = [], []
+        for p in prompts:
+            start_ns = time.perf_counter_ns() - origin
+            sample, tokens, _ = one_sequence(engine, scenario, p["token_ids"], None)
+            produced.append((p["name"], tokens))
+            samples.append({
+                "start_ns": start_ns,
+                "sequences": 1,
+                "prompt_tokens": len(p["token_ids"]),
+                "prefill_ns": sample["ttft_ns"],
+                "step_ns": sample["inter_token_ns"],
+                "new_tokens": len(tokens),
+            })
+        return samples, 1, produced
+
+    return batch_level(scenario, b, duration_ms, one_batch)
 
 def sequence_requests(engine, scenario, c, arrival, total):
     reset = peak_rss_start()
@@ -661,45 +679,24 @@ def sequence_requests(engine, scenario, c, arrival, total):
 
 
 def padded_batches(engine, scenario, b, duration_ms):
-    """S2 at batch size `b`: padded batches (PADDED), warm-up batches first, until `duration_ms`
-    of measured batches passed."""
-    reset = peak_rss_start()
-    point, outputs, batches = load_point(b), Outputs(), []
-    prompts = [scenario["prompts"][i % len(scenario["prompts"])] for i in range(b)]
-    start = time.perf_counter_ns()
-    i = 0
-    while True:
-        warmup = i < scenario["warmup_iterations"]
-        if i == scenario["warmup_iterations"]:
-            start = time.perf_counter_ns()
-        if not warmup and batches and time.perf_counter_ns() - start >= duration_ms * 1_000_000:
-            break
-        try:
-            start_ns = time.perf_counter_ns() - start
-            prefill_ns, steps, tokens, _ = engine.padded_batch(
-                [p["token_ids"] for p in prompts], scenario["generation"]
-            )
-        except Exception as e:  # noqa: BLE001 - a failure ends the level, keeps what was measured
-            point["error"] = f"batch {i + 1}: engine error: {e}"
-            break
-        point["max_active"] = b
-        for p, t in zip(prompts, tokens):
-            outputs.record(p["name"], t)
-        if not warmup:
-            batches.append({
-                "start_ns": start_ns,
-                "sequences": b,
-                "prompt_tokens": sum(len(p["token_ids"]) for p in prompts),
-                "prefill_ns": prefill_ns,
-                "step_ns": steps,
-                "new_tokens": sum(len(t) for t in tokens),
-            })
-        log(f"progress: {scenario['id']} batch size {b}: {'warm-up batch' if warmup else 'batch'} {i + 1}")
-        i += 1
-    point["batches"] = batches
-    point["outputs"], point["deterministic"] = outputs.sorted(), outputs.deterministic
-    point["peak_rss_bytes"] = peak_rss_finish(reset)
-    return point
+    """S2 at batch size `b` as padded batches (PADDED)."""
+
+    def one_batch(prompts, origin):
+        start_ns = time.perf_counter_ns() - origin
+        prefill_ns, steps, tokens, _ = engine.padded_batch(
+            [p["token_ids"] for p in prompts], scenario["generation"]
+        )
+        sample = {
+            "start_ns": start_ns,
+            "sequences": len(prompts),
+            "prompt_tokens": sum(len(p["token_ids"]) for p in prompts),
+            "prefill_ns": prefill_ns,
+            "step_ns": steps,
+            "new_tokens": sum(len(t) for t in tokens),
+        }
+        return [sample], len(prompts), [(p["name"], t) for p, t in zip(prompts, tokens)]
+
+    return batch_level(scenario, b, duration_ms, one_batch)
 
 
 def dynamic_requests(engine, scenario, c, arrival, total, limit):
