@@ -357,7 +357,20 @@ class TorchEngine:
         self.synchronize()
         start = time.perf_counter_ns()
 
-        def advance(logits, step):
+        def advance(ids, step):
+            """One forward pass over the batch (the cache grows), then each unfinished sequence
+            samples its next token from its last position's logits."""
+            nonlocal cache
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            cache = out.past_key_values
+            logits = out.logits[:, -1].float()
             for i, sampler in enumerate(samplers):
                 if ended[i] is not None:
                     continue
@@ -368,16 +381,7 @@ class TorchEngine:
                 ):
                     ended[i] = step
 
-        out = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        cache = out.past_key_values
-        advance(out.logits[:, -1].float(), 0)
+        advance(ids, 0)
         self.synchronize()
         last = time.perf_counter_ns()
         prefill_ns = last - start
@@ -386,16 +390,7 @@ class TorchEngine:
             feed = [[t[-1] if e is None else self.pad_id] for t, e in zip(tokens, ended)]
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
             positions = positions[:, -1:] + 1
-            out = self.model(
-                input_ids=torch.tensor(feed, dtype=torch.long, device=self.device),
-                attention_mask=mask,
-                position_ids=positions,
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            cache = out.past_key_values
-            advance(out.logits[:, -1].float(), len(steps) + 1)
+            advance(torch.tensor(feed, dtype=torch.long, device=self.device), len(steps) + 1)
             self.synchronize()
             now = time.perf_counter_ns()
             steps.append(now - last)
