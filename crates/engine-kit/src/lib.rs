@@ -22,6 +22,21 @@ pub mod load;
 pub mod process;
 mod sampling;
 pub mod scenario;
+
+/// Nanoseconds since the Unix epoch: the clock iterations and load levels are placed on
+/// (`start_unix_ns`), shared with the harness's GPU telemetry sampler.
+pub fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// The Unix time of a past `Instant` (for `start_unix_ns` of a level whose origin was taken
+/// with `Instant::now()`).
+pub fn unix_ns_of(origin: std::time::Instant) -> u64 {
+    unix_now_ns().saturating_sub(origin.elapsed().as_nanos() as u64)
+}
 mod sequence;
 
 pub use adapter::{

@@ -290,6 +290,7 @@ fn batches(
         deterministic: true,
         peak_rss_bytes: None,
         error: None,
+        start_unix_ns: None,
     };
     let prompts: Vec<&Prompt> = scenario.prompts.iter().cycle().take(b as usize).collect();
     let chunk = engine.max_slots().max(1);
@@ -340,6 +341,7 @@ fn batches(
     point.deterministic = outputs.deterministic;
     point.outputs = outputs.sorted();
     point.peak_rss_bytes = rss.finish();
+    point.start_unix_ns = Some(crate::unix_ns_of(start));
     point
 }
 
@@ -454,6 +456,7 @@ fn concurrent(
         outputs: state.outputs.sorted(),
         peak_rss_bytes: rss.finish(),
         error,
+        start_unix_ns: Some(crate::unix_ns_of(state.origin)),
     }
 }
 
@@ -718,6 +721,7 @@ pub fn empty_point(level: u32) -> LoadPoint {
         deterministic: true,
         peak_rss_bytes: None,
         error: None,
+        start_unix_ns: None,
     }
 }
 
@@ -778,6 +782,7 @@ fn sequence_batches<S: crate::SequenceEngine + ?Sized>(
     point.deterministic = outputs.deterministic;
     point.outputs = outputs.sorted();
     point.peak_rss_bytes = rss.finish();
+    point.start_unix_ns = Some(crate::unix_ns_of(start));
     point
 }
 
@@ -864,5 +869,6 @@ fn sequence_requests<S: crate::SequenceEngine + ?Sized>(
     point.deterministic = outputs.deterministic;
     point.outputs = outputs.sorted();
     point.peak_rss_bytes = rss.finish();
+    point.start_unix_ns = Some(crate::unix_ns_of(origin));
     point
 }

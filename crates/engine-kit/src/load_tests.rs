@@ -660,3 +660,58 @@ fn lock_step_engines_batch_s2_and_serve_s3_serially_saying_why() {
     assert_eq!(report.points[1].error, None);
     assert_eq!(report.points[1].batches.len(), 1);
 }
+
+#[test]
+fn iterations_and_levels_are_placed_on_the_unix_clock_in_order() {
+    // What the harness maps GPU telemetry onto: every measured iteration and every load level
+    // has a Unix start inside the run's own wall-clock span, in the order they ran.
+    let before = crate::unix_now_ns();
+    let ps = prompts(&[3, 8, 5]);
+    let s2 = scenario(
+        ScenarioKind::BatchedThroughput,
+        vec![ps[0].clone()],
+        4,
+        Load::Batches {
+            batch_sizes: vec![1, 4],
+            duration_ms: 0,
+        },
+    );
+    let s3 = scenario(
+        ScenarioKind::ConcurrentLoad,
+        ps.clone(),
+        4,
+        closed(&[1, 5], 9, 64),
+    );
+    let mut engine = Slots::new(16);
+    let r2 = run_load(&mut engine, &s2);
+    let r3 = run_load(&mut engine, &s3);
+    let mut one = Slots::new(1);
+    let r3s = run_load(&mut Serial(&mut one as &mut dyn Engine, None), &s3);
+    let s1 = crate::run_scenario(&mut one, &s1_of(&ps));
+    let after = crate::unix_now_ns();
+    let mut stamps = Vec::new();
+    for p in r2.points.iter().chain(&r3.points).chain(&r3s.points) {
+        stamps.push(p.start_unix_ns.expect("every level is stamped"));
+    }
+    for p in &s1.prompts {
+        for s in &p.samples {
+            stamps.push(s.start_unix_ns.expect("every iteration is stamped"));
+        }
+    }
+    assert_eq!(stamps.len(), 6 + 3 * 3);
+    assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "{stamps:?}");
+    assert!(before <= stamps[0] && *stamps.last().unwrap() <= after);
+}
+
+/// S1 over `ps`, three measured iterations each.
+fn s1_of(ps: &[Prompt]) -> ScenarioRequest {
+    let mut s = scenario(
+        ScenarioKind::SingleRequestLatency,
+        ps.to_vec(),
+        4,
+        closed(&[1], 1, 1),
+    );
+    s.load = None;
+    s.iterations = 3;
+    s
+}

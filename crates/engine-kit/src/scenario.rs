@@ -67,8 +67,9 @@ fn measure_prompt<S: SequenceEngine>(
             break;
         }
         let started = std::time::Instant::now();
+        let started_unix = crate::unix_now_ns();
         let SequenceRun {
-            sample,
+            mut sample,
             tokens,
             top_logits: tops,
         } = engine.run_sequence(&scenario.generation, prompt, forced)?;
@@ -107,6 +108,8 @@ fn measure_prompt<S: SequenceEngine>(
             reference = Some(tokens);
             top_logits = tops;
         }
+        // Engines that own their loop may not stamp it: the call's start is close enough.
+        sample.start_unix_ns.get_or_insert(started_unix);
         samples.push(sample);
         eprintln!(
             "progress: {} {} iteration {}/{} ({:.1} s measured)",

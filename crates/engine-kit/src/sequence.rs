@@ -28,6 +28,7 @@ pub(crate) fn one_sequence<E: Engine>(
     engine.reset().map_err(wrap("reset"))?;
     engine.synchronize().map_err(wrap("reset"))?;
     let start = Instant::now();
+    let start_unix_ns = crate::unix_now_ns();
     engine.prefill(prompt, logits).map_err(wrap("prefill"))?;
     let mut token = sampler.sample(logits);
     if forced.is_some() {
@@ -61,6 +62,7 @@ pub(crate) fn one_sequence<E: Engine>(
         e2e_ns,
         new_tokens: tokens.len() as u32,
         inter_token_ns,
+        start_unix_ns: Some(start_unix_ns),
     };
     Ok(SequenceRun {
         sample,

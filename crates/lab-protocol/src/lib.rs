@@ -19,7 +19,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change of [`Request`] or [`Report`].
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// What the harness asks an engine to do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -324,6 +324,10 @@ pub struct LoadPoint {
     pub peak_rss_bytes: Option<u64>,
     /// Set when the level ended early; what was measured is kept.
     pub error: Option<String>,
+    /// Unix time (ns) of the level's measured start, the origin of its `*_ns` times (for
+    /// placing GPU telemetry on the timeline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_unix_ns: Option<u64>,
 }
 
 /// One static batch of S2.
@@ -452,6 +456,11 @@ pub struct IterationSample {
     pub new_tokens: u32,
     /// Gaps between consecutive generated tokens (`new_tokens - 1` entries).
     pub inter_token_ns: Vec<u64>,
+    /// Unix time (ns) at which the iteration started (just before its prefill). Only for
+    /// placing outside measurements (GPU telemetry) on the timeline; durations never come
+    /// from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_unix_ns: Option<u64>,
 }
 
 impl IterationSample {
@@ -527,6 +536,7 @@ mod tests {
                         e2e_ns: 150_000_000,
                         new_tokens: 3,
                         inter_token_ns: vec![50_000_000, 50_000_000],
+                        start_unix_ns: None,
                     }],
                 }],
                 error: None,
@@ -565,6 +575,7 @@ mod tests {
             e2e_ns: 5,
             new_tokens: 1,
             inter_token_ns: vec![],
+            start_unix_ns: None,
         };
         assert_eq!(one.decode_tok_per_s(), None);
     }

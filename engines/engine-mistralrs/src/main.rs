@@ -386,6 +386,7 @@ impl MistralRs {
                     .windows(2)
                     .map(|w| ns_between(w[0], w[1]))
                     .collect(),
+                start_unix_ns: Some(engine_kit::unix_ns_of(done.sent)),
             },
             tokens: done.tokens,
             top_logits: Vec::new(),
@@ -445,6 +446,7 @@ impl MistralRs {
                 new_tokens: tokens.len() as u32,
                 // One forward pass: every position is available at once.
                 inter_token_ns: vec![0; tokens.len() - 1],
+                start_unix_ns: None,
             },
             tokens,
             top_logits,
@@ -625,6 +627,7 @@ impl MistralRs {
         point.deterministic = outputs.deterministic;
         point.outputs = outputs.sorted();
         point.peak_rss_bytes = rss.finish();
+        point.start_unix_ns = Some(engine_kit::unix_ns_of(origin));
         point
     }
 
@@ -786,6 +789,7 @@ impl MistralRs {
             (origin, out)
         });
         let (origin, mut ended) = records;
+        point.start_unix_ns = Some(engine_kit::unix_ns_of(origin));
         ended.sort_by_key(|&(i, ..)| i);
         let mut outputs = load::Outputs::new();
         for (i, client, submit_ns, landed, now_ns) in ended {

@@ -25,7 +25,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 ENGINE_NAME = "pytorch"
 ENGINE_VERSION = "0.1.0"
 TOP_K = 5
@@ -410,6 +410,12 @@ class TorchEngine:
 # ---------------------------------------------------------------------------------------------
 # The loop (a port of engine-kit's run_scenario / measure_prompt / one_sequence).
 
+def unix_of(perf_ns):
+    """The Unix time (ns) of a past `time.perf_counter_ns()` reading: `start_unix_ns`, which
+    places iterations and load levels on the GPU telemetry's timeline (never used for durations)."""
+    return time.time_ns() - (time.perf_counter_ns() - perf_ns)
+
+
 def one_sequence(engine, scenario, prompt, forced):
     g = scenario["generation"]
     sampler = Sampler(g["sampling"])
@@ -444,6 +450,7 @@ def one_sequence(engine, scenario, prompt, forced):
         "e2e_ns": last - start,
         "new_tokens": len(tokens),
         "inter_token_ns": inter,
+        "start_unix_ns": unix_of(start),
     }
     return sample, tokens, tops
 
@@ -591,6 +598,7 @@ def batch_level(scenario, b, duration_ms, one_batch):
     point["batches"] = batches
     point["outputs"], point["deterministic"] = outputs.sorted(), outputs.deterministic
     point["peak_rss_bytes"] = peak_rss_finish(reset)
+    point["start_unix_ns"] = unix_of(start)
     return point
 
 
@@ -670,6 +678,7 @@ def sequence_requests(engine, scenario, c, arrival, total):
     point["requests"] = records
     point["outputs"], point["deterministic"] = outputs.sorted(), outputs.deterministic
     point["peak_rss_bytes"] = peak_rss_finish(reset)
+    point["start_unix_ns"] = unix_of(origin)
     return point
 
 
@@ -772,6 +781,7 @@ def dynamic_requests(engine, scenario, c, arrival, total, limit):
     point["requests"] = records
     point["outputs"], point["deterministic"] = outputs.sorted(), outputs.deterministic
     point["peak_rss_bytes"] = peak_rss_finish(reset)
+    point["start_unix_ns"] = unix_of(origin)
     return point
 
 

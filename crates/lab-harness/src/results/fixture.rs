@@ -122,6 +122,7 @@ fn report() -> Report {
         e2e_ns: (ttft_ms + 3 * step_ms) * 1_000_000,
         new_tokens: 4,
         inter_token_ns: vec![step_ms * 1_000_000; 3],
+        start_unix_ns: None,
     };
     Report {
         schema_version: SCHEMA_VERSION,
@@ -183,6 +184,7 @@ pub(crate) fn load_scenarios() -> Vec<ScenarioReport> {
         deterministic: true,
         peak_rss_bytes: Some(600 << 20),
         error: None,
+        start_unix_ns: None,
     };
     let req = |client, submit: u64, first: Option<u64>, done: Option<u64>, status| RequestRecord {
         client,

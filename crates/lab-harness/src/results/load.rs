@@ -361,6 +361,7 @@ mod tests {
             deterministic: true,
             peak_rss_bytes: None,
             error: None,
+            start_unix_ns: None,
         };
         let s = ScenarioReport {
             id: "s2".into(),
