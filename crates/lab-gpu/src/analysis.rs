@@ -181,6 +181,9 @@ pub fn window(samples: &[Sample], energy: &EnergyTrace, t0: u64, t1: u64) -> Win
 #[serde(deny_unknown_fields)]
 pub struct ScenarioTelemetry {
     pub scenario: String,
+    /// Load scenarios: the batch size (S2) or concurrency (S3) of these windows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<u32>,
     /// GPU index the figures are for.
     pub device: u32,
     pub windows: u32,
@@ -245,6 +248,7 @@ pub fn scenario(
         .sum();
     ScenarioTelemetry {
         scenario: scenario.to_string(),
+        level: None,
         device,
         windows: windows.len() as u32,
         throttled_windows: stats.iter().filter(|s| s.throttled()).count() as u32,

@@ -24,11 +24,12 @@ pub mod run;
 pub mod runner;
 pub mod spec;
 pub mod stats;
+pub mod telemetry;
 
 use std::path::{Path, PathBuf};
 
 pub use plan::{build_request, scenario_requests, BenchPlan, PreparedTarget};
-pub use run::{bench, Interrupted};
+pub use run::{bench, bench_with, Interrupted};
 pub use spec::BenchSpec;
 
 #[derive(Debug, thiserror::Error)]

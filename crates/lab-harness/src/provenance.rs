@@ -21,6 +21,14 @@ pub struct Provenance {
     /// run's threads just before the engines ran (CPU runs that build engine-native).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_bandwidth_gb_per_s: Option<f64>,
+    /// Every GPU's state from NVML when the run started (clocks, power limit, persistence,
+    /// throttle reasons), or why there is none (`unavailable`). Absent in older runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<lab_gpu::GpuState>,
+    /// The run's GPU clocks: `not locked`, or what `--lock-clocks` locked them to (a dry run
+    /// says what it would have set). Absent on CPU runs and in older runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_clocks: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -38,7 +46,9 @@ pub struct Host {
     pub cpu_simd: Vec<String>,
     pub logical_cpus: usize,
     pub memory_bytes: Option<u64>,
-    /// `nvidia-smi` rows (name, driver, memory, clocks), empty when no NVIDIA GPU is visible.
+    /// One row per GPU, `index, name, driver, memory` (from NVML; older runs have
+    /// `nvidia-smi` rows), empty when no NVIDIA GPU is visible. The full state is
+    /// [`Provenance::gpu`].
     pub gpus: Vec<String>,
 }
 
@@ -106,27 +116,30 @@ pub fn host() -> Host {
             .map(|n| n.get())
             .unwrap_or(1),
         memory_bytes,
-        gpus: nvidia_smi_rows(),
+        gpus: Vec::new(),
     }
 }
 
-fn nvidia_smi_rows() -> Vec<String> {
-    let Ok(sh) = xshell::Shell::new() else {
-        return Vec::new();
-    };
-    let q = "--query-gpu=index,name,driver_version,memory.total,clocks.sm,clocks.mem,clocks.max.sm,persistence_mode,power.limit";
-    match xshell::cmd!(sh, "nvidia-smi {q} --format=csv,noheader")
-        .quiet()
-        .ignore_stderr()
-        .read()
-    {
-        Ok(out) => out
-            .lines()
-            .map(|l| l.trim().to_string())
-            .filter(|l| !l.is_empty())
-            .collect(),
-        Err(_) => Vec::new(),
-    }
+/// `index, name, driver, memory` per device of `state` ([`Host::gpus`]).
+pub fn gpu_rows(state: &lab_gpu::GpuState) -> Vec<String> {
+    let driver = state
+        .system
+        .as_ref()
+        .and_then(|s| s.driver_version.clone())
+        .unwrap_or_else(|| "unknown".into());
+    state
+        .devices
+        .iter()
+        .map(|d| {
+            format!(
+                "{}, {}, {driver}, {}",
+                d.index,
+                d.name,
+                d.memory_total_bytes
+                    .map_or("unknown".into(), |b| format!("{} MiB", b >> 20))
+            )
+        })
+        .collect()
 }
 
 fn slug(s: &str) -> String {
@@ -188,14 +201,19 @@ pub fn collect(root: &Path, started_at: String) -> Provenance {
         .exists()
         .then(|| crate::sha256_file(&lock).ok())
         .flatten();
+    let gpu = lab_gpu::GpuState::collect();
+    let mut host = host();
+    host.gpus = gpu_rows(&gpu);
     Provenance {
         git_rev,
         git_dirty,
         flake_lock_sha256,
         rustc,
         started_at,
-        host: host(),
+        host,
         read_bandwidth_gb_per_s: None,
+        gpu: Some(gpu),
+        gpu_clocks: None,
     }
 }
 

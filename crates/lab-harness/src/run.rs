@@ -17,6 +17,7 @@ use crate::results::{
     TargetStatus, RESULT_VERSION,
 };
 use crate::runner::{self, RunError};
+use crate::telemetry::GpuSampling;
 use crate::{display_path, sha256_file, Error, Result};
 
 /// Returned by the xtask when Ctrl-C stopped a run (after the run directory was made consistent
@@ -40,6 +41,15 @@ impl std::error::Error for Interrupted {}
 pub fn bench(
     plan: &BenchPlan,
     interrupted: &AtomicBool,
+) -> Result<(RunManifest, Vec<TargetResult>)> {
+    bench_with(plan, interrupted, None)
+}
+
+/// [`bench`], sampling GPU telemetry around every engine process when `sampling` is given.
+pub fn bench_with(
+    plan: &BenchPlan,
+    interrupted: &AtomicBool,
+    sampling: Option<&GpuSampling>,
 ) -> Result<(RunManifest, Vec<TargetResult>)> {
     let (requests, reference) = scenario_requests(plan)?;
     // Correctness is checked once: later runs repeat only the timed scenarios.
@@ -71,6 +81,7 @@ pub fn bench(
                 reference: reference.as_ref(),
                 run,
                 progress: &progress,
+                sampling,
             };
             match run_target(&ctx, t, interrupted)? {
                 TargetRun::Finished(outcome, result) => sink.record(outcome, result)?,
@@ -175,6 +186,8 @@ pub struct TargetContext<'a> {
     /// 1 for the first run of the plan, 2.. for `--repeat`.
     pub run: u32,
     pub progress: &'a Progress,
+    /// GPU telemetry to sample around the engine process.
+    pub sampling: Option<&'a GpuSampling<'a>>,
 }
 
 /// What one target's run came to.
@@ -196,14 +209,23 @@ pub fn run_target(
     let label = t.label();
     let request = build_request(plan, t, ctx.requests);
     let binary_sha = sha256_file(&t.binary)?;
-    let outcome = runner::run_engine_with(
-        &t.launch,
-        &request,
-        &label,
-        plan.spec.timeout(),
-        interrupted,
-        ctx.progress,
-    );
+    let run = || {
+        runner::run_engine_with(
+            &t.launch,
+            &request,
+            &label,
+            plan.spec.timeout(),
+            interrupted,
+            ctx.progress,
+        )
+    };
+    let (outcome, raw) = match ctx.sampling {
+        Some(s) => {
+            let (o, raw) = lab_gpu::sampler::record(s.gpu, &s.devices, s.period, run);
+            (o, Some(raw))
+        }
+        None => (run(), None),
+    };
     let (report, wall_ms, error) = match outcome {
         Ok(f) => (Some(f.report), f.wall.as_secs_f64() * 1e3, None),
         Err(RunError::Failed {
@@ -259,8 +281,23 @@ pub fn run_target(
         provenance: plan.provenance.clone(),
         stats: compute_stats(&report),
         correctness: None,
+        telemetry: None,
         report,
     };
+    if let Some(raw) = raw {
+        let t = crate::telemetry::summarize(&result.report, raw);
+        if let Some(w) = t.worst_throttled() {
+            ctx.progress.println(&format!(
+                "warning: {label}: GPU {} was throttled ({}) in {}/{} measured windows of {}",
+                w.device,
+                w.slowdowns.join(", "),
+                w.throttled_windows,
+                w.windows,
+                w.scenario
+            ));
+        }
+        result.telemetry = Some(t);
+    }
     if let Some(r) = ctx.reference.filter(|_| ctx.run == 1) {
         result.correctness = correctness::evaluate(&result, r);
         if let Some(c) = &result.correctness {

@@ -51,6 +51,7 @@ pub fn render(manifest: &RunManifest, results: &[TargetResult]) -> String {
     s.push_str(&super::load::s2_section(results));
     s.push_str(&super::load::s3_section(results));
     s.push_str(&super::load::s4_section(results));
+    s.push_str(&super::gpu::telemetry_section(results));
     let correctness: Vec<Correctness> = results
         .iter()
         .filter_map(|r| r.correctness.clone())
@@ -114,6 +115,33 @@ fn header(manifest: &RunManifest, results: &[TargetResult]) -> String {
     );
     if !p.host.gpus.is_empty() {
         let _ = writeln!(s, "- GPUs: {}", p.host.gpus.join("; "));
+    }
+    if let Some(c) = &p.gpu_clocks {
+        let _ = writeln!(s, "- GPU clocks: {c}");
+    }
+    if let Some(g) = &p.gpu {
+        for d in &g.devices {
+            let mhz = |v: Option<u32>| v.map_or("?".to_string(), |v| v.to_string());
+            let _ = writeln!(
+                s,
+                "- GPU {} at start: SM {} MHz (max {}), memory {} MHz, power limit {} W, persistence {}, clock event reasons: {}",
+                d.index,
+                mhz(d.clocks.sm_mhz),
+                mhz(d.clocks.sm_max_mhz),
+                mhz(d.clocks.mem_mhz),
+                d.power_limit_mw.map_or("?".into(), |w| format!("{:.0}", f64::from(w) / 1e3)),
+                match d.persistence_mode {
+                    Some(true) => "on",
+                    Some(false) => "off",
+                    None => "?",
+                },
+                if d.throttle_reasons.is_empty() {
+                    "none".to_string()
+                } else {
+                    d.throttle_reasons.join(", ")
+                }
+            );
+        }
     }
     // Where each engine ran, when not plainly natively: container images, or a fallback.
     let placed: Vec<_> = results

@@ -2,6 +2,7 @@
 //! of the manifest and the target results (so a report can be re-rendered from `results/` at any
 //! time). Markdown now; charts and HTML plug in here.
 
+mod gpu;
 mod load;
 mod markdown;
 

@@ -28,6 +28,7 @@ pub(crate) fn fixture() -> (RunManifest, Vec<TargetResult>) {
         process_wall_ms: 1000.0,
         provenance: provenance.clone(),
         stats: compute_stats(&report),
+        telemetry: None,
         correctness: Some(Correctness {
             target: "mock:hf-f32".into(),
             dtype: "f32".into(),
@@ -113,7 +114,13 @@ fn provenance() -> Provenance {
             gpus: vec![],
         },
         read_bandwidth_gb_per_s: Some(20.0),
+        gpu: None,
+        gpu_clocks: None,
     }
+}
+
+pub(crate) fn report_for_tests() -> Report {
+    report()
 }
 
 fn report() -> Report {

@@ -152,6 +152,10 @@ pub struct TargetResult {
     pub correctness: Option<Correctness>,
     /// The engine's report, verbatim (raw samples, token ids, load timings, memory, errors).
     pub report: Report,
+    /// GPU telemetry sampled around the engine process (`--telemetry`), summarized per
+    /// scenario and load level, with every raw sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<crate::telemetry::TargetTelemetry>,
 }
 
 impl TargetResult {
