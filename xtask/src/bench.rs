@@ -119,6 +119,40 @@ pub struct Flags {
     /// every engine; GPUs are passed with CDI (`--device nvidia.com/gpu=all`).
     #[arg(long = "image", value_name = "ENGINE=REF")]
     pub images: Vec<String>,
+    /// Lock GPU clocks for the run: `base` (default applications clocks), `max` (highest
+    /// supported) or `<sm-MHz>[,<mem-MHz>]` (memory: Ampere and newer). Needs root. The state
+    /// before is saved to a state file first and restored at the end, on error, on Ctrl-C and
+    /// on panic; after a SIGKILL the next `bench` (or `cargo xtask gpu reset`) restores it.
+    #[arg(long)]
+    pub lock_clocks: Option<String>,
+    /// With --lock-clocks: print what would be locked and restored, change nothing (the run
+    /// goes ahead unlocked, recorded as such).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// GPU telemetry sampled around every engine (utilization, clocks, power, energy,
+    /// throttling, memory): `auto` (on for `cuda:N` when NVML is present), `on` (every GPU,
+    /// any device; an error without NVML) or `off`.
+    #[arg(long, default_value = "auto")]
+    pub telemetry: String,
+    /// GPU telemetry sampling period in ms.
+    #[arg(long, default_value_t = 100)]
+    pub telemetry_period_ms: u64,
+}
+
+/// The sampling period, when telemetry is on for this device (`--telemetry`).
+fn telemetry_period(flags: &Flags, device: &Device) -> Result<Option<u64>> {
+    if flags.telemetry_period_ms == 0 {
+        bail!("--telemetry-period-ms must be at least 1");
+    }
+    if flags.dry_run && flags.lock_clocks.is_none() {
+        bail!("--dry-run only applies to --lock-clocks");
+    }
+    Ok(match flags.telemetry.as_str() {
+        "off" => None,
+        "on" => Some(flags.telemetry_period_ms),
+        "auto" => matches!(device, Device::Cuda { .. }).then_some(flags.telemetry_period_ms),
+        other => bail!("--telemetry: expected auto, on or off, got `{other}`"),
+    })
 }
 
 /// The number of CPUs in a cpuset list (`0-3,6` → 5).
@@ -297,6 +331,7 @@ pub fn plan(flags: &Flags, prov: &Provenance) -> Result<BenchSpec> {
         },
         targets: targets.iter().map(Target::label).collect(),
         scenarios: scenarios.iter().map(|s| s.id.to_string()).collect(),
+        telemetry_period_ms: telemetry_period(flags, &device)?,
         device,
         threads,
         measure: m.0,
@@ -312,6 +347,14 @@ pub fn plan(flags: &Flags, prov: &Provenance) -> Result<BenchSpec> {
         cpuset_cpus,
         images,
         load: Some(load_settings(flags, m.0)?),
+        lock_clocks: match &flags.lock_clocks {
+            Some(c) => Some(
+                c.parse::<lab_gpu::lock::ClockRequest>()
+                    .map_err(anyhow::Error::msg)?
+                    .to_string(),
+            ),
+            None => None,
+        },
     })
 }
 
@@ -642,14 +685,29 @@ fn prepare_target(
 
 pub fn run(flags: Flags) -> Result<()> {
     let root = paths::root();
-    let prov = provenance::collect(&root, provenance::rfc3339(provenance::now_unix()));
+    let mut prov = provenance::collect(&root, provenance::rfc3339(provenance::now_unix()));
     let spec = plan(&flags, &prov)?;
     let results_dir = flags
         .results_dir
         .clone()
         .unwrap_or_else(|| root.join("results"));
+    // The GPU side first: restore a lock a killed run left, refuse what cannot be done, lock.
+    // The guard lives until the end of this function, so every way out restores the clocks.
+    let gpu = crate::gpu::GpuSetup::new(
+        &spec,
+        flags.dry_run,
+        flags.telemetry == "on",
+        lab_gpu::open,
+        lab_gpu::lock::default_state_path(),
+    )?;
+    let lock = gpu.lock()?;
+    gpu.record(&mut prov, lock.as_ref());
     let plan = prepare(spec, prov, &results_dir, !flags.no_build)?;
-    let (manifest, _) = execute(&plan)?;
+    let (manifest, _) = execute(&plan, gpu.sampling().as_ref())?;
+    if let Some(lock) = lock {
+        let done = lock.release()?;
+        eprintln!("GPU clocks restored: {}", done.join(", "));
+    }
     let failed: Vec<_> = manifest
         .targets
         .iter()
@@ -671,6 +729,7 @@ pub fn run(flags: Flags) -> Result<()> {
 /// returns [`lab_harness::Interrupted`] (after everything it held was dropped).
 pub fn execute(
     plan: &BenchPlan,
+    sampling: Option<&lab_harness::telemetry::GpuSampling>,
 ) -> Result<(
     lab_harness::results::RunManifest,
     Vec<lab_harness::results::TargetResult>,
@@ -680,7 +739,7 @@ pub fn execute(
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("installing the Ctrl-C handler")?;
 
-    let (manifest, results) = lab_harness::bench(plan, &interrupted)?;
+    let (manifest, results) = lab_harness::bench_with(plan, &interrupted, sampling)?;
     println!(
         "{}",
         lab_harness::report::render_markdown(&manifest, &results)

@@ -51,10 +51,20 @@ pub struct Rules {
     /// is not comparable.
     #[arg(long, default_value_t = baseline::DEFAULT_MAX_CV)]
     pub max_cv: f64,
+    /// The largest share of a scenario's measured windows that may have run throttled (power
+    /// cap, thermal, HW slowdown; from GPU telemetry) for its numbers to be compared.
+    #[arg(long, default_value_t = lab_harness::telemetry::DEFAULT_MAX_THROTTLED)]
+    pub max_throttled: f64,
 }
 
 impl Rules {
     pub fn options(&self, exact_only: bool) -> Result<CheckOptions> {
+        if !(0.0..=1.0).contains(&self.max_throttled) {
+            bail!(
+                "--max-throttled {}: a share of windows, between 0 and 1",
+                self.max_throttled
+            );
+        }
         let mut opts = CheckOptions {
             tolerance: self.tolerance,
             max_cv: self.max_cv,
@@ -126,6 +136,18 @@ pub fn run(flags: Flags) -> Result<()> {
             "--profile {profile}: the run was measured on `{}`; numbers from other hardware are not comparable (add --exact-only to compare token ids only)",
             manifest.profile
         );
+    }
+    if !flags.exact_only {
+        let throttled =
+            lab_harness::telemetry::throttled_beyond(&results, flags.rules.max_throttled);
+        if !throttled.is_empty() {
+            bail!(
+                "{}: the GPU was throttled during the measurement, so its numbers are not comparable (more than {:.0} % of windows, --max-throttled): {}. Re-run with the GPU cooled or clocks locked lower (--lock-clocks base), or compare token ids only (--exact-only)",
+                run_dir.display(),
+                flags.rules.max_throttled * 100.0,
+                throttled.join("; ")
+            );
+        }
     }
     let root = flags
         .baselines
@@ -359,6 +381,7 @@ mod tests {
                 tolerance: 0.05,
                 thresholds: t.iter().map(|s| s.to_string()).collect(),
                 max_cv: 0.05,
+                max_throttled: 0.05,
             }
             .options(false)
         };

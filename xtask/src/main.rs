@@ -4,6 +4,7 @@
 mod bench;
 mod check;
 mod deps;
+mod gpu;
 mod images;
 mod models;
 mod paths;
@@ -46,6 +47,8 @@ enum Cmd {
     Pyenv(pyenv::Flags),
     /// Regenerate baselines/reference/<model>.json with transformers on the original GGUF.
     Reference(reference::Flags),
+    /// GPU state (`gpu status`) and restoring clocks a killed run left locked (`gpu reset`).
+    Gpu(gpu::Flags),
 }
 
 fn main() {
@@ -59,6 +62,7 @@ fn main() {
         Cmd::Schema => schema::run(),
         Cmd::Pyenv(f) => pyenv::run(f),
         Cmd::Reference(f) => reference::run(f),
+        Cmd::Gpu(f) => gpu::run(f),
     };
     if let Err(e) = result {
         // An interrupted run has already said so and kept its results; 130 is the shell's code

@@ -60,9 +60,23 @@ pub fn run(flags: Flags) -> Result<()> {
         spec.measure,
         spec.repeat
     );
+    // The recorded run's clock lock and telemetry, set up as `bench` does.
+    let gpu = crate::gpu::GpuSetup::new(
+        &spec,
+        false,
+        false,
+        lab_gpu::open,
+        lab_gpu::lock::default_state_path(),
+    )?;
+    let lock = gpu.lock()?;
+    let mut prov = prov;
+    gpu.record(&mut prov, lock.as_ref());
     let plan = bench::prepare(spec, prov, &results_dir, !flags.no_build)?;
     let differences = environment(&old, &old_results, &plan);
-    let (new, new_results) = bench::execute(&plan)?;
+    let (new, new_results) = bench::execute(&plan, gpu.sampling().as_ref())?;
+    if let Some(lock) = lock {
+        lock.release()?;
+    }
     print_environment(&differences);
     judge(&flags.run, &old_results, &new, &new_results, &opts)
 }

@@ -57,6 +57,12 @@ pub struct BenchSpec {
     /// existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<crate::measure::LoadSettings>,
+    /// `--lock-clocks` (`base`, `max`, `<sm>[,<mem>]`): GPU clocks locked for the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_clocks: Option<String>,
+    /// GPU telemetry sampling period in ms; absent: no telemetry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry_period_ms: Option<u64>,
 }
 
 fn custom() -> Profile {

@@ -1,3 +1,6 @@
+//! The clock-lock guard against the fake device: state file before the lock, restore on drop,
+//! error, panic and early return, stale files, refusals and the dry-run description.
+
 use std::path::PathBuf;
 
 use super::*;
