@@ -289,13 +289,14 @@ impl Probe for FakeProbe<'_> {
             return ProbeReading::default();
         };
         self.reads += 1;
-        let elapsed_ms = self.start.elapsed().as_millis() as u64;
-        // The energy counter grows by power × time (mW × ms / 1000 = mJ) from an arbitrary base.
-        let energy_mj = 5_000_000 + u64::from(d.power_mw) * elapsed_ms / 1000;
+        let t_unix_ns = crate::now_unix_ns();
+        let elapsed_us = self.start.elapsed().as_micros() as u64;
+        // The energy counter grows by power × time (mW × µs / 10^6 = mJ) from an arbitrary base.
+        let energy_mj = 5_000_000 + u64::from(d.power_mw) * elapsed_us / 1_000_000;
         let engine = if self.reads > 1 { d.engine_bytes } else { None };
         ProbeReading {
             sample: Sample {
-                t_unix_ns: crate::now_unix_ns(),
+                t_unix_ns,
                 gpu_util_pct: Some(if self.reads > 1 { 90 } else { 0 }),
                 mem_util_pct: Some(if self.reads > 1 { 40 } else { 0 }),
                 sm_mhz: Some(current_sm(&d)),

@@ -270,6 +270,8 @@ pub fn s1_plan(
             cpuset_cpus: None,
             images: Default::default(),
             load: None,
+            lock_clocks: None,
+            telemetry_period_ms: None,
         },
         root: root(),
         run_dir: dir.join("run"),

@@ -19,6 +19,7 @@ use lab_testkit::{self as testkit, models_dir};
 
 mod containers;
 mod engine_pytorch;
+mod gpu;
 mod load;
 
 fn tempdir(tag: &str) -> PathBuf {
