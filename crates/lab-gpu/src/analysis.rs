@@ -189,6 +189,10 @@ pub struct ScenarioTelemetry {
     pub windows: u32,
     /// Windows during which a slowdown reason was active.
     pub throttled_windows: u32,
+    /// Which windows those were (0-based, in the order given: S1/S5 iterations prompt by
+    /// prompt, S2 batches).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub throttled: Vec<u32>,
     /// Union of the slowdown reasons seen.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub slowdowns: Vec<String>,
@@ -252,6 +256,9 @@ pub fn scenario(
         device,
         windows: windows.len() as u32,
         throttled_windows: stats.iter().filter(|s| s.throttled()).count() as u32,
+        throttled: (0..stats.len() as u32)
+            .filter(|&i| stats[i as usize].throttled())
+            .collect(),
         slowdowns,
         energy_j,
         energy_estimated: stats.iter().any(|s| s.energy_estimated),
@@ -381,6 +388,7 @@ mod tests {
         );
         let stats = scenario("s1", 0, &v, &w);
         assert_eq!((stats.windows, stats.throttled_windows), (4, 2));
+        assert_eq!(stats.throttled, [0, 2]);
         assert_eq!(stats.slowdowns, ["hw_thermal_slowdown", "sw_power_cap"]);
         assert!((stats.throttled_fraction() - 0.5).abs() < 1e-12);
     }

@@ -213,6 +213,7 @@ mod tests {
         assert_eq!(t.scenarios.len(), 1);
         let s = &t.scenarios[0];
         assert_eq!((s.windows, s.throttled_windows), (3, 1));
+        assert_eq!(s.throttled, [1], "the iteration at 4 s");
         assert_eq!(s.slowdowns, ["sw_power_cap"]);
         // 3 windows of 1 s at 250 W; 30 tokens.
         assert!((s.energy_j.unwrap() - 750.0).abs() < 1e-6);
