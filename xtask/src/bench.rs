@@ -230,7 +230,9 @@ pub fn build_packages(packages: &[&str], gpu: bool) -> Result<()> {
         args.extend(["-p".to_string(), p.to_string()]);
     }
     if gpu {
-        args.extend(["--features".into(), "cuda".into()]);
+        // Each package's own `cuda` feature (every engine on the CUDA catalog has one).
+        let features: Vec<String> = packages.iter().map(|p| format!("{p}/cuda")).collect();
+        args.extend(["--features".into(), features.join(",")]);
     }
     eprintln!(
         "building {} (release, one cargo invocation)",
@@ -276,7 +278,17 @@ pub fn plan(flags: &Flags, prov: &Provenance) -> Result<BenchSpec> {
         container::RuntimeKind::parse(r)?;
     }
     let cpuset = flags.cpuset_cpus.as_deref().map(cpuset_len).transpose()?;
-    let targets = catalog::select_targets(&flags.engine)?;
+    let (targets, unsupported) = catalog::select_targets_on(&flags.engine, &device)?;
+    if targets.is_empty() {
+        bail!(
+            "nothing to run on {device}: {}",
+            unsupported
+                .iter()
+                .map(|(t, why)| format!("{t}: {why}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
     let scenarios = catalog::select_scenarios(&flags.scenario)?;
     let m = measurement(flags, &device)?;
     if flags.repeat == 0 {
@@ -329,7 +341,13 @@ pub fn plan(flags: &Flags, prov: &Provenance) -> Result<BenchSpec> {
         } else {
             lab_harness::display_path(&paths::root(), Path::new(&flags.model))
         },
-        targets: targets.iter().map(Target::label).collect(),
+        // What was asked for on this device, the targets it cannot run included (they are
+        // recorded as skipped with the reason).
+        targets: targets
+            .iter()
+            .map(Target::label)
+            .chain(unsupported.iter().map(|(t, _)| t.clone()))
+            .collect(),
         scenarios: scenarios.iter().map(|s| s.id.to_string()).collect(),
         telemetry_period_ms: telemetry_period(flags, &device)?,
         device,
@@ -577,7 +595,12 @@ fn resolve_model(spec: &str) -> Result<ResolvedModel> {
 fn runnable_targets(spec: &BenchSpec, model: &ResolvedModel) -> Result<(Vec<Target>, Skipped)> {
     let mut runnable: Vec<Target> = Vec::new();
     let mut skipped = Vec::new();
-    for t in catalog::select_targets(&spec.targets)? {
+    let (selected, unsupported) = catalog::select_targets_on(&spec.targets, &spec.device)?;
+    for (t, why) in unsupported {
+        eprintln!("skipping {t}: {why}");
+        skipped.push((t, why));
+    }
+    for t in selected {
         if model.formats.contains(&t.format) {
             runnable.push(t);
         } else {
@@ -875,6 +898,35 @@ mod tests {
         // The spec is what run.json records: it survives JSON.
         let back: BenchSpec = serde_json::from_str(&serde_json::to_string(&gpu).unwrap()).unwrap();
         assert_eq!(back, gpu);
+    }
+
+    #[test]
+    fn a_cuda_plan_takes_the_gpu_catalog_and_records_what_it_cannot_run() {
+        let spec = plan(&flags(&["--device", "cuda:0"]), &prov()).unwrap();
+        assert!(spec.targets.contains(&"burn:hf-bf16".to_string()));
+        assert!(spec.targets.contains(&"pytorch:hf-f16".to_string()));
+        // Recorded as asked for; `prepare` skips them with the reason.
+        assert!(spec.targets.contains(&"native:hf-f32".to_string()));
+        assert_eq!(
+            spec.telemetry_period_ms,
+            Some(100),
+            "telemetry on by default on CUDA"
+        );
+        let (run, skip) = catalog::select_targets_on(&spec.targets, &spec.device).unwrap();
+        assert!(run.iter().all(|t| t.engine != "native"));
+        assert_eq!(skip.len(), 2);
+        let e = plan(
+            &flags(&["--device", "cuda:0", "--engine", "native"]),
+            &prov(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with(
+                "nothing to run on cuda:0: native:gguf-q4_1: the native engine is a CPU engine"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

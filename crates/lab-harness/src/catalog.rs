@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use lab_protocol::{Dtype, Prompt, ScenarioKind, WeightFormat};
+use lab_protocol::{Device, Dtype, Prompt, ScenarioKind, WeightFormat};
 use serde::Deserialize;
 
 use crate::{Error, Result};
@@ -139,36 +139,111 @@ pub fn targets() -> Vec<Target> {
     ]
 }
 
-/// Resolves `--engine` values: an engine name selects all its variants, `engine:variant` one.
-/// An empty selection means every target.
-pub fn select_targets(specs: &[String]) -> Result<Vec<Target>> {
-    let all = targets();
-    if specs.is_empty() {
-        return Ok(all);
+/// Why `engine` has no path on `device` (its targets are left out of such a run and recorded
+/// as skipped with this reason, never failed).
+pub fn unsupported(engine: &str, device: &Device) -> Option<&'static str> {
+    match (engine, device) {
+        ("native", Device::Cuda { .. }) => Some(
+            "the native engine is a CPU engine (AVX2/AVX-512 kernels over memory-mapped weights); it has no GPU path",
+        ),
+        _ => None,
     }
-    let mut out: Vec<Target> = Vec::new();
-    for spec in specs {
-        let matched: Vec<Target> = all
-            .iter()
-            .filter(|t| t.engine == spec.as_str() || t.label() == *spec)
+}
+
+/// Every target on `device`, in run order: on CPU [`targets`]; on CUDA the precisions each
+/// engine's users run there — candle's GGUF and F32/F16/BF16, mistral.rs's GGUF and F32/BF16,
+/// llama.cpp's GGUF with every layer offloaded, burn's F32/F16/BF16 (CubeCL), PyTorch eager
+/// F32/BF16/F16 — and no target of an engine without a GPU path ([`unsupported`]).
+pub fn targets_on(device: &Device) -> Vec<Target> {
+    if *device == Device::Cpu {
+        return targets();
+    }
+    let cpu = targets();
+    let like = |engine: &str| {
+        cpu.iter()
+            .find(|t| t.engine == engine)
             .cloned()
-            .collect();
-        if matched.is_empty() {
+            .expect("every engine has a CPU target")
+    };
+    let with = |engine: &str, format: WeightFormat, dtype: Dtype| Target {
+        format,
+        dtype,
+        ..like(engine)
+    };
+    use Dtype::*;
+    use WeightFormat::*;
+    vec![
+        with("candle", Gguf, Q4_1),
+        with("candle", Safetensors, F32),
+        with("candle", Safetensors, F16),
+        with("candle", Safetensors, Bf16),
+        with("mistralrs", Gguf, Q4_1),
+        with("mistralrs", Safetensors, F32),
+        with("mistralrs", Safetensors, Bf16),
+        with("llamacpp", Gguf, Q4_1),
+        with("burn", Safetensors, F32),
+        with("burn", Safetensors, F16),
+        with("burn", Safetensors, Bf16),
+        with("pytorch", Safetensors, F32),
+        with("pytorch", Safetensors, Bf16),
+        with("pytorch", Safetensors, F16),
+    ]
+    .into_iter()
+    .filter(|t| unsupported(t.engine, device).is_none())
+    .collect()
+}
+
+/// Resolves `--engine` values for `device`: an engine name selects all its variants there,
+/// `engine:variant` one. An empty selection means every target. Targets of an engine without a
+/// path on `device` come back as skipped, with the reason; an unknown name is an error.
+pub fn select_targets_on(
+    specs: &[String],
+    device: &Device,
+) -> Result<(Vec<Target>, Vec<(String, String)>)> {
+    let all = targets_on(device);
+    // Engines without a path here are still known names (their CPU targets), to be skipped.
+    let elsewhere: Vec<Target> = targets()
+        .into_iter()
+        .filter(|t| unsupported(t.engine, device).is_some())
+        .collect();
+    let mut out: Vec<Target> = Vec::new();
+    let mut skipped: Vec<(String, String)> = Vec::new();
+    let mut skip = |t: &Target| {
+        let why = unsupported(t.engine, device).expect("filtered").to_string();
+        if !skipped.iter().any(|(l, _)| *l == t.label()) {
+            skipped.push((t.label(), why));
+        }
+    };
+    if specs.is_empty() {
+        elsewhere.iter().for_each(&mut skip);
+        return Ok((all, skipped));
+    }
+    for spec in specs {
+        let matches = |t: &&Target| t.engine == spec.as_str() || t.label() == *spec;
+        let matched: Vec<Target> = all.iter().filter(matches).cloned().collect();
+        let unsupported: Vec<&Target> = elsewhere.iter().filter(matches).collect();
+        if matched.is_empty() && unsupported.is_empty() {
             let mut known: Vec<String> = all.iter().map(|t| t.engine.to_string()).collect();
             known.dedup();
             known.extend(all.iter().map(Target::label));
             return Err(Error::msg(format!(
-                "unknown engine `{spec}` (known: {})",
+                "unknown engine `{spec}` on {device} (known: {})",
                 known.join(", ")
             )));
         }
+        unsupported.into_iter().for_each(&mut skip);
         for t in matched {
             if !out.contains(&t) {
                 out.push(t);
             }
         }
     }
-    Ok(out)
+    Ok((out, skipped))
+}
+
+/// [`select_targets_on`] the CPU.
+pub fn select_targets(specs: &[String]) -> Result<Vec<Target>> {
+    Ok(select_targets_on(specs, &Device::Cpu)?.0)
 }
 
 /// Where a scenario's prompts come from.
@@ -419,6 +494,57 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    #[test]
+    fn on_cuda_each_engine_runs_its_gpu_precisions_and_native_is_skipped_with_the_reason() {
+        let cuda = Device::Cuda { ordinal: 0 };
+        let (all, skipped) = select_targets_on(&[], &cuda).unwrap();
+        let labels: Vec<String> = all.iter().map(Target::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "candle:gguf-q4_1",
+                "candle:hf-f32",
+                "candle:hf-f16",
+                "candle:hf-bf16",
+                "mistralrs:gguf-q4_1",
+                "mistralrs:hf-f32",
+                "mistralrs:hf-bf16",
+                "llamacpp:gguf-q4_1",
+                "burn:hf-f32",
+                "burn:hf-f16",
+                "burn:hf-bf16",
+                "pytorch:hf-f32",
+                "pytorch:hf-bf16",
+                "pytorch:hf-f16",
+            ]
+        );
+        let why = unsupported("native", &cuda).unwrap();
+        assert_eq!(
+            skipped,
+            [
+                ("native:gguf-q4_1".to_string(), why.to_string()),
+                ("native:hf-f32".to_string(), why.to_string())
+            ]
+        );
+        // Asked for by name: skipped, not an error, and not failed.
+        let (t, s) = select_targets_on(&["native".into(), "burn:hf-f16".into()], &cuda).unwrap();
+        assert_eq!(
+            t.iter().map(Target::label).collect::<Vec<_>>(),
+            ["burn:hf-f16"]
+        );
+        assert_eq!(s.len(), 2);
+        let (t, s) = select_targets_on(&["native:hf-f32".into()], &cuda).unwrap();
+        assert!(t.is_empty() && s.len() == 1);
+        // A CUDA-only precision is not a CPU target.
+        let e = select_targets(&["burn:hf-f16".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown engine `burn:hf-f16` on cpu"), "{e}");
+        assert!(select_targets_on(&["candel".into()], &cuda).is_err());
+        // Nothing is unsupported on the CPU.
+        assert!(select_targets_on(&[], &Device::Cpu).unwrap().1.is_empty());
     }
 
     #[test]
