@@ -490,20 +490,6 @@ pub fn prepare(
     }
     let model = resolve_model(&spec.model)?;
     let (runnable, skipped) = runnable_targets(&spec, &model)?;
-    let python = if runnable.iter().any(|t| t.kind == EngineKind::Python) {
-        Some(crate::pyenv::ensure(false)?)
-    } else {
-        None
-    };
-    if build {
-        let mut packages: Vec<&str> = runnable
-            .iter()
-            .filter(|t| t.kind == EngineKind::Rust)
-            .map(|t| t.package)
-            .collect();
-        packages.dedup();
-        build_packages(&packages, gpu)?;
-    }
     // One runtime normally; several (`native,podman`) run every target under each, side by side,
     // labelled `target@runtime`.
     let runtimes = spec
@@ -511,6 +497,31 @@ pub fn prepare(
         .iter()
         .map(|r| choose_runtime(&root, r, gpu && spec.images.is_empty()))
         .collect::<Result<Vec<_>>>()?;
+    // Engines given as prebuilt images need nothing from the host when every runtime is a
+    // container; the others need their binary or the Python environment.
+    let from_host =
+        |t: &&Target| !spec.images.contains_key(t.engine) || runtimes.iter().any(Option::is_none);
+    let python = if runnable
+        .iter()
+        .filter(from_host)
+        .any(|t| t.kind == EngineKind::Python)
+    {
+        Some(crate::pyenv::ensure(false)?)
+    } else {
+        None
+    };
+    if build {
+        let mut packages: Vec<&str> = runnable
+            .iter()
+            .filter(from_host)
+            .filter(|t| t.kind == EngineKind::Rust)
+            .map(|t| t.package)
+            .collect();
+        packages.dedup();
+        if !packages.is_empty() {
+            build_packages(&packages, gpu)?;
+        }
+    }
     let ctx = TargetContext {
         root: &root,
         spec: &spec,
@@ -641,13 +652,27 @@ fn prepare_target(
     runtime: Option<&container::Runtime>,
 ) -> Result<PreparedTarget> {
     let spec = ctx.spec;
-    let (mut launch, binary) = lab_harness::launch::launch_for(
-        &t,
-        ctx.root,
-        &paths::target_dir().join("release"),
-        ctx.python,
-        spec.threads,
-    )?;
+    let prebuilt = spec.images.get(t.engine).map(String::as_str);
+    let (mut launch, binary) = match (prebuilt, runtime) {
+        // A prebuilt image carries its engine: no host binary or Python environment is needed
+        // (its provenance comes from the image's labels).
+        (Some(reference), Some(_)) => (
+            lab_harness::runner::Launch {
+                program: container::ENGINE_PATH.into(),
+                args: Vec::new(),
+                env: lab_harness::launch::image_env(&t, spec.threads),
+                cleanup: Vec::new(),
+            },
+            PathBuf::from(format!("image {reference}")),
+        ),
+        _ => lab_harness::launch::launch_for(
+            &t,
+            ctx.root,
+            &paths::target_dir().join("release"),
+            ctx.python,
+            spec.threads,
+        )?,
+    };
     if spec.cpuset_cpus.is_some() {
         // OpenMP engines (llama.cpp, PyTorch) bind each thread to one CPU of the set.
         launch.env.push(("OMP_PROC_BIND".into(), "close".into()));
@@ -671,13 +696,13 @@ fn prepare_target(
         } else {
             String::new()
         },
+        binary_sha256: None,
     };
     let Some(runtime) = runtime else {
         return Ok(native);
     };
     let label = native.label();
     let gpu = !matches!(spec.device, Device::Cpu);
-    let prebuilt = spec.images.get(native.target.engine).map(String::as_str);
     if gpu && prebuilt.is_none() {
         bail!(
             "{label}: a GPU run in containers needs --image {}=REF (the images built here are CPU builds)",

@@ -8,6 +8,22 @@ use crate::runner::Launch;
 
 /// The launch and the file hashed as the engine's "binary" in provenance (for a Python engine,
 /// its engine module).
+/// The environment an engine gets inside a prebuilt image (whose entrypoint is the engine, with
+/// its own paths): the thread counts and, for Python, the offline and output flags.
+pub fn image_env(target: &Target, threads: usize) -> Vec<(String, String)> {
+    let t = threads.to_string();
+    match target.kind {
+        EngineKind::Rust => vec![("RAYON_NUM_THREADS".into(), t)],
+        EngineKind::Python => vec![
+            ("PYTHONUNBUFFERED".into(), "1".into()),
+            ("OMP_NUM_THREADS".into(), t.clone()),
+            ("MKL_NUM_THREADS".into(), t),
+            ("HF_HUB_OFFLINE".into(), "1".into()),
+            ("TRANSFORMERS_OFFLINE".into(), "1".into()),
+        ],
+    }
+}
+
 pub fn launch_for(
     target: &Target,
     root: &Path,

@@ -34,6 +34,9 @@ pub struct PreparedTarget {
     /// Appended to the label and file name when one run compares runtimes (`@podman`), else
     /// empty.
     pub label_suffix: String,
+    /// The engine binary's sha256 when it is not a host file to hash: a prebuilt image's
+    /// `lab.binary.sha256` label (or why it is unknown).
+    pub binary_sha256: Option<String>,
 }
 
 impl PreparedTarget {

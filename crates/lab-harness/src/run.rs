@@ -208,7 +208,10 @@ pub fn run_target(
     let plan = ctx.plan;
     let label = t.label();
     let request = build_request(plan, t, ctx.requests);
-    let binary_sha = sha256_file(&t.binary)?;
+    let binary_sha = match &t.binary_sha256 {
+        Some(s) => s.clone(),
+        None => sha256_file(&t.binary)?,
+    };
     let run = || {
         runner::run_engine_with(
             &t.launch,

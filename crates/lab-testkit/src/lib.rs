@@ -154,6 +154,7 @@ pub fn target(
         image_digest: None,
         runtime: "native".into(),
         label_suffix: String::new(),
+        binary_sha256: None,
     }
 }
 
@@ -232,6 +233,7 @@ pub fn python_target(engine: &str, format: WeightFormat, dtype: Dtype) -> Prepar
         image_digest: None,
         runtime: "native".into(),
         label_suffix: String::new(),
+        binary_sha256: None,
     }
 }
 

@@ -203,6 +203,40 @@ pub fn inspect(rt: &Runtime, reference: &str) -> Result<Image> {
 }
 
 /// The provenance labels of an engine image.
+/// The labels of a local image (`{}` when it has none).
+pub fn image_labels(
+    rt: &Runtime,
+    reference: &str,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let sh = Shell::new().map_err(|e| Error::msg(e.to_string()))?;
+    let args: Vec<String> = vec![
+        "image".into(),
+        "inspect".into(),
+        "--format".into(),
+        "{{json .Config.Labels}}".into(),
+        reference.into(),
+    ];
+    let out = rt
+        .cmd(&sh, &args)
+        .quiet()
+        .ignore_status()
+        .output()
+        .map_err(|e| Error::msg(format!("inspecting image {reference}: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::msg(format!(
+            "{} has no local image {reference}",
+            rt.program()
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let text = text.trim();
+    if text.is_empty() || text == "null" {
+        return Ok(Default::default());
+    }
+    serde_json::from_str(text)
+        .map_err(|e| Error::msg(format!("labels of image {reference}: {e}: {text}")))
+}
+
 pub fn labels(
     root: &Path,
     package: &str,

@@ -17,7 +17,8 @@ mod sandbox;
 use std::path::Path;
 
 pub use image::{
-    assemble_rootfs, build_image, inspect, labels, parse_ldd, shared_libraries, Image, ImageSpec,
+    assemble_rootfs, build_image, image_labels, inspect, labels, parse_ldd, shared_libraries,
+    Image, ImageSpec,
 };
 pub use runtime::{
     detect, load_config, probe, Runtime, RuntimeConfig, RuntimeKind, RuntimeSettings,
@@ -60,9 +61,20 @@ pub fn containerize(
                 rt.kind.name()
             ))
         })?;
+        // The engine is the image's own: its provenance comes from the image's labels, and no
+        // host binary is needed or recorded.
+        let labels = image_labels(rt, reference)?;
+        let label = |k: &str| labels.get(k).cloned();
+        t.binary = std::path::PathBuf::from(format!("image {reference}"));
+        t.binary_sha256 = Some(label("lab.binary.sha256").unwrap_or_else(|| {
+            format!("unknown (image {reference} has no lab.binary.sha256 label)")
+        }));
         let runtime = format!(
-            "{} (prebuilt image {reference}; the recorded engine binary is the host build, the image ID is what ran)",
-            rt.kind.name()
+            "{} (prebuilt image {reference}: revision {}, engine version {}, built by {}; the engine is the image's)",
+            rt.kind.name(),
+            label("org.opencontainers.image.revision").unwrap_or_else(|| "unknown".into()),
+            label("lab.engine.version").unwrap_or_else(|| "unknown".into()),
+            label("lab.built-by").unwrap_or_else(|| "the lab's xtask".into()),
         );
         return Ok(into_image(rt, t, image, host_model_dir, sandbox, runtime));
     }

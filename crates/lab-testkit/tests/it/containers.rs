@@ -115,9 +115,13 @@ fn a_prebuilt_image_runs_as_given_and_a_missing_one_is_named() {
     let root = testkit::root();
     let prov = lab_harness::provenance::collect(&root, "t".into());
     let model_dir = testkit::models_dir().join("smollm2-135m");
+    let host_sha = lab_harness::sha256_file(&mock(lab_protocol::Dtype::F32, "ok").binary).unwrap();
     let prepare = |reference: &str| {
         let mut t = mock(lab_protocol::Dtype::F32, "ok");
         t.target.package = "mock-engine";
+        // No host binary: a prebuilt image carries its engine.
+        t.binary = std::path::PathBuf::from("/nonexistent/mock-engine");
+        t.launch.program = lab_harness::container::ENGINE_PATH.into();
         lab_harness::container::containerize(
             &root,
             &engine,
@@ -140,9 +144,18 @@ fn a_prebuilt_image_runs_as_given_and_a_missing_one_is_named() {
     let t = prepare(tag).unwrap();
     assert_eq!(t.image_digest.as_deref(), Some(id.as_str()));
     assert!(t.runtime.contains("prebuilt image"), "{}", t.runtime);
+    // Provenance from the image's labels (this image was built by the lab, so it has them).
+    assert_eq!(t.binary_sha256.as_deref(), Some(host_sha.as_str()));
+    assert!(
+        t.runtime.contains("built by the lab's xtask"),
+        "{}",
+        t.runtime
+    );
     let p = plan("container-prebuilt", vec![t], Duration::from_secs(120));
-    let (m, _) = lab_harness::bench(&p, &AtomicBool::new(false)).unwrap();
+    let (m, res) = lab_harness::bench(&p, &AtomicBool::new(false)).unwrap();
     assert_eq!(m.targets[0].status, TargetStatus::Ok, "{:?}", m.targets[0]);
+    assert_eq!(res[0].engine_binary_sha256, host_sha);
+    assert_eq!(res[0].engine_binary, format!("image {tag}"));
 
     let e = prepare("localhost/inference-lab/no-such-image:1")
         .unwrap_err()

@@ -51,6 +51,7 @@ fn mock(variant_dtype: Dtype, mode: &str) -> PreparedTarget {
         image_digest: None,
         runtime: "native".into(),
         label_suffix: String::new(),
+        binary_sha256: None,
     }
 }
 
