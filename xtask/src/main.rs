@@ -6,6 +6,7 @@ mod check;
 mod deps;
 mod gpu;
 mod images;
+mod merge;
 mod models;
 mod paths;
 mod pyenv;
@@ -49,6 +50,8 @@ enum Cmd {
     Reference(reference::Flags),
     /// GPU state (`gpu status`) and restoring clocks a killed run left locked (`gpu reset`).
     Gpu(gpu::Flags),
+    /// One cross-hardware report of runs from different machines, each run kept whole.
+    Merge(merge::Flags),
 }
 
 fn main() {
@@ -63,6 +66,7 @@ fn main() {
         Cmd::Pyenv(f) => pyenv::run(f),
         Cmd::Reference(f) => reference::run(f),
         Cmd::Gpu(f) => gpu::run(f),
+        Cmd::Merge(f) => merge::run(f),
     };
     if let Err(e) = result {
         // An interrupted run has already said so and kept its results; 130 is the shell's code

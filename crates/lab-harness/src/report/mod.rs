@@ -5,6 +5,7 @@
 mod gpu;
 mod load;
 mod markdown;
+pub mod merged;
 
 use std::path::Path;
 
