@@ -193,13 +193,13 @@ pub fn targets_on(device: &Device) -> Vec<Target> {
     .collect()
 }
 
+/// Targets left out of a run, with the reason: `(label, why)`.
+pub type Skipped = Vec<(String, String)>;
+
 /// Resolves `--engine` values for `device`: an engine name selects all its variants there,
 /// `engine:variant` one. An empty selection means every target. Targets of an engine without a
 /// path on `device` come back as skipped, with the reason; an unknown name is an error.
-pub fn select_targets_on(
-    specs: &[String],
-    device: &Device,
-) -> Result<(Vec<Target>, Vec<(String, String)>)> {
+pub fn select_targets_on(specs: &[String], device: &Device) -> Result<(Vec<Target>, Skipped)> {
     let all = targets_on(device);
     // Engines without a path here are still known names (their CPU targets), to be skipped.
     let elsewhere: Vec<Target> = targets()

@@ -235,7 +235,7 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("| mock:hf-f32 | s1 |"))
             .collect();
-        assert!(!rows.is_empty() && rows.len() % 2 == 0, "{rows:?}");
+        assert!(!rows.is_empty() && rows.len().is_multiple_of(2), "{rows:?}");
         for pair in rows.chunks(2) {
             assert!(
                 pair[0].contains("Example CPU") && pair[1].contains("Other CPU"),
