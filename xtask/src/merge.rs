@@ -119,7 +119,9 @@ mod tests {
                 .unwrap();
         assert_eq!(index["runs"].as_array().unwrap().len(), 2);
         // Bad input: an existing --out, the same run twice, a directory that is not a run.
-        let e = merge(&out, &[a.clone()]).unwrap_err().to_string();
+        let e = merge(&out, std::slice::from_ref(&a))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("already exists"), "{e}");
         let _ = std::fs::remove_dir_all(&out);
         let e = merge(&out, &[a.clone(), a]).unwrap_err().to_string();
