@@ -30,18 +30,13 @@
       cudaComputeCap =
         let fromEnv = builtins.getEnv "CUDA_COMPUTE_CAP";
         in if fromEnv == "" then "90" else fromEnv;
-      cudaCapability = "${builtins.substring 0 1 cudaComputeCap}.${builtins.substring 1 1 cudaComputeCap}";
+      # Licence predicate and capability parsing live in nix/cuda.nix (tested without nixpkgs).
+      cudaLib = import ./nix/cuda.nix;
+      cudaCapability = cudaLib.capability cudaComputeCap;
 
-      # Unfree software is allowed for the CUDA and cuDNN licences only.
-      cudaLicensed = pkg:
-        let
-          licenses = lib.toList (pkg.meta.license or [ ]);
-          ok = l:
-            (l.free or true)
-            || (l.shortName or "") == "CUDA EULA"
-            || lib.hasInfix "cuDNN" (l.fullName or l.shortName or "");
-        in
-        builtins.all ok licenses || lib.hasPrefix "cudnn" (lib.getName pkg);
+      # Unfree software is allowed for the NVIDIA licences PyTorch with CUDA needs only (CUDA,
+      # cuDNN, cuSPARSELt).
+      cudaLicensed = cudaLib.licensed;
 
       pkgsFor = cudaSupport: import nixpkgs {
         inherit system;
@@ -61,7 +56,8 @@
         paths = with cuda; lib.concatMap (p: [ p ] ++ lib.optional (p ? dev) p.dev) [
           cuda_nvcc
           cuda_cudart
-          cuda_cccl
+          # `cccl` in newer nixpkgs (`cuda_cccl` is a deprecated alias there).
+          (cuda.cccl or cuda.cuda_cccl)
           cuda_nvrtc
           libcublas
           libcurand

@@ -310,3 +310,71 @@ fn nothing_is_required_of_the_host_but_the_flake_inputs() {
     assert_eq!(flake.matches("builtins.getEnv").count(), 1);
     assert!(flake.contains("if fromEnv == \"\" then \"90\" else fromEnv"));
 }
+
+/// nix/cuda.nix, evaluated (it needs no nixpkgs): the unfree predicate accepts exactly the
+/// NVIDIA licences PyTorch with CUDA needs, as nixpkgs names them, and compute capabilities of
+/// three digits (Blackwell) parse.
+#[test]
+fn the_cuda_licence_predicate_and_compute_capabilities_evaluate() {
+    let Some(nix) = nix_instantiate() else {
+        return;
+    };
+    let sh = paths::shell().unwrap();
+    let file = paths::root().join("nix/cuda.nix");
+    // Licence records shaped as nixpkgs' (`shortName`, `free`): the CUDA package set's NVIDIA
+    // licences, nixpkgs' generic unfree ones, and a free one.
+    let expr = format!(
+        r#"let
+          c = import {};
+          nv = s: {{ shortName = s; fullName = s; free = false; }};
+          pkg = ls: {{ meta.license = ls; }};
+        in {{
+          accepted = map (s: c.licensed (pkg (nv s))) [ "CUDA EULA" "cuDNN EULA" "cuSPARSELt EULA" ];
+          refused = map (s: c.licensed (pkg (nv s))) [ "cuTENSOR EULA" "TensorRT EULA" "NVidia OptiX EULA" "unfree" "unfreeRedistributable" ];
+          free = c.licensed (pkg {{ shortName = "MIT"; free = true; }});
+          noMeta = c.licensed {{ }};
+          mixed = c.licensed (pkg [ (nv "CUDA EULA") (nv "unfree") ]);
+          torchCuda = c.licensed (pkg [ (nv "CUDA EULA") (nv "cuDNN EULA") (nv "cuSPARSELt EULA") {{ shortName = "bsd3"; free = true; }} ]);
+          caps = map c.capability [ "80" "86" "89" "90" "100" "120" ];
+        }}"#,
+        file.display()
+    );
+    let json = xshell::cmd!(sh, "{nix} --eval --strict --json -E {expr}")
+        .quiet()
+        .read()
+        .expect("nix/cuda.nix evaluates");
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["accepted"], serde_json::json!([true, true, true]), "{v}");
+    assert_eq!(
+        v["refused"],
+        serde_json::json!([false, false, false, false, false]),
+        "{v}"
+    );
+    assert_eq!(
+        (&v["free"], &v["noMeta"], &v["mixed"]),
+        (&Value::Bool(true), &Value::Bool(true), &Value::Bool(false))
+    );
+    assert_eq!(
+        v["torchCuda"],
+        Value::Bool(true),
+        "PyTorch with CUDA's licences"
+    );
+    assert_eq!(
+        v["caps"],
+        serde_json::json!(["8.0", "8.6", "8.9", "9.0", "10.0", "12.0"])
+    );
+    // A malformed capability is one error naming the variable.
+    let bad = format!("(import {}).capability \"9a\"", file.display());
+    let out = xshell::cmd!(sh, "{nix} --eval --strict -E {bad}")
+        .quiet()
+        .ignore_status()
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CUDA_COMPUTE_CAP=9a: expected"));
+    // The flake uses them, and `cccl` under its new name when nixpkgs has it.
+    let flake = read("flake.nix");
+    assert!(flake.contains("cudaLib = import ./nix/cuda.nix;"));
+    assert!(flake.contains("allowUnfreePredicate = cudaLicensed;"));
+    assert!(flake.contains("(cuda.cccl or cuda.cuda_cccl)"));
+}
