@@ -3,6 +3,7 @@
 
 mod bench;
 mod check;
+mod cuda_check;
 mod deps;
 mod gpu;
 mod images;
@@ -52,6 +53,8 @@ enum Cmd {
     Gpu(gpu::Flags),
     /// One cross-hardware report of runs from different machines, each run kept whole.
     Merge(merge::Flags),
+    /// Compile the engines' CUDA paths without a GPU, as far as this machine allows.
+    CudaCheck(cuda_check::Flags),
 }
 
 fn main() {
@@ -67,6 +70,7 @@ fn main() {
         Cmd::Reference(f) => reference::run(f),
         Cmd::Gpu(f) => gpu::run(f),
         Cmd::Merge(f) => merge::run(f),
+        Cmd::CudaCheck(f) => cuda_check::run(f),
     };
     if let Err(e) = result {
         // An interrupted run has already said so and kept its results; 130 is the shell's code
