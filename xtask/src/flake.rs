@@ -378,3 +378,60 @@ fn the_cuda_licence_predicate_and_compute_capabilities_evaluate() {
     assert!(flake.contains("allowUnfreePredicate = cudaLicensed;"));
     assert!(flake.contains("(cuda.cccl or cuda.cuda_cccl)"));
 }
+
+/// Every output of the flake evaluates to a derivation (licence checks, rust-overlay's toolchain
+/// from rust-toolchain.toml, Cargo.lock) against the nixpkgs stand-in of `nix/eval/`: needs a Nix
+/// of at least 2.18 and the pinned rust-overlay and nixpkgs' lib as source trees, given as
+/// `LAB_NIX_EVAL="<nix> <rust-overlay dir> <nixpkgs.lib dir>"` (nix/eval/run.sh says how to get
+/// them). Without it the test says it is skipped; Debian bookworm's nix-bin (2.8) cannot
+/// evaluate nixpkgs.
+#[test]
+fn every_flake_output_evaluates_against_the_nixpkgs_stand_in() {
+    let Ok(spec) = std::env::var("LAB_NIX_EVAL") else {
+        eprintln!("SKIPPED (flake outputs): set LAB_NIX_EVAL=\"<nix >= 2.18> <rust-overlay dir> <nixpkgs.lib dir>\" (see nix/eval/run.sh)");
+        return;
+    };
+    let parts: Vec<&str> = spec.split_whitespace().collect();
+    assert_eq!(
+        parts.len(),
+        3,
+        "LAB_NIX_EVAL: expected three paths, got `{spec}`"
+    );
+    let sh = paths::shell().unwrap();
+    let script = paths::root().join("nix/eval/run.sh");
+    let (nix, overlay, nixlib) = (parts[0], parts[1], parts[2]);
+    let json = xshell::cmd!(sh, "{script} {nix} {overlay} {nixlib}")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .expect("the flake's outputs evaluate");
+    let v: Value = serde_json::from_str(&json).unwrap();
+    let flake = read("flake.nix");
+    let rust = nix_list(&flake, "rustEngines");
+    let cuda = nix_list(&flake, "cudaEngines");
+    let packages = v["packages"].as_object().unwrap();
+    let mut want: BTreeSet<String> = [
+        "default",
+        "xtask",
+        "engine-pytorch-image",
+        "engine-pytorch-cuda-image",
+    ]
+    .map(String::from)
+    .into();
+    for e in &rust {
+        want.insert(e.clone());
+        want.insert(format!("{e}-image"));
+    }
+    for e in &cuda {
+        want.insert(format!("{e}-cuda"));
+        want.insert(format!("{e}-cuda-image"));
+    }
+    assert_eq!(packages.keys().cloned().collect::<BTreeSet<_>>(), want);
+    let drv = |x: &Value| {
+        x.as_str()
+            .is_some_and(|s| s.starts_with("/nix/store/") && s.ends_with(".drv"))
+    };
+    assert!(packages.values().all(drv), "{v}");
+    assert_eq!(v["checks"].as_object().unwrap().len(), rust.len());
+    assert!(drv(&v["devShell"]), "{v}");
+}
