@@ -222,22 +222,14 @@ impl GpuSetup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lab_gpu::fake::{FakeDevice, FakeFile, FakeGpu};
+    use lab_gpu::fake::{FakeDevice, FakeGpu};
 
     fn scratch(tag: &str, root: bool) -> (PathBuf, PathBuf) {
         let dir = std::env::temp_dir().join(format!("xtask-gpu-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let fake = dir.join("gpu.json");
-        FakeGpu::create(
-            &fake,
-            &FakeFile {
-                devices: vec![FakeDevice::h100(root)],
-                log: Vec::new(),
-                watch_file: None,
-            },
-        )
-        .unwrap();
+        FakeGpu::single(&fake, FakeDevice::h100(root)).unwrap();
         (fake.clone(), dir.join("lock.json"))
     }
 

@@ -100,6 +100,18 @@ impl FakeGpu {
         Ok(gpu)
     }
 
+    /// A file with one device (no watched file) at `path`, opened.
+    pub fn single(path: &Path, device: FakeDevice) -> Result<Self, GpuError> {
+        Self::create(
+            path,
+            &FakeFile {
+                devices: vec![device],
+                log: Vec::new(),
+                watch_file: None,
+            },
+        )
+    }
+
     /// Writes `file` to `path` and opens it.
     pub fn create(path: &Path, file: &FakeFile) -> Result<Self, GpuError> {
         write(path, file)?;

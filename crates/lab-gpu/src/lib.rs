@@ -168,20 +168,12 @@ impl GpuState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake::{FakeDevice, FakeFile, FakeGpu};
+    use crate::fake::{FakeDevice, FakeGpu};
 
     #[test]
     fn state_of_a_device_renders_every_field_gpu_status_promises() {
         let path = std::env::temp_dir().join(format!("lab-gpu-state-{}.json", std::process::id()));
-        let gpu = FakeGpu::create(
-            &path,
-            &FakeFile {
-                devices: vec![FakeDevice::h100(false)],
-                log: Vec::new(),
-                watch_file: None,
-            },
-        )
-        .unwrap();
+        let gpu = FakeGpu::single(&path, FakeDevice::h100(false)).unwrap();
         let st = GpuState::read(&gpu);
         let text = st.render();
         let _ = std::fs::remove_file(&path);

@@ -180,22 +180,14 @@ fn sample_until(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake::{FakeDevice, FakeFile, FakeGpu};
+    use crate::fake::{FakeDevice, FakeGpu};
 
     fn fake(name: &str) -> (std::path::PathBuf, FakeGpu) {
         let path = std::env::temp_dir().join(format!(
             "lab-gpu-sampler-{name}-{}.json",
             std::process::id()
         ));
-        let gpu = FakeGpu::create(
-            &path,
-            &FakeFile {
-                devices: vec![FakeDevice::h100(false)],
-                log: Vec::new(),
-                watch_file: None,
-            },
-        )
-        .unwrap();
+        let gpu = FakeGpu::single(&path, FakeDevice::h100(false)).unwrap();
         (path, gpu)
     }
 

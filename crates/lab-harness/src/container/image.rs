@@ -164,14 +164,14 @@ pub fn build_image(root: &Path, rt: &Runtime, spec: &ImageSpec, work_dir: &Path)
     inspect(rt, &reference)
 }
 
-/// The ID and size of a local image.
-pub fn inspect(rt: &Runtime, reference: &str) -> Result<Image> {
+/// `image inspect --format <format>` of a local image: its output, or one error naming it.
+fn inspect_format(rt: &Runtime, reference: &str, format: &str) -> Result<String> {
     let sh = Shell::new().map_err(|e| Error::msg(e.to_string()))?;
     let args: Vec<String> = vec![
         "image".into(),
         "inspect".into(),
         "--format".into(),
-        "{{.Id}} {{.Size}}".into(),
+        format.into(),
         reference.into(),
     ];
     let out = rt
@@ -186,7 +186,12 @@ pub fn inspect(rt: &Runtime, reference: &str) -> Result<Image> {
             rt.program()
         )));
     }
-    let out = String::from_utf8_lossy(&out.stdout);
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The ID and size of a local image.
+pub fn inspect(rt: &Runtime, reference: &str) -> Result<Image> {
+    let out = inspect_format(rt, reference, "{{.Id}} {{.Size}}")?;
     let mut it = out.split_whitespace();
     let id = it.next().unwrap_or_default();
     let size = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -208,27 +213,7 @@ pub fn image_labels(
     rt: &Runtime,
     reference: &str,
 ) -> Result<std::collections::BTreeMap<String, String>> {
-    let sh = Shell::new().map_err(|e| Error::msg(e.to_string()))?;
-    let args: Vec<String> = vec![
-        "image".into(),
-        "inspect".into(),
-        "--format".into(),
-        "{{json .Config.Labels}}".into(),
-        reference.into(),
-    ];
-    let out = rt
-        .cmd(&sh, &args)
-        .quiet()
-        .ignore_status()
-        .output()
-        .map_err(|e| Error::msg(format!("inspecting image {reference}: {e}")))?;
-    if !out.status.success() {
-        return Err(Error::msg(format!(
-            "{} has no local image {reference}",
-            rt.program()
-        )));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = inspect_format(rt, reference, "{{json .Config.Labels}}")?;
     let text = text.trim();
     if text.is_empty() || text == "null" {
         return Ok(Default::default());

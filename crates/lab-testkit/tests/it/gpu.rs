@@ -2,11 +2,11 @@
 //! engine process and summarized per scenario, throttling flagged and refused, and a clock lock
 //! that an interrupted run restores.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lab_gpu::fake::{FakeDevice, FakeFile, FakeGpu};
+use lab_gpu::fake::{FakeDevice, FakeGpu};
 use lab_gpu::lock::{self, ClockLock, ClockRequest};
 use lab_harness::results::{self, RunStatus};
 use lab_harness::telemetry::{self, GpuSampling};
@@ -15,15 +15,7 @@ use lab_protocol::Dtype;
 use super::{mock, plan, tempdir};
 
 fn fake(dir: &std::path::Path, device: FakeDevice) -> FakeGpu {
-    FakeGpu::create(
-        &dir.join("gpu.json"),
-        &FakeFile {
-            devices: vec![device],
-            log: Vec::new(),
-            watch_file: None,
-        },
-    )
-    .unwrap()
+    FakeGpu::single(&dir.join("gpu.json"), device).unwrap()
 }
 
 #[test]
@@ -106,18 +98,7 @@ fn an_interrupted_run_restores_the_clocks_it_locked() {
         Duration::from_secs(120),
     );
     let flag = Arc::new(AtomicBool::new(false));
-    let f = flag.clone();
-    let run_dir = p.run_dir.clone();
-    let presser = std::thread::spawn(move || {
-        for _ in 0..600 {
-            if run_dir.join("mock.hf-f32.json").exists() {
-                std::thread::sleep(Duration::from_millis(300));
-                f.store(true, Ordering::SeqCst);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    });
+    let presser = super::ctrl_c_after_first_result(&p, &flag);
     // What `cargo xtask bench --lock-clocks max` does: lock, run, and return the interruption
     // as an error through the guard's scope.
     let run = || -> Result<(), String> {

@@ -55,6 +55,23 @@ fn mock(variant_dtype: Dtype, mode: &str) -> PreparedTarget {
     }
 }
 
+/// Presses "Ctrl-C" (sets `flag`) 300 ms after the first engine's result (`mock.hf-f32.json`)
+/// is on disk.
+fn ctrl_c_after_first_result(p: &BenchPlan, flag: &Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let f = flag.clone();
+    let run_dir = p.run_dir.clone();
+    std::thread::spawn(move || {
+        for _ in 0..600 {
+            if run_dir.join("mock.hf-f32.json").exists() {
+                std::thread::sleep(Duration::from_millis(300));
+                f.store(true, Ordering::SeqCst);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+}
+
 fn plan(tag: &str, targets: Vec<PreparedTarget>, timeout: Duration) -> BenchPlan {
     let mut plan = testkit::s1_plan(&format!("harness-{tag}"), targets, 1, 3, 8);
     plan.spec.timeout_s = timeout.as_secs();
@@ -177,19 +194,7 @@ fn ctrl_c_keeps_finished_results_and_marks_the_run_interrupted() {
         Duration::from_secs(120),
     );
     let flag = Arc::new(AtomicBool::new(false));
-    let f = flag.clone();
-    let run_dir = p.run_dir.clone();
-    // Press "Ctrl-C" once the first engine's result is on disk.
-    let presser = std::thread::spawn(move || {
-        for _ in 0..600 {
-            if run_dir.join("mock.hf-f32.json").exists() {
-                std::thread::sleep(Duration::from_millis(300));
-                f.store(true, Ordering::SeqCst);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    });
+    let presser = ctrl_c_after_first_result(&p, &flag);
     let (manifest, res) = lab_harness::bench(&p, &flag).unwrap();
     presser.join().unwrap();
     assert_eq!(manifest.status, RunStatus::Interrupted);
