@@ -137,6 +137,8 @@ pub struct Flags {
     /// GPU telemetry sampling period in ms.
     #[arg(long, default_value_t = 100)]
     pub telemetry_period_ms: u64,
+    #[command(flatten)]
+    pub price: crate::report::PriceFlags,
 }
 
 /// The sampling period, when telemetry is on for this device (`--telemetry`).
@@ -365,6 +367,7 @@ pub fn plan(flags: &Flags, prov: &Provenance) -> Result<BenchSpec> {
         cpuset_cpus,
         images,
         load: Some(load_settings(flags, m.0)?),
+        price: flags.price.price()?,
         lock_clocks: match &flags.lock_clocks {
             Some(c) => Some(
                 c.parse::<lab_gpu::lock::ClockRequest>()
@@ -793,6 +796,10 @@ pub fn execute(
         lab_harness::report::render_markdown(&manifest, &results)
     );
     eprintln!("results: {}", plan.run_dir.display());
+    eprintln!(
+        "HTML report: {}",
+        plan.run_dir.join(lab_harness::report::HTML_FILE).display()
+    );
     eprintln!(
         "compare with baselines: cargo xtask check --run {}",
         plan.run_dir.display()

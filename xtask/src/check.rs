@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use lab_harness::baseline::{self, CheckOptions, Finding, Verdict};
 use lab_harness::correctness;
 use lab_harness::metric::Metric;
+use lab_harness::report::{self, CheckRecord};
 use lab_harness::results::{self, RunManifest, TargetResult};
 
 use crate::paths;
@@ -34,6 +35,9 @@ pub struct Flags {
     /// Compare only token ids and counts (skip the measured numbers).
     #[arg(long)]
     pub exact_only: bool,
+    /// Do not keep the verdicts beside the run (`check.json`, shown by its reports).
+    #[arg(long)]
+    pub no_record: bool,
     #[command(flatten)]
     pub rules: Rules,
 }
@@ -161,8 +165,23 @@ pub fn run(flags: Flags) -> Result<()> {
 
     // Correctness against the model's reference (independent of this machine's baselines).
     let mut findings = correctness_findings(&manifest, &results)?;
+    let keep = |against: String, outcome: String, findings: &[Finding]| {
+        if !flags.no_record {
+            let rec = CheckRecord {
+                against,
+                outcome,
+                findings: findings.to_vec(),
+            };
+            record(&run_dir, &manifest, &results, &rec);
+        }
+    };
     if let Some(missing) = missing_baseline(&root, &profile, &model.name) {
         print_findings(&run_dir, &dir, &findings);
+        keep(
+            "no baseline".into(),
+            format!("no baseline: {missing}"),
+            &findings,
+        );
         return Err(NoBaseline(format!(
             "{missing}; review the run, then `cargo xtask check --accept --run {}` creates it",
             run_dir.display()
@@ -173,10 +192,25 @@ pub fn run(flags: Flags) -> Result<()> {
     findings.extend(baseline::check(&results, &dir, opts)?);
     print_findings(&run_dir, &dir, &findings);
     let failing: Vec<_> = findings.iter().filter(|f| f.verdict.fails()).collect();
+    let against = format!("{} ({profile}, {})", dir.display(), model.name);
     if failing.is_empty() {
         println!("check passed: {} comparisons", findings.len());
+        keep(
+            against,
+            format!("passed: {} comparisons", findings.len()),
+            &findings,
+        );
         return Ok(());
     }
+    keep(
+        against,
+        format!(
+            "failed: {} of {} comparisons",
+            failing.len(),
+            findings.len()
+        ),
+        &findings,
+    );
     if failing
         .iter()
         .any(|f| f.verdict == Verdict::MissingBaseline)
@@ -191,6 +225,21 @@ pub fn run(flags: Flags) -> Result<()> {
         failing.len(),
         findings.len()
     )
+}
+
+/// Keeps the verdicts beside the run and re-renders its reports with them. A run directory that
+/// cannot be written (read-only, full) only loses this record: the verdict stands.
+fn record(run_dir: &Path, manifest: &RunManifest, results: &[TargetResult], rec: &CheckRecord) {
+    let kept = results::write_json_atomic(&run_dir.join(report::CHECK_FILE), rec)
+        .and_then(|()| report::write_run(run_dir, manifest, results));
+    match kept {
+        Ok(()) => eprintln!(
+            "verdicts kept in {} and shown in {}",
+            run_dir.join(report::CHECK_FILE).display(),
+            run_dir.join(report::HTML_FILE).display()
+        ),
+        Err(e) => eprintln!("warning: the verdicts could not be kept beside the run: {e}"),
+    }
 }
 
 /// Why there is no baseline to compare with, if there is none: no directory for the profile, or

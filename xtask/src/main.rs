@@ -3,6 +3,7 @@
 
 mod bench;
 mod check;
+mod compare;
 mod cuda_check;
 mod deps;
 mod gpu;
@@ -12,6 +13,7 @@ mod models;
 mod paths;
 mod pyenv;
 mod reference;
+mod report;
 mod reproduce;
 mod schema;
 mod test;
@@ -55,6 +57,10 @@ enum Cmd {
     Merge(merge::Flags),
     /// Compile the engines' CUDA paths without a GPU, as far as this machine allows.
     CudaCheck(cuda_check::Flags),
+    /// Re-render a run's reports (report.md, charts/*.svg, index.html) from its saved files.
+    Report(report::Flags),
+    /// Compare two runs (B relative to A): ratios with intervals and verdicts per target/metric.
+    Compare(compare::Flags),
 }
 
 fn main() {
@@ -71,6 +77,8 @@ fn main() {
         Cmd::Gpu(f) => gpu::run(f),
         Cmd::Merge(f) => merge::run(f),
         Cmd::CudaCheck(f) => cuda_check::run(f),
+        Cmd::Report(f) => report::run(f),
+        Cmd::Compare(f) => compare::run(f),
     };
     if let Err(e) = result {
         // An interrupted run has already said so and kept its results; 130 is the shell's code

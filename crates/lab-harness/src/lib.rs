@@ -10,6 +10,7 @@ pub mod baseline;
 pub mod catalog;
 pub mod container;
 pub mod correctness;
+pub mod cost;
 pub mod findings;
 pub mod launch;
 pub mod measure;

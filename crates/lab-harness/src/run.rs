@@ -421,7 +421,7 @@ impl RunSink {
     pub fn finish(mut self, status: RunStatus) -> Result<(RunManifest, Vec<TargetResult>)> {
         self.manifest.status = status;
         self.write_manifest()?;
-        report::write_all(&self.dir, &self.manifest, &self.results)?;
+        report::write_run(&self.dir, &self.manifest, &self.results)?;
         Ok((self.manifest, self.results))
     }
 

@@ -63,6 +63,10 @@ pub struct BenchSpec {
     /// GPU telemetry sampling period in ms; absent: no telemetry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telemetry_period_ms: Option<u64>,
+    /// `--price-per-hour` (and `--price-source`): what an hour of the machine costs, for the
+    /// reports' cost per token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<crate::cost::Price>,
 }
 
 fn custom() -> Profile {

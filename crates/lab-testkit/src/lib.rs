@@ -274,6 +274,7 @@ pub fn s1_plan(
             load: None,
             lock_clocks: None,
             telemetry_period_ms: None,
+            price: None,
         },
         root: root(),
         run_dir: dir.join("run"),

@@ -12,13 +12,99 @@ use crate::stats::Summary;
 pub struct Markdown;
 
 impl Exporter for Markdown {
-    fn file_name(&self) -> &'static str {
-        "report.md"
+    fn render(&self, input: &super::Input) -> Vec<(String, String)> {
+        let mut s = render(input.manifest, input.results);
+        s.push_str(&cost_section(input));
+        s.push_str(&claims_section(input));
+        s.push_str(&check_section(input));
+        let _ = writeln!(
+            s,
+            "\nCharts: `{}/`; everything in one page: `{}`.",
+            super::charts::DIR,
+            super::HTML_FILE
+        );
+        vec![("report.md".into(), s)]
     }
+}
 
-    fn render(&self, manifest: &RunManifest, results: &[TargetResult]) -> String {
-        render(manifest, results)
+/// $ per 1M generated tokens and J/token per target and scenario ([`crate::cost`]).
+fn cost_section(input: &super::Input) -> String {
+    let rows = crate::cost::rows(input.results, input.price);
+    if rows.is_empty() {
+        return String::new();
     }
+    let mut s = String::from("\n## Cost and energy per generated token\n\n");
+    match input.price {
+        Some(p) => {
+            let _ = writeln!(s, "Machine price: {} — `$ / 1M tok` = price ÷ (3600 × output tok/s) × 10⁶ (S1: one request at a time, new tokens ÷ median e2e).\n", p.text());
+        }
+        None => {
+            let _ = writeln!(s, "No price given, so no cost: `cargo xtask report <run> --price-per-hour <USD> --price-source <where from>` adds it (the lab has no prices of its own).\n");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "| target | scenario | at | output tok/s | $ / 1M tok | J / tok | requests/h within SLO |"
+    );
+    let _ = writeln!(s, "|---|---|---|---:|---:|---:|---:|");
+    let opt = |v: Option<f64>, f: fn(f64) -> String| v.map(f).unwrap_or_else(|| "-".into());
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.target,
+            r.scenario,
+            r.at,
+            fmt_num(r.output_tok_per_s),
+            opt(r.usd_per_mtok, |v| format!("{v:.3}")),
+            opt(r.joules_per_token, |v| format!("{v:.3}")),
+            opt(r.slo_requests_per_hour, |v| format!("{v:.0}"))
+        );
+    }
+    s
+}
+
+/// Every published claim's verdict on this run.
+fn claims_section(input: &super::Input) -> String {
+    let evals = super::claims::evaluate(input.claims, input.manifest, input.results);
+    if evals.is_empty() {
+        return String::new();
+    }
+    let mut s = format!("\n## Published claims ({})\n\n", input.claims.file);
+    let _ = writeln!(s, "| claim | source | condition | verdict | measured |");
+    let _ = writeln!(s, "|---|---|---|---|---|");
+    for e in evals {
+        let verdict = match &e.outcome {
+            super::claims::Outcome::NotMeasurable(why) => format!("not measurable here: {why}"),
+            o => format!("**{}**", o.label()),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {verdict} | {} |",
+            e.claim.claim, e.claim.source, e.claim.condition, e.measured
+        );
+    }
+    s
+}
+
+/// What `check` said, when it ran on this run.
+fn check_section(input: &super::Input) -> String {
+    let Some(c) = input.check else {
+        return String::new();
+    };
+    let mut s = format!(
+        "\n## Check against baselines\n\n- against: {}\n- outcome: {}\n",
+        c.against, c.outcome
+    );
+    let failing: Vec<_> = c.findings.iter().filter(|f| f.verdict.fails()).collect();
+    for f in failing {
+        let _ = writeln!(
+            s,
+            "- {:?}: {} {} {} {}: {}",
+            f.verdict, f.target, f.scenario, f.prompt, f.metric, f.detail
+        );
+    }
+    s
 }
 
 pub(super) fn fmt_num(v: f64) -> String {

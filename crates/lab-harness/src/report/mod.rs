@@ -1,37 +1,112 @@
 //! Reports rendered from a run's saved files: one [`Exporter`] per format, each a pure function
-//! of the manifest and the target results (so a report can be re-rendered from `results/` at any
-//! time). Markdown now; charts and HTML plug in here.
+//! of the [`Input`] (so a report can be re-rendered from `results/` at any time, also for runs
+//! recorded before a format existed): `report.md`, `charts/*.svg` and `index.html`.
 
+pub mod charts;
+pub mod claims;
+pub mod compare;
 mod gpu;
+pub mod html;
 mod load;
 mod markdown;
 pub mod merged;
+pub mod ratio;
 
 use std::path::Path;
 
 pub use markdown::{render as render_markdown, Markdown};
+use serde::{Deserialize, Serialize};
 
+use crate::cost::Price;
+use crate::findings::Finding;
 use crate::results::{write_atomic, RunManifest, TargetResult};
-use crate::Result;
+use crate::{Error, Result};
+
+/// What `check` said about a run, kept beside it (`check.json`) so its reports show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRecord {
+    /// The baseline directory compared with, or why there was none.
+    pub against: String,
+    /// `passed: 41 comparisons`, `failed: 2 of 41 comparisons`, `no baseline: …`.
+    pub outcome: String,
+    pub findings: Vec<Finding>,
+}
+
+pub const CHECK_FILE: &str = "check.json";
+
+/// Everything a report is rendered from.
+pub struct Input<'a> {
+    pub manifest: &'a RunManifest,
+    pub results: &'a [TargetResult],
+    /// The machine's hourly price, for cost per token (none: costs are not shown).
+    pub price: Option<&'a Price>,
+    pub claims: &'a claims::Claims,
+    pub check: Option<&'a CheckRecord>,
+}
 
 /// One report format.
 pub trait Exporter {
-    /// The file it writes in the run directory.
-    fn file_name(&self) -> &'static str;
-    /// The file's contents: deterministic for the same inputs.
-    fn render(&self, manifest: &RunManifest, results: &[TargetResult]) -> String;
+    /// Its files (path relative to the run directory, contents): deterministic for the same
+    /// input.
+    fn render(&self, input: &Input) -> Vec<(String, String)>;
 }
 
 /// Every report a run writes.
 pub fn exporters() -> Vec<Box<dyn Exporter>> {
-    vec![Box::new(Markdown)]
+    vec![
+        Box::new(Markdown),
+        Box::new(charts::SvgFiles),
+        Box::new(html::Html),
+    ]
 }
 
-/// Renders every report into `run_dir` (atomically, each file on its own).
-pub fn write_all(run_dir: &Path, manifest: &RunManifest, results: &[TargetResult]) -> Result<()> {
-    for e in exporters() {
-        let text = e.render(manifest, results);
-        write_atomic(&run_dir.join(e.file_name()), text.as_bytes())?;
+/// The HTML report's file name.
+pub const HTML_FILE: &str = "index.html";
+
+/// Renders every report into `run_dir`. Everything is rendered in memory first, then each file
+/// is written atomically; chart files of an earlier rendering that this one no longer draws are
+/// removed.
+pub fn write_all(run_dir: &Path, input: &Input) -> Result<()> {
+    let files: Vec<(String, String)> = exporters().iter().flat_map(|e| e.render(input)).collect();
+    let charts = run_dir.join(charts::DIR);
+    if files.iter().any(|(name, _)| name.starts_with(charts::DIR)) {
+        std::fs::create_dir_all(&charts).map_err(|e| Error::io(&charts, e))?;
+    }
+    for (name, text) in &files {
+        write_atomic(&run_dir.join(name), text.as_bytes())?;
+    }
+    if let Ok(rd) = std::fs::read_dir(&charts) {
+        for e in rd.flatten() {
+            let name = format!("{}/{}", charts::DIR, e.file_name().to_string_lossy());
+            if name.ends_with(".svg") && !files.iter().any(|(n, _)| *n == name) {
+                std::fs::remove_file(e.path()).map_err(|err| Error::io(&e.path(), err))?;
+            }
+        }
     }
     Ok(())
+}
+
+/// Renders a run's reports from what it recorded: its price (`plan.price`), the committed claims
+/// and `check.json` when `check` has run on it.
+pub fn write_run(run_dir: &Path, manifest: &RunManifest, results: &[TargetResult]) -> Result<()> {
+    let check = read_check(run_dir)?;
+    let claims = claims::Claims::builtin();
+    let input = Input {
+        manifest,
+        results,
+        price: manifest.plan.as_ref().and_then(|p| p.price.as_ref()),
+        claims: &claims,
+        check: check.as_ref(),
+    };
+    write_all(run_dir, &input)
+}
+
+/// Reads `check.json` beside a run, if `check` wrote one.
+pub fn read_check(run_dir: &Path) -> Result<Option<CheckRecord>> {
+    let path = run_dir.join(CHECK_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    crate::results::read_json(&path).map(Some)
 }

@@ -1,0 +1,60 @@
+//! `cargo xtask compare <run-a> <run-b>`: run B relative to run A, per target and metric, with
+//! the ratio's interval and a verdict (`lab_harness::report::compare`), as Markdown on stdout and,
+//! with `--out DIR`, `compare.md` and `compare.html` there. Works across commits and machines
+//! (the latter labelled).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use lab_harness::report::compare::compare;
+use lab_harness::results;
+
+#[derive(clap::Args)]
+pub struct Flags {
+    /// The earlier (reference) run directory.
+    pub a: PathBuf,
+    /// The run compared with it.
+    pub b: PathBuf,
+    /// Also write `compare.md` and `compare.html` into this directory (created if missing).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(flags: Flags) -> Result<()> {
+    let (ma, ra) = results::load_run(&flags.a)?;
+    let (mb, rb) = results::load_run(&flags.b)?;
+    if ma.settings.model.name != mb.settings.model.name {
+        bail!(
+            "{} ran `{}` and {} ran `{}`: numbers of different models are not comparable",
+            flags.a.display(),
+            ma.settings.model.name,
+            flags.b.display(),
+            mb.settings.model.name
+        );
+    }
+    let c = compare((&ma, &ra), (&mb, &rb));
+    if c.rows.is_empty() {
+        bail!(
+            "{} and {} have no target, scenario and prompt or level in common",
+            flags.a.display(),
+            flags.b.display()
+        );
+    }
+    let md = c.markdown();
+    println!("{md}");
+    if let Some(out) = &flags.out {
+        std::fs::create_dir_all(out)?;
+        results::write_atomic(&out.join("compare.md"), md.as_bytes())?;
+        results::write_atomic(
+            &out.join("compare.html"),
+            lab_harness::report::html::compare_page(&c).as_bytes(),
+        )?;
+        eprintln!("comparison: {}", out.join("compare.html").display());
+    }
+    let (faster, slower, same) = c.counts();
+    eprintln!(
+        "{faster} faster, {slower} slower, {same} same within noise; {}",
+        c.scope()
+    );
+    Ok(())
+}
