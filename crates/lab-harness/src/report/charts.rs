@@ -698,3 +698,105 @@ fn speedup_chart(
     }
     Ok(Some(svg))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::fixture::{fixture, fixture_engines, with_telemetry};
+    use sha2::{Digest, Sha256};
+
+    #[test]
+    fn charts_are_the_same_bytes_every_time_and_cover_the_run() {
+        let (m, r) = fixture_engines();
+        let a = render(&m, &r);
+        let b = render(&m, &r);
+        let ids: Vec<&str> = a.charts.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "s1-decode_tok_per_s",
+                "s1-prefill_tok_per_s",
+                "s1-ttft_ms",
+                "s1-e2e-cdf",
+                "s1-speedup",
+                "s2-output_tok_per_s",
+                "s3-output_tok_per_s",
+                "s3-ttft_p99",
+                "s3-pareto",
+            ]
+        );
+        for (x, y) in a.charts.iter().zip(&b.charts) {
+            assert_eq!(x.svg, y.svg, "{} differs between two renderings", x.id);
+            assert!(x.svg.starts_with("<svg") && x.svg.trim_end().ends_with("</svg>"));
+            // Every target is in every chart's legend (the speed-up chart: all but the baseline).
+            for t in &r {
+                if x.id == "s1-speedup" && t.target == "pytorch:hf-f32" {
+                    continue;
+                }
+                assert!(x.svg.contains(&t.target), "{} lacks {}", x.id, t.target);
+            }
+        }
+        // What the fixture lacks is named, not silently left out.
+        assert!(
+            a.missing
+                .iter()
+                .any(|l| l.starts_with("S5 long-context charts: the run has no S5")),
+            "{:?}",
+            a.missing
+        );
+        assert!(a.missing.iter().any(|l| l.contains("no GPU telemetry")));
+        // The bytes, pinned: any change to a chart shows up in review.
+        let listing: String = a
+            .charts
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {} {:x} {}\n",
+                    c.id,
+                    c.svg.len(),
+                    Sha256::digest(c.svg.as_bytes()),
+                    c.title
+                )
+            })
+            .collect();
+        insta::assert_snapshot!("chart_listing", listing);
+        insta::assert_snapshot!("chart_s1_decode", a.charts[0].svg);
+    }
+
+    #[test]
+    fn a_run_with_s1_only_and_telemetry_gets_its_charts_and_the_rest_is_named() {
+        let (m, mut r) = fixture();
+        for t in &mut r {
+            t.stats.retain(|s| s.id == "s1");
+        }
+        with_telemetry(&mut r[0]);
+        let c = render(&m, &r);
+        let ids: Vec<&str> = c.charts.iter().map(|c| c.id.as_str()).collect();
+        for want in [
+            "s1-decode_tok_per_s",
+            "gpu-util",
+            "gpu-sm-clock",
+            "gpu-power",
+        ] {
+            assert!(ids.contains(&want), "{ids:?}");
+        }
+        assert!(!ids
+            .iter()
+            .any(|i| i.starts_with("s2") || i.starts_with("s3")));
+        for what in [
+            "S2 throughput chart",
+            "S3 scaling",
+            "S5 long-context",
+            "S1 speed-up vs PyTorch",
+        ] {
+            assert!(
+                c.missing.iter().any(|l| l.starts_with(what)),
+                "{what}: {:?}",
+                c.missing
+            );
+        }
+        // 1980 MHz, 300 W and 97 % are on the charts' scales.
+        let svg = |id: &str| &c.charts.iter().find(|c| c.id == id).unwrap().svg;
+        assert!(svg("gpu-power").contains(">\n300\n<") || svg("gpu-power").contains("300"));
+    }
+}

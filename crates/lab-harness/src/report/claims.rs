@@ -482,29 +482,76 @@ mod tests {
 
     #[test]
     fn claims_are_judged_on_the_fixture() {
-        let (manifest, results) = crate::results::fixture::fixture();
+        use crate::results::fixture::{fixture, fixture_engines, scaled};
+        let (manifest, results) = fixture_engines();
         let evals = evaluate(&Claims::builtin(), &manifest, &results);
-        let by = |id: &str| evals.iter().find(|e| e.claim.id == id).unwrap();
+        let by = |evals: &[Evaluation], id: &str| {
+            let e = evals.iter().find(|e| e.claim.id == id).unwrap().clone();
+            (e.outcome, e.measured)
+        };
         // The fixture runs on the CPU: a CUDA claim is not measurable, with the reason.
-        match &by("candle-cuda-5x-pytorch").outcome {
-            Outcome::NotMeasurable(why) => assert!(why.contains("cuda"), "{why}"),
+        match by(&evals, "candle-cuda-5x-pytorch").0 {
+            Outcome::NotMeasurable(why) => {
+                assert!(why.contains("cuda") && why.contains("cpu"), "{why}")
+            }
             o => panic!("{o:?}"),
         }
-        match &by("kv-cache-2x").outcome {
+        match by(&evals, "kv-cache-2x").0 {
             Outcome::NotMeasurable(why) => assert!(why.contains("kv-cache"), "{why}"),
             o => panic!("{o:?}"),
         }
-        // Every CPU claim is decided one way or another, and says what it measured.
-        for id in [
-            "native-cpu-50-80-tok-s",
-            "rust-2x-pytorch",
+        // native = 3 × mock, PyTorch = 0.5 × mock: 6× the baseline, every interval clear of 2×.
+        let (o, measured) = by(&evals, "rust-2x-pytorch");
+        assert_eq!(o, Outcome::Confirmed, "{measured}");
+        assert!(
+            measured.starts_with("vs pytorch:hf-f32: native:gguf-q4_1 6.00×"),
+            "{measured}"
+        );
+        // llama.cpp (4×) > native (3×) > PyTorch (0.5×).
+        let (o, measured) = by(&evals, "engine-hierarchy");
+        assert_eq!(o, Outcome::Confirmed, "{measured}");
+        assert!(
+            measured.starts_with("llamacpp:gguf-q4_1") && measured.contains("> pytorch:hf-f32"),
+            "{measured}"
+        );
+
+        // The same run with the native engine at 1.5× PyTorch: refuted, and out of order
+        // against llama.cpp once it is faster than it.
+        let (_, base) = fixture();
+        let mut slow = results.clone();
+        slow[2] = scaled(&base[0], "native:gguf-q4_1", 0.75);
+        let evals = evaluate(&Claims::builtin(), &manifest, &slow);
+        assert_eq!(by(&evals, "rust-2x-pytorch").0, Outcome::Refuted);
+        let mut fast = results.clone();
+        fast[2] = scaled(&base[0], "native:gguf-q4_1", 8.0);
+        let (o, measured) = by(
+            &evaluate(&Claims::builtin(), &manifest, &fast),
             "engine-hierarchy",
-        ] {
-            let e = by(id);
-            assert!(
-                !matches!(e.outcome, Outcome::NotMeasurable(_)) || e.measured == "-",
-                "{id}: {e:?}"
+        );
+        assert_eq!(o, Outcome::Refuted);
+        assert!(
+            measured.contains("out of order: llamacpp:gguf-q4_1 < native:gguf-q4_1"),
+            "{measured}"
+        );
+
+        // A range is confirmed only with the whole interval inside it.
+        let decode = |r: &TargetResult| {
+            let (p, _) = s1_prompts(r).into_iter().max_by_key(|(_, n)| *n).unwrap();
+            s1_summary(r, &p, Metric::DecodeTokPerS).unwrap().clone()
+        };
+        let d = decode(&results[2]);
+        let (lo, hi) = interval(&d);
+        let range = |min: f64, max: f64| {
+            let text = format!(
+                r#"{{"claims":[{{"id":"r","claim":"c","source":"s","condition":"k","check":{{"kind":"range","metric":"decode_tok_per_s","device":"cpu","engines":["native"],"min":{min},"max":{max}}}}}]}}"#
             );
+            let c = Claims::parse(&text, "t.json").unwrap();
+            evaluate(&c, &manifest, &results).remove(0).outcome
+        };
+        assert_eq!(range(lo * 0.9, hi * 1.1), Outcome::Confirmed);
+        assert_eq!(range(hi * 1.1, hi * 2.0), Outcome::Refuted);
+        if hi > lo {
+            assert_eq!(range((lo + hi) / 2.0, hi * 2.0), Outcome::Inconclusive);
         }
     }
 }

@@ -285,28 +285,6 @@ mod tests {
     use super::*;
     use crate::results::fixture::fixture;
 
-    fn scaled(results: &[TargetResult], f: f64) -> Vec<TargetResult> {
-        let mut out = results.to_vec();
-        for r in &mut out {
-            for sc in &mut r.stats {
-                for p in &mut sc.prompts {
-                    for (name, s) in p.metrics.iter_mut() {
-                        let k = if Metric::from_name(name).is_some_and(|m| m.higher_is_better()) {
-                            f
-                        } else {
-                            1.0 / f
-                        };
-                        s.median *= k;
-                        s.ci95_low *= k;
-                        s.ci95_high *= k;
-                        s.median_ci95 = s.median_ci95.map(|[a, b]| [a * k, b * k]);
-                    }
-                }
-            }
-        }
-        out
-    }
-
     #[test]
     fn a_run_against_itself_is_the_same_and_a_faster_one_is_faster() {
         let (m, r) = fixture();
@@ -318,7 +296,7 @@ mod tests {
             .all(|x| x.change == Change::Same && x.ratio.value == 1.0));
         assert!(!same.across_machines);
 
-        let fast = scaled(&r, 2.0);
+        let fast = vec![crate::results::fixture::scaled(&r[0], &r[0].target, 2.0)];
         let c = compare((&m, &r), (&m, &fast));
         let s1: Vec<_> = c.rows.iter().filter(|x| x.scenario == "s1").collect();
         assert!(!s1.is_empty());

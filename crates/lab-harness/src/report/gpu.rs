@@ -83,9 +83,6 @@ pub fn telemetry_section(results: &[TargetResult]) -> String {
 mod tests {
     use super::*;
     use crate::results::fixture::fixture;
-    use crate::telemetry::summarize;
-    use lab_gpu::sampler::{DeviceTrace, Telemetry};
-    use lab_gpu::Sample;
 
     #[test]
     fn telemetry_rows_say_what_was_sampled_and_flag_throttling() {
@@ -94,45 +91,7 @@ mod tests {
         // The fixture's S1 iterations, placed on a timeline sampled every 100 ms at 300 W with
         // a power cap throughout.
         let r = &mut results[0];
-        let t0 = 1_800_000_000_000_000_000u64;
-        let mut at = t0 + 50_000_000;
-        for p in &mut r.report.scenarios[0].prompts {
-            for x in &mut p.samples {
-                x.start_unix_ns = Some(at);
-                at += x.e2e_ns + 10_000_000;
-            }
-        }
-        let samples = (0..200u64)
-            .map(|i| Sample {
-                t_unix_ns: t0 + i * 100_000_000,
-                energy_mj: Some(i * 30_000),
-                power_mw: Some(300_000),
-                gpu_util_pct: Some(97),
-                sm_mhz: Some(1980),
-                throttle_bits: Some(lab_gpu::throttle::SW_POWER_CAP),
-                engine_bytes: Some(700 << 20),
-                ..Sample::default()
-            })
-            .collect();
-        let raw = Telemetry {
-            source: "fake device (test)".into(),
-            period_ms: 100,
-            devices: vec![
-                DeviceTrace {
-                    index: 0,
-                    name: "GPU".into(),
-                    samples,
-                    error: None,
-                },
-                DeviceTrace {
-                    index: 1,
-                    name: "GPU".into(),
-                    samples: vec![],
-                    error: Some("no GPU with index 1 (this machine has 1)".into()),
-                },
-            ],
-        };
-        r.telemetry = Some(summarize(&r.report, raw));
+        crate::results::fixture::with_telemetry(r);
         let n = r.report.scenarios[0]
             .prompts
             .iter()

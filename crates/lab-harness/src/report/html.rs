@@ -884,3 +884,79 @@ pub fn compare_page(c: &super::compare::Comparison) -> String {
         esc(&c.a.run_id)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cost::Price;
+    use crate::report::claims::Claims;
+    use crate::results::fixture::fixture_engines;
+
+    #[test]
+    fn the_page_holds_every_target_chart_claim_and_section_and_nothing_external() {
+        let (m, r) = fixture_engines();
+        let claims = Claims::builtin();
+        let price = Price::new(1.5, Some("a test price")).unwrap();
+        let input = Input {
+            manifest: &m,
+            results: &r,
+            price: Some(&price),
+            claims: &claims,
+            check: None,
+        };
+        let page = render(&input);
+        assert_eq!(page, render(&input), "deterministic");
+        for t in &r {
+            assert!(
+                page.contains(&format!("<tr><td>{}</td>", esc(&t.target))),
+                "{}",
+                t.target
+            );
+        }
+        for c in super::super::charts::render(&m, &r).charts {
+            assert!(
+                page.contains(&format!("<figure id=\"chart-{}\"", c.id)),
+                "{}",
+                c.id
+            );
+        }
+        for c in &claims.claims {
+            assert!(page.contains(&esc(&c.claim)), "{}", c.id);
+        }
+        for id in [
+            "summary",
+            "scenarios",
+            "charts",
+            "cost",
+            "claims",
+            "correctness",
+            "check",
+            "provenance",
+            "files",
+        ] {
+            assert!(page.contains(&format!("<h2 id=\"{id}\">")), "{id}");
+        }
+        assert!(page.contains("$1.50/h (a test price)"));
+        assert!(
+            page.contains("mock:hf-f16 (Failed: mock:hf-f16: timed out"),
+            "the failed target is in the summary"
+        );
+        // Self-contained: no URL but relative links to the run's own files.
+        for bad in ["http://", "https://", "src=\"", "@import", "<link"] {
+            let outside: Vec<&str> = page
+                .match_indices(bad)
+                .map(|(i, _)| &page[i..(i + 60).min(page.len())])
+                .filter(|s| !s.starts_with("http://www.w3.org/2000/svg"))
+                .collect();
+            assert!(outside.is_empty(), "{bad}: {outside:?}");
+        }
+    }
+
+    #[test]
+    fn text_is_escaped() {
+        assert_eq!(
+            esc("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+}

@@ -258,3 +258,112 @@ pub(crate) fn load_scenarios() -> Vec<ScenarioReport> {
         scenario("s3", ScenarioKind::ConcurrentLoad, vec![c1, c2]),
     ]
 }
+
+/// Puts `r`'s S1 iterations on a timeline sampled every 100 ms by a fake GPU at 300 W, 97 %
+/// utilization, 1980 MHz, under a power cap throughout; device 1 could not be sampled.
+pub(crate) fn with_telemetry(r: &mut TargetResult) {
+    use crate::telemetry::summarize;
+    use lab_gpu::sampler::{DeviceTrace, Telemetry};
+    use lab_gpu::Sample;
+    let t0 = 1_800_000_000_000_000_000u64;
+    let mut at = t0 + 50_000_000;
+    for p in &mut r.report.scenarios[0].prompts {
+        for x in &mut p.samples {
+            x.start_unix_ns = Some(at);
+            at += x.e2e_ns + 10_000_000;
+        }
+    }
+    let samples = (0..200u64)
+        .map(|i| Sample {
+            t_unix_ns: t0 + i * 100_000_000,
+            energy_mj: Some(i * 30_000),
+            power_mw: Some(300_000),
+            gpu_util_pct: Some(97),
+            sm_mhz: Some(1980),
+            throttle_bits: Some(lab_gpu::throttle::SW_POWER_CAP),
+            engine_bytes: Some(700 << 20),
+            ..Sample::default()
+        })
+        .collect();
+    let raw = Telemetry {
+        source: "fake device (test)".into(),
+        period_ms: 100,
+        devices: vec![
+            DeviceTrace {
+                index: 0,
+                name: "GPU".into(),
+                samples,
+                error: None,
+            },
+            DeviceTrace {
+                index: 1,
+                name: "GPU".into(),
+                samples: vec![],
+                error: Some("no GPU with index 1 (this machine has 1)".into()),
+            },
+        ],
+    };
+    r.telemetry = Some(summarize(&r.report, raw));
+}
+
+/// `r` as another target, with every S1/S5 rate × `k` and every time ÷ `k` (intervals too), and
+/// every load throughput × `k`.
+pub(crate) fn scaled(r: &TargetResult, target: &str, k: f64) -> TargetResult {
+    let mut out = r.clone();
+    out.target = target.into();
+    if let Some(c) = &mut out.correctness {
+        c.target = target.into();
+    }
+    for sc in &mut out.stats {
+        for p in &mut sc.prompts {
+            for (name, s) in p.metrics.iter_mut() {
+                let rate =
+                    crate::metric::Metric::from_name(name).is_some_and(|m| m.higher_is_better());
+                let f = if rate { k } else { 1.0 / k };
+                s.median *= f;
+                s.mean *= f;
+                s.ci95_low *= f;
+                s.ci95_high *= f;
+                s.min *= f;
+                s.max *= f;
+                s.p90 *= f;
+                s.p99 *= f;
+                s.median_ci95 = s.median_ci95.map(|[a, b]| [a * f, b * f]);
+            }
+        }
+        for p in &mut sc.points {
+            for (name, v) in p.values.iter_mut() {
+                if name.ends_with("_per_s") {
+                    *v *= k;
+                }
+            }
+            for w in &mut p.window_tok_per_s {
+                *w *= k;
+            }
+        }
+    }
+    out
+}
+
+/// The fixture with four engines: the mock, a PyTorch baseline at half its speed, the native
+/// engine at 3× and llama.cpp at 4× (charts, claims and the HTML report need several).
+pub(crate) fn fixture_engines() -> (RunManifest, Vec<TargetResult>) {
+    let (mut m, r) = fixture();
+    let base = &r[0];
+    let results = vec![
+        base.clone(),
+        scaled(base, "pytorch:hf-f32", 0.5),
+        scaled(base, "native:gguf-q4_1", 3.0),
+        scaled(base, "llamacpp:gguf-q4_1", 4.0),
+    ];
+    for t in ["pytorch:hf-f32", "native:gguf-q4_1", "llamacpp:gguf-q4_1"] {
+        m.targets.push(TargetOutcome {
+            target: t.into(),
+            status: TargetStatus::Ok,
+            error: None,
+            file: Some(format!("{}.json", t.replace(':', "."))),
+            repetition: None,
+        });
+    }
+    (m, results)
+}
