@@ -381,6 +381,46 @@ mod tests {
     }
 
     #[test]
+    fn the_verdicts_are_kept_beside_the_run_and_shown_in_its_reports() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            flags: Flags,
+        }
+        use clap::Parser;
+        let from = paths::root().join("results/cpu-load-native-llamacpp-20261129");
+        let run = tempdir("record");
+        for e in std::fs::read_dir(&from).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), run.join(e.file_name())).unwrap();
+            }
+        }
+        let arg = run.display().to_string();
+        // Whatever the verdict on this machine's baselines, it is kept.
+        let verdict = super::run(Cli::parse_from(["check", "--run", &arg]).flags);
+        let rec: CheckRecord = results::read_json(&run.join(report::CHECK_FILE)).unwrap();
+        assert_eq!(
+            verdict.is_ok(),
+            rec.outcome.starts_with("passed"),
+            "{}",
+            rec.outcome
+        );
+        assert!(!rec.findings.is_empty());
+        let html = std::fs::read_to_string(run.join(report::HTML_FILE)).unwrap();
+        assert!(
+            html.contains(&report::html::esc(&rec.outcome)),
+            "the page shows the outcome"
+        );
+        let md = std::fs::read_to_string(run.join("report.md")).unwrap();
+        assert!(md.contains("## Check against baselines"));
+        // --no-record leaves the run alone.
+        std::fs::remove_file(run.join(report::CHECK_FILE)).unwrap();
+        let _ = super::run(Cli::parse_from(["check", "--run", &arg, "--no-record"]).flags);
+        assert!(!run.join(report::CHECK_FILE).exists());
+    }
+
+    #[test]
     fn the_latest_run_is_the_one_that_started_last_whatever_its_name() {
         let committed = paths::root().join("results/baseline-cpu-20261122/run.json");
         let mut m: RunManifest = results::read_json(&committed).unwrap();

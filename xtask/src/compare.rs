@@ -58,3 +58,50 @@ pub fn run(flags: Flags) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(a: &str, b: &str, out: Option<PathBuf>) -> Flags {
+        let root = crate::paths::root().join("results");
+        Flags {
+            a: root.join(a),
+            b: root.join(b),
+            out,
+        }
+    }
+
+    #[test]
+    fn a_run_and_its_reproduction_compare_and_the_files_are_written() {
+        let out = std::env::temp_dir().join(format!("xtask-compare-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        run(flags(
+            "cpu-standard-pinned-20261128",
+            "cpu-standard-pinned-20261128-repro",
+            Some(out.clone()),
+        ))
+        .unwrap();
+        let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
+        assert!(md.contains("one machine (cpu-authenticamd"), "{md}");
+        assert!(md.contains("| native:gguf-q4_1 | s1 | p"), "{md}");
+        let html = std::fs::read_to_string(out.join("compare.html")).unwrap();
+        assert!(html.contains("id=\"table-compare\"") && !html.contains("https://"));
+        let _ = std::fs::remove_dir_all(&out);
+    }
+
+    #[test]
+    fn runs_of_different_models_are_refused() {
+        let e = run(flags(
+            "synthetic-llama-3.2-1b-cpu-20261122",
+            "cpu-3targets-20261122",
+            None,
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("numbers of different models are not comparable"),
+            "{e}"
+        );
+    }
+}

@@ -103,9 +103,12 @@ pub fn pytorch_baseline(results: &[TargetResult]) -> Option<&TargetResult> {
         .map(|(r, _)| r)
 }
 
-/// Every other target's S1 decode tok/s relative to the PyTorch baseline: (target, prompt,
-/// ratio), in result order.
-pub fn speedups(results: &[TargetResult]) -> Option<(String, Vec<(String, String, Ratio)>)> {
+/// One target's speed-up: (target, prompt it was taken at, ratio).
+pub type Speedup = (String, String, Ratio);
+
+/// Every other target's S1 decode tok/s relative to the PyTorch baseline (named first), in
+/// result order.
+pub fn speedups(results: &[TargetResult]) -> Option<(String, Vec<Speedup>)> {
     let base = pytorch_baseline(results)?;
     let rows = results
         .iter()
