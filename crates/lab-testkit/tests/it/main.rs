@@ -145,6 +145,14 @@ fn a_run_writes_results_and_survives_failing_engines() {
     let md = std::fs::read_to_string(p.run_dir.join("report.md")).unwrap();
     assert!(md.contains("| mock:hf-f32 | s1 | p200 (200 tok) |"), "{md}");
     assert!(md.contains("mock:hf-f16: Failed"), "{md}");
+    // The run also ends in its charts and the HTML page, which names the failed targets.
+    let html = std::fs::read_to_string(p.run_dir.join("index.html")).unwrap();
+    assert!(html.contains("<td>mock:hf-f32</td>"));
+    assert!(
+        html.contains("mock:hf-f16 (Failed"),
+        "the summary names the failure"
+    );
+    assert!(p.run_dir.join("charts/s1-decode_tok_per_s.svg").exists());
     // No temporary files remain.
     assert!(std::fs::read_dir(&p.run_dir).unwrap().all(|e| !e
         .unwrap()
