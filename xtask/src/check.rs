@@ -229,7 +229,22 @@ pub fn run(flags: Flags) -> Result<()> {
 
 /// Keeps the verdicts beside the run and re-renders its reports with them. A run directory that
 /// cannot be written (read-only, full) only loses this record: the verdict stands.
+/// Paths inside the checkout are kept relative to it (a record may be committed with the run).
 fn record(run_dir: &Path, manifest: &RunManifest, results: &[TargetResult], rec: &CheckRecord) {
+    let root = format!("{}/", paths::root().display());
+    let rel = |s: &str| s.replace(&root, "");
+    let rec = &CheckRecord {
+        against: rel(&rec.against),
+        outcome: rel(&rec.outcome),
+        findings: rec
+            .findings
+            .iter()
+            .map(|f| Finding {
+                detail: rel(&f.detail),
+                ..f.clone()
+            })
+            .collect(),
+    };
     let kept = results::write_json_atomic(&run_dir.join(report::CHECK_FILE), rec)
         .and_then(|()| report::write_run(run_dir, manifest, results));
     match kept {
@@ -400,6 +415,12 @@ mod tests {
         // Whatever the verdict on this machine's baselines, it is kept.
         let verdict = super::run(Cli::parse_from(["check", "--run", &arg]).flags);
         let rec: CheckRecord = results::read_json(&run.join(report::CHECK_FILE)).unwrap();
+        let text = std::fs::read_to_string(run.join(report::CHECK_FILE)).unwrap();
+        let root = paths::root().display().to_string();
+        assert!(
+            !text.contains(&root),
+            "no path of this checkout in the record"
+        );
         assert_eq!(
             verdict.is_ok(),
             rec.outcome.starts_with("passed"),
