@@ -82,6 +82,15 @@ struct Axes<'a> {
     lines: bool,
 }
 
+/// A target's series in its colour; none when it has no point.
+fn series_of(targets: &[String], r: &TargetResult, points: Vec<Pt>) -> Option<Series> {
+    (!points.is_empty()).then(|| Series {
+        name: r.target.clone(),
+        colour: colour_of(targets, &r.target),
+        points,
+    })
+}
+
 fn colour_of(targets: &[String], target: &str) -> RGBColor {
     let i = targets.iter().position(|t| t == target).unwrap_or(0);
     PALETTE[i % PALETTE.len()]
@@ -230,11 +239,7 @@ pub fn render(_manifest: &RunManifest, results: &[TargetResult]) -> Charts {
                         })
                     })
                     .collect();
-                (!points.is_empty()).then(|| Series {
-                    name: r.target.clone(),
-                    colour: colour_of(&targets, &r.target),
-                    points,
-                })
+                series_of(&targets, r, points)
             })
             .collect();
         let title = "S3 throughput vs latency (one point per concurrency; up and left is better)";
@@ -346,11 +351,7 @@ fn prompt_series(
                     })
                 })
                 .collect();
-            (!points.is_empty()).then(|| Series {
-                name: r.target.clone(),
-                colour: colour_of(targets, &r.target),
-                points,
-            })
+            series_of(targets, r, points)
         })
         .collect()
 }
@@ -378,11 +379,7 @@ fn level_series(
                     })
                 })
                 .collect();
-            (!points.is_empty()).then(|| Series {
-                name: r.target.clone(),
-                colour: colour_of(targets, &r.target),
-                points,
-            })
+            series_of(targets, r, points)
         })
         .collect()
 }
@@ -416,11 +413,7 @@ fn latency_cdf(first: &[&TargetResult], targets: &[String]) -> (String, Vec<Seri
                     bar: None,
                 })
                 .collect();
-            (!points.is_empty()).then(|| Series {
-                name: r.target.clone(),
-                colour: colour_of(targets, &r.target),
-                points,
-            })
+            series_of(targets, r, points)
         })
         .collect();
     (
@@ -450,11 +443,7 @@ fn telemetry_series(
                     })
                 })
                 .collect();
-            (!points.is_empty()).then(|| Series {
-                name: r.target.clone(),
-                colour: colour_of(targets, &r.target),
-                points,
-            })
+            series_of(targets, r, points)
         })
         .collect()
 }
