@@ -700,6 +700,7 @@ fn prepare_target(
             String::new()
         },
         binary_sha256: None,
+        image_bytes: None,
     };
     let Some(runtime) = runtime else {
         return Ok(native);

@@ -12,6 +12,7 @@ pub mod container;
 pub mod correctness;
 pub mod cost;
 pub mod findings;
+pub mod footprint;
 pub mod launch;
 pub mod measure;
 pub mod metric;

@@ -37,6 +37,8 @@ pub struct PreparedTarget {
     /// The engine binary's sha256 when it is not a host file to hash: a prebuilt image's
     /// `lab.binary.sha256` label (or why it is unknown).
     pub binary_sha256: Option<String>,
+    /// The container image's size in bytes, when the engine runs in one.
+    pub image_bytes: Option<u64>,
 }
 
 impl PreparedTarget {

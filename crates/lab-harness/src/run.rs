@@ -285,6 +285,7 @@ pub fn run_target(
         stats: compute_stats(&report),
         correctness: None,
         telemetry: None,
+        footprint: Some(crate::footprint::of(t)),
         report,
     };
     if let Some(raw) = raw {

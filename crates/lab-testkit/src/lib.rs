@@ -155,6 +155,7 @@ pub fn target(
         runtime: "native".into(),
         label_suffix: String::new(),
         binary_sha256: None,
+        image_bytes: None,
     }
 }
 
@@ -234,6 +235,7 @@ pub fn python_target(engine: &str, format: WeightFormat, dtype: Dtype) -> Prepar
         runtime: "native".into(),
         label_suffix: String::new(),
         binary_sha256: None,
+        image_bytes: None,
     }
 }
 

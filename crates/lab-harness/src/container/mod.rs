@@ -116,6 +116,7 @@ fn into_image(
     t.launch = launch;
     t.model_dir_for_engine = dir;
     t.image_digest = Some(image.id);
+    t.image_bytes = Some(image.size_bytes).filter(|&b| b > 0);
     t.runtime = runtime;
     t
 }

@@ -749,6 +749,7 @@ fn provenance(input: &Input) -> String {
         .iter()
         .map(|r| {
             let e = &r.report.engine;
+            let f = r.footprint.as_ref();
             vec![
                 esc(&r.target),
                 esc(&format!("{} {} ({})", e.name, e.version, e.backend)),
@@ -758,6 +759,9 @@ fn provenance(input: &Input) -> String {
                 esc(&r.engine_binary_sha256.chars().take(16).collect::<String>()),
                 opt(r.report.load.as_ref().map(|l| l.load_ms)),
                 opt(r.report.memory.peak_rss_bytes.map(|b| b as f64 / 1048576.0)),
+                super::markdown::mib(f.and_then(|f| f.binary_bytes)),
+                super::markdown::mib(f.and_then(|f| f.image_bytes)),
+                super::markdown::mib(f.and_then(|f| f.environment_bytes)),
             ]
         })
         .collect();
@@ -772,8 +776,13 @@ fn provenance(input: &Input) -> String {
             "binary sha256 (first 16)",
             "load ms",
             "peak RSS MiB",
+            "binary MiB",
+            "image MiB",
+            "Python env MiB",
         ],
-        &[false, false, false, false, false, false, true, true],
+        &[
+            false, false, false, false, false, false, true, true, true, true, true,
+        ],
         &rows,
     ));
     s

@@ -138,12 +138,48 @@ pub fn render(manifest: &RunManifest, results: &[TargetResult]) -> String {
     s.push_str(&super::load::s3_section(results));
     s.push_str(&super::load::s4_section(results));
     s.push_str(&super::gpu::telemetry_section(results));
+    s.push_str(&footprint_section(results));
     let correctness: Vec<Correctness> = results
         .iter()
         .filter_map(|r| r.correctness.clone())
         .collect();
     s.push_str(&correctness_table(&correctness));
     s.push_str(&incomplete_targets(manifest));
+    s
+}
+
+/// MiB with one decimal, or `-`.
+pub(super) fn mib(b: Option<u64>) -> String {
+    b.map_or("-".into(), |b| format!("{:.1}", b as f64 / 1048576.0))
+}
+
+/// What each engine occupies on disk ([`crate::footprint`]).
+fn footprint_section(results: &[TargetResult]) -> String {
+    let rows: Vec<_> = results
+        .iter()
+        .filter(|r| r.run() == 1)
+        .filter_map(|r| Some((r, r.footprint.as_ref()?)))
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "\n## Footprint on disk\n\n| target | engine binary MiB | image MiB | Python environment MiB |\n|---|---:|---:|---|\n",
+    );
+    for (r, f) in rows {
+        let env = match (&f.environment_bytes, &f.environment) {
+            (Some(b), _) => mib(Some(*b)),
+            (None, Some(why)) => format!("- ({why})"),
+            (None, None) => "-".into(),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {env} |",
+            r.target,
+            mib(f.binary_bytes),
+            mib(f.image_bytes)
+        );
+    }
     s
 }
 

@@ -29,6 +29,11 @@ pub(crate) fn fixture() -> (RunManifest, Vec<TargetResult>) {
         provenance: provenance.clone(),
         stats: compute_stats(&report),
         telemetry: None,
+        footprint: Some(crate::footprint::Footprint {
+            binary_bytes: Some(31_457_280),
+            image_bytes: Some(40_000_000),
+            ..Default::default()
+        }),
         correctness: Some(Correctness {
             target: "mock:hf-f32".into(),
             dtype: "f32".into(),

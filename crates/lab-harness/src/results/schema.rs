@@ -156,6 +156,9 @@ pub struct TargetResult {
     /// scenario and load level, with every raw sample.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telemetry: Option<crate::telemetry::TargetTelemetry>,
+    /// Binary, image and environment sizes (absent in results recorded before they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub footprint: Option<crate::footprint::Footprint>,
 }
 
 impl TargetResult {

@@ -61,6 +61,12 @@ fn a_run_in_a_container_records_its_image() {
     let (m, res) = lab_harness::bench(&p, &AtomicBool::new(false)).unwrap();
     assert_eq!(m.targets[0].status, TargetStatus::Ok, "{:?}", m.targets[0]);
     assert_eq!(res[0].image_digest.as_deref(), Some(id.as_str()));
+    // The image's size, as the runtime reports it, is recorded with the binary's.
+    let f = res[0].footprint.clone().expect("a footprint");
+    assert!(
+        f.image_bytes.is_some_and(|b| b >= f.binary_bytes.unwrap()),
+        "{f:?}"
+    );
     assert_eq!(res[0].runtime.as_deref(), Some(engine.kind.name()));
     assert_eq!(res[0].model.name, "smollm2-135m");
     assert!(!res[0].report.scenarios[0].prompts[0]

@@ -36,6 +36,14 @@ fn pytorch_s1_matches_its_token_baselines() {
         );
         assert_eq!(r.report.engine.settings["attn_implementation"], "eager");
         assert_eq!(r.report.engine.threads as usize, testkit::threads());
+        // The Python environment's size is recorded (torch alone is hundreds of MB), or why not.
+        let f = r.footprint.clone().expect("a footprint");
+        match (f.environment_bytes, f.environment.as_deref()) {
+            (Some(b), _) => assert!(b > 200 << 20, "{b} bytes"),
+            (None, Some(why)) => assert!(why.contains("not in a virtual environment"), "{why}"),
+            (None, None) => panic!("no environment figure and no reason"),
+        }
+        assert_eq!(f.binary_bytes, None);
     }
 }
 

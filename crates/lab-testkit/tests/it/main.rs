@@ -52,6 +52,7 @@ fn mock(variant_dtype: Dtype, mode: &str) -> PreparedTarget {
         runtime: "native".into(),
         label_suffix: String::new(),
         binary_sha256: None,
+        image_bytes: None,
     }
 }
 
@@ -124,6 +125,8 @@ fn a_run_writes_results_and_survives_failing_engines() {
     let ok = &on_disk[0];
     assert_eq!(ok.target, "mock:hf-f32");
     assert!(!ok.provenance.git_rev.is_empty() && ok.engine_binary_sha256.len() == 64);
+    let bytes = std::fs::metadata(&p.targets[0].binary).unwrap().len();
+    assert_eq!(ok.footprint.as_ref().unwrap().binary_bytes, Some(bytes));
     assert_eq!(
         ok.model.sha256.get("model.gguf").map(String::as_str),
         Some(model_volume_gguf_sha())

@@ -1,0 +1,120 @@
+//! What an engine occupies on disk, recorded in every result: the engine binary (Rust engines),
+//! its container image (as the runtime reports the image's size) and, for the PyTorch engine,
+//! its Python environment (every file under the virtual environment the interpreter belongs to).
+
+use std::path::Path;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::EngineKind;
+use crate::PreparedTarget;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Footprint {
+    /// The engine binary on the host, bytes (Rust engines run from the host or an image built
+    /// from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary_bytes: Option<u64>,
+    /// The engine's container image, bytes, as the runtime reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_bytes: Option<u64>,
+    /// The Python environment the engine runs in, bytes (every file, symlinks not followed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment_bytes: Option<u64>,
+    /// What `environment_bytes` measured, or why there is no figure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+}
+
+/// Bytes of every regular file under `dir` (symlinks count as nothing, so a shared library is
+/// not counted twice).
+pub fn dir_bytes(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            let m = e.path().symlink_metadata()?;
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file() {
+                total += m.len();
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// The footprint of a prepared target.
+pub fn of(t: &PreparedTarget) -> Footprint {
+    let mut f = Footprint {
+        image_bytes: t.image_bytes,
+        ..Footprint::default()
+    };
+    match t.target.kind {
+        EngineKind::Rust => {
+            f.binary_bytes = std::fs::metadata(&t.binary)
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len());
+        }
+        EngineKind::Python if t.image_digest.is_none() => {
+            let (bytes, what) = python_environment(Path::new(&t.launch.program));
+            f.environment_bytes = bytes;
+            f.environment = Some(what);
+        }
+        EngineKind::Python => {}
+    }
+    f
+}
+
+/// The virtual environment of `python` (`<prefix>/bin/python` with `<prefix>/pyvenv.cfg`) and
+/// its size, or why there is none to measure.
+fn python_environment(python: &Path) -> (Option<u64>, String) {
+    let Some(prefix) = python.parent().and_then(Path::parent) else {
+        return (
+            None,
+            format!("{}: no environment directory", python.display()),
+        );
+    };
+    if !prefix.join("pyvenv.cfg").is_file() {
+        return (
+            None,
+            format!(
+                "{} is not in a virtual environment (no pyvenv.cfg in {}): not measured",
+                python.display(),
+                prefix.display()
+            ),
+        );
+    }
+    match dir_bytes(prefix) {
+        Ok(b) => (Some(b), "the virtual environment (every file)".into()),
+        Err(e) => (None, format!("{}: {e}", prefix.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_counts_its_files_once_and_a_venv_is_recognised() {
+        let d = std::env::temp_dir().join(format!("lab-footprint-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("bin")).unwrap();
+        std::fs::create_dir_all(d.join("lib/site")).unwrap();
+        std::fs::write(d.join("bin/python"), vec![0u8; 1000]).unwrap();
+        std::fs::write(d.join("lib/site/torch.so"), vec![0u8; 24]).unwrap();
+        std::os::unix::fs::symlink(d.join("bin/python"), d.join("bin/python3")).unwrap();
+        assert_eq!(dir_bytes(&d).unwrap(), 1024);
+        let (b, why) = python_environment(&d.join("bin/python"));
+        assert_eq!(b, None);
+        assert!(why.contains("not in a virtual environment"), "{why}");
+        std::fs::write(d.join("pyvenv.cfg"), "home = /usr/bin\n").unwrap();
+        let (b, _) = python_environment(&d.join("bin/python"));
+        assert_eq!(b, Some(1024 + 16));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
