@@ -91,6 +91,26 @@ mod tests {
     }
 
     #[test]
+    fn runs_from_two_machines_are_labelled_as_such() {
+        let out = std::env::temp_dir().join(format!("xtask-compare-x-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        run(flags(
+            "cpu-7targets-20261122",
+            "cpu-all-quick-20261129",
+            Some(out.clone()),
+        ))
+        .unwrap();
+        let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
+        assert!(
+            md.contains("ACROSS MACHINES (cpu-genuineintel-f6m167-2t vs cpu-authenticamd-f25m17-2t), two commits"),
+            "{md}"
+        );
+        let html = std::fs::read_to_string(out.join("compare.html")).unwrap();
+        assert!(html.contains("ACROSS MACHINES"));
+        let _ = std::fs::remove_dir_all(&out);
+    }
+
+    #[test]
     fn runs_of_different_models_are_refused() {
         let e = run(flags(
             "synthetic-llama-3.2-1b-cpu-20261122",
