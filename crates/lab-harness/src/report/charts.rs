@@ -82,13 +82,24 @@ struct Axes<'a> {
     lines: bool,
 }
 
-/// A target's series in its colour; none when it has no point.
-fn series_of(targets: &[String], r: &TargetResult, points: Vec<Pt>) -> Option<Series> {
-    (!points.is_empty()).then(|| Series {
-        name: r.target.clone(),
-        colour: colour_of(targets, &r.target),
-        points,
-    })
+/// One series per target, in its colour, from the points `f` finds in its result (a target
+/// without points has no series).
+fn per_target(
+    first: &[&TargetResult],
+    targets: &[String],
+    f: impl Fn(&TargetResult) -> Option<Vec<Pt>>,
+) -> Vec<Series> {
+    first
+        .iter()
+        .filter_map(|r| {
+            let points = f(r)?;
+            (!points.is_empty()).then(|| Series {
+                name: r.target.clone(),
+                colour: colour_of(targets, &r.target),
+                points,
+            })
+        })
+        .collect()
 }
 
 fn colour_of(targets: &[String], target: &str) -> RGBColor {
@@ -224,24 +235,21 @@ pub fn render(_manifest: &RunManifest, results: &[TargetResult]) -> Charts {
             title.into(),
             line_chart(title, &axes, &series),
         );
-        let series: Vec<Series> = first
-            .iter()
-            .filter_map(|r| {
-                let s = r.stats.iter().find(|s| s.id == "s3")?;
-                let points: Vec<Pt> = s
-                    .points
-                    .iter()
-                    .filter_map(|p| {
-                        Some(Pt {
-                            x: p.metrics.get("tpot_ms")?.median,
-                            y: p.value("output_tok_per_s")?,
-                            bar: None,
-                        })
+        let series = per_target(&first, &targets, |r| {
+            let s = r.stats.iter().find(|s| s.id == "s3")?;
+            let points: Vec<Pt> = s
+                .points
+                .iter()
+                .filter_map(|p| {
+                    Some(Pt {
+                        x: p.metrics.get("tpot_ms")?.median,
+                        y: p.value("output_tok_per_s")?,
+                        bar: None,
                     })
-                    .collect();
-                series_of(&targets, r, points)
-            })
-            .collect();
+                })
+                .collect();
+            Some(points)
+        });
         let title = "S3 throughput vs latency (one point per concurrency; up and left is better)";
         let axes = Axes {
             x: "median time per output token (ms, log scale)",
@@ -335,25 +343,22 @@ fn prompt_series(
     scenario: &str,
     metric: Metric,
 ) -> Vec<Series> {
-    first
-        .iter()
-        .filter_map(|r| {
-            let s = r.stats.iter().find(|s| s.id == scenario)?;
-            let points: Vec<Pt> = s
-                .prompts
-                .iter()
-                .filter_map(|p| {
-                    let m = p.get(metric)?;
-                    Some(Pt {
-                        x: f64::from(p.prompt_tokens),
-                        y: m.median,
-                        bar: Some(super::ratio::interval(m)),
-                    })
+    per_target(first, targets, |r| {
+        let s = r.stats.iter().find(|s| s.id == scenario)?;
+        let points: Vec<Pt> = s
+            .prompts
+            .iter()
+            .filter_map(|p| {
+                let m = p.get(metric)?;
+                Some(Pt {
+                    x: f64::from(p.prompt_tokens),
+                    y: m.median,
+                    bar: Some(super::ratio::interval(m)),
                 })
-                .collect();
-            series_of(targets, r, points)
-        })
-        .collect()
+            })
+            .collect();
+        Some(points)
+    })
 }
 
 /// Per target, one value per load level of `scenario`, x = the level.
@@ -363,25 +368,22 @@ fn level_series(
     scenario: &str,
     value: impl Fn(&crate::results::load::PointStats) -> Option<(f64, Option<(f64, f64)>)>,
 ) -> Vec<Series> {
-    first
-        .iter()
-        .filter_map(|r| {
-            let s = r.stats.iter().find(|s| s.id == scenario)?;
-            let points: Vec<Pt> = s
-                .points
-                .iter()
-                .filter_map(|p| {
-                    let (y, bar) = value(p)?;
-                    Some(Pt {
-                        x: f64::from(p.level),
-                        y,
-                        bar,
-                    })
+    per_target(first, targets, |r| {
+        let s = r.stats.iter().find(|s| s.id == scenario)?;
+        let points: Vec<Pt> = s
+            .points
+            .iter()
+            .filter_map(|p| {
+                let (y, bar) = value(p)?;
+                Some(Pt {
+                    x: f64::from(p.level),
+                    y,
+                    bar,
                 })
-                .collect();
-            series_of(targets, r, points)
-        })
-        .collect()
+            })
+            .collect();
+        Some(points)
+    })
 }
 
 /// The empirical CDF of S1 end-to-end latency per target, at the longest S1 prompt every
@@ -396,26 +398,23 @@ fn latency_cdf(first: &[&TargetResult], targets: &[String]) -> (String, Vec<Seri
     let Some((prompt, _)) = common.into_iter().max_by_key(|(_, n)| *n) else {
         return ("S1 end-to-end latency CDF".into(), Vec::new());
     };
-    let series = first
-        .iter()
-        .filter_map(|r| {
-            let sc = r.report.scenarios.iter().find(|s| s.id == "s1")?;
-            let p = sc.prompts.iter().find(|p| p.prompt == prompt)?;
-            let mut v = Metric::E2eMs.samples(p);
-            v.sort_by(f64::total_cmp);
-            let n = v.len() as f64;
-            let points: Vec<Pt> = v
-                .iter()
-                .enumerate()
-                .map(|(i, &x)| Pt {
-                    x,
-                    y: (i + 1) as f64 / n,
-                    bar: None,
-                })
-                .collect();
-            series_of(targets, r, points)
-        })
-        .collect();
+    let series = per_target(first, targets, |r| {
+        let sc = r.report.scenarios.iter().find(|s| s.id == "s1")?;
+        let p = sc.prompts.iter().find(|p| p.prompt == prompt)?;
+        let mut v = Metric::E2eMs.samples(p);
+        v.sort_by(f64::total_cmp);
+        let n = v.len() as f64;
+        let points: Vec<Pt> = v
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| Pt {
+                x,
+                y: (i + 1) as f64 / n,
+                bar: None,
+            })
+            .collect();
+        Some(points)
+    });
     (
         format!("S1 end-to-end latency CDF, prompt {prompt} (every measured iteration)"),
         series,
@@ -427,25 +426,22 @@ fn telemetry_series(
     targets: &[String],
     pick: fn(&lab_gpu::Sample) -> Option<f64>,
 ) -> Vec<Series> {
-    first
-        .iter()
-        .filter_map(|r| {
-            let dev = r.telemetry.as_ref()?.raw.devices.first()?;
-            let t0 = dev.samples.first()?.t_unix_ns;
-            let points: Vec<Pt> = dev
-                .samples
-                .iter()
-                .filter_map(|s| {
-                    Some(Pt {
-                        x: s.t_unix_ns.saturating_sub(t0) as f64 / 1e9,
-                        y: pick(s)?,
-                        bar: None,
-                    })
+    per_target(first, targets, |r| {
+        let dev = r.telemetry.as_ref()?.raw.devices.first()?;
+        let t0 = dev.samples.first()?.t_unix_ns;
+        let points: Vec<Pt> = dev
+            .samples
+            .iter()
+            .filter_map(|s| {
+                Some(Pt {
+                    x: s.t_unix_ns.saturating_sub(t0) as f64 / 1e9,
+                    y: pick(s)?,
+                    bar: None,
                 })
-                .collect();
-            series_of(targets, r, points)
-        })
-        .collect()
+            })
+            .collect();
+        Some(points)
+    })
 }
 
 fn err<E: std::fmt::Debug>(e: E) -> String {
