@@ -2,8 +2,8 @@
 //! generation loop), what its `load` returns ([`Loaded`]) and its static facts ([`EngineMeta`]).
 
 use lab_protocol::{
-    EngineIdentity, GenerationSettings, IterationSample, Request, ScenarioReport, ScenarioRequest,
-    TopLogits,
+    EngineIdentity, GenerationSettings, IterationSample, Request, SamplingOverhead,
+    SamplingTiming, ScenarioReport, ScenarioRequest, TopLogits,
 };
 
 use crate::load::{BatchEngine, Serial};
@@ -81,6 +81,19 @@ pub trait SequenceEngine {
     fn run_load(&mut self, scenario: &ScenarioRequest) -> ScenarioReport {
         crate::load::run_load_sequences(self, scenario)
     }
+
+    /// Why this engine cannot generate with its KV cache off (`generation.kv_cache: false`), or
+    /// `None` when it can. A step-wise engine always can (the kit recomputes the prefix).
+    fn kv_cache_off(&self) -> Option<String> {
+        Some("the engine's library owns the generation loop and its KV cache; it offers no way to recompute the prefix at every step".into())
+    }
+
+    /// Times every strategy of a sampling-overhead scenario on the logits of the last forward
+    /// pass, or says why the engine cannot.
+    fn time_sampling(&mut self, overhead: &SamplingOverhead) -> Result<Vec<SamplingTiming>, String> {
+        let _ = overhead;
+        Err("the engine's library owns the generation loop; the kit never holds a forward pass's logits to time the samplers on".into())
+    }
 }
 
 /// A step-wise [`Engine`] seen as a [`SequenceEngine`]: the kit's own timed loop.
@@ -114,6 +127,17 @@ impl<E: Engine> SequenceEngine for Stepwise<'_, E> {
 
     fn peak_device_bytes(&self) -> Option<u64> {
         self.engine.peak_device_bytes()
+    }
+
+    fn kv_cache_off(&self) -> Option<String> {
+        None
+    }
+
+    fn time_sampling(&mut self, overhead: &SamplingOverhead) -> Result<Vec<SamplingTiming>, String> {
+        if self.logits.is_empty() {
+            return Err("no forward pass ran before the sampling was timed".into());
+        }
+        Ok(crate::sampling::time_strategies(&self.logits, overhead))
     }
 
     fn run_load(&mut self, scenario: &ScenarioRequest) -> ScenarioReport {

@@ -141,6 +141,7 @@ pub fn each_level(
         error: None,
         batching: Some(batching),
         points: Vec::new(),
+        sampling: Vec::new(),
     };
     match &scenario.load {
         Some(Load::Batches {

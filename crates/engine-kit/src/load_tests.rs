@@ -149,12 +149,14 @@ fn scenario(
             stop_at_eos: false,
             eos_token_ids: vec![],
             sampling: Sampling::Greedy,
+            kv_cache: true,
         },
         warmup_iterations: 0,
         iterations: 1,
         min_duration_ms: 0,
         max_duration_ms: None,
         load: Some(load),
+        sampling_overhead: None,
     }
 }
 

@@ -58,6 +58,33 @@ pub fn parse_request(json: &str) -> Result<Request, KitError> {
             return Err(bad(&format!("prompt `{}` has no tokens", p.name)));
         }
         validate_load(s).map_err(|m| bad(&m))?;
+        if !s.generation.kv_cache && s.kind.is_load() {
+            return Err(bad(
+                "generation.kv_cache off is for one sequence at a time; load scenarios keep the cache",
+            ));
+        }
+        if let Some(why) = s.generation.sampling.invalid(None) {
+            return Err(bad(&format!("generation.sampling: {why}")));
+        }
+        match (s.kind, &s.sampling_overhead) {
+            (ScenarioKind::SamplingOverhead, Some(o)) => {
+                if o.strategies.is_empty() || o.samples == 0 {
+                    return Err(bad(
+                        "sampling_overhead needs one or more strategies and samples of at least 1",
+                    ));
+                }
+                if let Some(why) = o.strategies.iter().find_map(|x| x.invalid(None)) {
+                    return Err(bad(&format!("sampling_overhead.strategies: {why}")));
+                }
+            }
+            (ScenarioKind::SamplingOverhead, None) => {
+                return Err(bad("a sampling-overhead scenario needs `sampling_overhead` settings"))
+            }
+            (k, Some(_)) => {
+                return Err(bad(&format!("`sampling_overhead` does not fit a {k:?} scenario")))
+            }
+            (_, None) => {}
+        }
         if s.kind == ScenarioKind::TeacherForced {
             if let Some(p) = s
                 .prompts

@@ -1,9 +1,39 @@
-//! Greedy and seeded temperature/top-p sampling, identical for every Rust engine.
+//! Greedy and seeded temperature/top-k/top-p sampling, identical for every Rust engine (and
+//! ported line by line to the Python engine; a test compares the two on the same logits).
 //!
 //! The generator is SplitMix64 written out here (no `rand` dependency) so that the sequence of
 //! random numbers is fixed by the seed alone and cannot change with a dependency upgrade.
 
-use lab_protocol::Sampling;
+use lab_protocol::{Sampling, SamplingOverhead, SamplingTiming, SAMPLED_IDS_KEPT};
+
+/// Every strategy of `overhead`, each a fresh [`Sampler`] selecting `samples` tokens from
+/// `logits`, each selection timed on its own (`Instant` around the call; a CPU-side selection
+/// needs no device sync).
+pub fn time_strategies(logits: &[f32], overhead: &SamplingOverhead) -> Vec<SamplingTiming> {
+    overhead
+        .strategies
+        .iter()
+        .map(|sampling| {
+            let mut sampler = Sampler::new(sampling);
+            let mut sample_ns = Vec::with_capacity(overhead.samples as usize);
+            let mut token_ids = Vec::with_capacity(SAMPLED_IDS_KEPT);
+            for _ in 0..overhead.samples {
+                let t = std::time::Instant::now();
+                let id = std::hint::black_box(sampler.sample(std::hint::black_box(logits)));
+                sample_ns.push(t.elapsed().as_nanos() as u64);
+                if token_ids.len() < SAMPLED_IDS_KEPT {
+                    token_ids.push(id);
+                }
+            }
+            SamplingTiming {
+                sampling: sampling.clone(),
+                logits_len: logits.len() as u32,
+                sample_ns,
+                token_ids,
+            }
+        })
+        .collect()
+}
 
 /// Index of the largest logit; ties go to the lowest index; NaN never wins.
 pub fn argmax(logits: &[f32]) -> u32 {
@@ -28,6 +58,7 @@ enum Mode {
     TopP {
         inv_temperature: f32,
         top_p: f32,
+        top_k: Option<usize>,
         state: u64,
     },
 }
@@ -41,9 +72,11 @@ impl Sampler {
                 temperature,
                 top_p,
                 seed,
+                top_k,
             } if temperature > 0.0 => Mode::TopP {
                 inv_temperature: 1.0 / temperature,
                 top_p: top_p.clamp(0.0, 1.0),
+                top_k: top_k.map(|k| k.max(1) as usize),
                 state: seed,
             },
             // Temperature 0 is greedy by definition.
@@ -66,10 +99,11 @@ impl Sampler {
             Mode::TopP {
                 inv_temperature,
                 top_p,
+                top_k,
                 state,
             } => {
                 let u = next_unit(state);
-                sample_top_p(logits, *inv_temperature, *top_p, u, &mut self.scratch)
+                sample_top_p(logits, *inv_temperature, *top_p, *top_k, u, &mut self.scratch)
             }
         }
     }
@@ -88,10 +122,15 @@ fn next_unit(state: &mut u64) -> f64 {
     (splitmix64(state) >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Temperature, then the `top_k` most likely (when set), then the nucleus of what is left:
+/// the smallest prefix (descending probability, ascending id on ties) whose share of the kept
+/// mass reaches `top_p`; `u` in [0, 1) picks inside it. Sums are f64, in a fixed order (id order
+/// over every token without top-k; descending order over the k kept with it).
 fn sample_top_p(
     logits: &[f32],
     inv_t: f32,
     top_p: f32,
+    top_k: Option<usize>,
     u: f64,
     scratch: &mut Vec<(f32, u32)>,
 ) -> u32 {
@@ -106,7 +145,16 @@ fn sample_top_p(
         }
     }
     // Descending probability, ascending id on ties: a total order, so the result is deterministic.
-    scratch.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let order = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    match top_k {
+        Some(k) if k < scratch.len() => {
+            scratch.select_nth_unstable_by(k - 1, order);
+            scratch.truncate(k);
+            scratch.sort_unstable_by(order);
+            sum = scratch.iter().map(|&(p, _)| p as f64).sum();
+        }
+        _ => scratch.sort_unstable_by(order),
+    }
     let mut kept = 0f64;
     let mut n = 0;
     for &(p, _) in scratch.iter() {
@@ -147,6 +195,7 @@ mod tests {
                 temperature: 1.0,
                 top_p: 0.9,
                 seed,
+                top_k: None,
             });
             (0..50).map(|_| s.sample(&logits)).collect::<Vec<_>>()
         };
@@ -163,6 +212,7 @@ mod tests {
             temperature: 1.0,
             top_p: 0.5,
             seed: 1,
+            top_k: None,
         });
         for _ in 0..200 {
             assert_eq!(s.sample(&logits), 42);
@@ -173,6 +223,7 @@ mod tests {
             temperature: 10.0,
             top_p: 1.0,
             seed: 1,
+            top_k: None,
         });
         assert!((0..200).any(|_| s.sample(&logits) != 42));
     }
@@ -184,7 +235,46 @@ mod tests {
             temperature: 0.0,
             top_p: 0.9,
             seed: 3,
+            top_k: None,
         });
         assert_eq!(s.sample(&logits), 1);
+    }
+
+    #[test]
+    fn top_k_draws_only_the_k_most_likely_and_ties_keep_the_lowest_ids() {
+        // Ten equal logits at the top: top-k 3 may only ever return ids 0, 1, 2.
+        let mut logits = vec![-5.0f32; 1000];
+        for l in &mut logits[..10] {
+            *l = 2.0;
+        }
+        let mut s = Sampler::new(&Sampling::TopP {
+            temperature: 1.0,
+            top_p: 1.0,
+            seed: 9,
+            top_k: Some(3),
+        });
+        let drawn: std::collections::BTreeSet<u32> = (0..300).map(|_| s.sample(&logits)).collect();
+        assert_eq!(drawn.into_iter().collect::<Vec<_>>(), [0, 1, 2]);
+        // top-k 1 is greedy whatever the seed.
+        let mut s = Sampler::new(&Sampling::TopP {
+            temperature: 5.0,
+            top_p: 1.0,
+            seed: 4,
+            top_k: Some(1),
+        });
+        logits[7] = 3.0;
+        assert!((0..50).all(|_| s.sample(&logits) == 7));
+        // A k larger than the vocabulary is plain temperature sampling (same draws).
+        let draw = |top_k| {
+            let mut s = Sampler::new(&Sampling::TopP {
+                temperature: 0.7,
+                top_p: 0.95,
+                seed: 11,
+                top_k,
+            });
+            (0..100).map(|_| s.sample(&logits)).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(Some(5000)), draw(None));
+        assert_ne!(draw(Some(2)), draw(None));
     }
 }

@@ -18,9 +18,19 @@ pub fn run_sequence_scenario<S: SequenceEngine>(
 ) -> ScenarioReport {
     let mut prompts = Vec::new();
     let mut error = None;
-    for prompt in &scenario.prompts {
+    let mut sampling = Vec::new();
+    let cannot = if scenario.generation.kv_cache {
+        None
+    } else {
+        engine.kv_cache_off().map(|why| format!("cannot run without the KV cache: {why}"))
+    };
+    if let Some(why) = &cannot {
+        eprintln!("error: scenario {}: {why}", scenario.id);
+        error = cannot.clone();
+    }
+    for prompt in scenario.prompts.iter().filter(|_| cannot.is_none()) {
         let forced = match scenario.kind {
-            ScenarioKind::SingleRequestLatency => None,
+            ScenarioKind::SingleRequestLatency | ScenarioKind::SamplingOverhead => None,
             ScenarioKind::TeacherForced => Some(prompt.forced_token_ids.as_slice()),
             // Load kinds never reach this loop (the process sends them to `run_load`).
             ScenarioKind::BatchedThroughput | ScenarioKind::ConcurrentLoad => None,
@@ -37,6 +47,21 @@ pub fn run_sequence_scenario<S: SequenceEngine>(
             }
         }
     }
+    if let (Some(overhead), None) = (&scenario.sampling_overhead, &error) {
+        eprintln!(
+            "progress: {} timing {} samplers x {} selections",
+            scenario.id,
+            overhead.strategies.len(),
+            overhead.samples
+        );
+        match engine.time_sampling(overhead) {
+            Ok(timed) => sampling = timed,
+            Err(why) => {
+                eprintln!("error: scenario {}: {why}", scenario.id);
+                error = Some(format!("cannot time the samplers: {why}"));
+            }
+        }
+    }
     ScenarioReport {
         id: scenario.id.clone(),
         kind: scenario.kind,
@@ -44,6 +69,7 @@ pub fn run_sequence_scenario<S: SequenceEngine>(
         error,
         batching: None,
         points: Vec::new(),
+        sampling,
     }
 }
 

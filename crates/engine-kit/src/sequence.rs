@@ -1,6 +1,8 @@
 //! One timed sequence of a step-wise engine: prefill, then fixed-length decode, a device sync
 //! before every timestamp (TTFT = start of prefill to the first token sampled; e2e = start of
-//! prefill to the last token sampled).
+//! prefill to the last token sampled). With `generation.kv_cache` off every decode step is a
+//! `reset` and a prefill of the prompt plus the tokens so far: the recomputation the KV cache
+//! saves, the same way for every step-wise engine.
 
 use std::time::Instant;
 
@@ -24,6 +26,9 @@ pub(crate) fn one_sequence<E: Engine>(
     let mut tokens = Vec::with_capacity(g.max_new_tokens as usize);
     let mut inter_token_ns = Vec::with_capacity(g.max_new_tokens as usize);
     let mut tops = Vec::new();
+    // Without the KV cache: the tokens fed so far and the prefix each step recomputes.
+    let mut fed: Vec<u32> = Vec::new();
+    let mut prefix: Vec<u32> = Vec::new();
 
     engine.reset().map_err(wrap("reset"))?;
     engine.synchronize().map_err(wrap("reset"))?;
@@ -45,7 +50,17 @@ pub(crate) fn one_sequence<E: Engine>(
             None if g.stop_at_eos && g.eos_token_ids.contains(&token) => break,
             None => token,
         };
-        engine.decode(feed, logits).map_err(wrap("decode"))?;
+        if g.kv_cache {
+            engine.decode(feed, logits).map_err(wrap("decode"))?;
+        } else {
+            prefix.clear();
+            prefix.extend_from_slice(prompt);
+            prefix.extend_from_slice(&fed);
+            prefix.push(feed);
+            engine.reset().map_err(wrap("decode"))?;
+            engine.prefill(&prefix, logits).map_err(wrap("decode"))?;
+            fed.push(feed);
+        }
         token = sampler.sample(logits);
         if forced.is_some() {
             tops.push(TopLogits::of(logits, TOP_K));

@@ -19,6 +19,8 @@ struct Mock {
     decodes: u32,
     /// Milliseconds every sequence takes (a sleep in `reset`).
     sleep_ms: u64,
+    /// The length of every prefill.
+    prefills: Vec<usize>,
 }
 
 impl Mock {
@@ -33,6 +35,7 @@ impl Mock {
             resets: 0,
             decodes: 0,
             sleep_ms: 0,
+            prefills: Vec::new(),
         }
     }
     fn fill(&self, logits: &mut Vec<f32>) {
@@ -58,6 +61,7 @@ impl Engine for Mock {
             return Err("out of memory (simulated)".into());
         }
         self.last = *prompt.last().unwrap();
+        self.prefills.push(prompt.len());
         self.fill(logits);
         Ok(())
     }
@@ -91,12 +95,14 @@ fn scenario(prompts: &[&[u32]], max_new: u32, stop_at_eos: bool) -> ScenarioRequ
             stop_at_eos,
             eos_token_ids: vec![2],
             sampling: Sampling::Greedy,
+            kv_cache: true,
         },
         warmup_iterations: 1,
         iterations: 3,
         min_duration_ms: 0,
         max_duration_ms: None,
         load: None,
+        sampling_overhead: None,
     }
 }
 
@@ -271,6 +277,167 @@ fn bad_requests_get_one_clear_error() {
     let with_typo = ok.replace("\"threads\"", "\"thread\"");
     let err = parse_request(&with_typo).unwrap_err().to_string();
     assert!(err.contains("thread"), "{err}");
+}
+
+#[test]
+fn without_the_kv_cache_every_step_recomputes_the_whole_prefix() {
+    let mut on = scenario(&[&[5, 6]], 4, false);
+    on.warmup_iterations = 0;
+    on.iterations = 1;
+    let mut off = on.clone();
+    off.generation.kv_cache = false;
+    let mut e = Mock::new();
+    let r_on = run_scenario(&mut e, &on);
+    assert_eq!((e.resets, e.decodes, e.prefills.clone()), (1, 3, vec![2]));
+    let mut e = Mock::new();
+    let r_off = run_scenario(&mut e, &off);
+    assert_eq!(r_off.error, None);
+    // One reset per step, no decode call, and each prefill one token longer: prompt + fed.
+    assert_eq!((e.resets, e.decodes), (4, 0));
+    assert_eq!(e.prefills, [2, 3, 4, 5]);
+    assert_eq!(
+        r_off.prompts[0].generated_token_ids,
+        r_on.prompts[0].generated_token_ids
+    );
+    assert_eq!(r_off.prompts[0].samples[0].inter_token_ns.len(), 3);
+
+    // An engine whose library owns its loop says it cannot, and runs nothing.
+    let mut w = Whole::default();
+    let r = run_sequence_scenario(&mut w, &off);
+    assert!(r.prompts.is_empty() && w.sequences == 0);
+    let err = r.error.unwrap();
+    assert!(err.contains("cannot run without the KV cache"), "{err}");
+    // With the cache on it runs.
+    assert_eq!(run_sequence_scenario(&mut w, &on).error, None);
+}
+
+/// A [`SequenceEngine`] that owns its loop: `n` tokens counting up from the prompt's last.
+#[derive(Default)]
+struct Whole {
+    sequences: u32,
+}
+
+impl SequenceEngine for Whole {
+    fn run_sequence(
+        &mut self,
+        g: &GenerationSettings,
+        prompt: &[u32],
+        _forced: Option<&[u32]>,
+    ) -> Result<SequenceRun, KitError> {
+        self.sequences += 1;
+        let n = g.max_new_tokens;
+        let last = *prompt.last().unwrap();
+        Ok(SequenceRun {
+            sample: IterationSample {
+                ttft_ns: 10,
+                e2e_ns: 10 * n as u64,
+                new_tokens: n,
+                inter_token_ns: vec![10; n as usize - 1],
+                start_unix_ns: None,
+            },
+            tokens: (1..=n).map(|i| last + i).collect(),
+            top_logits: vec![],
+        })
+    }
+}
+
+fn sampling_scenario(samples: u32) -> ScenarioRequest {
+    let mut sc = scenario(&[&[3]], 3, false);
+    sc.id = "sampling".into();
+    sc.kind = ScenarioKind::SamplingOverhead;
+    sc.sampling_overhead = Some(SamplingOverhead {
+        strategies: vec![
+            Sampling::Greedy,
+            Sampling::TopP {
+                temperature: 1.0,
+                top_p: 1.0,
+                seed: 5,
+                top_k: Some(2),
+            },
+        ],
+        samples,
+    });
+    sc
+}
+
+#[test]
+fn the_sampling_overhead_times_every_strategy_on_the_last_logits() {
+    let mut e = Mock::new();
+    e.vocab = 6;
+    let r = run_scenario(&mut e, &sampling_scenario(200));
+    assert_eq!(r.error, None);
+    // The forward passes: the prompt's iterations, greedy.
+    assert_eq!(r.prompts[0].generated_token_ids, [4, 5, 0]);
+    assert_eq!(r.sampling.len(), 2);
+    for t in &r.sampling {
+        assert_eq!((t.logits_len, t.sample_ns.len()), (6, 200));
+        assert_eq!(t.token_ids.len(), SAMPLED_IDS_KEPT);
+    }
+    // The last logits (of the step that produced 0) peak at 0: greedy always picks it; top-k 2
+    // at T = 1 picks 0 or the runner-up 1 (the lowest id among the equal rest).
+    assert!(r.sampling[0].token_ids.iter().all(|&i| i == 0));
+    assert!(r.sampling[1].token_ids.iter().all(|&i| i == 0 || i == 1));
+    assert!(r.sampling[1].token_ids.contains(&1));
+
+    // An engine that owns its loop cannot; the prompts it ran are kept.
+    let r = run_sequence_scenario(&mut Whole::default(), &sampling_scenario(10));
+    assert_eq!(r.prompts.len(), 1);
+    assert!(r.sampling.is_empty());
+    assert!(
+        r.error.as_deref().unwrap().contains("cannot time the samplers"),
+        "{:?}",
+        r.error
+    );
+}
+
+#[test]
+fn bad_sampling_and_kv_settings_are_refused_with_the_field() {
+    let req = |sc: ScenarioRequest| Request {
+        schema_version: SCHEMA_VERSION,
+        model: ModelSpec {
+            name: "m".into(),
+            dir: "/models/m".into(),
+            format: WeightFormat::Gguf,
+            dtype: Dtype::Q4_1,
+            synthetic: false,
+        },
+        device: Device::Cpu,
+        threads: None,
+        scenarios: vec![sc],
+    };
+    let err_of = |sc: ScenarioRequest| {
+        parse_request(&serde_json::to_string(&req(sc)).unwrap())
+            .unwrap_err()
+            .to_string()
+    };
+    let with = |temperature, top_p, top_k| {
+        let mut sc = scenario(&[&[1]], 3, false);
+        sc.generation.sampling = Sampling::TopP {
+            temperature,
+            top_p,
+            seed: 1,
+            top_k,
+        };
+        sc
+    };
+    assert!(parse_request(&serde_json::to_string(&req(with(0.7, 0.9, Some(50)))).unwrap()).is_ok());
+    for (sc, want) in [
+        (with(0.0, 0.9, None), "temperature must be a number above 0"),
+        (with(-1.0, 0.9, None), "temperature"),
+        (with(0.7, 0.0, None), "top_p must be in (0, 1]"),
+        (with(0.7, 1.5, None), "top_p must be in (0, 1]"),
+        (with(0.7, 0.9, Some(0)), "top_k must be at least 1"),
+    ] {
+        let err = err_of(sc);
+        assert!(err.contains("`s1`") && err.contains(want), "{err}");
+    }
+    let mut sc = sampling_scenario(0);
+    assert!(err_of(sc.clone()).contains("samples of at least 1"));
+    sc.sampling_overhead = None;
+    assert!(err_of(sc).contains("needs `sampling_overhead`"));
+    let mut sc = scenario(&[&[1]], 3, false);
+    sc.sampling_overhead = sampling_scenario(5).sampling_overhead;
+    assert!(err_of(sc).contains("does not fit"));
 }
 
 #[test]

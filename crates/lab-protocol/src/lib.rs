@@ -19,7 +19,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change of [`Request`] or [`Report`].
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// What the harness asks an engine to do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -118,6 +118,36 @@ pub struct ScenarioRequest {
     /// Load scenarios (S2, S3) only: the batch sizes or concurrency levels and how to run them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<Load>,
+    /// Sampling-overhead scenarios only: the strategies to time and how often.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling_overhead: Option<SamplingOverhead>,
+}
+
+/// What a [`ScenarioKind::SamplingOverhead`] scenario times: after the prompt's measured
+/// iterations (greedy; their decode steps are the forward passes), each strategy selects
+/// `samples` tokens, one at a time, from the logits of the last forward pass (the real
+/// vocabulary), each selection timed on its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingOverhead {
+    pub strategies: Vec<Sampling>,
+    pub samples: u32,
+}
+
+/// How many of a strategy's draws a report keeps as ids (to compare samplers across engines).
+pub const SAMPLED_IDS_KEPT: usize = 64;
+
+/// One strategy of a sampling-overhead scenario, raw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingTiming {
+    pub sampling: Sampling,
+    /// Logits per selection (the vocabulary the forward pass produced).
+    pub logits_len: u32,
+    /// Every selection's duration.
+    pub sample_ns: Vec<u64>,
+    /// The first [`SAMPLED_IDS_KEPT`] ids drawn (one sampler, its seed, the same logits).
+    pub token_ids: Vec<u32>,
 }
 
 /// How a load scenario is run. Every level is one [`LoadPoint`] of the report.
@@ -186,8 +216,12 @@ pub enum ScenarioKind {
     TeacherForced,
     /// S2: sustained throughput of static batches ([`Load::Batches`]).
     BatchedThroughput,
-    /// S3: concurrent clients served by continuous batching ([`Load::Concurrent`]).
+    /// S3: concurrent clients ([`Load::Concurrent`]), batched as the engine can (continuous
+    /// batching, lock-step, or one at a time; the report's `batching` says which).
     ConcurrentLoad,
+    /// The sampling analysis: S1-style greedy iterations of one prompt (the forward passes),
+    /// then every strategy of [`SamplingOverhead`] timed on the last logits.
+    SamplingOverhead,
 }
 
 impl ScenarioKind {
@@ -220,6 +254,19 @@ pub struct GenerationSettings {
     pub stop_at_eos: bool,
     pub eos_token_ids: Vec<u32>,
     pub sampling: Sampling,
+    /// Keep the KV cache between steps (the default). `false`: every decode step recomputes the
+    /// whole prefix (prompt + tokens so far) from an empty cache, the baseline of the KV-cache
+    /// analysis; an engine whose library cannot do that fails the scenario and says why.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub kv_cache: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(v: &bool) -> bool {
+    *v
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -227,12 +274,72 @@ pub struct GenerationSettings {
 pub enum Sampling {
     /// Argmax; ties go to the lowest token id.
     Greedy,
-    /// Temperature then nucleus (top-p) sampling with the kit's seeded generator.
+    /// Temperature, then the `top_k` most likely tokens (when set), then the nucleus (top-p)
+    /// of those, drawn with the kit's seeded generator. `top_p: 1.0` keeps every token (plain
+    /// temperature or plain top-k sampling).
     TopP {
         temperature: f32,
         top_p: f32,
         seed: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        top_k: Option<u32>,
     },
+}
+
+impl Sampling {
+    /// Why these settings cannot be sampled from a vocabulary of `vocab` tokens (`None`: not
+    /// known here), or `None` when they can. One rule for the harness, the kit and the Python port.
+    pub fn invalid(&self, vocab: Option<u32>) -> Option<String> {
+        let Sampling::TopP {
+            temperature,
+            top_p,
+            top_k,
+            ..
+        } = *self
+        else {
+            return None;
+        };
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Some(format!(
+                "temperature must be a number above 0, not {temperature} (greedy decoding is `greedy`)"
+            ));
+        }
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            return Some(format!("top_p must be in (0, 1], not {top_p}"));
+        }
+        match (top_k, vocab) {
+            (Some(0), _) => Some("top_k must be at least 1".into()),
+            (Some(k), Some(v)) if k > v => Some(format!(
+                "top_k {k} is larger than the vocabulary ({v} tokens)"
+            )),
+            _ => None,
+        }
+    }
+
+    /// A short label: `greedy`, `T=0.7`, `top-k 50`, `top-p 0.9`, or a combination.
+    pub fn label(&self) -> String {
+        match *self {
+            Sampling::Greedy => "greedy".into(),
+            Sampling::TopP {
+                temperature,
+                top_p,
+                top_k,
+                ..
+            } => {
+                let mut parts = Vec::new();
+                if temperature != 1.0 || (top_k.is_none() && top_p >= 1.0) {
+                    parts.push(format!("T={temperature}"));
+                }
+                if let Some(k) = top_k {
+                    parts.push(format!("top-k {k}"));
+                }
+                if top_p < 1.0 {
+                    parts.push(format!("top-p {top_p}"));
+                }
+                parts.join(", ")
+            }
+        }
+    }
 }
 
 /// What an engine writes on stdout, once, at the end.
@@ -300,6 +407,9 @@ pub struct ScenarioReport {
     /// Load scenarios only: one entry per batch size (S2) or concurrency level (S3).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub points: Vec<LoadPoint>,
+    /// Sampling-overhead scenarios only: one entry per strategy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sampling: Vec<SamplingTiming>,
 }
 
 /// One level of a load scenario. Times are nanoseconds since the level's measured start.
@@ -542,6 +652,7 @@ mod tests {
                 error: None,
                 batching: None,
                 points: vec![],
+                sampling: vec![],
             }],
             error: None,
         }
@@ -591,12 +702,14 @@ mod tests {
                 stop_at_eos: false,
                 eos_token_ids: vec![],
                 sampling: Sampling::Greedy,
+                kv_cache: true,
             },
             warmup_iterations: 0,
             iterations,
             min_duration_ms,
             max_duration_ms,
             load: None,
+            sampling_overhead: None,
         };
         // A count alone.
         let plain = s(3, 0, None);
