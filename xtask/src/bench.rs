@@ -82,6 +82,31 @@ pub struct Flags {
     /// S5 prompt lengths in tokens (`1024,4096,8064`) [default: by profile].
     #[arg(long, value_delimiter = ',')]
     pub long_lengths: Vec<u32>,
+    /// `on` or `off`: S1 and S5 generate with the KV cache or recompute the whole prefix at
+    /// every step (refused when a selected engine cannot). The `kv` analysis runs both.
+    #[arg(long, default_value = "on")]
+    pub kv_cache: String,
+    /// Tokens the KV-cache analysis (`--scenario kv`) generates [default: 64 in quick/budget,
+    /// 512 in standard/full].
+    #[arg(long)]
+    pub kv_tokens: Option<u32>,
+    /// Selections timed per strategy by the sampling analysis (`--scenario sampling`)
+    /// [default: 1000].
+    #[arg(long)]
+    pub sampling_samples: Option<u32>,
+    /// Sample the timed scenarios at this temperature (> 0) instead of greedy decoding, with
+    /// the kit's seeded sampler (correctness scenarios stay greedy).
+    #[arg(long, allow_negative_numbers = true)]
+    pub temperature: Option<f32>,
+    /// With sampling: keep the K most likely tokens (1 ..= vocabulary size).
+    #[arg(long)]
+    pub top_k: Option<u32>,
+    /// With sampling: nucleus sampling, p in (0, 1] [default: 1, no cut].
+    #[arg(long, allow_negative_numbers = true)]
+    pub top_p: Option<f32>,
+    /// With sampling: the generator's seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     /// Model volume entry (`smollm2-135m`, `synthetic-llama-3.2-1b`) or a path to an HF Llama directory.
     #[arg(long, default_value = "smollm2-135m")]
     pub model: String,
@@ -368,6 +393,8 @@ pub fn plan(flags: &Flags, prov: &Provenance) -> Result<BenchSpec> {
         images,
         load: Some(load_settings(flags, m.0)?),
         price: flags.price.price()?,
+        sampling: sampling(flags)?,
+        kv_cache_off: kv_cache_off(flags, &targets)?,
         lock_clocks: match &flags.lock_clocks {
             Some(c) => Some(
                 c.parse::<lab_gpu::lock::ClockRequest>()
@@ -428,7 +455,59 @@ fn load_settings(flags: &Flags, profile: Profile) -> Result<lab_harness::measure
         }
         l.long_lengths = Some(flags.long_lengths.clone());
     }
+    for (flag, v, field) in [
+        ("--kv-tokens", flags.kv_tokens, &mut l.kv_new_tokens),
+        (
+            "--sampling-samples",
+            flags.sampling_samples,
+            &mut l.sampling_samples,
+        ),
+    ] {
+        match v {
+            Some(0) => bail!("{flag} must be at least 1"),
+            Some(v) => *field = v,
+            None => {}
+        }
+    }
     Ok(l)
+}
+
+/// `--temperature`/`--top-k`/`--top-p`/`--seed` as the protocol's sampling (none: greedy),
+/// checked before anything is built (the vocabulary bound once the model is known).
+fn sampling(flags: &Flags) -> Result<Option<lab_protocol::Sampling>> {
+    if flags.temperature.is_none() && flags.top_k.is_none() && flags.top_p.is_none() {
+        return Ok(None);
+    }
+    let s = lab_protocol::Sampling::TopP {
+        temperature: flags.temperature.unwrap_or(1.0),
+        top_p: flags.top_p.unwrap_or(1.0),
+        seed: flags.seed,
+        top_k: flags.top_k,
+    };
+    match s.invalid(None) {
+        Some(why) => bail!("--temperature/--top-k/--top-p: {why}"),
+        None => Ok(Some(s)),
+    }
+}
+
+/// `--kv-cache on|off`; `off` is refused when a selected engine cannot generate without it.
+fn kv_cache_off(flags: &Flags, targets: &[Target]) -> Result<bool> {
+    match flags.kv_cache.as_str() {
+        "on" => Ok(false),
+        "off" => {
+            if let Some((t, why)) = targets
+                .iter()
+                .find_map(|t| catalog::kv_cache_off_unsupported(t.engine).map(|w| (t, w)))
+            {
+                bail!(
+                    "--kv-cache off: {} cannot: {why}; leave it out (`--engine`) or run the `kv` analysis, which records it as unsupported",
+                    t.label()
+                );
+            }
+            Ok(true)
+        }
+        other => bail!("--kv-cache {other}: expected `on` or `off`"),
+    }
 }
 
 /// `closed` or `poisson:RATE[:SEED]`.
@@ -987,6 +1066,75 @@ mod tests {
         assert!(err(&["--load-new-tokens", "0"]).contains("--load-new-tokens"));
         assert!(err(&["--long-lengths", "0"]).contains("--long-lengths"));
         assert!(err(&["--scenario", "s6"]).contains("unknown scenario `s6`"));
+        // The analyses' settings, sampling and the KV cache.
+        assert!(err(&["--kv-tokens", "0"]).contains("--kv-tokens must be at least 1"));
+        assert!(err(&["--sampling-samples", "0"]).contains("--sampling-samples"));
+        for (args, want) in [
+            (&["--top-k", "0"][..], "top_k must be at least 1"),
+            (&["--top-p", "0"], "top_p must be in (0, 1]"),
+            (&["--top-p", "1.5"], "top_p must be in (0, 1]"),
+            (
+                &["--temperature", "0"],
+                "temperature must be a number above 0",
+            ),
+            (&["--temperature", "-1", "--top-k", "5"], "temperature"),
+        ] {
+            let e = err(args);
+            assert!(
+                e.starts_with("--temperature/--top-k/--top-p: ") && e.contains(want),
+                "{e}"
+            );
+        }
+        let e = err(&["--kv-cache", "off"]);
+        assert!(
+            e.starts_with("--kv-cache off: mistralrs:gguf-q4_1 cannot: mistral.rs owns"),
+            "{e}"
+        );
+        assert!(err(&["--kv-cache", "maybe"]).contains("expected `on` or `off`"));
+    }
+
+    #[test]
+    fn sampling_and_the_kv_cache_are_recorded_in_the_plan() {
+        let spec = plan(
+            &flags(&[
+                "--engine",
+                "native",
+                "--kv-cache",
+                "off",
+                "--top-k",
+                "50",
+                "--temperature",
+                "0.7",
+                "--seed",
+                "3",
+                "--scenario",
+                "kv",
+                "--kv-tokens",
+                "256",
+            ]),
+            &prov(),
+        )
+        .unwrap();
+        assert!(spec.kv_cache_off);
+        assert_eq!(spec.scenarios, ["kv-on", "kv-off"]);
+        assert_eq!(spec.load.as_ref().unwrap().kv_new_tokens, 256);
+        assert_eq!(
+            spec.sampling,
+            Some(lab_protocol::Sampling::TopP {
+                temperature: 0.7,
+                top_p: 1.0,
+                seed: 3,
+                top_k: Some(50)
+            })
+        );
+        let back: BenchSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+        assert_eq!(back, spec);
+        // The defaults: greedy, with the cache, 64 tokens in the small profiles, 512 in standard.
+        let d = plan(&flags(&[]), &prov()).unwrap();
+        assert_eq!((d.sampling, d.kv_cache_off), (None, false));
+        assert_eq!(d.load.unwrap().kv_new_tokens, 64);
+        let s = plan(&flags(&["--profile", "standard"]), &prov()).unwrap();
+        assert_eq!(s.load.unwrap().kv_new_tokens, 512);
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! generation loop), what its `load` returns ([`Loaded`]) and its static facts ([`EngineMeta`]).
 
 use lab_protocol::{
-    EngineIdentity, GenerationSettings, IterationSample, Request, SamplingOverhead,
-    SamplingTiming, ScenarioReport, ScenarioRequest, TopLogits,
+    EngineIdentity, GenerationSettings, IterationSample, Request, SamplingOverhead, SamplingTiming,
+    ScenarioReport, ScenarioRequest, TopLogits,
 };
 
 use crate::load::{BatchEngine, Serial};
@@ -90,7 +90,10 @@ pub trait SequenceEngine {
 
     /// Times every strategy of a sampling-overhead scenario on the logits of the last forward
     /// pass, or says why the engine cannot.
-    fn time_sampling(&mut self, overhead: &SamplingOverhead) -> Result<Vec<SamplingTiming>, String> {
+    fn time_sampling(
+        &mut self,
+        overhead: &SamplingOverhead,
+    ) -> Result<Vec<SamplingTiming>, String> {
         let _ = overhead;
         Err("the engine's library owns the generation loop; the kit never holds a forward pass's logits to time the samplers on".into())
     }
@@ -133,7 +136,10 @@ impl<E: Engine> SequenceEngine for Stepwise<'_, E> {
         None
     }
 
-    fn time_sampling(&mut self, overhead: &SamplingOverhead) -> Result<Vec<SamplingTiming>, String> {
+    fn time_sampling(
+        &mut self,
+        overhead: &SamplingOverhead,
+    ) -> Result<Vec<SamplingTiming>, String> {
         if self.logits.is_empty() {
             return Err("no forward pass ran before the sampling was timed".into());
         }

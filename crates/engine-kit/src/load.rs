@@ -142,6 +142,7 @@ pub fn each_level(
         batching: Some(batching),
         points: Vec::new(),
         sampling: Vec::new(),
+        unsupported: None,
     };
     match &scenario.load {
         Some(Load::Batches {

@@ -78,10 +78,14 @@ pub fn parse_request(json: &str) -> Result<Request, KitError> {
                 }
             }
             (ScenarioKind::SamplingOverhead, None) => {
-                return Err(bad("a sampling-overhead scenario needs `sampling_overhead` settings"))
+                return Err(bad(
+                    "a sampling-overhead scenario needs `sampling_overhead` settings",
+                ))
             }
             (k, Some(_)) => {
-                return Err(bad(&format!("`sampling_overhead` does not fit a {k:?} scenario")))
+                return Err(bad(&format!(
+                    "`sampling_overhead` does not fit a {k:?} scenario"
+                )))
             }
             (_, None) => {}
         }

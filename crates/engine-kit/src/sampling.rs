@@ -103,7 +103,14 @@ impl Sampler {
                 state,
             } => {
                 let u = next_unit(state);
-                sample_top_p(logits, *inv_temperature, *top_p, *top_k, u, &mut self.scratch)
+                sample_top_p(
+                    logits,
+                    *inv_temperature,
+                    *top_p,
+                    *top_k,
+                    u,
+                    &mut self.scratch,
+                )
             }
         }
     }

@@ -19,15 +19,17 @@ pub fn run_sequence_scenario<S: SequenceEngine>(
     let mut prompts = Vec::new();
     let mut error = None;
     let mut sampling = Vec::new();
-    let cannot = if scenario.generation.kv_cache {
+    let mut unsupported = if scenario.generation.kv_cache {
         None
     } else {
-        engine.kv_cache_off().map(|why| format!("cannot run without the KV cache: {why}"))
+        engine
+            .kv_cache_off()
+            .map(|why| format!("cannot run without the KV cache: {why}"))
     };
-    if let Some(why) = &cannot {
-        eprintln!("error: scenario {}: {why}", scenario.id);
-        error = cannot.clone();
+    if let Some(why) = &unsupported {
+        eprintln!("scenario {}: {why}", scenario.id);
     }
+    let cannot = unsupported.clone();
     for prompt in scenario.prompts.iter().filter(|_| cannot.is_none()) {
         let forced = match scenario.kind {
             ScenarioKind::SingleRequestLatency | ScenarioKind::SamplingOverhead => None,
@@ -47,7 +49,7 @@ pub fn run_sequence_scenario<S: SequenceEngine>(
             }
         }
     }
-    if let (Some(overhead), None) = (&scenario.sampling_overhead, &error) {
+    if let (Some(overhead), None, None) = (&scenario.sampling_overhead, &error, &unsupported) {
         eprintln!(
             "progress: {} timing {} samplers x {} selections",
             scenario.id,
@@ -57,8 +59,8 @@ pub fn run_sequence_scenario<S: SequenceEngine>(
         match engine.time_sampling(overhead) {
             Ok(timed) => sampling = timed,
             Err(why) => {
-                eprintln!("error: scenario {}: {why}", scenario.id);
-                error = Some(format!("cannot time the samplers: {why}"));
+                eprintln!("scenario {}: {why}", scenario.id);
+                unsupported = Some(format!("cannot time the samplers: {why}"));
             }
         }
     }
@@ -70,6 +72,7 @@ pub fn run_sequence_scenario<S: SequenceEngine>(
         batching: None,
         points: Vec::new(),
         sampling,
+        unsupported,
     }
 }
 

@@ -53,6 +53,17 @@ impl Target {
     }
 }
 
+/// Why `engine` cannot generate without its KV cache (`--kv-cache off`), or `None` when it can.
+/// Every step-wise engine can (the kit recomputes the prefix; PyTorch passes `use_cache=False`);
+/// the `kv-off` scenario of an engine that cannot is recorded as unsupported with the engine's
+/// own words, and `--kv-cache off` with it selected is refused before anything is built.
+pub fn kv_cache_off_unsupported(engine: &str) -> Option<&'static str> {
+    match engine {
+        "mistralrs" => Some("mistral.rs owns the generation loop (its scheduler and paged KV cache); its request API offers no way to recompute the prefix at every step"),
+        _ => None,
+    }
+}
+
 /// Every target the lab knows on CPU, in run order.
 pub fn targets() -> Vec<Target> {
     vec![
@@ -306,6 +317,24 @@ pub fn scenarios() -> Vec<Scenario> {
             source: PromptSource::Passage("s5.json"),
         },
         Scenario {
+            id: "kv-on",
+            kind: ScenarioKind::SingleRequestLatency,
+            description: "KV-cache analysis, with the cache: a 16-token prompt, fixed-length generation (64 tokens in the small profiles, 512 in standard/full); cumulative time at 64/256/512 tokens",
+            source: PromptSource::Passage("kv.json"),
+        },
+        Scenario {
+            id: "kv-off",
+            kind: ScenarioKind::SingleRequestLatency,
+            description: "KV-cache analysis, without the cache: the same generation, every step recomputing the whole prefix (prompt + tokens so far); engines whose library cannot say so",
+            source: PromptSource::Passage("kv.json"),
+        },
+        Scenario {
+            id: "sampling",
+            kind: ScenarioKind::SamplingOverhead,
+            description: "sampling overhead: greedy, T=0.7, top-k 50 and top-p 0.9 each timed over 1,000 selections from the real vocabulary's logits, as a share of the same engine's forward pass (decode step)",
+            source: PromptSource::Passage("sampling.json"),
+        },
+        Scenario {
             id: "ref-greedy",
             kind: ScenarioKind::SingleRequestLatency,
             description: "correctness: greedy continuations of the reference prompts, compared with the reference",
@@ -334,6 +363,7 @@ pub fn select_scenarios(specs: &[String]) -> Result<Vec<Scenario>> {
             .filter(|x| {
                 x.id == s
                     || (s == "ref" && x.is_correctness())
+                    || (s == "kv" && x.id.starts_with("kv-"))
                     // S4 (memory) is measured in every load and long-context scenario.
                     || (s == "s4" && matches!(x.id, "s2" | "s3" | "s5"))
             })
@@ -341,7 +371,7 @@ pub fn select_scenarios(specs: &[String]) -> Result<Vec<Scenario>> {
         if matched.is_empty() {
             let known: Vec<_> = all.iter().map(|x| x.id).collect();
             return Err(Error::msg(format!(
-                "unknown scenario `{s}` (known: {}, s4, ref)",
+                "unknown scenario `{s}` (known: {}, s4, kv, ref)",
                 known.join(", ")
             )));
         }

@@ -6,6 +6,7 @@
 //! saved files are [`results`], the rendered ones [`report`]; baselines are compared by
 //! [`baseline`], the reference by [`correctness`], both saying [`findings`].
 
+pub mod analysis;
 pub mod baseline;
 pub mod catalog;
 pub mod container;

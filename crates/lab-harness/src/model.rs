@@ -23,6 +23,8 @@ pub struct ResolvedModel {
     /// The longest sequence the model was trained for (`max_position_embeddings` of
     /// `config.json`), when the directory says.
     pub context_length: Option<u32>,
+    /// `vocab_size` of `config.json`, when the directory says.
+    pub vocab_size: Option<u32>,
 }
 
 impl ResolvedModel {
@@ -127,6 +129,7 @@ pub fn resolve(models_dir: &Path, spec: &str) -> Result<ResolvedModel> {
     let context_length = context_length(&dir.join("config.json"))?;
     Ok(ResolvedModel {
         context_length,
+        vocab_size: config_u32(&dir.join("config.json"), "vocab_size")?,
         name,
         dir,
         synthetic,
@@ -143,6 +146,14 @@ fn context_length(config: &Path) -> Result<Option<u32>> {
     }
     let v: serde_json::Value = read_json(config)?;
     Ok(v["max_position_embeddings"].as_u64().map(|n| n as u32))
+}
+
+fn config_u32(config: &Path, key: &str) -> Result<Option<u32>> {
+    if !config.exists() {
+        return Ok(None);
+    }
+    let v: serde_json::Value = read_json(config)?;
+    Ok(v[key].as_u64().map(|n| n as u32))
 }
 
 fn eos_ids(config: &Path) -> Result<Vec<u32>> {

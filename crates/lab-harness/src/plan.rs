@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use lab_protocol::{
-    Device, GenerationSettings, Load, Request, Sampling, ScenarioKind, ScenarioRequest,
-    SCHEMA_VERSION,
+    Device, GenerationSettings, Load, Request, Sampling, SamplingOverhead, ScenarioKind,
+    ScenarioRequest, SCHEMA_VERSION,
 };
 
 use crate::catalog::{self, PromptSource, Target};
@@ -111,11 +111,33 @@ pub fn scenario_requests(
     plan: &BenchPlan,
 ) -> Result<(Vec<ScenarioRequest>, Option<correctness::Reference>)> {
     let prompts_dir = plan.root.join("prompts");
+    let chosen = plan.spec.sampling.clone().unwrap_or(Sampling::Greedy);
+    if let Some(why) = chosen.invalid(plan.model.vocab_size) {
+        return Err(Error::msg(format!(
+            "sampling (--temperature/--top-k/--top-p) for model `{}`: {why}",
+            plan.model.name
+        )));
+    }
     let generation = |max_new_tokens| GenerationSettings {
         max_new_tokens,
         stop_at_eos: false,
         eos_token_ids: plan.model.eos_token_ids.clone(),
         sampling: Sampling::Greedy,
+        kv_cache: true,
+    };
+    // Timed scenarios take the run's sampling and KV-cache choice; the analyses set their own.
+    let timed_generation = |id: &str, max_new_tokens| GenerationSettings {
+        sampling: match id {
+            "sampling" => Sampling::Greedy,
+            _ => chosen.clone(),
+        },
+        kv_cache: match id {
+            "kv-on" => true,
+            "kv-off" => false,
+            "s1" | "s5" => !plan.spec.kv_cache_off,
+            _ => true,
+        },
+        ..generation(max_new_tokens)
     };
     let mut reference = None;
     let mut out = Vec::new();
@@ -141,12 +163,13 @@ pub fn scenario_requests(
                 let new_tokens = match s.id {
                     "s2" | "s3" => load.new_tokens,
                     "s5" => load.long_new_tokens,
+                    "kv-on" | "kv-off" => load.kv_new_tokens,
                     _ => plan.spec.max_new_tokens,
                 };
                 check_context(plan, s.id, file, &prompts, new_tokens)?;
                 (
                     prompts,
-                    generation(new_tokens),
+                    timed_generation(s.id, new_tokens),
                     plan.spec.warmup_iterations,
                     plan.spec.iterations,
                 )
@@ -205,6 +228,12 @@ pub fn scenario_requests(
                 None
             },
             load: load_request(s.kind, &load),
+            sampling_overhead: (s.kind == ScenarioKind::SamplingOverhead).then(|| {
+                SamplingOverhead {
+                    strategies: sampling_strategies(),
+                    samples: load.sampling_samples,
+                }
+            }),
         });
     }
     Ok((out, reference))
@@ -223,8 +252,27 @@ fn load_request(kind: ScenarioKind, load: &LoadSettings) -> Option<Load> {
             requests: load.requests,
             max_batch: load.max_batch,
         }),
-        ScenarioKind::SingleRequestLatency | ScenarioKind::TeacherForced => None,
+        ScenarioKind::SingleRequestLatency
+        | ScenarioKind::TeacherForced
+        | ScenarioKind::SamplingOverhead => None,
     }
+}
+
+/// The strategies the sampling-overhead analysis times, as its source names them: greedy,
+/// temperature 0.7, top-k 50, top-p 0.9 (seeded, so every engine draws the same stream).
+pub fn sampling_strategies() -> Vec<Sampling> {
+    let random = |temperature, top_p, top_k| Sampling::TopP {
+        temperature,
+        top_p,
+        seed: 20,
+        top_k,
+    };
+    vec![
+        Sampling::Greedy,
+        random(0.7, 1.0, None),
+        random(1.0, 1.0, Some(50)),
+        random(1.0, 0.9, None),
+    ]
 }
 
 /// Every prompt of a scenario plus its generated tokens fits the model's context: a longer one

@@ -67,6 +67,14 @@ pub struct BenchSpec {
     /// reports' cost per token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price: Option<crate::cost::Price>,
+    /// How the timed scenarios pick tokens (`--temperature`, `--top-k`, `--top-p`, `--seed`);
+    /// absent: greedy. Correctness scenarios are always greedy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<lab_protocol::Sampling>,
+    /// `--kv-cache off`: S1 and S5 generate without the KV cache (every step recomputes the
+    /// prefix). The `kv-on`/`kv-off` analysis sets its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kv_cache_off: bool,
 }
 
 fn custom() -> Profile {

@@ -188,6 +188,8 @@ mod tests {
                 peak_rss_bytes: None,
             }],
             error: None,
+            sampling: vec![],
+            unsupported: None,
             batching: None,
             points: vec![],
         }
@@ -245,6 +247,8 @@ mod tests {
             kind: ScenarioKind::BatchedThroughput,
             prompts: vec![],
             error: None,
+            sampling: vec![],
+            unsupported: None,
             batching: Some("static".into()),
             points: vec![LoadPoint {
                 level: 4,

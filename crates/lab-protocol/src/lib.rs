@@ -410,6 +410,10 @@ pub struct ScenarioReport {
     /// Sampling-overhead scenarios only: one entry per strategy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sampling: Vec<SamplingTiming>,
+    /// Set when the engine cannot do what the scenario asks by design (its library offers no
+    /// way), with the reason: not a failure; what it could run is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsupported: Option<String>,
 }
 
 /// One level of a load scenario. Times are nanoseconds since the level's measured start.
@@ -653,6 +657,7 @@ mod tests {
                 batching: None,
                 points: vec![],
                 sampling: vec![],
+                unsupported: None,
             }],
             error: None,
         }

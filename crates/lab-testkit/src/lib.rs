@@ -277,6 +277,8 @@ pub fn s1_plan(
             lock_clocks: None,
             telemetry_period_ms: None,
             price: None,
+            sampling: None,
+            kv_cache_off: false,
         },
         root: root(),
         run_dir: dir.join("run"),

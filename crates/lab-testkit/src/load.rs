@@ -21,6 +21,8 @@ pub fn small_load() -> LoadSettings {
         new_tokens: 8,
         long_new_tokens: 8,
         long_lengths: Some(vec![1024]),
+        kv_new_tokens: 8,
+        sampling_samples: 50,
     }
 }
 

@@ -25,7 +25,8 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+SAMPLED_IDS_KEPT = 64
 ENGINE_NAME = "pytorch"
 ENGINE_VERSION = "0.1.0"
 TOP_K = 5
@@ -110,6 +111,28 @@ def parse_request(text):
         if s["generation"]["max_new_tokens"] < 1:
             raise EngineError(f"scenario `{sid}`: generation.max_new_tokens must be at least 1")
         check_load(s)
+        gen = s["generation"]
+        if not gen.get("kv_cache", True) and s["kind"] in LOAD_KINDS:
+            raise EngineError(
+                f"scenario `{sid}`: generation.kv_cache off is for one sequence at a time; load scenarios keep the cache"
+            )
+        why = invalid_sampling(gen["sampling"])
+        if why:
+            raise EngineError(f"scenario `{sid}`: generation.sampling: {why}")
+        overhead = s.get("sampling_overhead")
+        if s["kind"] == "sampling_overhead":
+            if overhead is None:
+                raise EngineError(f"scenario `{sid}`: a sampling-overhead scenario needs `sampling_overhead` settings")
+            if not overhead["strategies"] or overhead["samples"] < 1:
+                raise EngineError(
+                    f"scenario `{sid}`: sampling_overhead needs one or more strategies and samples of at least 1"
+                )
+            for x in overhead["strategies"]:
+                why = invalid_sampling(x)
+                if why:
+                    raise EngineError(f"scenario `{sid}`: sampling_overhead.strategies: {why}")
+        elif overhead is not None:
+            raise EngineError(f"scenario `{sid}`: `sampling_overhead` does not fit a {s['kind']} scenario")
         for p in s["prompts"]:
             if not p["token_ids"]:
                 raise EngineError(f"scenario `{sid}`: prompt `{p['name']}` has no tokens")
@@ -151,7 +174,24 @@ def check_load(s):
 
 
 # ---------------------------------------------------------------------------------------------
-# Sampling: a port of engine-kit's sampling.rs (SplitMix64, same order, same float widths).
+# Sampling: a port of engine-kit's sampling.rs (SplitMix64, same order, same float widths, the
+# same f64 sums in the same order: numpy's cumsum is sequential). A test in lab-testkit draws
+# with both on the same logits and compares the ids.
+
+
+def invalid_sampling(sampling):
+    """lab_protocol's `Sampling::invalid` (the vocabulary is not known here)."""
+    if sampling.get("kind") != "top_p":
+        return None
+    t, p, k = sampling["temperature"], sampling["top_p"], sampling.get("top_k")
+    if not (math.isfinite(t) and t > 0):
+        return f"temperature must be a number above 0, not {t} (greedy decoding is `greedy`)"
+    if not (0 < p <= 1):
+        return f"top_p must be in (0, 1], not {p}"
+    if k is not None and k < 1:
+        return "top_k must be at least 1"
+    return None
+
 
 MASK64 = (1 << 64) - 1
 
@@ -174,6 +214,8 @@ class Sampler:
             self.greedy = False
             self.inv_t = np.float32(1.0) / np.float32(sampling["temperature"])
             self.top_p = min(max(float(np.float32(sampling["top_p"])), 0.0), 1.0)
+            k = sampling.get("top_k")
+            self.top_k = None if k is None else max(int(k), 1)
             self.state = sampling["seed"] & MASK64
 
     def sample(self, logits):
@@ -192,26 +234,20 @@ class Sampler:
         p = np.exp((x - mx) * self.inv_t).astype(np.float32)
         ids = np.nonzero(p > 0)[0]
         p = p[ids]
-        total = math.fsum(float(v) for v in p)
+        total = float(np.cumsum(p.astype(np.float64))[-1])  # id order, sequential
         order = np.lexsort((ids, -p))  # descending p, ascending id
         p, ids = p[order], ids[order]
-        kept, n = 0.0, 0
-        for v in p:
-            kept += float(v) / total
-            n += 1
-            if kept >= self.top_p:
-                break
-        n = max(n, 1)
-        mass = 0.0
-        for v in p[:n]:
-            mass += float(v)
-        target = u * mass
-        acc = 0.0
-        for v, i in zip(p[:n], ids[:n]):
-            acc += float(v)
-            if target < acc:
-                return int(i)
-        return int(ids[n - 1])
+        if self.top_k is not None and self.top_k < len(p):
+            p, ids = p[: self.top_k], ids[: self.top_k]
+            total = float(np.cumsum(p.astype(np.float64))[-1])  # descending order, as the kit
+        p64 = p.astype(np.float64)
+        kept = np.cumsum(p64 / total)
+        reached = np.nonzero(kept >= self.top_p)[0]
+        n = int(reached[0]) + 1 if len(reached) else len(p)
+        acc = np.cumsum(p64[:n])
+        target = u * float(acc[-1])
+        i = int(np.searchsorted(acc, target, side="right"))
+        return int(ids[min(i, n - 1)])
 
 
 def top_k(logits, k=TOP_K):
@@ -328,6 +364,15 @@ class TorchEngine:
     def prefill(self, prompt):
         return self._forward(prompt)
 
+    def recompute(self, ids):
+        """The logits after `ids` without a KV cache (`use_cache=False`): the whole prefix again."""
+        out = self.model(
+            input_ids=self.torch.tensor([ids], dtype=self.torch.long, device=self.device),
+            use_cache=False,
+            logits_to_keep=1,
+        )
+        return out.logits[0, -1].float()
+
     def decode(self, token):
         return self._forward([token])
 
@@ -420,6 +465,7 @@ def one_sequence(engine, scenario, prompt, forced):
     g = scenario["generation"]
     sampler = Sampler(g["sampling"])
     tokens, inter, tops = [], [], []
+    fed = []  # without the KV cache: the tokens fed so far
     want_top = forced is not None
     engine.reset()
     engine.synchronize()
@@ -436,7 +482,11 @@ def one_sequence(engine, scenario, prompt, forced):
         if forced is None and g["stop_at_eos"] and token in g["eos_token_ids"]:
             break
         feed = forced[len(tokens) - 1] if forced is not None else token
-        logits = engine.decode(feed)
+        if g.get("kv_cache", True):
+            logits = engine.decode(feed)
+        else:
+            fed.append(feed)
+            logits = engine.recompute(list(prompt) + fed)
         token = sampler.sample(logits)
         if want_top:
             tops.append(top_k(logits))
@@ -445,6 +495,7 @@ def one_sequence(engine, scenario, prompt, forced):
         inter.append(now - last)
         last = now
         tokens.append(token)
+    engine.last_logits = logits
     sample = {
         "ttft_ns": ttft,
         "e2e_ns": last - start,
@@ -819,7 +870,7 @@ def run_load(engine, scenario, batched=True):
 def run_scenario(engine, scenario):
     if scenario["kind"] in LOAD_KINDS:
         return run_load(engine, scenario)
-    prompts, error = [], None
+    prompts, error, sampling = [], None, []
     for prompt in scenario["prompts"]:
         try:
             prompts.append(measure_prompt(engine, scenario, prompt))
@@ -827,7 +878,37 @@ def run_scenario(engine, scenario):
             log(f"error: scenario {scenario['id']} prompt {prompt['name']}: {e}")
             error = f"prompt `{prompt['name']}`: engine error: {e}"
             break
-    return {"id": scenario["id"], "kind": scenario["kind"], "prompts": prompts, "error": error}
+    overhead = scenario.get("sampling_overhead")
+    if overhead is not None and error is None:
+        log(
+            f"progress: {scenario['id']} timing {len(overhead['strategies'])} samplers x "
+            f"{overhead['samples']} selections"
+        )
+        sampling = time_strategies(engine.last_logits, overhead)
+    out = {"id": scenario["id"], "kind": scenario["kind"], "prompts": prompts, "error": error}
+    if sampling:
+        out["sampling"] = sampling
+    return out
+
+
+def time_strategies(logits, overhead):
+    """engine-kit's `time_strategies`: each strategy a fresh Sampler selecting `samples` tokens
+    from the last forward pass's logits (a float32 tensor on the engine's device, as in
+    generation: the selection includes what the sampler copies off the device), each timed."""
+    out = []
+    for sampling in overhead["strategies"]:
+        sampler = Sampler(sampling)
+        times, ids = [], []
+        for _ in range(overhead["samples"]):
+            t = time.perf_counter_ns()
+            i = sampler.sample(logits)
+            times.append(time.perf_counter_ns() - t)
+            if len(ids) < SAMPLED_IDS_KEPT:
+                ids.append(i)
+        out.append(
+            {"sampling": sampling, "logits_len": int(logits.shape[-1]), "sample_ns": times, "token_ids": ids}
+        )
+    return out
 
 
 def failure_identity(request):

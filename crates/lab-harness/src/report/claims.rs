@@ -262,11 +262,7 @@ fn not(why: String) -> (Outcome, String) {
 fn evaluate_one(c: &Claim, manifest: &RunManifest, results: &[TargetResult]) -> (Outcome, String) {
     let run_device = manifest.settings.device.as_str();
     let (metric, device) = match &c.check {
-        Check::Analysis { analysis } => {
-            return not(format!(
-                "the run has no {analysis} analysis (not part of the lab's scenarios yet)"
-            ))
-        }
+        Check::Analysis { analysis } => return evaluate_analysis(analysis, results),
         Check::Ratio { metric, device, .. }
         | Check::Range { metric, device, .. }
         | Check::Order { metric, device, .. } => (Metric::from_name(metric), device),
@@ -420,9 +416,142 @@ fn evaluate_one(c: &Claim, manifest: &RunManifest, results: &[TargetResult]) -> 
     }
 }
 
+/// The analysis claims: the KV cache at least 2× faster (the longest checkpoint of every target
+/// that ran both), sampling under 1 % of a forward pass (every strategy of every target).
+/// Confirmed / refuted need every / one interval wholly on one side of the bound.
+fn evaluate_analysis(analysis: &str, results: &[TargetResult]) -> (Outcome, String) {
+    use crate::analysis::{self, Outcome as A};
+    let (bound, spans, cannot): (f64, Vec<(String, Ratio)>, Vec<String>) = match analysis {
+        "kv-cache" => {
+            let mut spans = Vec::new();
+            let mut cannot = Vec::new();
+            for (t, o) in analysis::of_targets(results, analysis::kv) {
+                match o {
+                    A::Rows(rows) => {
+                        if let Some((row, r)) =
+                            rows.last().and_then(|row| Some((row, row.speedup?)))
+                        {
+                            spans.push((format!("{t} {} at {} tokens", r.text(), row.tokens), r));
+                        }
+                    }
+                    A::Unsupported(_) => cannot.push(format!("{t} cannot")),
+                    A::Failed(_) => cannot.push(format!("{t} failed")),
+                }
+            }
+            (2.0, spans, cannot)
+        }
+        _ => {
+            let mut spans = Vec::new();
+            let mut cannot = Vec::new();
+            for (t, o) in analysis::of_targets(results, analysis::sampling) {
+                match o {
+                    A::Rows(rows) => {
+                        let worst = rows
+                            .iter()
+                            .filter_map(|r| Some((r, r.share?)))
+                            .max_by(|a, b| a.1.value.total_cmp(&b.1.value));
+                        if let Some((row, r)) = worst {
+                            let pct = Ratio {
+                                value: r.value * 100.0,
+                                low: r.low * 100.0,
+                                high: r.high * 100.0,
+                            };
+                            spans.push((
+                                format!(
+                                    "{t} worst {} {:.2} % [{:.2}, {:.2}]",
+                                    row.strategy, pct.value, pct.low, pct.high
+                                ),
+                                r,
+                            ));
+                        }
+                    }
+                    A::Unsupported(_) => cannot.push(format!("{t} cannot")),
+                    A::Failed(_) => cannot.push(format!("{t} failed")),
+                }
+            }
+            (0.01, spans, cannot)
+        }
+    };
+    if spans.is_empty() {
+        return not(format!(
+            "the run has no {analysis} analysis results{}",
+            if cannot.is_empty() {
+                " (scenario `kv` or `sampling`)".to_string()
+            } else {
+                format!(": {}", cannot.join(", "))
+            }
+        ));
+    }
+    let mut measured: Vec<String> = spans.iter().map(|(s, _)| s.clone()).collect();
+    measured.extend(cannot);
+    let (all_ok, any_bad) = if analysis == "kv-cache" {
+        (
+            spans.iter().all(|(_, r)| r.low >= bound),
+            spans.iter().any(|(_, r)| r.high < bound),
+        )
+    } else {
+        (
+            spans.iter().all(|(_, r)| r.high < bound),
+            spans.iter().any(|(_, r)| r.low >= bound),
+        )
+    };
+    let outcome = if any_bad {
+        Outcome::Refuted
+    } else if all_ok {
+        Outcome::Confirmed
+    } else {
+        Outcome::Inconclusive
+    };
+    (outcome, measured.join("; "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_analysis_claims_are_judged_on_the_analyses() {
+        let (m, results) = crate::results::fixture::fixture_engines();
+        let claims = Claims::builtin();
+        let of = |results: &[TargetResult], id: &str| {
+            evaluate(&claims, &m, results)
+                .into_iter()
+                .find(|e| e.claim.id == id)
+                .unwrap()
+        };
+        // Without the scenarios: not measurable, and said why.
+        let e = of(&results, "kv-cache-2x");
+        assert!(
+            matches!(&e.outcome, Outcome::NotMeasurable(w) if w.contains("no kv-cache analysis")),
+            "{e:?}"
+        );
+        // The fixture's analyses: the cache 29.7× at 70 tokens (confirmed); top-k takes 25 % of
+        // a 2 ms decode step (refuted).
+        let with: Vec<TargetResult> = results
+            .iter()
+            .map(|r| crate::results::fixture::with_analyses(r, false))
+            .collect();
+        let e = of(&with, "kv-cache-2x");
+        assert_eq!(e.outcome, Outcome::Confirmed, "{e:?}");
+        assert!(e.measured.contains("at 70 tokens"), "{}", e.measured);
+        let e = of(&with, "sampling-overhead-1pct");
+        assert_eq!(e.outcome, Outcome::Refuted, "{e:?}");
+        assert!(
+            e.measured.contains("worst top-k 50 25.00 %"),
+            "{}",
+            e.measured
+        );
+        // An engine that cannot is named, the others still judge the claim.
+        let mut mixed = with.clone();
+        mixed[0] = crate::results::fixture::with_analyses(&results[0], true);
+        let e = of(&mixed, "kv-cache-2x");
+        assert_eq!(e.outcome, Outcome::Confirmed);
+        assert!(
+            e.measured.contains(&format!("{} cannot", mixed[0].target)),
+            "{}",
+            e.measured
+        );
+    }
 
     #[test]
     fn the_committed_claims_load() {

@@ -120,6 +120,7 @@ pub fn render(input: &Input) -> String {
         ("summary", "Summary"),
         ("scenarios", "Scenarios"),
         ("charts", "Charts"),
+        ("analyses", "Analyses"),
         ("cost", "Cost and energy"),
         ("claims", "Published claims"),
         ("correctness", "Correctness"),
@@ -135,6 +136,7 @@ pub fn render(input: &Input) -> String {
     body.push_str(&summary(input));
     body.push_str(&scenarios(input));
     body.push_str(&charts(input));
+    body.push_str(&analyses(input));
     body.push_str(&cost(input));
     body.push_str(&claims(input));
     body.push_str(&correctness(input));
@@ -447,6 +449,29 @@ fn scenarios(input: &Input) -> String {
             &[false, true, true, true, true, true, true, true, true, false],
             &rows,
         ));
+    }
+    s
+}
+
+fn analyses(input: &Input) -> String {
+    let mut s = String::from("<h2 id=\"analyses\">Analyses</h2>\n");
+    let tables = super::analyses::tables(input.results);
+    if tables.is_empty() {
+        s.push_str("<p class=\"note\">Not in this run (scenarios <code>kv</code> and <code>sampling</code>).</p>\n");
+    }
+    for t in tables {
+        let _ = writeln!(
+            s,
+            "<h3>{}</h3>\n<p class=\"note\">{}</p>",
+            esc(t.title),
+            esc(t.note)
+        );
+        let rows: Vec<Vec<String>> = t
+            .rows
+            .iter()
+            .map(|r| r.iter().map(|c| esc(c)).collect())
+            .collect();
+        s.push_str(&table(t.id, &t.head, &t.numeric, &rows));
     }
     s
 }

@@ -139,6 +139,7 @@ pub fn render(manifest: &RunManifest, results: &[TargetResult]) -> String {
     s.push_str(&super::load::s4_section(results));
     s.push_str(&super::gpu::telemetry_section(results));
     s.push_str(&footprint_section(results));
+    s.push_str(&super::analyses::markdown(results));
     let correctness: Vec<Correctness> = results
         .iter()
         .filter_map(|r| r.correctness.clone())

@@ -2,6 +2,7 @@
 //! of the [`Input`] (so a report can be re-rendered from `results/` at any time, also for runs
 //! recorded before a format existed): `report.md`, `charts/*.svg` and `index.html`.
 
+pub mod analyses;
 pub mod charts;
 pub mod claims;
 pub mod compare;

@@ -177,6 +177,8 @@ fn report() -> Report {
                 peak_rss_bytes: None,
             }],
             error: None,
+            sampling: vec![],
+            unsupported: None,
             batching: None,
             points: vec![],
         }],
@@ -255,6 +257,8 @@ pub(crate) fn load_scenarios() -> Vec<ScenarioReport> {
         kind,
         prompts: vec![],
         error: None,
+        sampling: vec![],
+        unsupported: None,
         batching: Some("continuous (mock)".into()),
         points,
     };
@@ -371,4 +375,103 @@ pub(crate) fn fixture_engines() -> (RunManifest, Vec<TargetResult>) {
         });
     }
     (m, results)
+}
+
+/// `r` with the analyses' scenarios, in round numbers: `kv-on` / `kv-off` generating 70 tokens
+/// after TTFT 5 ms (with the cache every step 1 ms, without it step i takes i ms; three
+/// iterations), `sampling` with decode steps of 2 ms and 1,000 selections of 20 µs (greedy) and
+/// 500 µs (top-k 50) from 49,152 logits. With `unsupported`, the engine could do neither.
+pub(crate) fn with_analyses(r: &TargetResult, unsupported: bool) -> TargetResult {
+    use lab_protocol::{Sampling, SamplingTiming};
+    let mut out = r.clone();
+    let iteration = |step: &dyn Fn(u64) -> u64| {
+        let gaps: Vec<u64> = (1..70).map(|i| step(i) * 1_000_000).collect();
+        IterationSample {
+            ttft_ns: 5_000_000,
+            e2e_ns: 5_000_000 + gaps.iter().sum::<u64>(),
+            new_tokens: 70,
+            inter_token_ns: gaps,
+            start_unix_ns: None,
+        }
+    };
+    let prompt = |samples: Vec<IterationSample>| PromptReport {
+        prompt: "p16".into(),
+        prompt_tokens: 16,
+        generated_token_ids: vec![7; 70],
+        deterministic: true,
+        warmup_iterations: 1,
+        samples,
+        top_logits: vec![],
+        peak_rss_bytes: None,
+    };
+    let scenario = |id: &str, kind, prompts, sampling, unsupported: Option<&str>| ScenarioReport {
+        id: id.into(),
+        kind,
+        prompts,
+        error: None,
+        batching: None,
+        points: vec![],
+        sampling,
+        unsupported: unsupported.map(str::to_string),
+    };
+    let why = unsupported.then_some("the engine's library owns the generation loop");
+    let on = vec![iteration(&|_| 1), iteration(&|_| 1), iteration(&|_| 1)];
+    let off = vec![iteration(&|i| i), iteration(&|i| i), iteration(&|i| i)];
+    let timing = |sampling, us: u64| SamplingTiming {
+        sampling,
+        logits_len: 49_152,
+        sample_ns: vec![us * 1000; 1000],
+        token_ids: vec![3; 64],
+    };
+    let decode = IterationSample {
+        ttft_ns: 9_000_000,
+        e2e_ns: 9_000_000 + 15 * 2_000_000,
+        new_tokens: 16,
+        inter_token_ns: vec![2_000_000; 15],
+        start_unix_ns: None,
+    };
+    out.report.scenarios.extend([
+        scenario(
+            "kv-on",
+            ScenarioKind::SingleRequestLatency,
+            vec![prompt(on)],
+            vec![],
+            None,
+        ),
+        scenario(
+            "kv-off",
+            ScenarioKind::SingleRequestLatency,
+            if unsupported {
+                vec![]
+            } else {
+                vec![prompt(off)]
+            },
+            vec![],
+            why,
+        ),
+        scenario(
+            "sampling",
+            ScenarioKind::SamplingOverhead,
+            vec![prompt(vec![decode.clone(), decode])],
+            if unsupported {
+                vec![]
+            } else {
+                vec![
+                    timing(Sampling::Greedy, 20),
+                    timing(
+                        Sampling::TopP {
+                            temperature: 1.0,
+                            top_p: 1.0,
+                            seed: 20,
+                            top_k: Some(50),
+                        },
+                        500,
+                    ),
+                ]
+            },
+            why,
+        ),
+    ]);
+    out.stats = crate::results::compute_stats(&out.report);
+    out
 }

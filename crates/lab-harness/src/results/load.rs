@@ -368,6 +368,8 @@ mod tests {
             kind: lab_protocol::ScenarioKind::BatchedThroughput,
             prompts: vec![],
             error: None,
+            sampling: vec![],
+            unsupported: None,
             batching: None,
             points: vec![
                 point(1, vec![out("a", &[1, 2, 3])]),

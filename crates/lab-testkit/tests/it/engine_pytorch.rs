@@ -442,3 +442,98 @@ fn pytorch_poisson_arrivals_equal_the_kits() {
         expected.join(" ")
     );
 }
+
+/// The Python port of the kit's sampler draws the kit's ids: the same logits over the real
+/// vocabulary (49,152, a seeded mixture of a few large logits and a long tail), the same seeds,
+/// 1,000 draws for each of greedy, temperature, top-k, top-p and all three together.
+#[test]
+fn the_python_sampler_draws_the_kits_ids() {
+    use lab_protocol::Sampling;
+    let mut state = 0x5EED_u64;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
+    };
+    let logits: Vec<f32> = (0..49_152)
+        .map(|i| {
+            let u = next();
+            if i % 997 == 3 {
+                8.0 + 4.0 * u
+            } else {
+                -6.0 + 10.0 * u
+            }
+        })
+        .collect();
+    let top = |temperature, top_p, top_k, seed| Sampling::TopP {
+        temperature,
+        top_p,
+        seed,
+        top_k,
+    };
+    let strategies = [
+        Sampling::Greedy,
+        top(0.7, 1.0, None, 1),
+        top(1.0, 1.0, Some(50), 2),
+        top(1.0, 0.9, None, 3),
+        top(0.7, 0.9, Some(50), 4),
+        top(1.3, 0.5, Some(5000), 5),
+    ];
+    let draws = 1000;
+    let expected: Vec<Vec<u32>> = strategies
+        .iter()
+        .map(|s| {
+            let mut sampler = engine_kit::Sampler::new(s);
+            (0..draws).map(|_| sampler.sample(&logits)).collect()
+        })
+        .collect();
+    // The draws are not trivial: every random strategy picks several ids.
+    for (s, ids) in strategies.iter().zip(&expected).skip(1) {
+        let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
+        assert!(distinct.len() > 3, "{} drew {distinct:?}", s.label());
+    }
+    let input = crate::tempdir("pytorch-sampler").join("case.json");
+    std::fs::write(
+        &input,
+        serde_json::to_string(&serde_json::json!({
+            "logits": logits, "strategies": strategies, "draws": draws
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let script = "import json,sys,torch\nfrom lab_engine_pytorch.engine import Sampler\n\
+        c = json.load(open(sys.argv[1]))\n\
+        x = torch.tensor(c['logits'], dtype=torch.float32)\n\
+        for s in c['strategies']:\n    \
+            sm = Sampler(s)\n    \
+            print(' '.join(str(sm.sample(x)) for _ in range(c['draws'])))";
+    #[allow(clippy::disallowed_methods)] // a one-line Python check, not an engine run
+    let out = std::process::Command::new(testkit::python())
+        .arg("-c")
+        .arg(script)
+        .arg(&input)
+        .current_dir(testkit::root().join("engines/engine-pytorch"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = String::from_utf8_lossy(&out.stdout);
+    let got: Vec<&str> = got.lines().collect();
+    assert_eq!(got.len(), strategies.len());
+    for ((s, want), line) in strategies.iter().zip(&expected).zip(got) {
+        let line_ids: Vec<u32> = line.split(' ').map(|t| t.parse().unwrap()).collect();
+        let first_diff = want.iter().zip(&line_ids).position(|(a, b)| a != b);
+        assert_eq!(
+            first_diff,
+            None,
+            "{}: the Python port differs from the kit at draw {first_diff:?}",
+            s.label()
+        );
+        assert_eq!(line_ids.len(), want.len());
+    }
+}

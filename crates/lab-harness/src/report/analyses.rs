@@ -1,0 +1,146 @@
+//! The analyses' tables ([`crate::analysis`]) as rows of text, for `report.md` and the HTML page
+//! alike: one row per target and checkpoint (KV cache) or strategy (sampling), and one row per
+//! target that could not, with its reason.
+
+use crate::analysis::{self, Outcome};
+use crate::results::TargetResult;
+
+use super::markdown::fmt_num;
+
+/// A table: its title, the definition under it, the header, which columns are numeric, the rows.
+pub struct Table {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub note: &'static str,
+    pub head: Vec<&'static str>,
+    pub numeric: Vec<bool>,
+    pub rows: Vec<Vec<String>>,
+}
+
+fn interval(r: Option<crate::report::ratio::Ratio>, scale: f64, unit: &str) -> String {
+    match r {
+        Some(r) => format!(
+            "{}{unit} [{}, {}]",
+            fmt_num(r.value * scale),
+            fmt_num(r.low * scale),
+            fmt_num(r.high * scale)
+        ),
+        None => "-".into(),
+    }
+}
+
+fn cannot<T>(o: &Outcome<T>, width: usize, target: &str) -> Option<Vec<String>> {
+    let (word, why) = match o {
+        Outcome::Rows(_) => return None,
+        Outcome::Unsupported(why) => ("cannot", why),
+        Outcome::Failed(why) => ("failed", why),
+    };
+    let mut row = vec![target.to_string(), format!("{word}: {why}")];
+    row.resize(width, "-".into());
+    Some(row)
+}
+
+/// Both analyses' tables, the ones the run has.
+pub fn tables(results: &[TargetResult]) -> Vec<Table> {
+    let mut out = Vec::new();
+    let kv = analysis::of_targets(results, analysis::kv);
+    if !kv.is_empty() {
+        let head = vec![
+            "target",
+            "tokens",
+            "with cache ms",
+            "without ms",
+            "with tok/s",
+            "without tok/s",
+            "speed-up (without ÷ with)",
+        ];
+        let mut rows = Vec::new();
+        for (t, o) in &kv {
+            if let Some(row) = cannot(o, head.len(), t) {
+                rows.push(row);
+            }
+            if let Outcome::Rows(rs) = o {
+                for r in rs {
+                    rows.push(vec![
+                        t.to_string(),
+                        r.tokens.to_string(),
+                        fmt_num(r.on_ms.median),
+                        fmt_num(r.off_ms.median),
+                        fmt_num(r.tok_per_s(&r.on_ms)),
+                        fmt_num(r.tok_per_s(&r.off_ms)),
+                        interval(r.speedup, 1.0, "×"),
+                    ]);
+                }
+            }
+        }
+        out.push(Table {
+            id: "analysis-kv",
+            title: "KV cache on/off",
+            note: "Scenarios kv-on and kv-off: the same prompt and fixed-length greedy generation; without the cache every step recomputes the whole prefix. Cumulative time to N tokens = TTFT + the first N − 1 inter-token gaps (median over iterations); speed-up = median without ÷ median with, 95 % interval in brackets.",
+            numeric: vec![false, true, true, true, true, true, true],
+            head,
+            rows,
+        });
+    }
+    let sampling = analysis::of_targets(results, analysis::sampling);
+    if !sampling.is_empty() {
+        let head = vec![
+            "target",
+            "strategy",
+            "logits",
+            "selections",
+            "selection µs p50",
+            "selection µs p99",
+            "decode step µs p50",
+            "share of the step",
+        ];
+        let mut rows = Vec::new();
+        for (t, o) in &sampling {
+            if let Some(row) = cannot(o, head.len(), t) {
+                rows.push(row);
+            }
+            if let Outcome::Rows(rs) = o {
+                for r in rs {
+                    rows.push(vec![
+                        t.to_string(),
+                        r.strategy.clone(),
+                        r.logits.to_string(),
+                        r.sample_us.n.to_string(),
+                        fmt_num(r.sample_us.median),
+                        fmt_num(r.sample_us.p99),
+                        fmt_num(r.forward_us.median),
+                        interval(r.share, 100.0, " %"),
+                    ]);
+                }
+            }
+        }
+        out.push(Table {
+            id: "analysis-sampling",
+            title: "Sampling overhead",
+            note: "Scenario sampling: each strategy selects tokens one at a time from the logits of the engine's last forward pass (the whole vocabulary), each selection timed alone; the decode step (one forward pass and a greedy selection) is the same scenario's median inter-token gap. Share = median selection ÷ median decode step, 95 % interval in brackets.",
+            numeric: vec![false, false, true, true, true, true, true, true],
+            head,
+            rows,
+        });
+    }
+    out
+}
+
+/// The tables as Markdown sections.
+pub fn markdown(results: &[TargetResult]) -> String {
+    let mut s = String::new();
+    for t in tables(results) {
+        s.push_str(&format!("\n## {}\n\n{}\n\n", t.title, t.note));
+        s.push_str(&format!("| {} |\n", t.head.join(" | ")));
+        let align: Vec<&str> = t
+            .numeric
+            .iter()
+            .map(|&n| if n { "---:" } else { "---" })
+            .collect();
+        s.push_str(&format!("|{}|\n", align.join("|")));
+        for r in &t.rows {
+            s.push_str(&format!("| {} |\n", r.join(" | ")));
+        }
+    }
+    s
+}
