@@ -19,6 +19,7 @@
 pub mod adapter;
 pub mod engine;
 pub mod load;
+pub mod phase;
 pub mod process;
 mod sampling;
 pub mod scenario;
@@ -47,6 +48,7 @@ pub use engine::{
     BoxError, Engine, EngineMeta, EngineResult, Loaded, SequenceEngine, SequenceRun, Stepwise,
 };
 pub use load::{BatchEngine, Serial};
+pub use phase::phase;
 pub use process::{
     parse_request, peak_rss_bytes, process_peak_rss_bytes, run_main, run_main_sequences, KitError,
 };

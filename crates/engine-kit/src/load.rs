@@ -385,6 +385,7 @@ fn one_batch(
             s.tokens.push(first);
         }
         engine.synchronize()?;
+        crate::phase::first_token_at(Instant::now());
         let prefill_ns = ns(t0);
         let mut step_ns = Vec::new();
         while !active[0].done(g, false) {
@@ -633,6 +634,7 @@ impl<'a> Scheduler<'a> {
             let first = sampler.sample(&self.logits);
             let r = &mut self.records[index];
             r.first_token_ns = Some(ns(self.origin));
+            crate::phase::first_token_at(Instant::now());
             r.new_tokens = 1;
             self.active.push(Seq {
                 slot,

@@ -231,7 +231,7 @@ where
     S: SequenceEngine,
     L: FnOnce(&Request) -> EngineResult<Loaded<S>>,
 {
-    let process_start = Instant::now();
+    let process_start = crate::phase::main_started();
     let mut parsed: Option<Request> = None;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         run(process_start, load, &mut parsed)
@@ -338,9 +338,13 @@ where
         phase: "load",
         source,
     })?;
-    let load = LoadTimings {
+    crate::phase::phase("ready");
+    let mut load = LoadTimings {
         load_ms: load_start.elapsed().as_secs_f64() * 1e3,
         process_start_to_ready_ms: process_start.elapsed().as_secs_f64() * 1e3,
+        main_unix_ns: None,
+        phases: Vec::new(),
+        first_token_ms: None,
     };
     eprintln!("loaded in {:.0} ms", load.load_ms);
 
@@ -352,6 +356,8 @@ where
             crate::scenario::run_sequence_scenario(&mut engine, scenario)
         });
     }
+    (load.phases, load.main_unix_ns) = crate::phase::phases();
+    load.first_token_ms = crate::phase::first_token_ms();
     Ok(Report {
         schema_version: SCHEMA_VERSION,
         engine: identity,

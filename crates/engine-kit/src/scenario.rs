@@ -102,6 +102,8 @@ fn measure_prompt<S: SequenceEngine>(
             tokens,
             top_logits: tops,
         } = engine.run_sequence(&scenario.generation, prompt, forced)?;
+        // An engine that owns its loop: its first token came TTFT after the call.
+        crate::phase::first_token_at(started + std::time::Duration::from_nanos(sample.ttft_ns));
         if sample.new_tokens as usize != tokens.len()
             || sample.inter_token_ns.len() + 1 != tokens.len()
         {

@@ -41,6 +41,7 @@ pub(crate) fn one_sequence<E: Engine>(
     }
     engine.synchronize().map_err(wrap("prefill"))?;
     let mut last = Instant::now();
+    crate::phase::first_token_at(last);
     let ttft_ns = (last - start).as_nanos() as u64;
     tokens.push(token);
 

@@ -382,6 +382,39 @@ pub struct LoadTimings {
     pub process_start_to_ready_ms: f64,
     /// Loading weights and building the model.
     pub load_ms: f64,
+    /// Unix time (ns) of the engine's `main`, so the harness can tell how long the process (or
+    /// its container) took to get there from its spawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_unix_ns: Option<u64>,
+    /// The cold-start breakdown: each phase the engine can tell apart, in order, as ms since
+    /// its `main` (names in [`LOAD_PHASES`]; an engine whose library does several in one call
+    /// marks only the last of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<LoadPhase>,
+    /// From `main` to the first token of the process's first sequence (warm-ups included: the
+    /// first request a fresh process serves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_token_ms: Option<f64>,
+}
+
+/// The cold-start phases, in order: `runtime_init` (libraries, thread pool, device or CUDA
+/// context ready), `file_open` (the weight file opened or mapped), `weights_parsed` (its header
+/// and tensor index read), `weights_loaded` (every weight in memory, on the device), `ready`
+/// (the model built; marked by the kit after the load returns).
+pub const LOAD_PHASES: [&str; 5] = [
+    "runtime_init",
+    "file_open",
+    "weights_parsed",
+    "weights_loaded",
+    "ready",
+];
+
+/// One phase of loading: reached `at_ms` after the engine's `main`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoadPhase {
+    pub name: String,
+    pub at_ms: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -629,6 +662,9 @@ mod tests {
             load: Some(LoadTimings {
                 process_start_to_ready_ms: 12.5,
                 load_ms: 10.0,
+                main_unix_ns: None,
+                phases: vec![],
+                first_token_ms: None,
             }),
             memory: MemoryUsage {
                 peak_rss_bytes: Some(1 << 20),

@@ -43,7 +43,9 @@ impl<B: Backend> Burn<B> {
     {
         let dir = Path::new(&request.model.dir);
         engine_kit::require_hf_dir(dir)?;
+        engine_kit::phase("runtime_init");
         let model = model::Llama::<B>::load(dir, MAX_POSITIONS, &device)?;
+        engine_kit::phase("weights_loaded");
         let c = model.config();
         settings.insert(
             "attention".into(),

@@ -57,6 +57,7 @@ impl Candle {
             engine_kit::set_rayon_threads(n as usize);
         }
         let device = device_for(request)?;
+        engine_kit::phase("runtime_init");
         let dir = Path::new(&request.model.dir);
         let mut settings = BTreeMap::new();
         let model = match request.model.format {
@@ -65,8 +66,10 @@ impl Candle {
                 let path = dir.join("model.gguf");
                 require_file(&path)?;
                 let mut file = std::fs::File::open(&path)?;
+                engine_kit::phase("file_open");
                 let content = gguf_file::Content::read(&mut file)
                     .map_err(|e| format!("{}: not a readable GGUF: {e}", path.display()))?;
+                engine_kit::phase("weights_parsed");
                 let weights = quantized_llama::ModelWeights::from_gguf(content, &mut file, &device)
                     .map_err(|e| format!("{}: {e}", path.display()))?;
                 settings.insert(
@@ -103,6 +106,8 @@ impl Candle {
                     candle_nn::VarBuilder::from_mmaped_safetensors(&[&weights_path], dtype, &device)
                 }
                 .map_err(|e| format!("{}: {e}", weights_path.display()))?;
+                // Mapped and its header read: the weights are read as the model is built.
+                engine_kit::phase("weights_parsed");
                 let model = llama::Llama::load(vb, &config)
                     .map_err(|e| format!("{}: {e}", weights_path.display()))?;
                 let cache = llama::Cache::new(true, dtype, &config, &device)?;
@@ -115,6 +120,7 @@ impl Candle {
                 }
             }
         };
+        engine_kit::phase("weights_loaded");
         settings.insert("kv_cache".into(), "grown with Tensor::cat per step".into());
         settings.insert(
             "avx2_compiled".into(),

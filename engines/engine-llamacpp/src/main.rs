@@ -85,9 +85,12 @@ impl LlamaCpp {
         let mut backend = LlamaBackend::init()?;
         backend.void_logs();
         let backend: &'static LlamaBackend = Box::leak(Box::new(backend));
+        engine_kit::phase("runtime_init");
         let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
         let model = LlamaModel::load_from_file(backend, &path, &params)
             .map_err(|e| format!("{}: llama.cpp cannot load it: {e}", path.display()))?;
+        // One call opens, parses and maps the file (mmap: its pages are read at first use).
+        engine_kit::phase("weights_loaded");
         let model: &'static LlamaModel = Box::leak(Box::new(model));
         let ctx_params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(N_CTX))

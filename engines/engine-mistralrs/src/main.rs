@@ -189,6 +189,9 @@ impl CustomLogitsProcessor for LabSampler {
 
 struct MistralRs {
     model: Model,
+    /// A second runner built with mistral.rs's `with_no_kv_cache(true)` (the whole sequence is
+    /// recomputed at every step), when the request has a scenario without the KV cache.
+    no_kv_model: Option<Model>,
     rt: tokio::runtime::Runtime,
     /// mistral.rs's scheduler limit (`with_max_num_seqs`).
     max_seqs: usize,
@@ -242,19 +245,71 @@ impl MistralRs {
             .build()?;
         let mut settings = BTreeMap::new();
         let max_seqs = max_running_sequences(request);
+        engine_kit::phase("runtime_init");
+        // The KV cache is a setting of the whole runner in mistral.rs: a request with a scenario
+        // without it gets a second runner (the pipeline loaded a second time) with it off.
+        let wants_no_kv = request.scenarios.iter().any(|s| !s.generation.kv_cache);
+        let model = Self::runner(
+            request,
+            &dir_s,
+            &dir,
+            &device,
+            &rt,
+            max_seqs,
+            false,
+            &mut settings,
+        )?;
+        engine_kit::phase("weights_loaded");
+        let no_kv_model = if wants_no_kv {
+            Some(Self::runner(
+                request,
+                &dir_s,
+                &dir,
+                &device,
+                &rt,
+                max_seqs,
+                true,
+                &mut settings,
+            )?)
+        } else {
+            None
+        };
+        Self::describe(&mut settings, &device, max_seqs, wants_no_kv);
+        let threads = candle_core::utils::get_num_threads() as u32;
+        let engine = MistralRs {
+            model,
+            no_kv_model,
+            rt,
+            max_seqs,
+        };
+        Ok(META.loaded(engine, request, threads, settings))
+    }
 
+    /// Loads the pipeline and builds a runner around it (`no_kv_cache`: mistral.rs recomputes the
+    /// whole sequence at every step).
+    #[allow(clippy::too_many_arguments)]
+    fn runner(
+        request: &Request,
+        dir_s: &str,
+        dir: &Path,
+        device: &Option<candle_core::Device>,
+        rt: &tokio::runtime::Runtime,
+        max_seqs: usize,
+        no_kv_cache: bool,
+        settings: &mut BTreeMap<String, String>,
+    ) -> EngineResult<Model> {
         let (pipeline, scheduler) = match request.model.format {
             WeightFormat::Gguf => {
                 engine_kit::require_gguf_dtype(request)?;
                 // `with_tokenizer_json` is ignored by mistral.rs 0.8.1's GGUF path; the tokenizer
                 // model id is what makes it read the volume's tokenizer.json instead of converting
                 // the GGUF's vocabulary.
-                let mut b = GgufModelBuilder::new(&dir_s, vec!["model.gguf"])
-                    .with_tok_model_id(&dir_s)
+                let mut b = GgufModelBuilder::new(dir_s, vec!["model.gguf"])
+                    .with_tok_model_id(dir_s)
                     .with_token_source(TokenSource::None)
                     .with_prefix_cache_n(None)
                     .with_max_num_seqs(max_seqs);
-                b = match &device {
+                b = match device {
                     None => b.with_force_cpu(),
                     Some(d) => b.with_device(d.clone()),
                 };
@@ -270,14 +325,14 @@ impl MistralRs {
             }
             WeightFormat::Safetensors => {
                 let dtype = model_dtype(request.model.dtype)?;
-                let mut b = TextModelBuilder::new(&dir_s)
+                let mut b = TextModelBuilder::new(dir_s)
                     .with_loader_type(NormalLoaderType::Llama)
                     .with_dtype(dtype)
                     .with_tokenizer_json(dir.join("tokenizer.json").to_string_lossy())
                     .with_token_source(TokenSource::None)
                     .with_prefix_cache_n(None)
                     .with_max_num_seqs(max_seqs);
-                b = match &device {
+                b = match device {
                     None => b.with_force_cpu(),
                     Some(d) => b.with_device(d.clone()),
                 };
@@ -292,16 +347,31 @@ impl MistralRs {
         // (what `build_model_from_pipeline` does, plus that switch).
         let runner = rt.block_on(
             MistralRsBuilder::new(pipeline, scheduler, false, None)
-                .with_no_kv_cache(false)
+                .with_no_kv_cache(no_kv_cache)
                 .with_no_prefix_cache(true)
                 .with_disable_eos_stop(true)
                 .build(),
         );
-        let model = Model::new(runner);
+        Ok(Model::new(runner))
+    }
 
+    /// The fairness-relevant settings of the runners.
+    fn describe(
+        settings: &mut BTreeMap<String, String>,
+        device: &Option<candle_core::Device>,
+        max_seqs: usize,
+        no_kv: bool,
+    ) {
         settings.insert("api".into(), "Rust API: model pipeline + MistralRsBuilder + Model; requests are RequestMessage::CompletionTokens (token ids, no chat template)".into());
         settings.insert("prefix_cache".into(), "off".into());
-        settings.insert("kv_cache".into(), "on (mistral.rs default)".into());
+        settings.insert(
+            "kv_cache".into(),
+            if no_kv {
+                "on (mistral.rs default); scenarios without it run on a second runner built with with_no_kv_cache(true)".into()
+            } else {
+                "on (mistral.rs default)".into()
+            },
+        );
         settings.insert(
             "paged_attention".into(),
             match device {
@@ -333,13 +403,6 @@ impl MistralRs {
                  one request at a time; S2 bursts of B requests; S3 concurrent streaming requests"
             ),
         );
-        let threads = candle_core::utils::get_num_threads() as u32;
-        let engine = MistralRs {
-            model,
-            rt,
-            max_seqs,
-        };
-        Ok(META.loaded(engine, request, threads, settings))
     }
 
     fn request(
@@ -367,8 +430,13 @@ impl MistralRs {
     /// sampling step decided it (the lab's logits processor). TTFT = sent → token 0, each gap =
     /// token k-1 → token k, e2e = sent → last token; so TTFT + Σ gaps = e2e exactly.
     fn generate(&mut self, g: &GenerationSettings, prompt: &[u32]) -> EngineResult<SequenceRun> {
-        let id = self.model.inner().next_request_id();
-        let sender = self.model.inner().get_sender(None)?;
+        let model = match (&self.no_kv_model, g.kv_cache) {
+            (_, true) => &self.model,
+            (Some(m), false) => m,
+            (None, false) => return Err("no runner without the KV cache was built".into()),
+        };
+        let id = model.inner().next_request_id();
+        let sender = model.inner().get_sender(None)?;
         let flight = Flight {
             id,
             prompt: prompt.to_vec(),
@@ -833,6 +901,11 @@ impl MistralRs {
 }
 
 impl SequenceEngine for MistralRs {
+    fn kv_cache_off(&self) -> Option<String> {
+        // The runner without the cache is built at load when a scenario asks for it.
+        None
+    }
+
     fn run_load(&mut self, scenario: &ScenarioRequest) -> ScenarioReport {
         let batching = format!(
             "mistral.rs's own scheduler (continuous batching, at most {} running sequences; \

@@ -110,6 +110,7 @@ fn load(request: &Request) -> EngineResult<Loaded<Native>> {
                 )
             })?,
     };
+    engine_kit::phase("runtime_init");
     let dir = std::path::Path::new(&request.model.dir);
     let model = match (request.model.format, request.model.dtype) {
         (WeightFormat::Gguf, Dtype::Q4_1) => {
@@ -129,6 +130,7 @@ fn load(request: &Request) -> EngineResult<Loaded<Native>> {
             .into())
         }
     };
+    engine_kit::phase("weights_loaded");
     let mut settings = BTreeMap::new();
     settings.insert("simd".into(), model.simd.name().into());
     settings.insert("weights".into(), model.formats.clone());

@@ -164,7 +164,9 @@ impl Model {
         // model volume is read-only and nothing in the lab rewrites a file in place (the builder
         // writes a new file and renames it).
         let map = unsafe { Mmap::map(&file) }.map_err(|e| format!("{}: {e}", path.display()))?;
+        engine_kit::phase("file_open");
         let g = Gguf::parse(&map).map_err(|e| format!("{}: {e}", path.display()))?;
+        engine_kit::phase("weights_parsed");
         let arch = match g.get("general.architecture")? {
             crate::gguf::Value::Str(s) => s.clone(),
             _ => String::new(),
@@ -347,6 +349,7 @@ impl Model {
         // model volume is read-only and nothing in the lab rewrites a file in place (the builder
         // writes a new file and renames it).
         let map = unsafe { Mmap::map(&file) }.map_err(|e| format!("{}: {e}", st_path.display()))?;
+        engine_kit::phase("file_open");
         if map.len() < 8 {
             return Err(format!("{}: truncated safetensors file", st_path.display()).into());
         }
@@ -355,6 +358,7 @@ impl Model {
             serde_json::from_slice(map.get(8..8 + hlen).ok_or("truncated safetensors header")?)
                 .map_err(|e| format!("{}: header: {e}", st_path.display()))?;
         let base = 8 + hlen;
+        engine_kit::phase("weights_parsed");
         let mat = |name: &str| -> Result<Matrix> {
             let t = header
                 .get(name)

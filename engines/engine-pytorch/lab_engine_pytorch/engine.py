@@ -31,6 +31,20 @@ ENGINE_NAME = "pytorch"
 ENGINE_VERSION = "0.1.0"
 TOP_K = 5
 PROCESS_START_NS = time.perf_counter_ns()
+PROCESS_START_UNIX_NS = time.time_ns()
+# The cold-start breakdown (engine-kit's `phase` module): phase name -> perf_counter_ns, and the
+# process's first token.
+PHASES = {}
+FIRST_TOKEN_NS = [None]
+
+
+def phase(name):
+    PHASES.setdefault(name, time.perf_counter_ns())
+
+
+def first_token(at_ns):
+    if FIRST_TOKEN_NS[0] is None:
+        FIRST_TOKEN_NS[0] = at_ns
 
 
 class EngineError(Exception):
@@ -303,6 +317,7 @@ class TorchEngine:
         if threads:
             torch.set_num_threads(int(threads))
         self.threads = torch.get_num_threads()
+        phase("runtime_init")  # torch and transformers imported, device and threads set
 
         self.dtype_name = model["dtype"]
         dtype = getattr(torch, DTYPES[self.dtype_name])
@@ -313,6 +328,7 @@ class TorchEngine:
             use_safetensors=True,
             attn_implementation="eager",
         ).to(self.device)
+        phase("weights_loaded")  # from_pretrained opens, parses and loads in one call
         self.model.eval()
         self.cache = None
         # Padding id of the padded batches (masked out, so its value never matters): the
@@ -476,6 +492,7 @@ def one_sequence(engine, scenario, prompt, forced):
         tops.append(top_k(logits))
     engine.synchronize()
     last = time.perf_counter_ns()
+    first_token(last)
     ttft = last - start
     tokens.append(token)
     while len(tokens) < g["max_new_tokens"]:
@@ -938,6 +955,7 @@ def main():
         engine = TorchEngine(request)
         engine.synchronize()
         now = time.perf_counter_ns()
+        phase("ready")
         load = {
             "process_start_to_ready_ms": (now - PROCESS_START_NS) / 1e6,
             "load_ms": (now - load_start) / 1e6,
@@ -947,6 +965,14 @@ def main():
 
         with torch.inference_mode():
             scenarios = [run_scenario(engine, s) for s in request["scenarios"]]
+        load["main_unix_ns"] = PROCESS_START_UNIX_NS
+        load["phases"] = [
+            {"name": n, "at_ms": (PHASES[n] - PROCESS_START_NS) / 1e6}
+            for n in ("runtime_init", "file_open", "weights_parsed", "weights_loaded", "ready")
+            if n in PHASES
+        ]
+        if FIRST_TOKEN_NS[0] is not None:
+            load["first_token_ms"] = (FIRST_TOKEN_NS[0] - PROCESS_START_NS) / 1e6
         report = {
             "schema_version": SCHEMA_VERSION,
             "engine": engine.identity(),

@@ -158,6 +158,9 @@ fn report() -> Report {
         load: Some(LoadTimings {
             process_start_to_ready_ms: 120.0,
             load_ms: 100.0,
+            main_unix_ns: None,
+            phases: vec![],
+            first_token_ms: None,
         }),
         memory: MemoryUsage {
             peak_rss_bytes: Some(512 << 20),

@@ -537,3 +537,35 @@ fn the_python_sampler_draws_the_kits_ids() {
         assert_eq!(line_ids.len(), want.len());
     }
 }
+
+/// The PyTorch engine runs both analyses its own way: `kv-off` with `use_cache=False` (the whole
+/// prefix every step; the same greedy ids as with the cache, F32), and `sampling` with its port
+/// of the kit's sampler over the real vocabulary.
+#[test]
+fn pytorch_runs_the_kv_and_sampling_analyses() {
+    use lab_harness::analysis::{self, Outcome};
+    let (_, results) = testkit::load::run_load(
+        "pytorch-analyses",
+        vec![f32_target()],
+        &["kv-on", "kv-off", "sampling"],
+        testkit::load::small_load(),
+    );
+    let r = &results[0];
+    let ids = |id: &str| {
+        let s = r.report.scenarios.iter().find(|s| s.id == id).unwrap();
+        assert_eq!((&s.error, &s.unsupported), (&None, &None), "{id}");
+        s.prompts[0].generated_token_ids.clone()
+    };
+    assert_eq!(ids("kv-on").len(), 8);
+    assert_eq!(ids("kv-on"), ids("kv-off"));
+    assert!(matches!(analysis::kv(r), Some(Outcome::Rows(rows)) if rows[0].tokens == 8));
+    match analysis::sampling(r) {
+        Some(Outcome::Rows(rows)) => {
+            assert_eq!(rows.len(), 4);
+            for x in &rows {
+                assert_eq!((x.logits, x.sample_us.n), (49_152, 50), "{}", x.strategy);
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -166,3 +166,102 @@ fn a_prompt_longer_than_the_context_is_refused_before_any_engine_starts() {
     // Nothing ran: no run directory was created.
     assert!(!p.run_dir.exists());
 }
+
+/// The analyses through the whole harness: `kv-on`/`kv-off` and `sampling` run by the mock
+/// engine (a step-wise engine: the kit recomputes the prefix without the cache), their tables in
+/// `report.md` and `index.html`; a top-k above the model's vocabulary is refused before any
+/// engine starts.
+#[test]
+fn the_analyses_run_through_the_harness_and_reach_the_reports() {
+    use lab_harness::analysis::{self, Outcome};
+    let mut p = plan(
+        "analyses",
+        vec![mock(Dtype::F32, "ok")],
+        Duration::from_secs(120),
+    );
+    p.spec.scenarios = testkit::ids(&["kv-on", "kv-off", "sampling"]);
+    p.spec.load = Some(testkit::load::small_load());
+
+    let mut bad = p.clone();
+    bad.spec.sampling = Some(lab_protocol::Sampling::TopP {
+        temperature: 1.0,
+        top_p: 1.0,
+        seed: 0,
+        top_k: Some(60_000),
+    });
+    let e = lab_harness::scenario_requests(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("top_k 60000 is larger than the vocabulary (49152 tokens)"),
+        "{e}"
+    );
+
+    let (requests, _) = lab_harness::scenario_requests(&p).unwrap();
+    let kv: Vec<bool> = requests.iter().map(|r| r.generation.kv_cache).collect();
+    assert_eq!(kv, [true, false, true]);
+    assert_eq!(requests[0].generation.max_new_tokens, 8);
+    assert_eq!(requests[0].prompts[0].token_ids.len(), 16);
+
+    let (manifest, results) = lab_harness::bench(&p, &AtomicBool::new(false)).unwrap();
+    assert_eq!(
+        manifest.targets[0].status,
+        TargetStatus::Ok,
+        "{:?}",
+        manifest.targets[0].error
+    );
+    let r = &results[0];
+    let ids = |id: &str| {
+        r.report
+            .scenarios
+            .iter()
+            .find(|s| s.id == id)
+            .unwrap()
+            .prompts[0]
+            .generated_token_ids
+            .clone()
+    };
+    assert_eq!(ids("kv-on").len(), 8);
+    assert_eq!(
+        ids("kv-on"),
+        ids("kv-off"),
+        "recomputing the prefix changes no id"
+    );
+    match analysis::kv(r) {
+        Some(Outcome::Rows(rows)) => {
+            assert_eq!(rows.len(), 1);
+            assert_eq!(rows[0].tokens, 8);
+            assert!(rows[0].speedup.is_some());
+        }
+        other => panic!("{other:?}"),
+    }
+    match analysis::sampling(r) {
+        Some(Outcome::Rows(rows)) => {
+            let labels: Vec<&str> = rows.iter().map(|x| x.strategy.as_str()).collect();
+            assert_eq!(labels, ["greedy", "T=0.7", "top-k 50", "top-p 0.9"]);
+            for x in &rows {
+                assert_eq!((x.logits, x.sample_us.n), (49_152, 50));
+                assert!(x.share.is_some());
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+    // The start-up breakdown every engine process reports: `ready` marked by the kit after the
+    // load, the first token after it.
+    let load = r.report.load.as_ref().unwrap();
+    let ready = load
+        .phases
+        .iter()
+        .find(|p| p.name == "ready")
+        .expect("ready");
+    assert!(
+        (ready.at_ms - load.process_start_to_ready_ms).abs() < 1.0,
+        "{load:?}"
+    );
+    assert!(load.first_token_ms.unwrap() > ready.at_ms, "{load:?}");
+    assert!(load.main_unix_ns.is_some());
+    let md = std::fs::read_to_string(p.run_dir.join("report.md")).unwrap();
+    assert!(md.contains("## KV cache on/off") && md.contains("## Sampling overhead"));
+    let html = std::fs::read_to_string(p.run_dir.join("index.html")).unwrap();
+    assert!(html.contains("id=\"analysis-kv\"") && html.contains("id=\"analysis-sampling\""));
+}
