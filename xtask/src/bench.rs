@@ -107,6 +107,16 @@ pub struct Flags {
     /// With sampling: the generator's seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Named analyses beyond the scenarios; repeatable: `cold-start` (after its run, every
+    /// target is started again with a one-token request on a dropped page cache, which needs
+    /// root, then on a warm one; each start broken down into its loading phases).
+    #[arg(long)]
+    pub analysis: Vec<String>,
+    /// `--analysis cold-start`: starts on a dropped page cache, and then on a warm one.
+    #[arg(long, default_value_t = 1)]
+    pub cold_starts: u32,
+    #[arg(long, default_value_t = 3)]
+    pub warm_starts: u32,
     /// Model volume entry (`smollm2-135m`, `synthetic-llama-3.2-1b`) or a path to an HF Llama directory.
     #[arg(long, default_value = "smollm2-135m")]
     pub model: String,
@@ -395,6 +405,7 @@ pub fn plan(flags: &Flags, prov: &Provenance) -> Result<BenchSpec> {
         price: flags.price.price()?,
         sampling: sampling(flags)?,
         kv_cache_off: kv_cache_off(flags)?,
+        startup: startup(flags)?,
         lock_clocks: match &flags.lock_clocks {
             Some(c) => Some(
                 c.parse::<lab_gpu::lock::ClockRequest>()
@@ -500,6 +511,34 @@ fn kv_cache_off(flags: &Flags) -> Result<bool> {
         "off" => Ok(true),
         other => bail!("--kv-cache {other}: expected `on` or `off`"),
     }
+}
+
+/// `--analysis`: the named analyses; `cold-start` is refused here when the page cache cannot be
+/// dropped (before anything is built).
+fn startup(flags: &Flags) -> Result<Option<lab_harness::startup::StartSettings>> {
+    let mut out = None;
+    for a in &flags.analysis {
+        match a.as_str() {
+            "cold-start" => {
+                if flags.cold_starts + flags.warm_starts == 0 {
+                    bail!("--analysis cold-start: --cold-starts and --warm-starts are both 0");
+                }
+                let s = lab_harness::startup::StartSettings {
+                    cold: flags.cold_starts,
+                    warm: flags.warm_starts,
+                    drop_caches_file: None,
+                };
+                if s.cold > 0 {
+                    lab_harness::startup::check_can_drop(&s)?;
+                }
+                out = Some(s);
+            }
+            other => bail!(
+                "--analysis {other}: unknown analysis (known: cold-start; the KV-cache and sampling analyses are scenarios: --scenario kv, --scenario sampling)"
+            ),
+        }
+    }
+    Ok(out)
 }
 
 /// `closed` or `poisson:RATE[:SEED]`.
@@ -1077,6 +1116,16 @@ mod tests {
                 "{e}"
             );
         }
+        assert!(err(&["--analysis", "speed"]).contains("--analysis speed: unknown analysis"));
+        assert!(err(&[
+            "--analysis",
+            "cold-start",
+            "--cold-starts",
+            "0",
+            "--warm-starts",
+            "0"
+        ])
+        .contains("both 0"));
         assert!(err(&["--kv-cache", "maybe"]).contains("expected `on` or `off`"));
     }
 

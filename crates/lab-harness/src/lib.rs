@@ -26,6 +26,7 @@ pub mod results;
 pub mod run;
 pub mod runner;
 pub mod spec;
+pub mod startup;
 pub mod stats;
 pub mod telemetry;
 

@@ -286,6 +286,7 @@ pub fn run_target(
         correctness: None,
         telemetry: None,
         footprint: Some(crate::footprint::of(t)),
+        startup: None,
         report,
     };
     if let Some(raw) = raw {
@@ -301,6 +302,19 @@ pub fn run_target(
             ));
         }
         result.telemetry = Some(t);
+    }
+    if let (Some(s), 1, false) = (
+        &plan.spec.startup,
+        ctx.run,
+        status == TargetStatus::Failed,
+    ) {
+        result.startup = Some(crate::startup::measure(
+            plan,
+            t,
+            s,
+            interrupted,
+            ctx.progress,
+        )?);
     }
     if let Some(r) = ctx.reference.filter(|_| ctx.run == 1) {
         result.correctness = correctness::evaluate(&result, r);

@@ -50,6 +50,9 @@ pub enum RunError {
 pub struct Finished {
     pub report: Report,
     pub wall: Duration,
+    /// Unix time (ns) just before the process was spawned (with the engine's `main_unix_ns`:
+    /// how long the process, or its container, took to reach `main`).
+    pub spawn_unix_ns: u64,
 }
 
 /// Starts the engine, feeds it `request`, streams its stderr prefixed with `label` and waits.
@@ -80,6 +83,7 @@ pub fn run_engine_with(
     progress: &Progress,
 ) -> Result<Finished, RunError> {
     let start = Instant::now();
+    let spawn_unix_ns = lab_gpu::now_unix_ns();
     #[allow(clippy::disallowed_methods)] // streaming stdin/stdout/stderr needs a raw Command
     let mut child = Command::new(&launch.program)
         .args(&launch.args)
@@ -132,7 +136,10 @@ pub fn run_engine_with(
     let _ = writer.join();
     let out = reader.join().unwrap_or_default();
     let last_stderr = logger.join().unwrap_or_default();
-    conclude(status, &out, &last_stderr, start.elapsed())
+    conclude(status, &out, &last_stderr, start.elapsed()).map(|f| Finished {
+        spawn_unix_ns,
+        ..f
+    })
 }
 
 /// Prints the engine's stderr line by line with the target's label; keeps its last 20 lines
@@ -193,7 +200,11 @@ fn conclude(
             lab_protocol::SCHEMA_VERSION
         )));
     }
-    Ok(Finished { report, wall })
+    Ok(Finished {
+        report,
+        wall,
+        spawn_unix_ns: 0,
+    })
 }
 
 fn kill(child: &mut Child, cleanup: &[String]) {

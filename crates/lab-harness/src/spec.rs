@@ -75,6 +75,9 @@ pub struct BenchSpec {
     /// prefix). The `kv-on`/`kv-off` analysis sets its own.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub kv_cache_off: bool,
+    /// `--analysis cold-start`: how many extra starts per target on a cold and a warm page cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup: Option<crate::startup::StartSettings>,
 }
 
 fn custom() -> Profile {

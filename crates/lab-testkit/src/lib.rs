@@ -279,6 +279,7 @@ pub fn s1_plan(
             price: None,
             sampling: None,
             kv_cache_off: false,
+            startup: None,
         },
         root: root(),
         run_dir: dir.join("run"),

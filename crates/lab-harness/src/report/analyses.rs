@@ -11,7 +11,7 @@ use super::markdown::fmt_num;
 pub struct Table {
     pub id: &'static str,
     pub title: &'static str,
-    pub note: &'static str,
+    pub note: String,
     pub head: Vec<&'static str>,
     pub numeric: Vec<bool>,
     pub rows: Vec<Vec<String>>,
@@ -76,12 +76,13 @@ pub fn tables(results: &[TargetResult]) -> Vec<Table> {
         out.push(Table {
             id: "analysis-kv",
             title: "KV cache on/off",
-            note: "Scenarios kv-on and kv-off: the same prompt and fixed-length greedy generation; without the cache every step recomputes the whole prefix. Cumulative time to N tokens = TTFT + the first N − 1 inter-token gaps (median over iterations); speed-up = median without ÷ median with, 95 % interval in brackets.",
+            note: "Scenarios kv-on and kv-off: the same prompt and fixed-length greedy generation; without the cache every step recomputes the whole prefix. Cumulative time to N tokens = TTFT + the first N − 1 inter-token gaps (median over iterations); speed-up = median without ÷ median with, 95 % interval in brackets.".into(),
             numeric: vec![false, true, true, true, true, true, true],
             head,
             rows,
         });
     }
+    out.extend(startup_table(results));
     let sampling = analysis::of_targets(results, analysis::sampling);
     if !sampling.is_empty() {
         let head = vec![
@@ -117,13 +118,116 @@ pub fn tables(results: &[TargetResult]) -> Vec<Table> {
         out.push(Table {
             id: "analysis-sampling",
             title: "Sampling overhead",
-            note: "Scenario sampling: each strategy selects tokens one at a time from the logits of the engine's last forward pass (the whole vocabulary), each selection timed alone; the decode step (one forward pass and a greedy selection) is the same scenario's median inter-token gap. Share = median selection ÷ median decode step, 95 % interval in brackets.",
+            note: "Scenario sampling: each strategy selects tokens one at a time from the logits of the engine's last forward pass (the whole vocabulary), each selection timed alone; the decode step (one forward pass and a greedy selection) is the same scenario's median inter-token gap. Share = median selection ÷ median decode step, 95 % interval in brackets.".into(),
             numeric: vec![false, false, true, true, true, true, true, true],
             head,
             rows,
         });
     }
     out
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// The start-up table: `--analysis cold-start`'s starts per page-cache state (medians), else
+/// each target's own start in the run ("as found").
+fn startup_table(results: &[TargetResult]) -> Option<Table> {
+    use crate::startup::{Cache, StartSample};
+    let mut rows = Vec::new();
+    let mut how = None;
+    for r in results.iter().filter(|r| r.run() == 1) {
+        let samples: Vec<StartSample> = match &r.startup {
+            Some(s) => {
+                how.get_or_insert_with(|| s.cold_cache.clone());
+                s.samples.clone()
+            }
+            None => match &r.report.load {
+                Some(l) if !l.phases.is_empty() => vec![StartSample {
+                    cache: Cache::AsFound,
+                    spawn_to_main_ms: None,
+                    phases: l.phases.clone(),
+                    first_token_ms: l.first_token_ms,
+                    wall_ms: r.process_wall_ms,
+                    error: None,
+                }],
+                _ => continue,
+            },
+        };
+        for cache in [Cache::Cold, Cache::Warm, Cache::AsFound] {
+            let of: Vec<&StartSample> = samples
+                .iter()
+                .filter(|s| s.cache == cache && s.error.is_none())
+                .collect();
+            let failed = samples
+                .iter()
+                .filter(|s| s.cache == cache && s.error.is_some())
+                .count();
+            if of.is_empty() && failed == 0 {
+                continue;
+            }
+            let cell = |v: Vec<f64>| median(v).map(fmt_num).unwrap_or_else(|| "-".into());
+            let mut row = vec![
+                r.target.clone(),
+                cache.name().to_string(),
+                if failed > 0 {
+                    format!("{} ({failed} failed)", of.len())
+                } else {
+                    of.len().to_string()
+                },
+                cell(of.iter().filter_map(|s| s.spawn_to_main_ms).collect()),
+            ];
+            let durations: Vec<Vec<(&str, Option<f64>)>> =
+                of.iter().map(|s| s.durations()).collect();
+            let phases = durations.first().map_or(0, |d| d.len());
+            for i in 0..phases {
+                row.push(cell(durations.iter().filter_map(|d| d[i].1).collect()));
+            }
+            row.push(cell(of.iter().filter_map(|s| s.spawn_to_first_token_ms()).collect()));
+            rows.push(row);
+        }
+    }
+    if rows.is_empty() {
+        return None;
+    }
+    let note = match how {
+        Some(h) => format!(
+            "Each start serves one 16-token prompt and one token; medians over the starts, ms. Each column is the time from the previous phase the engine marked (from its `main` for the first); `-`: the engine's library does that phase inside a later one. Cold page cache: {h}."
+        ),
+        None => "The run's own start of each engine (page cache as found: not a controlled cold start; `--analysis cold-start` measures cold and warm starts), ms; each column is the time from the previous phase the engine marked (from its `main` for the first); `-`: the engine's library does that phase inside a later one.".into(),
+    };
+    Some(Table {
+        id: "analysis-startup",
+        title: "Start-up, broken down",
+        note,
+        head: vec![
+            "target",
+            "page cache",
+            "starts",
+            "spawn → main",
+            "runtime init",
+            "file open",
+            "weights parsed",
+            "weights loaded",
+            "ready",
+            "→ first token",
+            "spawn → first token",
+        ],
+        numeric: vec![
+            false, false, false, true, true, true, true, true, true, true, true,
+        ],
+        rows,
+    })
 }
 
 /// The tables as Markdown sections.

@@ -464,7 +464,7 @@ fn analyses(input: &Input) -> String {
             s,
             "<h3>{}</h3>\n<p class=\"note\">{}</p>",
             esc(t.title),
-            esc(t.note)
+            esc(&t.note)
         );
         let rows: Vec<Vec<String>> = t
             .rows

@@ -34,6 +34,7 @@ pub(crate) fn fixture() -> (RunManifest, Vec<TargetResult>) {
             image_bytes: Some(40_000_000),
             ..Default::default()
         }),
+        startup: None,
         correctness: Some(Correctness {
             target: "mock:hf-f32".into(),
             dtype: "f32".into(),

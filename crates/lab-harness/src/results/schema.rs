@@ -159,6 +159,9 @@ pub struct TargetResult {
     /// Binary, image and environment sizes (absent in results recorded before they were).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub footprint: Option<crate::footprint::Footprint>,
+    /// `--analysis cold-start`: the extra starts of the engine on a cold and a warm page cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup: Option<crate::startup::Startup>,
 }
 
 impl TargetResult {

@@ -265,3 +265,53 @@ fn the_analyses_run_through_the_harness_and_reach_the_reports() {
     let html = std::fs::read_to_string(p.run_dir.join("index.html")).unwrap();
     assert!(html.contains("id=\"analysis-kv\"") && html.contains("id=\"analysis-sampling\""));
 }
+
+/// `--analysis cold-start` with the mock engine: after its run the engine is started once on a
+/// "dropped" page cache (a plain file stands in for `/proc/sys/vm/drop_caches`: the harness writes
+/// `3` into it, and nothing on the machine changes) and twice warm; each start is broken down
+/// into spawn → main, the phases and the first token, and reaches the reports. A drop-caches file
+/// that cannot be written is refused before anything runs.
+#[test]
+fn cold_and_warm_starts_are_broken_down_and_reported() {
+    use lab_harness::startup::{check_can_drop, Cache, StartSettings};
+    let mut p = plan(
+        "startup",
+        vec![mock(Dtype::F32, "ok")],
+        Duration::from_secs(60),
+    );
+    let fake = p.run_dir.with_extension("drop_caches");
+    let _ = std::fs::create_dir_all(fake.parent().unwrap());
+    std::fs::write(&fake, "").unwrap();
+    let refused = StartSettings {
+        cold: 1,
+        warm: 0,
+        drop_caches_file: Some(fake.join("not-a-dir/drop_caches")),
+    };
+    let e = check_can_drop(&refused).unwrap_err().to_string();
+    assert!(e.contains("cannot drop the page cache") && e.contains("needs root"), "{e}");
+
+    p.spec.startup = Some(StartSettings {
+        cold: 1,
+        warm: 2,
+        drop_caches_file: Some(fake.clone()),
+    });
+    check_can_drop(p.spec.startup.as_ref().unwrap()).unwrap();
+    let (manifest, results) = lab_harness::bench(&p, &AtomicBool::new(false)).unwrap();
+    assert_eq!(manifest.targets[0].status, TargetStatus::Ok);
+    assert_eq!(std::fs::read_to_string(&fake).unwrap(), "3\n");
+    let s = results[0].startup.as_ref().expect("the starts");
+    assert!(s.cold_cache.contains("written to"), "{}", s.cold_cache);
+    let caches: Vec<Cache> = s.samples.iter().map(|x| x.cache).collect();
+    assert_eq!(caches, [Cache::Cold, Cache::Warm, Cache::Warm]);
+    for x in &s.samples {
+        assert_eq!(x.error, None);
+        assert!(x.spawn_to_main_ms.unwrap() >= 0.0, "{x:?}");
+        assert!(x.phases.iter().any(|p| p.name == "ready"), "{x:?}");
+        let total = x.spawn_to_first_token_ms().unwrap();
+        assert!(total <= x.wall_ms + 5.0, "{x:?}");
+    }
+    let md = std::fs::read_to_string(p.run_dir.join("report.md")).unwrap();
+    assert!(md.contains("## Start-up, broken down"), "{md}");
+    assert!(md.contains("| cold | 1 |") && md.contains("| warm | 2 |"), "{md}");
+    let _ = std::fs::remove_file(&fake);
+}
