@@ -109,7 +109,9 @@ pub struct Flags {
     pub seed: u64,
     /// Named analyses beyond the scenarios; repeatable: `cold-start` (after its run, every
     /// target is started again with a one-token request on a dropped page cache, which needs
-    /// root, then on a warm one; each start broken down into its loading phases).
+    /// root, then on a warm one; each start broken down into its loading phases) and `quant`
+    /// (llama.cpp, candle and mistral.rs on every GGUF level of the volume: the shipped Q4_1 and
+    /// the derived Q8_0, Q4_0, F16; alone it runs only those, with `--all` everything).
     #[arg(long)]
     pub analysis: Vec<String>,
     /// `--analysis cold-start`: starts on a dropped page cache, and then on a warm one.
@@ -315,7 +317,18 @@ pub fn plan(flags: &Flags, prov: &Provenance) -> Result<BenchSpec> {
         container::RuntimeKind::parse(r)?;
     }
     let cpuset = flags.cpuset_cpus.as_deref().map(cpuset_len).transpose()?;
-    let (targets, unsupported) = catalog::select_targets_on(&flags.engine, &device)?;
+    // `--analysis quant` adds every GGUF level of the GGUF engines (alone: only those).
+    let mut engines = flags.engine.clone();
+    if flags.analysis.iter().any(|a| a == "quant") {
+        if flags.all && engines.is_empty() {
+            engines = catalog::targets_on(&device)
+                .iter()
+                .map(Target::label)
+                .collect();
+        }
+        engines.push("quant".into());
+    }
+    let (targets, unsupported) = catalog::select_targets_on(&engines, &device)?;
     if targets.is_empty() {
         bail!(
             "nothing to run on {device}: {}",
@@ -519,6 +532,7 @@ fn startup(flags: &Flags) -> Result<Option<lab_harness::startup::StartSettings>>
     let mut out = None;
     for a in &flags.analysis {
         match a.as_str() {
+            "quant" => {} // targets, selected in `plan`
             "cold-start" => {
                 if flags.cold_starts + flags.warm_starts == 0 {
                     bail!("--analysis cold-start: --cold-starts and --warm-starts are both 0");
@@ -534,7 +548,7 @@ fn startup(flags: &Flags) -> Result<Option<lab_harness::startup::StartSettings>>
                 out = Some(s);
             }
             other => bail!(
-                "--analysis {other}: unknown analysis (known: cold-start; the KV-cache and sampling analyses are scenarios: --scenario kv, --scenario sampling)"
+                "--analysis {other}: unknown analysis (known: cold-start, quant; the KV-cache and sampling analyses are scenarios: --scenario kv, --scenario sampling)"
             ),
         }
     }

@@ -27,17 +27,21 @@ pub fn require_file(path: &std::path::Path) -> EngineResult<()> {
     }
 }
 
-/// GGUF weights run in the dtype they are stored in: the volume's GGUF is Q4_1, so a request for
-/// another dtype with the GGUF weight format is refused with one line naming it.
-pub fn require_gguf_dtype(request: &Request) -> EngineResult<()> {
-    if request.model.dtype != lab_protocol::Dtype::Q4_1 {
+/// GGUF weights run in the dtype they are stored in: the volume's GGUF file of the request's
+/// dtype (`model.gguf` for the shipped Q4_1, `model-q8_0.gguf`, `model-q4_0.gguf`,
+/// `model-f16.gguf` derived from it), checked with [`require_file`]; a dtype no GGUF stores is
+/// refused with one line naming it.
+pub fn gguf_path(request: &Request) -> EngineResult<PathBuf> {
+    let Some(name) = request.model.dtype.gguf_file() else {
         return Err(format!(
-            "GGUF weights run in the dtype they are stored in (q4_1), not {}",
+            "GGUF weights run in the dtype they are stored in (q4_1, q8_0, q4_0, f16), not {}",
             request.model.dtype.as_str()
         )
         .into());
-    }
-    Ok(())
+    };
+    let path = Path::new(&request.model.dir).join(name);
+    require_file(&path)?;
+    Ok(path)
 }
 
 /// The files of the volume's HF safetensors directory, each checked with [`require_file`].
@@ -58,18 +62,18 @@ pub fn require_hf_dir(dir: &Path) -> EngineResult<HfFiles> {
 }
 
 /// The error for a quantized dtype requested with dense (safetensors) weights.
-pub fn q4_1_needs_gguf() -> BoxError {
-    "q4_1 needs the GGUF weight format".into()
+pub fn quantized_needs_gguf(dtype: Dtype) -> BoxError {
+    format!("{} needs the GGUF weight format", dtype.as_str()).into()
 }
 
 /// A dense dtype in the library's own type: `f32`, `f16` or `bf16` for the request's dtype;
-/// q4_1 is refused ([`q4_1_needs_gguf`]).
+/// quantized dtypes are refused ([`quantized_needs_gguf`]).
 pub fn dense_dtype<T>(dtype: Dtype, f32: T, f16: T, bf16: T) -> EngineResult<T> {
     match dtype {
         Dtype::F32 => Ok(f32),
         Dtype::F16 => Ok(f16),
         Dtype::Bf16 => Ok(bf16),
-        Dtype::Q4_1 => Err(q4_1_needs_gguf()),
+        Dtype::Q4_1 | Dtype::Q8_0 | Dtype::Q4_0 => Err(quantized_needs_gguf(dtype)),
     }
 }
 

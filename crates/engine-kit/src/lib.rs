@@ -41,7 +41,7 @@ pub fn unix_ns_of(origin: std::time::Instant) -> u64 {
 mod sequence;
 
 pub use adapter::{
-    cuda_ordinal, dense_dtype, q4_1_needs_gguf, require_file, require_gguf_dtype, require_hf_dir,
+    cuda_ordinal, dense_dtype, gguf_path, quantized_needs_gguf, require_file, require_hf_dir,
     set_rayon_threads, threads, HfFiles,
 };
 pub use engine::{

@@ -193,6 +193,27 @@ pub fn targets_on(device: &Device) -> Vec<Target> {
     .collect()
 }
 
+/// The engines that read GGUF files of any level (the native engine's kernels are Q4_1's).
+pub const QUANT_ENGINES: [&str; 3] = ["llamacpp", "candle", "mistralrs"];
+
+/// The quantization analysis's targets on `device` (`--analysis quant`, or one by its label):
+/// each engine of [`QUANT_ENGINES`] on the volume's derived Q8_0, Q4_0 and F16 GGUFs. They are
+/// not in a default run; the shipped Q4_1 targets they compare with are.
+pub fn quant_targets(device: &Device) -> Vec<Target> {
+    let all = targets_on(device);
+    QUANT_ENGINES
+        .iter()
+        .filter_map(|e| all.iter().find(|t| t.engine == *e).cloned())
+        .flat_map(|t| {
+            [Dtype::Q8_0, Dtype::Q4_0, Dtype::F16].map(|dtype| Target {
+                format: WeightFormat::Gguf,
+                dtype,
+                ..t.clone()
+            })
+        })
+        .collect()
+}
+
 /// Targets left out of a run, with the reason: `(label, why)`.
 pub type Skipped = Vec<(String, String)>;
 
@@ -218,9 +239,23 @@ pub fn select_targets_on(specs: &[String], device: &Device) -> Result<(Vec<Targe
         elsewhere.iter().for_each(&mut skip);
         return Ok((all, skipped));
     }
+    let quant = quant_targets(device);
     for spec in specs {
         let matches = |t: &&Target| t.engine == spec.as_str() || t.label() == *spec;
-        let matched: Vec<Target> = all.iter().filter(matches).cloned().collect();
+        let mut matched: Vec<Target> = all.iter().filter(matches).cloned().collect();
+        if spec == "quant" {
+            // Every level of every GGUF engine: the shipped Q4_1 and the derived ones.
+            for e in QUANT_ENGINES {
+                matched.extend(
+                    all.iter()
+                        .filter(|t| t.engine == e && t.format == WeightFormat::Gguf)
+                        .cloned(),
+                );
+                matched.extend(quant.iter().filter(|t| t.engine == e).cloned());
+            }
+        } else {
+            matched.extend(quant.iter().filter(|t| t.label() == *spec).cloned());
+        }
         let unsupported: Vec<&Target> = elsewhere.iter().filter(matches).collect();
         if matched.is_empty() && unsupported.is_empty() {
             let mut known: Vec<String> = all.iter().map(|t| t.engine.to_string()).collect();
@@ -564,6 +599,36 @@ mod tests {
         assert!(select_targets_on(&["candel".into()], &cuda).is_err());
         // Nothing is unsupported on the CPU.
         assert!(select_targets_on(&[], &Device::Cpu).unwrap().1.is_empty());
+    }
+
+    #[test]
+    fn the_quantization_levels_are_selected_by_label_or_by_quant_only() {
+        let labels = |specs: &[&str]| -> Vec<String> {
+            let specs: Vec<String> = specs.iter().map(|s| s.to_string()).collect();
+            select_targets(&specs)
+                .unwrap()
+                .iter()
+                .map(Target::label)
+                .collect()
+        };
+        // Not in a default run, not behind an engine's name.
+        assert!(!labels(&[]).iter().any(|l| l.ends_with("q8_0")));
+        assert_eq!(labels(&["llamacpp"]), ["llamacpp:gguf-q4_1"]);
+        assert_eq!(labels(&["candle:gguf-q4_0"]), ["candle:gguf-q4_0"]);
+        let q = labels(&["quant"]);
+        assert_eq!(q.len(), 12, "{q:?}");
+        for e in QUANT_ENGINES {
+            for level in ["q4_1", "q8_0", "q4_0", "f16"] {
+                assert!(
+                    q.contains(&format!("{e}:gguf-{level}")),
+                    "{e} {level}: {q:?}"
+                );
+            }
+        }
+        // Every level's file is one the volume builder writes.
+        for t in quant_targets(&Device::Cpu) {
+            assert!(t.dtype.gguf_file().is_some(), "{}", t.label());
+        }
     }
 
     #[test]

@@ -153,6 +153,14 @@ pub fn gate_for(format: WeightFormat, dtype: Dtype) -> (f64, &'static str) {
         ),
         (_, Dtype::Bf16 | Dtype::F16) => (0.90, "half precision: near-ties flip"),
         (_, Dtype::Q4_1) => (0.90, "q4_1: reference weights, 8-bit quantized activations"),
+        (_, Dtype::Q8_0) => (
+            0.90,
+            "q8_0 derived from the q4_1: reference weights within 1/254 of each block's range",
+        ),
+        (_, Dtype::Q4_0) => (
+            0.80,
+            "q4_0 derived from the q4_1: the reference weights rounded a second time to 16 symmetric levels",
+        ),
     }
 }
 

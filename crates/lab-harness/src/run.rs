@@ -303,11 +303,7 @@ pub fn run_target(
         }
         result.telemetry = Some(t);
     }
-    if let (Some(s), 1, false) = (
-        &plan.spec.startup,
-        ctx.run,
-        status == TargetStatus::Failed,
-    ) {
+    if let (Some(s), 1, false) = (&plan.spec.startup, ctx.run, status == TargetStatus::Failed) {
         result.startup = Some(crate::startup::measure(
             plan,
             t,

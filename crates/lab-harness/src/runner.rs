@@ -136,10 +136,7 @@ pub fn run_engine_with(
     let _ = writer.join();
     let out = reader.join().unwrap_or_default();
     let last_stderr = logger.join().unwrap_or_default();
-    conclude(status, &out, &last_stderr, start.elapsed()).map(|f| Finished {
-        spawn_unix_ns,
-        ..f
-    })
+    conclude(status, &out, &last_stderr, start.elapsed()).map(|f| Finished { spawn_unix_ns, ..f })
 }
 
 /// Prints the engine's stderr line by line with the target's label; keeps its last 20 lines

@@ -254,13 +254,17 @@ mod tests {
         let s = StartSample {
             cache: Cache::Cold,
             spawn_to_main_ms: Some(40.0),
-            phases: [("runtime_init", 5.0), ("weights_loaded", 105.0), ("ready", 110.0)]
-                .iter()
-                .map(|&(n, a)| LoadPhase {
-                    name: n.into(),
-                    at_ms: a,
-                })
-                .collect(),
+            phases: [
+                ("runtime_init", 5.0),
+                ("weights_loaded", 105.0),
+                ("ready", 110.0),
+            ]
+            .iter()
+            .map(|&(n, a)| LoadPhase {
+                name: n.into(),
+                at_ms: a,
+            })
+            .collect(),
             first_token_ms: Some(130.0),
             wall_ms: 200.0,
             error: None,

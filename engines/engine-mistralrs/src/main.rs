@@ -68,8 +68,10 @@ fn guard_paths(request: &Request) -> EngineResult<PathBuf> {
     let dir = dir
         .canonicalize()
         .map_err(|e| format!("model directory {}: {e}", dir.display()))?;
+    let gguf = request.model.dtype.gguf_file().unwrap_or("model.gguf");
+    let gguf_files = [gguf, "tokenizer.json"];
     let files: &[&str] = match request.model.format {
-        WeightFormat::Gguf => &["model.gguf", "tokenizer.json"],
+        WeightFormat::Gguf => &gguf_files,
         WeightFormat::Safetensors => &["config.json", "model.safetensors", "tokenizer.json"],
     };
     for f in files {
@@ -300,11 +302,15 @@ impl MistralRs {
     ) -> EngineResult<Model> {
         let (pipeline, scheduler) = match request.model.format {
             WeightFormat::Gguf => {
-                engine_kit::require_gguf_dtype(request)?;
+                let path = engine_kit::gguf_path(request)?;
+                let file = path
+                    .file_name()
+                    .map(|f| f.to_string_lossy().to_string())
+                    .unwrap_or_default();
                 // `with_tokenizer_json` is ignored by mistral.rs 0.8.1's GGUF path; the tokenizer
                 // model id is what makes it read the volume's tokenizer.json instead of converting
                 // the GGUF's vocabulary.
-                let mut b = GgufModelBuilder::new(dir_s, vec!["model.gguf"])
+                let mut b = GgufModelBuilder::new(dir_s, vec![file.clone()])
                     .with_tok_model_id(dir_s)
                     .with_token_source(TokenSource::None)
                     .with_prefix_cache_n(None)
@@ -315,7 +321,7 @@ impl MistralRs {
                 };
                 let (p, s, _) = rt
                     .block_on(build_gguf_pipeline(b))
-                    .map_err(|e| format!("mistral.rs cannot load {dir_s}/model.gguf: {e:#}"))?;
+                    .map_err(|e| format!("mistral.rs cannot load {dir_s}/{file}: {e:#}"))?;
                 settings.insert(
                     "tokenizer".into(),
                     "the volume's tokenizer.json (with_tok_model_id), not the GGUF conversion"

@@ -83,6 +83,7 @@ pub fn tables(results: &[TargetResult]) -> Vec<Table> {
         });
     }
     out.extend(startup_table(results));
+    out.extend(quant_table(results));
     let sampling = analysis::of_targets(results, analysis::sampling);
     if !sampling.is_empty() {
         let head = vec![
@@ -193,7 +194,11 @@ fn startup_table(results: &[TargetResult]) -> Option<Table> {
             for i in 0..phases {
                 row.push(cell(durations.iter().filter_map(|d| d[i].1).collect()));
             }
-            row.push(cell(of.iter().filter_map(|s| s.spawn_to_first_token_ms()).collect()));
+            row.push(cell(
+                of.iter()
+                    .filter_map(|s| s.spawn_to_first_token_ms())
+                    .collect(),
+            ));
             rows.push(row);
         }
     }
@@ -230,6 +235,83 @@ fn startup_table(results: &[TargetResult]) -> Option<Table> {
     })
 }
 
+/// The quantization table (`--analysis quant`): every GGUF target of an engine the run measured
+/// at two or more levels, side by side: S1 speed at the longest prompt, peak memory and the
+/// teacher-forced agreement with the reference.
+fn quant_table(results: &[TargetResult]) -> Option<Table> {
+    use crate::metric::Metric;
+    use crate::report::ratio::{interval, s1_prompts, s1_summary};
+    let gguf: Vec<&TargetResult> = results
+        .iter()
+        .filter(|r| {
+            r.run() == 1 && r.report.engine.weight_format == lab_protocol::WeightFormat::Gguf
+        })
+        .collect();
+    let levels = |engine: &str| {
+        gguf.iter()
+            .filter(|r| r.report.engine.name == engine)
+            .count()
+    };
+    let mut rows = Vec::new();
+    for r in gguf.iter().filter(|r| levels(&r.report.engine.name) >= 2) {
+        let prompt = s1_prompts(r).into_iter().max_by_key(|(_, n)| *n);
+        let cell = |m: Metric| {
+            prompt
+                .as_ref()
+                .and_then(|(p, _)| s1_summary(r, p, m))
+                .map(|s| {
+                    let (lo, hi) = interval(s);
+                    format!("{} [{}, {}]", fmt_num(s.median), fmt_num(lo), fmt_num(hi))
+                })
+                .unwrap_or_else(|| "-".into())
+        };
+        let (agreement, prefix) = match &r.correctness {
+            Some(c) => (
+                format!(
+                    "{:.1} % ({}/{}, gate {:.0} %)",
+                    c.top1_agreement * 100.0,
+                    c.top1_agree,
+                    c.positions,
+                    c.gate * 100.0
+                ),
+                format!("{}/{}", c.greedy_prefix_tokens, c.greedy_tokens),
+            ),
+            None => ("-".into(), "-".into()),
+        };
+        let (decode, prefill) = (cell(Metric::DecodeTokPerS), cell(Metric::PrefillTokPerS));
+        rows.push(vec![
+            r.report.engine.name.clone(),
+            r.report.engine.dtype.clone(),
+            prompt.map(|(p, _)| p).unwrap_or_else(|| "-".into()),
+            decode,
+            prefill,
+            super::markdown::mib(r.report.memory.peak_rss_bytes),
+            agreement,
+            prefix,
+        ]);
+    }
+    if rows.is_empty() {
+        return None;
+    }
+    Some(Table {
+        id: "analysis-quant",
+        title: "Quantization levels",
+        note: "Every GGUF level an engine ran: the shipped Q4_1 and the volume's Q8_0, Q4_0 and F16 files, derived from that Q4_1 by the lab's quantizer (so they carry Q4_1's error too). S1 at its longest prompt, median [95 % interval]; peak RSS of the process; teacher-forced top-1 agreement with the reference and the greedy tokens that match it before the first difference.".into(),
+        head: vec![
+            "engine",
+            "level",
+            "S1 prompt",
+            "decode tok/s",
+            "prefill tok/s",
+            "peak RSS MiB",
+            "top-1 agreement",
+            "greedy prefix",
+        ],
+        numeric: vec![false, false, false, true, true, true, true, true],
+        rows,
+    })
+}
+
 /// The tables as Markdown sections.
 pub fn markdown(results: &[TargetResult]) -> String {
     let mut s = String::new();
@@ -247,4 +329,44 @@ pub fn markdown(results: &[TargetResult]) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quantization_table_sets_an_engines_levels_side_by_side() {
+        let (_, results) = crate::results::fixture::fixture_engines();
+        assert!(
+            quant_table(&results).is_none(),
+            "no engine ran two GGUF levels"
+        );
+        let as_level = |r: &TargetResult, dtype: &str, k: f64| {
+            let mut r = crate::results::fixture::scaled(r, &format!("llamacpp:gguf-{dtype}"), k);
+            r.report.engine.name = "llamacpp".into();
+            r.report.engine.dtype = dtype.into();
+            r.report.engine.weight_format = lab_protocol::WeightFormat::Gguf;
+            r
+        };
+        let two = [
+            as_level(&results[0], "q4_1", 1.0),
+            as_level(&results[0], "q8_0", 0.5),
+        ];
+        let t = quant_table(&two).unwrap();
+        assert_eq!(t.rows.len(), 2);
+        assert_eq!(
+            (t.rows[0][1].as_str(), t.rows[1][1].as_str()),
+            ("q4_1", "q8_0")
+        );
+        // Half the speed at q8_0: the decode medians differ by 2x.
+        let median =
+            |row: &Vec<String>| -> f64 { row[3].split(' ').next().unwrap().parse().unwrap() };
+        assert!(
+            (median(&t.rows[0]) / median(&t.rows[1]) - 2.0).abs() < 0.05,
+            "{:?}",
+            t.rows
+        );
+        assert!(markdown(&two).contains("## Quantization levels"));
+    }
 }

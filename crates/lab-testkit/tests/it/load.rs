@@ -288,7 +288,10 @@ fn cold_and_warm_starts_are_broken_down_and_reported() {
         drop_caches_file: Some(fake.join("not-a-dir/drop_caches")),
     };
     let e = check_can_drop(&refused).unwrap_err().to_string();
-    assert!(e.contains("cannot drop the page cache") && e.contains("needs root"), "{e}");
+    assert!(
+        e.contains("cannot drop the page cache") && e.contains("needs root"),
+        "{e}"
+    );
 
     p.spec.startup = Some(StartSettings {
         cold: 1,
@@ -312,6 +315,9 @@ fn cold_and_warm_starts_are_broken_down_and_reported() {
     }
     let md = std::fs::read_to_string(p.run_dir.join("report.md")).unwrap();
     assert!(md.contains("## Start-up, broken down"), "{md}");
-    assert!(md.contains("| cold | 1 |") && md.contains("| warm | 2 |"), "{md}");
+    assert!(
+        md.contains("| cold | 1 |") && md.contains("| warm | 2 |"),
+        "{md}"
+    );
     let _ = std::fs::remove_file(&fake);
 }

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use lab_protocol::Dtype;
 use model_volume::{wheel, FileState, SMOLLM2};
 
 fn models_dir() -> PathBuf {
@@ -74,21 +75,35 @@ fn rebuilt_tokenizer_matches_independent_reference_ids_and_round_trips() {
 fn volume_files_match_their_manifest_and_pins() {
     let dir = models_dir().join(SMOLLM2);
     let states = model_volume::verify(&dir).unwrap();
+    let m = model_volume::read_manifest(&dir).unwrap();
     let names: Vec<&str> = states.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
         [
             "config.json",
+            "model-f16.gguf",
+            "model-q4_0.gguf",
+            "model-q8_0.gguf",
             "model.gguf",
             "model.safetensors",
             "tokenizer.json"
         ]
     );
+    // The derived levels are where the engines look for them, and say what they are.
+    for level in model_volume::quantize::Level::ALL {
+        assert!(
+            [Dtype::Q8_0, Dtype::Q4_0, Dtype::F16]
+                .iter()
+                .any(|d| d.gguf_file() == Some(level.file())),
+            "{level:?}"
+        );
+        let origin = &m.files[level.file()].origin;
+        assert!(origin.contains("derived from the shipped Q4_1"), "{origin}");
+    }
     assert!(
         states.iter().all(|(_, s)| *s == FileState::Ok),
         "{states:?}"
     );
-    let m = model_volume::read_manifest(&dir).unwrap();
     assert_eq!(m.sha256_of("model.gguf"), Some(wheel::GGUF_SHA256));
     assert!(!m.synthetic);
     let config: serde_json::Value =

@@ -208,3 +208,27 @@ fn batched_sequences_match_serial_and_account_for_every_request() {
     assert_eq!(s5.prompts[0].prompt_tokens, 1024);
     assert_eq!(s5.prompts[0].generated_token_ids.len(), 8);
 }
+
+/// The quantization levels the volume derives from the shipped Q4_1 (the lab's own quantizer),
+/// read by llama.cpp itself: each loads, runs and agrees with the reference within its gate. Its
+/// agreement per level is the accuracy side of the quantization analysis.
+#[test]
+fn llamacpp_runs_every_derived_gguf_level_within_its_gate() {
+    let binary = Path::new(env!("CARGO_BIN_EXE_engine-llamacpp"));
+    let targets = [Dtype::Q8_0, Dtype::Q4_0, Dtype::F16]
+        .into_iter()
+        .map(|d| testkit::target("llamacpp", binary, WeightFormat::Gguf, d, &[]))
+        .collect();
+    let (_, results) = testkit::run_correctness("llamacpp-levels", targets);
+    for c in testkit::assert_correct(&results) {
+        eprintln!(
+            "{}: top-1 agreement {}/{} ({:.1} %), greedy prefix {}/{}",
+            c.target,
+            c.top1_agree,
+            c.positions,
+            c.top1_agreement * 100.0,
+            c.greedy_prefix_tokens,
+            c.greedy_tokens
+        );
+    }
+}
