@@ -175,10 +175,10 @@ pub fn sampling(r: &TargetResult) -> Option<Outcome<SamplingRow>> {
 }
 
 /// The targets of `results` (first run of each) with the analysis `f` of each, in run order.
-pub fn of_targets<'a, T>(
-    results: &'a [TargetResult],
+pub fn of_targets<T>(
+    results: &[TargetResult],
     f: fn(&TargetResult) -> Option<Outcome<T>>,
-) -> Vec<(&'a str, Outcome<T>)> {
+) -> Vec<(&str, Outcome<T>)> {
     results
         .iter()
         .filter(|r| r.run() == 1)
