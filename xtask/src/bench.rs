@@ -14,7 +14,7 @@ use lab_harness::measure::{Measurement, Profile};
 use lab_harness::model::ResolvedModel;
 use lab_harness::provenance::Provenance;
 use lab_harness::{container, model, provenance, BenchPlan, BenchSpec, PreparedTarget};
-use lab_protocol::Device;
+use lab_protocol::{Device, Dtype};
 use xshell::cmd;
 
 use crate::paths;
@@ -714,15 +714,28 @@ fn read_bandwidth(threads: usize) -> Option<f64> {
 /// Targets that cannot run, with the reason.
 type Skipped = Vec<(String, String)>;
 
-/// The model as engines will get it, materialising a missing volume entry first.
+/// The model as engines will get it, materialising a missing volume entry first (or the real
+/// model's entry when it lacks a file the volume builder writes now, such as the derived GGUF
+/// levels of an entry built before them).
 fn resolve_model(spec: &str) -> Result<ResolvedModel> {
-    if model::is_entry_name(spec)
-        && !paths::models_dir()
-            .join(spec)
-            .join("MANIFEST.json")
-            .exists()
-    {
+    let dir = paths::models_dir().join(spec);
+    let lacking: Vec<&str> = if spec == "smollm2-135m" {
+        [Dtype::Q8_0, Dtype::Q4_0, Dtype::F16]
+            .iter()
+            .filter_map(|d| d.gguf_file())
+            .filter(|f| !dir.join(f).exists())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if model::is_entry_name(spec) && !dir.join("MANIFEST.json").exists() {
         eprintln!("model volume entry `{spec}` is missing: materialising it");
+        crate::models::ensure(spec)?;
+    } else if model::is_entry_name(spec) && !lacking.is_empty() {
+        eprintln!(
+            "model volume entry `{spec}` lacks {}: materialising it",
+            lacking.join(", ")
+        );
         crate::models::ensure(spec)?;
     }
     Ok(model::resolve(&paths::models_dir(), spec)?)
