@@ -417,7 +417,7 @@ pub fn plan(flags: &Flags, prov: &Provenance) -> Result<BenchSpec> {
         load: Some(load_settings(flags, m.0)?),
         price: flags.price.price()?,
         sampling: sampling(flags)?,
-        kv_cache_off: kv_cache_off(flags)?,
+        kv_cache_off: kv_cache_off(flags, &targets)?,
         startup: startup(flags)?,
         lock_clocks: match &flags.lock_clocks {
             Some(c) => Some(
@@ -514,14 +514,22 @@ fn sampling(flags: &Flags) -> Result<Option<lab_protocol::Sampling>> {
     }
 }
 
-/// `--kv-cache on|off`. Every engine of the catalog can generate without the cache (the kit
-/// recomputes the prefix for step-wise engines, PyTorch passes `use_cache=False`, mistral.rs
-/// builds a second runner with `with_no_kv_cache`); an engine that could not would report the
-/// scenario as unsupported with its reason.
-fn kv_cache_off(flags: &Flags) -> Result<bool> {
+/// `--kv-cache on|off`; `off` is refused when a selected engine cannot generate without it.
+fn kv_cache_off(flags: &Flags, targets: &[Target]) -> Result<bool> {
     match flags.kv_cache.as_str() {
         "on" => Ok(false),
-        "off" => Ok(true),
+        "off" => {
+            if let Some((t, why)) = targets
+                .iter()
+                .find_map(|t| catalog::kv_cache_off_unsupported(t.engine).map(|w| (t, w)))
+            {
+                bail!(
+                    "--kv-cache off: {} cannot: {why}; leave it out (`--engine`) or run the `kv` analysis, which records it as unsupported",
+                    t.label()
+                );
+            }
+            Ok(true)
+        }
         other => bail!("--kv-cache {other}: expected `on` or `off`"),
     }
 }
@@ -1153,6 +1161,11 @@ mod tests {
             "0"
         ])
         .contains("both 0"));
+        let e = err(&["--kv-cache", "off"]);
+        assert!(
+            e.starts_with("--kv-cache off: mistralrs:gguf-q4_1 cannot: mistral.rs's KV cache"),
+            "{e}"
+        );
         assert!(err(&["--kv-cache", "maybe"]).contains("expected `on` or `off`"));
     }
 

@@ -37,6 +37,10 @@ pub struct KvRow {
     pub off_ms: Summary,
     /// `off ÷ on` (how many times faster the cache makes it).
     pub speedup: Option<Ratio>,
+    /// The first generated position whose id differs between the two (0-based), `None` when
+    /// both generated the same ids: recomputing the prefix is the same model, so a difference
+    /// is numerics (a batched prefill vs one-token steps) or a broken path.
+    pub ids_differ_at: Option<usize>,
 }
 
 impl KvRow {
@@ -109,6 +113,18 @@ pub fn kv(r: &TargetResult) -> Option<Outcome<KvRow>> {
             .unwrap_or(0)
     };
     let n = generated(on).min(generated(off));
+    let ids = |s: &lab_protocol::ScenarioReport| {
+        s.prompts
+            .first()
+            .map(|p| p.generated_token_ids.clone())
+            .unwrap_or_default()
+    };
+    let (a, b) = (ids(on), ids(off));
+    let ids_differ_at = a
+        .iter()
+        .zip(&b)
+        .position(|(x, y)| x != y)
+        .or((a.len() != b.len()).then_some(a.len().min(b.len())));
     let mut points: Vec<u32> = KV_CHECKPOINTS.into_iter().filter(|&c| c <= n).collect();
     if n > 0 && !points.contains(&n) {
         points.push(n);
@@ -119,6 +135,7 @@ pub fn kv(r: &TargetResult) -> Option<Outcome<KvRow>> {
             let on_ms = summarize(&cumulative_ms(on, t))?;
             let off_ms = summarize(&cumulative_ms(off, t))?;
             Some(KvRow {
+                ids_differ_at,
                 tokens: t,
                 speedup: Ratio::of(&off_ms, &on_ms),
                 on_ms,
@@ -202,11 +219,29 @@ mod tests {
         assert_eq!(rows.iter().map(|r| r.tokens).collect::<Vec<_>>(), [64, 70]);
         let at64 = &rows[0];
         assert_eq!(at64.on_ms.median, 5.0 + 63.0);
+        assert_eq!(
+            at64.ids_differ_at, None,
+            "the fixture generates the same ids"
+        );
         assert_eq!(at64.off_ms.median, 5.0 + (1..=63).sum::<u32>() as f64);
         let s = at64.speedup.unwrap();
         assert!((s.value - (5.0 + 2016.0) / 68.0).abs() < 1e-9, "{s:?}");
         assert!(s.low <= s.value && s.value <= s.high);
         assert!((at64.tok_per_s(&at64.on_ms) - 64.0 / 0.068).abs() < 1e-6);
+
+        // Ids that part are said, with the first position that differs.
+        let mut r2 = r.clone();
+        let off = r2
+            .report
+            .scenarios
+            .iter_mut()
+            .find(|s| s.id == "kv-off")
+            .unwrap();
+        off.prompts[0].generated_token_ids[5] = 8;
+        match kv(&r2) {
+            Some(Outcome::Rows(rows)) => assert_eq!(rows[0].ids_differ_at, Some(5)),
+            other => panic!("{other:?}"),
+        }
 
         // An engine that cannot says so; a run without the scenarios has no row at all.
         let r = fixture::with_analyses(&fixture::fixture_engines().1[0], true);

@@ -53,6 +53,17 @@ impl Target {
     }
 }
 
+/// Why `engine` cannot generate without its KV cache (`--kv-cache off`), or `None` when it can.
+/// Every step-wise engine can (the kit recomputes the prefix; PyTorch passes `use_cache=False`);
+/// the `kv-off` scenario of an engine that cannot is recorded as unsupported with the engine's
+/// own words, and `--kv-cache off` with it selected is refused before anything is built.
+pub fn kv_cache_off_unsupported(engine: &str) -> Option<&'static str> {
+    match engine {
+        "mistralrs" => Some("mistral.rs's KV cache is a setting of its whole runner, and a runner built without it does not recompute the prefix (measured: same step time, wrong ids); the adapter refuses it"),
+        _ => None,
+    }
+}
+
 /// Every target the lab knows on CPU, in run order.
 pub fn targets() -> Vec<Target> {
     vec![

@@ -230,9 +230,8 @@ pub fn write_level(source: &Path, dest: &Path, level: Level) -> Result<()> {
         } else {
             (level.ggml(), level.quantize(&x))
         };
-        // GGUF lists dimensions innermost first; candle's shape is outermost first.
-        let ggml_dims: Vec<usize> = dims.iter().rev().copied().collect();
-        let t = qtensor_from_ggml(dtype, &bytes, ggml_dims, &Device::Cpu).map_err(ce)?;
+        // candle's shape (outermost first); `gguf_file::write` stores it innermost first.
+        let t = qtensor_from_ggml(dtype, &bytes, dims, &Device::Cpu).map_err(ce)?;
         tensors.push((name.clone(), t));
     }
     let mut metadata: Vec<(String, gguf_file::Value)> = content
@@ -335,6 +334,79 @@ mod tests {
         assert!(dequantize(Level::Q8_0, &Level::Q8_0.quantize(&z))
             .iter()
             .all(|&v| v == 0.0));
+    }
+
+    /// A GGUF written at each level reads back with the source's tensor names and shapes, its
+    /// 1-D tensors unchanged in F32 and its weights within the level's rounding.
+    #[test]
+    fn a_written_level_reads_back_with_the_sources_shapes() {
+        let dir = std::env::temp_dir().join(format!("mv-quant-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("src.gguf");
+        let w: Vec<f32> = (0..64 * 96)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
+        let norm: Vec<f32> = (0..96).map(|i| 1.0 + i as f32 / 1000.0).collect();
+        let wt = candle_core::Tensor::from_vec(w.clone(), (64, 96), &Device::Cpu).unwrap();
+        let nt = candle_core::Tensor::from_vec(norm.clone(), 96, &Device::Cpu).unwrap();
+        let (wq, nq) = (
+            QTensor::quantize(&wt, GgmlDType::F32).unwrap(),
+            QTensor::quantize(&nt, GgmlDType::F32).unwrap(),
+        );
+        let arch = gguf_file::Value::String("llama".into());
+        let mut f = std::fs::File::create(&src).unwrap();
+        gguf_file::write(
+            &mut f,
+            &[("general.architecture", &arch)],
+            &[
+                ("blk.0.ffn_up.weight", &wq),
+                ("blk.0.attn_norm.weight", &nq),
+            ],
+        )
+        .unwrap();
+        drop(f);
+        for (level, tolerance) in [
+            (Level::Q8_0, 1.0 / 127.0),
+            (Level::Q4_0, 1.0 / 8.0),
+            (Level::F16, 1e-3),
+        ] {
+            let out = dir.join(level.file());
+            write_level(&src, &out, level).unwrap();
+            let mut f = std::fs::File::open(&out).unwrap();
+            let c = gguf_file::Content::read(&mut f).unwrap();
+            assert_eq!(
+                c.metadata["general.file_type"].to_u32().unwrap(),
+                level.file_type()
+            );
+            let t = c
+                .tensor(&mut f, "blk.0.ffn_up.weight", &Device::Cpu)
+                .unwrap();
+            assert_eq!(t.shape().dims(), [64, 96], "{level:?}");
+            assert_eq!(t.dtype(), level.ggml());
+            let back: Vec<f32> = t
+                .dequantize(&Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let worst = w
+                .iter()
+                .zip(&back)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst <= tolerance, "{level:?}: {worst}");
+            let n = c
+                .tensor(&mut f, "blk.0.attn_norm.weight", &Device::Cpu)
+                .unwrap();
+            assert_eq!(
+                (n.shape().dims(), n.dtype()),
+                (&[96usize][..], GgmlDType::F32)
+            );
+            let nb: Vec<f32> = n.dequantize(&Device::Cpu).unwrap().to_vec1().unwrap();
+            assert_eq!(nb, norm);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -189,11 +189,11 @@ impl CustomLogitsProcessor for LabSampler {
     }
 }
 
+/// Why the adapter refuses scenarios without the KV cache: measured, not assumed.
+const NO_KV_CACHE: &str = "mistral.rs 0.8.1's KV cache is a setting of the whole runner (MistralRsBuilder::with_no_kv_cache), and a runner built with it does not recompute the prefix on the Llama GGUF or safetensors pipeline: measured on the 2-core dev VM (results/cpu-analyses-20261129), its steps took as long as with the cache (0.92x and 1.02x) and its greedy ids left the cached run's at the first decode step (token 29 repeated)";
+
 struct MistralRs {
     model: Model,
-    /// A second runner built with mistral.rs's `with_no_kv_cache(true)` (the whole sequence is
-    /// recomputed at every step), when the request has a scenario without the KV cache.
-    no_kv_model: Option<Model>,
     rt: tokio::runtime::Runtime,
     /// mistral.rs's scheduler limit (`with_max_num_seqs`).
     max_seqs: usize,
@@ -248,48 +248,19 @@ impl MistralRs {
         let mut settings = BTreeMap::new();
         let max_seqs = max_running_sequences(request);
         engine_kit::phase("runtime_init");
-        // The KV cache is a setting of the whole runner in mistral.rs: a request with a scenario
-        // without it gets a second runner (the pipeline loaded a second time) with it off.
-        let wants_no_kv = request.scenarios.iter().any(|s| !s.generation.kv_cache);
-        let model = Self::runner(
-            request,
-            &dir_s,
-            &dir,
-            &device,
-            &rt,
-            max_seqs,
-            false,
-            &mut settings,
-        )?;
+        let model = Self::runner(request, &dir_s, &dir, &device, &rt, max_seqs, &mut settings)?;
         engine_kit::phase("weights_loaded");
-        let no_kv_model = if wants_no_kv {
-            Some(Self::runner(
-                request,
-                &dir_s,
-                &dir,
-                &device,
-                &rt,
-                max_seqs,
-                true,
-                &mut settings,
-            )?)
-        } else {
-            None
-        };
-        Self::describe(&mut settings, &device, max_seqs, wants_no_kv);
+        Self::describe(&mut settings, &device, max_seqs);
         let threads = candle_core::utils::get_num_threads() as u32;
         let engine = MistralRs {
             model,
-            no_kv_model,
             rt,
             max_seqs,
         };
         Ok(META.loaded(engine, request, threads, settings))
     }
 
-    /// Loads the pipeline and builds a runner around it (`no_kv_cache`: mistral.rs recomputes the
-    /// whole sequence at every step).
-    #[allow(clippy::too_many_arguments)]
+    /// Loads the pipeline and builds the runner around it.
     fn runner(
         request: &Request,
         dir_s: &str,
@@ -297,7 +268,6 @@ impl MistralRs {
         device: &Option<candle_core::Device>,
         rt: &tokio::runtime::Runtime,
         max_seqs: usize,
-        no_kv_cache: bool,
         settings: &mut BTreeMap<String, String>,
     ) -> EngineResult<Model> {
         let (pipeline, scheduler) = match request.model.format {
@@ -353,7 +323,7 @@ impl MistralRs {
         // (what `build_model_from_pipeline` does, plus that switch).
         let runner = rt.block_on(
             MistralRsBuilder::new(pipeline, scheduler, false, None)
-                .with_no_kv_cache(no_kv_cache)
+                .with_no_kv_cache(false)
                 .with_no_prefix_cache(true)
                 .with_disable_eos_stop(true)
                 .build(),
@@ -366,18 +336,10 @@ impl MistralRs {
         settings: &mut BTreeMap<String, String>,
         device: &Option<candle_core::Device>,
         max_seqs: usize,
-        no_kv: bool,
     ) {
         settings.insert("api".into(), "Rust API: model pipeline + MistralRsBuilder + Model; requests are RequestMessage::CompletionTokens (token ids, no chat template)".into());
         settings.insert("prefix_cache".into(), "off".into());
-        settings.insert(
-            "kv_cache".into(),
-            if no_kv {
-                "on (mistral.rs default); scenarios without it run on a second runner built with with_no_kv_cache(true)".into()
-            } else {
-                "on (mistral.rs default)".into()
-            },
-        );
+        settings.insert("kv_cache".into(), "on (mistral.rs default)".into());
         settings.insert(
             "paged_attention".into(),
             match device {
@@ -436,13 +398,8 @@ impl MistralRs {
     /// sampling step decided it (the lab's logits processor). TTFT = sent → token 0, each gap =
     /// token k-1 → token k, e2e = sent → last token; so TTFT + Σ gaps = e2e exactly.
     fn generate(&mut self, g: &GenerationSettings, prompt: &[u32]) -> EngineResult<SequenceRun> {
-        let model = match (&self.no_kv_model, g.kv_cache) {
-            (_, true) => &self.model,
-            (Some(m), false) => m,
-            (None, false) => return Err("no runner without the KV cache was built".into()),
-        };
-        let id = model.inner().next_request_id();
-        let sender = model.inner().get_sender(None)?;
+        let id = self.model.inner().next_request_id();
+        let sender = self.model.inner().get_sender(None)?;
         let flight = Flight {
             id,
             prompt: prompt.to_vec(),
@@ -908,8 +865,7 @@ impl MistralRs {
 
 impl SequenceEngine for MistralRs {
     fn kv_cache_off(&self) -> Option<String> {
-        // The runner without the cache is built at load when a scenario asks for it.
-        None
+        Some(NO_KV_CACHE.into())
     }
 
     fn run_load(&mut self, scenario: &ScenarioRequest) -> ScenarioReport {

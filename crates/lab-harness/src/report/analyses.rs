@@ -53,6 +53,7 @@ pub fn tables(results: &[TargetResult]) -> Vec<Table> {
             "with tok/s",
             "without tok/s",
             "speed-up (without ÷ with)",
+            "same ids",
         ];
         let mut rows = Vec::new();
         for (t, o) in &kv {
@@ -69,6 +70,10 @@ pub fn tables(results: &[TargetResult]) -> Vec<Table> {
                         fmt_num(r.tok_per_s(&r.on_ms)),
                         fmt_num(r.tok_per_s(&r.off_ms)),
                         interval(r.speedup, 1.0, "×"),
+                        match r.ids_differ_at {
+                            None => "yes".into(),
+                            Some(k) => format!("no: from token {k}"),
+                        },
                     ]);
                 }
             }
@@ -76,8 +81,8 @@ pub fn tables(results: &[TargetResult]) -> Vec<Table> {
         out.push(Table {
             id: "analysis-kv",
             title: "KV cache on/off",
-            note: "Scenarios kv-on and kv-off: the same prompt and fixed-length greedy generation; without the cache every step recomputes the whole prefix. Cumulative time to N tokens = TTFT + the first N − 1 inter-token gaps (median over iterations); speed-up = median without ÷ median with, 95 % interval in brackets.".into(),
-            numeric: vec![false, true, true, true, true, true, true],
+            note: "Scenarios kv-on and kv-off: the same prompt and fixed-length greedy generation; without the cache every step recomputes the whole prefix. Cumulative time to N tokens = TTFT + the first N − 1 inter-token gaps (median over iterations); speed-up = median without ÷ median with, 95 % interval in brackets. Same ids: whether both generated the same greedy ids (a difference is numerics, a batched prefill against one-token steps, or a broken path).".into(),
+            numeric: vec![false, true, true, true, true, true, true, false],
             head,
             rows,
         });

@@ -232,6 +232,7 @@ fn the_analyses_run_through_the_harness_and_reach_the_reports() {
             assert_eq!(rows.len(), 1);
             assert_eq!(rows[0].tokens, 8);
             assert!(rows[0].speedup.is_some());
+            assert_eq!(rows[0].ids_differ_at, None);
         }
         other => panic!("{other:?}"),
     }
