@@ -322,6 +322,25 @@ fn the_committed_reference_is_reproducible() {
     }
 }
 
+/// Runs a short Python check against the engine's package (`python -c script [input]`), which
+/// must succeed; its stdout.
+fn python_check(script: &str, input: Option<&std::path::Path>) -> std::process::Output {
+    #[allow(clippy::disallowed_methods)] // a one-line Python check, not an engine run
+    let out = std::process::Command::new(testkit::python())
+        .arg("-c")
+        .arg(script)
+        .args(input)
+        .current_dir(testkit::root().join("engines/engine-pytorch"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The Python engine's port of `ScenarioRequest::wants_more` decides exactly like the Rust one,
 /// over a grid of counts, times, minimums and budgets.
 #[test]
@@ -351,19 +370,7 @@ fn pytorch_measures_as_many_iterations_as_the_rust_engines() {
         print(''.join('1' if wants_more(s, m, e) else '0' for s, m, e in json.load(open(sys.argv[1]))))";
     let input = crate::tempdir("pytorch-more").join("cases.json");
     std::fs::write(&input, serde_json::to_string(&cases).unwrap()).unwrap();
-    #[allow(clippy::disallowed_methods)] // a one-line Python check, not an engine run
-    let out = std::process::Command::new(testkit::python())
-        .arg("-c")
-        .arg(script)
-        .arg(&input)
-        .current_dir(testkit::root().join("engines/engine-pytorch"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = python_check(script, Some(&input));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected);
 }
 
@@ -420,18 +427,7 @@ fn pytorch_batches_the_load_scenarios_and_accounts_for_every_request() {
 fn pytorch_poisson_arrivals_equal_the_kits() {
     let script = "from lab_engine_pytorch.engine import poisson_arrivals\n\
         print(' '.join(str(t) for r, s in [(0.5, 0), (50.0, 7), (1000.0, 12345)] for t in poisson_arrivals(r, s, 40)))";
-    #[allow(clippy::disallowed_methods)] // a one-line Python check, not an engine run
-    let out = std::process::Command::new(testkit::python())
-        .arg("-c")
-        .arg(script)
-        .current_dir(testkit::root().join("engines/engine-pytorch"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = python_check(script, None);
     let expected: Vec<String> = [(0.5, 0u64), (50.0, 7), (1000.0, 12345)]
         .iter()
         .flat_map(|&(r, s)| engine_kit::load::poisson_arrivals(r, s, 40))
@@ -510,19 +506,7 @@ fn the_python_sampler_draws_the_kits_ids() {
         for s in c['strategies']:\n    \
             sm = Sampler(s)\n    \
             print(' '.join(str(sm.sample(x)) for _ in range(c['draws'])))";
-    #[allow(clippy::disallowed_methods)] // a one-line Python check, not an engine run
-    let out = std::process::Command::new(testkit::python())
-        .arg("-c")
-        .arg(script)
-        .arg(&input)
-        .current_dir(testkit::root().join("engines/engine-pytorch"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = python_check(script, Some(&input));
     let got = String::from_utf8_lossy(&out.stdout);
     let got: Vec<&str> = got.lines().collect();
     assert_eq!(got.len(), strategies.len());
