@@ -537,6 +537,18 @@ fn truncated_model_files_are_refused_before_any_engine_runs() {
     for f in ["MANIFEST.json", "config.json", "tokenizer.json"] {
         std::fs::copy(src.join(f), dir.join(f)).unwrap();
     }
+    // The other weight files of the manifest are the real ones (linked), so the truncated one
+    // is the only thing wrong.
+    for f in [
+        "model.safetensors",
+        "model-q8_0.gguf",
+        "model-q4_0.gguf",
+        "model-f16.gguf",
+    ] {
+        if src.join(f).exists() {
+            std::os::unix::fs::symlink(src.join(f), dir.join(f)).unwrap();
+        }
+    }
     std::fs::write(dir.join("model.gguf"), b"short").unwrap();
     let err = model::resolve(dir.parent().unwrap(), "smollm2-135m")
         .unwrap_err()
