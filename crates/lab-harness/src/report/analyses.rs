@@ -40,6 +40,22 @@ fn cannot<T>(o: &Outcome<T>, width: usize, target: &str) -> Option<Vec<String>> 
     Some(row)
 }
 
+/// One row per target that could not (its reason), and `row` of every row of those that could.
+fn rows_of<T>(
+    outcomes: &[(&str, Outcome<T>)],
+    width: usize,
+    row: impl Fn(&str, &T) -> Vec<String>,
+) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for (t, o) in outcomes {
+        rows.extend(cannot(o, width, t));
+        if let Outcome::Rows(rs) = o {
+            rows.extend(rs.iter().map(|r| row(t, r)));
+        }
+    }
+    rows
+}
+
 /// Both analyses' tables, the ones the run has.
 pub fn tables(results: &[TargetResult]) -> Vec<Table> {
     let mut out = Vec::new();
@@ -55,29 +71,21 @@ pub fn tables(results: &[TargetResult]) -> Vec<Table> {
             "speed-up (without ÷ with)",
             "same ids",
         ];
-        let mut rows = Vec::new();
-        for (t, o) in &kv {
-            if let Some(row) = cannot(o, head.len(), t) {
-                rows.push(row);
-            }
-            if let Outcome::Rows(rs) = o {
-                for r in rs {
-                    rows.push(vec![
-                        t.to_string(),
-                        r.tokens.to_string(),
-                        fmt_num(r.on_ms.median),
-                        fmt_num(r.off_ms.median),
-                        fmt_num(r.tok_per_s(&r.on_ms)),
-                        fmt_num(r.tok_per_s(&r.off_ms)),
-                        interval(r.speedup, 1.0, "×"),
-                        match r.ids_differ_at {
-                            None => "yes".into(),
-                            Some(k) => format!("no: from token {k}"),
-                        },
-                    ]);
-                }
-            }
-        }
+        let rows = rows_of(&kv, head.len(), |t, r| {
+            vec![
+                t.to_string(),
+                r.tokens.to_string(),
+                fmt_num(r.on_ms.median),
+                fmt_num(r.off_ms.median),
+                fmt_num(r.tok_per_s(&r.on_ms)),
+                fmt_num(r.tok_per_s(&r.off_ms)),
+                interval(r.speedup, 1.0, "×"),
+                match r.ids_differ_at {
+                    None => "yes".into(),
+                    Some(k) => format!("no: from token {k}"),
+                },
+            ]
+        });
         out.push(Table {
             id: "analysis-kv",
             title: "KV cache on/off",
@@ -101,26 +109,18 @@ pub fn tables(results: &[TargetResult]) -> Vec<Table> {
             "decode step µs p50",
             "share of the step",
         ];
-        let mut rows = Vec::new();
-        for (t, o) in &sampling {
-            if let Some(row) = cannot(o, head.len(), t) {
-                rows.push(row);
-            }
-            if let Outcome::Rows(rs) = o {
-                for r in rs {
-                    rows.push(vec![
-                        t.to_string(),
-                        r.strategy.clone(),
-                        r.logits.to_string(),
-                        r.sample_us.n.to_string(),
-                        fmt_num(r.sample_us.median),
-                        fmt_num(r.sample_us.p99),
-                        fmt_num(r.forward_us.median),
-                        interval(r.share, 100.0, " %"),
-                    ]);
-                }
-            }
-        }
+        let rows = rows_of(&sampling, head.len(), |t, r| {
+            vec![
+                t.to_string(),
+                r.strategy.clone(),
+                r.logits.to_string(),
+                r.sample_us.n.to_string(),
+                fmt_num(r.sample_us.median),
+                fmt_num(r.sample_us.p99),
+                fmt_num(r.forward_us.median),
+                interval(r.share, 100.0, " %"),
+            ]
+        });
         out.push(Table {
             id: "analysis-sampling",
             title: "Sampling overhead",
