@@ -111,9 +111,43 @@ pub struct Flags {
     /// target is started again with a one-token request on a dropped page cache, which needs
     /// root, then on a warm one; each start broken down into its loading phases) and `quant`
     /// (llama.cpp, candle and mistral.rs on every GGUF level of the volume: the shipped Q4_1 and
-    /// the derived Q8_0, Q4_0, F16; alone it runs only those, with `--all` everything).
+    /// the derived Q8_0, Q4_0, F16; alone it runs only those, with `--all` everything) and
+    /// `micro` (op and component microbenchmarks of candle, burn, the native engine and PyTorch,
+    /// each framework's own ops on the model's shapes; alone it runs only those).
     #[arg(long)]
     pub analysis: Vec<String>,
+    /// `--analysis micro`.
+    #[arg(long)]
+    pub micro: bool,
+    /// `--analysis lora`: predicted positions of the training sequence [default: 512].
+    #[arg(long)]
+    pub lora_seq: Option<u32>,
+    /// `--analysis lora`: measured steps [default: 20].
+    #[arg(long)]
+    pub lora_steps: Option<u32>,
+    /// `--analysis lora`: warm-up steps before them [default: 2].
+    #[arg(long)]
+    pub lora_warmup: Option<u32>,
+    /// `--analysis micro`: the dtypes every case runs in [default: f32,bf16 on the CPU;
+    /// f32,f16,bf16 on CUDA].
+    #[arg(long, value_delimiter = ',')]
+    pub micro_dtypes: Vec<String>,
+    /// `--analysis micro`: timed calls per case [default: 100].
+    #[arg(long)]
+    pub micro_samples: Option<u32>,
+    /// `--analysis micro`: untimed calls per case before them [default: 3 in quick/budget, 10
+    /// in standard/full].
+    #[arg(long)]
+    pub micro_warmup: Option<u32>,
+    /// `--analysis micro`: seconds of timed calls after which a case stops, even short of its
+    /// samples (at least one call; fewer than 100 are marked) [default: 2 in quick/budget, 20 in
+    /// standard, none in full].
+    #[arg(long, allow_negative_numbers = true)]
+    pub micro_case_s: Option<f64>,
+    /// `--analysis micro`: `model` (the model's shapes) or `tiny` (rows 1/4/16, 16 tokens: a
+    /// quick check of the path).
+    #[arg(long, default_value = "model")]
+    pub micro_shapes: String,
     /// `--analysis cold-start`: starts on a dropped page cache, and then on a warm one.
     #[arg(long, default_value_t = 1)]
     pub cold_starts: u32,
@@ -328,6 +362,38 @@ pub fn plan(flags: &Flags, prov: &Provenance) -> Result<BenchSpec> {
         }
         engines.push("quant".into());
     }
+    let micro = micro(flags, &device)?;
+    // The named analyses that are scenarios of their own (not in a default run). Alone they run
+    // only themselves on their frameworks' targets; with `--all` (or named scenarios and
+    // engines) they come on top.
+    let mut analyses: Vec<&str> = Vec::new();
+    if micro.is_some() {
+        analyses.push("micro");
+    }
+    let lora = lora(flags)?;
+    if lora.is_some() {
+        analyses.push("lora");
+    }
+    let mut scenario_specs = flags.scenario.clone();
+    if !analyses.is_empty() {
+        if flags.engine.is_empty() {
+            if flags.all && engines.is_empty() {
+                engines = catalog::targets_on(&device)
+                    .iter()
+                    .map(Target::label)
+                    .collect();
+            } else if !flags.all {
+                engines.extend(analyses.iter().map(|a| a.to_string()));
+            }
+        }
+        if scenario_specs.is_empty() && flags.all {
+            scenario_specs = catalog::select_scenarios(&[])?
+                .iter()
+                .map(|s| s.id.to_string())
+                .collect();
+        }
+        scenario_specs.extend(analyses.iter().map(|a| a.to_string()));
+    }
     let (targets, unsupported) = catalog::select_targets_on(&engines, &device)?;
     if targets.is_empty() {
         bail!(
@@ -339,8 +405,9 @@ pub fn plan(flags: &Flags, prov: &Provenance) -> Result<BenchSpec> {
                 .join("; ")
         );
     }
-    let scenarios = catalog::select_scenarios(&flags.scenario)?;
+    let scenarios = catalog::select_scenarios(&scenario_specs)?;
     let m = measurement(flags, &device)?;
+    let micro = micro.map(|f| f(m.0));
     if flags.repeat == 0 {
         bail!("--repeat must be at least 1");
     }
@@ -419,6 +486,8 @@ pub fn plan(flags: &Flags, prov: &Provenance) -> Result<BenchSpec> {
         sampling: sampling(flags)?,
         kv_cache_off: kv_cache_off(flags, &targets)?,
         startup: startup(flags)?,
+        micro,
+        lora,
         lock_clocks: match &flags.lock_clocks {
             Some(c) => Some(
                 c.parse::<lab_gpu::lock::ClockRequest>()
@@ -540,7 +609,7 @@ fn startup(flags: &Flags) -> Result<Option<lab_harness::startup::StartSettings>>
     let mut out = None;
     for a in &flags.analysis {
         match a.as_str() {
-            "quant" => {} // targets, selected in `plan`
+            "quant" | "micro" | "lora" => {} // targets and scenarios, selected in `plan`
             "cold-start" => {
                 if flags.cold_starts + flags.warm_starts == 0 {
                     bail!("--analysis cold-start: --cold-starts and --warm-starts are both 0");
@@ -556,11 +625,115 @@ fn startup(flags: &Flags) -> Result<Option<lab_harness::startup::StartSettings>>
                 out = Some(s);
             }
             other => bail!(
-                "--analysis {other}: unknown analysis (known: cold-start, quant; the KV-cache and sampling analyses are scenarios: --scenario kv, --scenario sampling)"
+                "--analysis {other}: unknown analysis (known: cold-start, quant, micro, lora; the KV-cache and sampling analyses are scenarios: --scenario kv, --scenario sampling)"
             ),
         }
     }
     Ok(out)
+}
+
+/// `--analysis micro` (or `--micro`) and its flags, checked before anything is built; the
+/// profile's defaults are applied once the profile is known.
+#[allow(clippy::type_complexity)]
+fn micro(
+    flags: &Flags,
+    device: &Device,
+) -> Result<Option<Box<dyn FnOnce(Profile) -> lab_harness::micro::MicroSettings>>> {
+    let asked = flags.micro || flags.analysis.iter().any(|a| a == "micro");
+    let set = !flags.micro_dtypes.is_empty()
+        || flags.micro_samples.is_some()
+        || flags.micro_warmup.is_some()
+        || flags.micro_case_s.is_some()
+        || flags.micro_shapes != "model";
+    if !asked {
+        if set {
+            bail!("--micro-dtypes/--micro-samples/--micro-warmup/--micro-case-s/--micro-shapes need --analysis micro");
+        }
+        return Ok(None);
+    }
+    let dtypes: Vec<Dtype> = if flags.micro_dtypes.is_empty() {
+        match device {
+            Device::Cpu => vec![Dtype::F32, Dtype::Bf16],
+            Device::Cuda { .. } => vec![Dtype::F32, Dtype::F16, Dtype::Bf16],
+        }
+    } else {
+        let mut out = Vec::new();
+        for d in &flags.micro_dtypes {
+            let dt = match d.trim() {
+                "f32" => Dtype::F32,
+                "f16" => Dtype::F16,
+                "bf16" => Dtype::Bf16,
+                other => bail!("--micro-dtypes {other}: expected f32, f16 or bf16"),
+            };
+            if !out.contains(&dt) {
+                out.push(dt);
+            }
+        }
+        out
+    };
+    if flags.micro_samples == Some(0) {
+        bail!("--micro-samples must be at least 1");
+    }
+    if let Some(s) = flags.micro_case_s {
+        if !(s.is_finite() && s > 0.0) {
+            bail!("--micro-case-s must be a positive number of seconds, not {s}");
+        }
+    }
+    let tiny = match flags.micro_shapes.as_str() {
+        "model" => false,
+        "tiny" => true,
+        other => bail!("--micro-shapes {other}: expected `model` or `tiny`"),
+    };
+    let (samples, warmup, case_s, seed) = (
+        flags.micro_samples,
+        flags.micro_warmup,
+        flags.micro_case_s,
+        flags.seed,
+    );
+    Ok(Some(Box::new(move |profile: Profile| {
+        let small = matches!(profile, Profile::Quick | Profile::Budget | Profile::Custom);
+        lab_harness::micro::MicroSettings {
+            dtypes,
+            samples: samples.unwrap_or(lab_harness::measure::MIN_SAMPLES as u32),
+            warmup: warmup.unwrap_or(if small { 3 } else { 10 }),
+            max_case_ms: match case_s {
+                Some(s) => Some((s * 1e3) as u64),
+                None => match profile {
+                    Profile::Full => None,
+                    Profile::Standard => Some(20_000),
+                    _ => Some(2_000),
+                },
+            },
+            seed,
+            tiny,
+        }
+    })))
+}
+
+/// `--analysis lora` and its flags, checked before anything is built.
+fn lora(flags: &Flags) -> Result<Option<lab_harness::train::LoraSettings>> {
+    let asked = flags.analysis.iter().any(|a| a == "lora");
+    let set = flags.lora_seq.is_some() || flags.lora_steps.is_some() || flags.lora_warmup.is_some();
+    if !asked {
+        if set {
+            bail!("--lora-seq/--lora-steps/--lora-warmup need --analysis lora");
+        }
+        return Ok(None);
+    }
+    for (flag, v) in [
+        ("--lora-seq", flags.lora_seq),
+        ("--lora-steps", flags.lora_steps),
+    ] {
+        if v == Some(0) {
+            bail!("{flag} must be at least 1");
+        }
+    }
+    Ok(Some(lab_harness::train::LoraSettings::standard(
+        flags.lora_seq.unwrap_or(512),
+        flags.lora_steps.unwrap_or(20),
+        flags.lora_warmup.unwrap_or(2),
+        flags.seed,
+    )))
 }
 
 /// `closed` or `poisson:RATE[:SEED]`.
@@ -989,8 +1162,10 @@ mod tests {
             spec.scenarios,
             catalog::scenarios()
                 .iter()
+                .filter(|s| !["micro", "lora"].contains(&s.id))
                 .map(|s| s.id.to_string())
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>(),
+            "every scenario but the named analyses' own"
         );
         assert_eq!(spec.measure, Profile::Budget, "the CPU default");
         assert_eq!(
@@ -1211,6 +1386,93 @@ mod tests {
         assert_eq!(d.load.unwrap().kv_new_tokens, 64);
         let s = plan(&flags(&["--profile", "standard"]), &prov()).unwrap();
         assert_eq!(s.load.unwrap().kv_new_tokens, 512);
+    }
+
+    #[test]
+    fn the_micro_analysis_selects_its_frameworks_and_its_settings() {
+        let spec = plan(&flags(&["--analysis", "micro"]), &prov()).unwrap();
+        assert_eq!(spec.scenarios, ["micro"]);
+        assert_eq!(
+            spec.targets,
+            [
+                "candle:hf-f32",
+                "native:hf-f32",
+                "burn:hf-f32",
+                "pytorch:hf-f32"
+            ]
+        );
+        let m = spec.micro.clone().unwrap();
+        assert_eq!(m.dtypes, [Dtype::F32, Dtype::Bf16]);
+        assert_eq!(
+            (m.samples, m.warmup, m.max_case_ms, m.tiny),
+            (100, 3, Some(2_000), false)
+        );
+        let back: BenchSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+        assert_eq!(back, spec);
+        // With --all: every target and the default scenarios, the microbenchmarks on top.
+        let all = plan(&flags(&["--micro", "--all"]), &prov()).unwrap();
+        assert!(all.targets.len() > 4 && all.scenarios.contains(&"s1".to_string()));
+        assert_eq!(all.scenarios.last().map(String::as_str), Some("micro"));
+        // Named engines and flags.
+        let one = plan(
+            &flags(&[
+                "--analysis",
+                "micro",
+                "--engine",
+                "candle:hf-f32",
+                "--micro-dtypes",
+                "f16,f32",
+                "--micro-samples",
+                "7",
+                "--micro-case-s",
+                "0.5",
+                "--micro-shapes",
+                "tiny",
+                "--profile",
+                "standard",
+            ]),
+            &prov(),
+        )
+        .unwrap();
+        assert_eq!(one.targets, ["candle:hf-f32"]);
+        let m = one.micro.unwrap();
+        assert_eq!(m.dtypes, [Dtype::F16, Dtype::F32]);
+        assert_eq!(
+            (m.samples, m.warmup, m.max_case_ms, m.tiny),
+            (7, 10, Some(500), true)
+        );
+        // Not in a default run.
+        assert!(!plan(&flags(&[]), &prov())
+            .unwrap()
+            .scenarios
+            .contains(&"micro".to_string()));
+        let err = |args: &[&str]| plan(&flags(args), &prov()).unwrap_err().to_string();
+        assert!(err(&["--micro-samples", "5"]).contains("need --analysis micro"));
+        assert!(err(&["--micro", "--micro-dtypes", "q4_1"]).contains("--micro-dtypes q4_1"));
+        assert!(err(&["--micro", "--micro-samples", "0"]).contains("--micro-samples"));
+        assert!(err(&["--micro", "--micro-case-s", "-1"]).contains("--micro-case-s"));
+        assert!(err(&["--micro", "--micro-shapes", "huge"]).contains("--micro-shapes huge"));
+    }
+
+    #[test]
+    fn the_lora_analysis_selects_the_frameworks_that_train() {
+        let spec = plan(&flags(&["--analysis", "lora", "--lora-seq", "64"]), &prov()).unwrap();
+        assert_eq!(spec.scenarios, ["lora"]);
+        assert_eq!(
+            spec.targets,
+            ["candle:hf-f32", "burn:hf-f32", "pytorch:hf-f32"]
+        );
+        let l = spec.lora.clone().unwrap();
+        assert_eq!((l.seq_len, l.steps, l.warmup, l.rank), (64, 20, 2, 8));
+        assert_eq!(l.targets, ["q_proj", "v_proj"]);
+        let back: BenchSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+        assert_eq!(back, spec);
+        let both = plan(&flags(&["--analysis", "lora", "--micro"]), &prov()).unwrap();
+        assert_eq!(both.scenarios, ["micro", "lora"]);
+        assert_eq!(both.targets.len(), 4, "{:?}", both.targets);
+        let err = |args: &[&str]| plan(&flags(args), &prov()).unwrap_err().to_string();
+        assert!(err(&["--lora-steps", "5"]).contains("need --analysis lora"));
+        assert!(err(&["--analysis", "lora", "--lora-seq", "0"]).contains("--lora-seq"));
     }
 
     #[test]

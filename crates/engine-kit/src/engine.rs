@@ -7,6 +7,8 @@ use lab_protocol::{
 };
 
 use crate::load::{BatchEngine, Serial};
+use crate::micro::OpBench;
+use crate::train::LoraTrain;
 
 use crate::KitError;
 
@@ -38,6 +40,18 @@ pub trait Engine {
     /// The engine as a [`BatchEngine`] when it can decode many sequences together; `None`
     /// (the default) serves the load scenarios one request at a time ([`crate::load::Serial`]).
     fn batch(&mut self) -> Option<&mut dyn BatchEngine> {
+        None
+    }
+
+    /// The engine's framework operations for the microbenchmark scenario; `None` (the
+    /// default): the engine's library runs whole models only ([`crate::micro::NO_OPS`]).
+    fn ops(&mut self) -> Option<&mut dyn OpBench> {
+        None
+    }
+
+    /// The engine's training path for the LoRA scenario; `None` (the default): inference only
+    /// ([`crate::train::NO_TRAINING`]).
+    fn lora(&mut self) -> Option<&mut dyn LoraTrain> {
         None
     }
 }
@@ -84,6 +98,14 @@ pub trait SequenceEngine {
 
     /// Why this engine cannot generate with its KV cache off (`generation.kv_cache: false`), or
     /// `None` when it can. A step-wise engine always can (the kit recomputes the prefix).
+    fn ops(&mut self) -> Option<&mut dyn OpBench> {
+        None
+    }
+
+    fn lora(&mut self) -> Option<&mut dyn LoraTrain> {
+        None
+    }
+
     fn kv_cache_off(&self) -> Option<String> {
         Some("the engine's library owns the generation loop and its KV cache; it offers no way to recompute the prefix at every step".into())
     }
@@ -160,6 +182,14 @@ impl<E: Engine> SequenceEngine for Stepwise<'_, E> {
         };
         crate::load::run_load(&mut Serial(&mut *self.engine, why_serial), scenario)
     }
+
+    fn ops(&mut self) -> Option<&mut dyn OpBench> {
+        self.engine.ops()
+    }
+
+    fn lora(&mut self) -> Option<&mut dyn LoraTrain> {
+        self.engine.lora()
+    }
 }
 
 /// An engine chosen at run time (a backend picked from the request) is boxed behind the trait.
@@ -181,6 +211,12 @@ impl<E: Engine + ?Sized> Engine for Box<E> {
     }
     fn batch(&mut self) -> Option<&mut dyn BatchEngine> {
         (**self).batch()
+    }
+    fn ops(&mut self) -> Option<&mut dyn OpBench> {
+        (**self).ops()
+    }
+    fn lora(&mut self) -> Option<&mut dyn LoraTrain> {
+        (**self).lora()
     }
 }
 

@@ -19,10 +19,12 @@
 pub mod adapter;
 pub mod engine;
 pub mod load;
+pub mod micro;
 pub mod phase;
 pub mod process;
 mod sampling;
 pub mod scenario;
+pub mod train;
 
 /// Nanoseconds since the Unix epoch: the clock iterations and load levels are placed on
 /// (`start_unix_ns`), shared with the harness's GPU telemetry sampler.
@@ -48,6 +50,7 @@ pub use engine::{
     BoxError, Engine, EngineMeta, EngineResult, Loaded, SequenceEngine, SequenceRun, Stepwise,
 };
 pub use load::{BatchEngine, Serial};
+pub use micro::{OpBench, OpRefusal, Prepared};
 pub use phase::phase;
 pub use process::{
     parse_request, peak_rss_bytes, process_peak_rss_bytes, run_main, run_main_sequences, KitError,

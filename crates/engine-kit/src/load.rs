@@ -143,6 +143,9 @@ pub fn each_level(
         points: Vec::new(),
         sampling: Vec::new(),
         unsupported: None,
+        micro: None,
+        ops: Vec::new(),
+        train: None,
     };
     match &scenario.load {
         Some(Load::Batches {

@@ -157,6 +157,8 @@ fn scenario(
         max_duration_ms: None,
         load: Some(load),
         sampling_overhead: None,
+        micro: None,
+        lora: None,
     }
 }
 

@@ -89,6 +89,8 @@ pub fn parse_request(json: &str) -> Result<Request, KitError> {
             }
             (_, None) => {}
         }
+        validate_micro(s).map_err(|m| bad(&m))?;
+        validate_lora(s).map_err(|m| bad(&m))?;
         if s.kind == ScenarioKind::TeacherForced {
             if let Some(p) = s
                 .prompts
@@ -104,6 +106,40 @@ pub fn parse_request(json: &str) -> Result<Request, KitError> {
         }
     }
     Ok(request)
+}
+
+/// The micro settings of a scenario match its kind, and every case can run.
+pub(crate) fn validate_micro(s: &lab_protocol::ScenarioRequest) -> Result<(), String> {
+    match (s.kind, &s.micro) {
+        (ScenarioKind::Micro, Some(m)) => {
+            if m.cases.is_empty() {
+                return Err("micro.cases is empty".into());
+            }
+            let mut ids = std::collections::BTreeSet::new();
+            for c in &m.cases {
+                if !ids.insert(c.id.as_str()) {
+                    return Err(format!("micro.cases: the id `{}` appears twice", c.id));
+                }
+                if let Some(why) = c.op.invalid(&m.model) {
+                    return Err(format!("micro.cases `{}`: {why}", c.id));
+                }
+            }
+            Ok(())
+        }
+        (ScenarioKind::Micro, None) => Err("a micro scenario needs `micro` settings".into()),
+        (k, Some(_)) => Err(format!("`micro` does not fit a {k:?} scenario")),
+        (_, None) => Ok(()),
+    }
+}
+
+/// The LoRA settings of a scenario match its kind and can train.
+pub(crate) fn validate_lora(s: &lab_protocol::ScenarioRequest) -> Result<(), String> {
+    match (s.kind, &s.lora) {
+        (ScenarioKind::LoraStep, Some(l)) => lab_protocol::train::invalid(l).map_or(Ok(()), Err),
+        (ScenarioKind::LoraStep, None) => Err("a LoRA scenario needs `lora` settings".into()),
+        (k, Some(_)) => Err(format!("`lora` does not fit a {k:?} scenario")),
+        (_, None) => Ok(()),
+    }
 }
 
 /// The load settings of a scenario match its kind and ask for something that can run.
@@ -352,6 +388,10 @@ where
     for scenario in &request.scenarios {
         scenarios.push(if scenario.kind.is_load() {
             engine.run_load(scenario)
+        } else if scenario.kind == ScenarioKind::Micro {
+            crate::micro::run_micro(engine.ops(), scenario)
+        } else if scenario.kind == ScenarioKind::LoraStep {
+            crate::train::run_lora(engine.lora(), scenario)
         } else {
             crate::scenario::run_sequence_scenario(&mut engine, scenario)
         });

@@ -36,6 +36,8 @@ pub fn run_sequence_scenario<S: SequenceEngine>(
             ScenarioKind::TeacherForced => Some(prompt.forced_token_ids.as_slice()),
             // Load kinds never reach this loop (the process sends them to `run_load`).
             ScenarioKind::BatchedThroughput | ScenarioKind::ConcurrentLoad => None,
+            // Micro scenarios have no prompts (the process sends them to `run_micro`).
+            ScenarioKind::Micro | ScenarioKind::LoraStep => None,
         };
         match measure_prompt(engine, scenario, &prompt.name, &prompt.token_ids, forced) {
             Ok(report) => prompts.push(report),
@@ -73,6 +75,9 @@ pub fn run_sequence_scenario<S: SequenceEngine>(
         points: Vec::new(),
         sampling,
         unsupported,
+        micro: None,
+        ops: Vec::new(),
+        train: None,
     }
 }
 

@@ -103,6 +103,8 @@ fn scenario(prompts: &[&[u32]], max_new: u32, stop_at_eos: bool) -> ScenarioRequ
         max_duration_ms: None,
         load: None,
         sampling_overhead: None,
+        micro: None,
+        lora: None,
     }
 }
 

@@ -225,6 +225,40 @@ pub fn quant_targets(device: &Device) -> Vec<Target> {
         .collect()
 }
 
+/// The engines whose frameworks expose single operations (the microbenchmark analysis); the
+/// others' libraries run whole models only.
+pub const MICRO_ENGINES: [&str; 4] = ["candle", "burn", "native", "pytorch"];
+
+/// The microbenchmark analysis's targets on `device` (`--analysis micro` alone): one per
+/// engine of [`MICRO_ENGINES`], its F32 safetensors target (components read that model's layer
+/// 0; every case's dtype is its own).
+pub fn micro_targets(device: &Device) -> Vec<Target> {
+    targets_on(device)
+        .into_iter()
+        .filter(|t| {
+            MICRO_ENGINES.contains(&t.engine)
+                && t.format == WeightFormat::Safetensors
+                && t.dtype == Dtype::F32
+        })
+        .collect()
+}
+
+/// The engines whose frameworks can train (the LoRA analysis); the others run inference only.
+pub const LORA_ENGINES: [&str; 3] = ["pytorch", "candle", "burn"];
+
+/// The LoRA analysis's targets on `device` (`--analysis lora` alone): one per engine of
+/// [`LORA_ENGINES`], its F32 safetensors target (the weights the adapters train on).
+pub fn lora_targets(device: &Device) -> Vec<Target> {
+    targets_on(device)
+        .into_iter()
+        .filter(|t| {
+            LORA_ENGINES.contains(&t.engine)
+                && t.format == WeightFormat::Safetensors
+                && t.dtype == Dtype::F32
+        })
+        .collect()
+}
+
 /// Targets left out of a run, with the reason: `(label, why)`.
 pub type Skipped = Vec<(String, String)>;
 
@@ -254,6 +288,12 @@ pub fn select_targets_on(specs: &[String], device: &Device) -> Result<(Vec<Targe
     for spec in specs {
         let matches = |t: &&Target| t.engine == spec.as_str() || t.label() == *spec;
         let mut matched: Vec<Target> = all.iter().filter(matches).cloned().collect();
+        if spec == "micro" {
+            matched.extend(micro_targets(device));
+        }
+        if spec == "lora" {
+            matched.extend(lora_targets(device));
+        }
         if spec == "quant" {
             // Every level of every GGUF engine: the shipped Q4_1 and the derived ones.
             for e in QUANT_ENGINES {
@@ -302,6 +342,10 @@ pub enum PromptSource {
     ReferenceGreedy,
     /// The reference prompts, teacher-forced with the reference's greedy continuation.
     ReferenceTeacherForced,
+    /// No prompts: the microbenchmark cases (`crate::micro::cases`).
+    Ops,
+    /// The LoRA step's training sequence: the first ids of a committed passage.
+    Training(&'static str),
 }
 
 /// A scenario the harness can ask engines to run.
@@ -316,7 +360,10 @@ pub struct Scenario {
 impl Scenario {
     /// Correctness scenarios are compared with the reference, not timed against baselines.
     pub fn is_correctness(&self) -> bool {
-        !matches!(self.source, PromptSource::Passage(_))
+        matches!(
+            self.source,
+            PromptSource::ReferenceGreedy | PromptSource::ReferenceTeacherForced
+        )
     }
 }
 
@@ -370,6 +417,18 @@ pub fn scenarios() -> Vec<Scenario> {
             source: PromptSource::Passage("sampling.json"),
         },
         Scenario {
+            id: "micro",
+            kind: ScenarioKind::Micro,
+            description: "microbenchmarks (`--analysis micro`, not in a default run): matmul at the model's shapes and a 1024² square, softmax, RMSNorm, RoPE, attention and the model's layer-0 components (embedding, attention block, MLP block, layer) at 512 tokens and one token after 512, each framework's own ops, every case timed alone",
+            source: PromptSource::Ops,
+        },
+        Scenario {
+            id: "lora",
+            kind: ScenarioKind::LoraStep,
+            description: "LoRA training step (`--analysis lora`, not in a default run): rank 8, alpha 16 adapters on every layer's q and v projections of the frozen F32 weights, AdamW (lr 1e-4, weight decay 0.01), one fixed 512-token sequence (prompts/lora.json), forward, backward and optimizer of every step timed",
+            source: PromptSource::Training("lora.json"),
+        },
+        Scenario {
             id: "ref-greedy",
             kind: ScenarioKind::SingleRequestLatency,
             description: "correctness: greedy continuations of the reference prompts, compared with the reference",
@@ -388,7 +447,11 @@ pub fn scenarios() -> Vec<Scenario> {
 pub fn select_scenarios(specs: &[String]) -> Result<Vec<Scenario>> {
     let all = scenarios();
     if specs.is_empty() {
-        return Ok(all);
+        // The microbenchmarks are a named analysis of their own (minutes per framework).
+        return Ok(all
+            .into_iter()
+            .filter(|s| !matches!(s.kind, ScenarioKind::Micro | ScenarioKind::LoraStep))
+            .collect());
     }
     let mut out: Vec<Scenario> = Vec::new();
     for s in specs {

@@ -17,6 +17,7 @@ pub mod footprint;
 pub mod launch;
 pub mod measure;
 pub mod metric;
+pub mod micro;
 pub mod model;
 pub mod plan;
 pub mod progress;
@@ -29,6 +30,7 @@ pub mod spec;
 pub mod startup;
 pub mod stats;
 pub mod telemetry;
+pub mod train;
 
 use std::path::{Path, PathBuf};
 

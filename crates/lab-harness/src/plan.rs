@@ -147,6 +147,14 @@ pub fn scenario_requests(
         .clone()
         .unwrap_or_else(|| plan.spec.measure.load_settings());
     for s in &catalog::select_scenarios(&plan.spec.scenarios)? {
+        if s.source == PromptSource::Ops {
+            out.push(micro_request(plan, s, generation(1))?);
+            continue;
+        }
+        if let PromptSource::Training(file) = s.source {
+            out.push(lora_request(plan, s, file, generation(1))?);
+            continue;
+        }
         let timed = matches!(s.source, PromptSource::Passage(_));
         let (prompts, generation, warmup_iterations, iterations) = match s.source {
             PromptSource::Passage(file) => {
@@ -174,6 +182,7 @@ pub fn scenario_requests(
                     plan.spec.iterations,
                 )
             }
+            PromptSource::Ops | PromptSource::Training(_) => unreachable!("handled above"),
             PromptSource::ReferenceGreedy | PromptSource::ReferenceTeacherForced => {
                 if plan.model.synthetic {
                     eprintln!(
@@ -234,9 +243,100 @@ pub fn scenario_requests(
                     samples: load.sampling_samples,
                 }
             }),
+            micro: None,
+            lora: None,
         });
     }
     Ok((out, reference))
+}
+
+/// The microbenchmark scenario: the cases of [`crate::micro::cases`] at the model's shapes
+/// (from its `config.json`), with the run's micro settings.
+fn micro_request(
+    plan: &BenchPlan,
+    s: &catalog::Scenario,
+    generation: GenerationSettings,
+) -> Result<ScenarioRequest> {
+    let settings = plan.spec.micro.clone().ok_or_else(|| {
+        Error::msg("scenario micro: the plan has no micro settings (`--analysis micro`)")
+    })?;
+    let model = crate::micro::op_model(&plan.model.dir.join("config.json"))?;
+    let cases = crate::micro::cases(&model, &settings.dtypes, settings.tiny);
+    if let Some((c, why)) = cases.iter().find_map(|c| Some((c, c.op.invalid(&model)?))) {
+        return Err(Error::msg(format!(
+            "scenario micro: case {} of model `{}`: {why}",
+            c.id, plan.model.name
+        )));
+    }
+    Ok(ScenarioRequest {
+        id: s.id.to_string(),
+        kind: s.kind,
+        prompts: Vec::new(),
+        generation,
+        warmup_iterations: settings.warmup,
+        iterations: settings.samples,
+        min_duration_ms: 0,
+        max_duration_ms: settings.max_case_ms,
+        load: None,
+        sampling_overhead: None,
+        lora: None,
+        micro: Some(lab_protocol::micro::Micro {
+            model,
+            cases,
+            seed: settings.seed,
+        }),
+    })
+}
+
+/// The LoRA scenario: the first `seq_len + 1` ids of the committed passage as the one training
+/// sequence, with the run's LoRA settings.
+fn lora_request(
+    plan: &BenchPlan,
+    s: &catalog::Scenario,
+    file: &str,
+    generation: GenerationSettings,
+) -> Result<ScenarioRequest> {
+    let settings = plan.spec.lora.clone().ok_or_else(|| {
+        Error::msg("scenario lora: the plan has no LoRA settings (`--analysis lora`)")
+    })?;
+    let n = settings.seq_len as usize + 1;
+    let prompts = catalog::load_prompts_of_lengths(
+        &plan.root.join("prompts"),
+        file,
+        &plan.model.tokenizer_json,
+        Some(&[n]),
+    )?;
+    let ids = prompts
+        .into_iter()
+        .next()
+        .map(|p| p.token_ids)
+        .unwrap_or_default();
+    if let Some(context) = plan.model.context_length {
+        if n > context as usize {
+            return Err(Error::msg(format!(
+                "scenario lora: a sequence of {n} tokens exceeds model `{}`'s context of {context}",
+                plan.model.name
+            )));
+        }
+    }
+    let lora = settings.request(ids);
+    if let Some(why) = lab_protocol::train::invalid(&lora) {
+        return Err(Error::msg(format!("scenario lora: {why}")));
+    }
+    Ok(ScenarioRequest {
+        id: s.id.to_string(),
+        kind: s.kind,
+        prompts: Vec::new(),
+        generation,
+        warmup_iterations: settings.warmup,
+        iterations: settings.steps,
+        min_duration_ms: 0,
+        max_duration_ms: None,
+        load: None,
+        sampling_overhead: None,
+        micro: None,
+        lora: Some(lora),
+    })
 }
 
 /// The protocol's load settings of a scenario kind (none for the per-prompt kinds).
@@ -254,7 +354,9 @@ fn load_request(kind: ScenarioKind, load: &LoadSettings) -> Option<Load> {
         }),
         ScenarioKind::SingleRequestLatency
         | ScenarioKind::TeacherForced
-        | ScenarioKind::SamplingOverhead => None,
+        | ScenarioKind::SamplingOverhead
+        | ScenarioKind::Micro
+        | ScenarioKind::LoraStep => None,
     }
 }
 

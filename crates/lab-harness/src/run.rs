@@ -147,6 +147,27 @@ fn announce(plan: &BenchPlan, requests: &[ScenarioRequest], progress: &Progress)
             }
             None => {}
         }
+        if let Some(l) = &r.lora {
+            line += &format!(
+                "; {}: {} positions, {} warm-up + {} measured training steps",
+                r.id,
+                l.token_ids.len().saturating_sub(1),
+                r.warmup_iterations,
+                r.iterations
+            );
+        }
+        if let Some(m) = &r.micro {
+            line += &format!(
+                "; {}: {} cases, {} warm-up + up to {} timed calls each{}",
+                r.id,
+                m.cases.len(),
+                r.warmup_iterations,
+                r.iterations,
+                r.max_duration_ms
+                    .map(|ms| format!(" within {:.1} s", ms as f64 / 1e3))
+                    .unwrap_or_default()
+            );
+        }
     }
     if s.repeat > 1 {
         line += &format!(

@@ -78,6 +78,12 @@ pub struct BenchSpec {
     /// `--analysis cold-start`: how many extra starts per target on a cold and a warm page cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup: Option<crate::startup::StartSettings>,
+    /// `--analysis micro`: the microbenchmarks' dtypes, samples, warm-up and time per case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub micro: Option<crate::micro::MicroSettings>,
+    /// `--analysis lora`: the LoRA step's sequence length, steps and adapters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<crate::train::LoraSettings>,
 }
 
 fn custom() -> Profile {

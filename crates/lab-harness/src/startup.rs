@@ -186,6 +186,8 @@ fn start_request(plan: &BenchPlan) -> Result<ScenarioRequest> {
         max_duration_ms: None,
         load: None,
         sampling_overhead: None,
+        micro: None,
+        lora: None,
     })
 }
 

@@ -190,6 +190,9 @@ mod tests {
             error: None,
             sampling: vec![],
             unsupported: None,
+            micro: None,
+            ops: vec![],
+            train: None,
             batching: None,
             points: vec![],
         }
@@ -249,6 +252,9 @@ mod tests {
             error: None,
             sampling: vec![],
             unsupported: None,
+            micro: None,
+            ops: vec![],
+            train: None,
             batching: Some("static".into()),
             points: vec![LoadPoint {
                 level: 4,

@@ -12,6 +12,8 @@
 //! types; a test keeps it up to date) so that non-Rust engines can be tested against it.
 
 pub mod manifest;
+pub mod micro;
+pub mod train;
 
 use std::collections::BTreeMap;
 
@@ -19,7 +21,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change of [`Request`] or [`Report`].
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// What the harness asks an engine to do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -146,6 +148,14 @@ pub struct ScenarioRequest {
     /// Sampling-overhead scenarios only: the strategies to time and how often.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampling_overhead: Option<SamplingOverhead>,
+    /// Micro scenarios only: the cases (warm-up calls, samples and the per-case time limit are
+    /// `warmup_iterations`, `iterations` and `max_duration_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub micro: Option<micro::Micro>,
+    /// LoRA scenarios only: the adapters, optimizer and training sequence (warm-up and measured
+    /// steps are `warmup_iterations` and `iterations`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<train::Lora>,
 }
 
 /// What a [`ScenarioKind::SamplingOverhead`] scenario times: after the prompt's measured
@@ -247,6 +257,12 @@ pub enum ScenarioKind {
     /// The sampling analysis: S1-style greedy iterations of one prompt (the forward passes),
     /// then every strategy of [`SamplingOverhead`] timed on the last logits.
     SamplingOverhead,
+    /// Microbenchmarks: single operations and model components in the engine's framework
+    /// ([`micro::Micro`]), each timed alone; no prompts.
+    Micro,
+    /// A LoRA fine-tuning step ([`train::Lora`]): forward, backward and optimizer of each step
+    /// timed; no prompts.
+    LoraStep,
 }
 
 impl ScenarioKind {
@@ -472,6 +488,15 @@ pub struct ScenarioReport {
     /// way), with the reason: not a failure; what it could run is kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unsupported: Option<String>,
+    /// Micro scenarios only: the request's settings, echoed (so a report names its cases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub micro: Option<micro::Micro>,
+    /// Micro scenarios only: one entry per case, in the request's order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ops: Vec<micro::OpReport>,
+    /// LoRA scenarios only: every step and the first step's adapter gradients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<train::TrainReport>,
 }
 
 /// One level of a load scenario. Times are nanoseconds since the level's measured start.
@@ -719,6 +744,9 @@ mod tests {
                 points: vec![],
                 sampling: vec![],
                 unsupported: None,
+                micro: None,
+                ops: vec![],
+                train: None,
             }],
             error: None,
         }
@@ -776,6 +804,8 @@ mod tests {
             max_duration_ms,
             load: None,
             sampling_overhead: None,
+            micro: None,
+            lora: None,
         };
         // A count alone.
         let plain = s(3, 0, None);

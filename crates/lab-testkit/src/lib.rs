@@ -9,6 +9,8 @@
 
 pub mod conformance;
 pub mod load;
+pub mod micro;
+pub mod train;
 
 pub use conformance::{assert_conforms, pipe_bytes, raw_request};
 
@@ -280,6 +282,8 @@ pub fn s1_plan(
             sampling: None,
             kv_cache_off: false,
             startup: None,
+            micro: None,
+            lora: None,
         },
         root: root(),
         run_dir: dir.join("run"),

@@ -28,6 +28,8 @@ const MAX_BATCH: usize = 256;
 struct Burn<B: Backend> {
     model: model::Llama<B>,
     device: B::Device,
+    /// The LoRA scenario's training path (the model loaded again on `Autodiff<B>`).
+    train: model::train::BurnTrain<B>,
 }
 
 impl<B: Backend> Burn<B> {
@@ -65,7 +67,15 @@ impl<B: Backend> Burn<B> {
         );
         settings.insert("burn_backend".into(), backend.into());
         settings.insert("weights".into(), "burn-store SafetensorsStore".into());
-        let engine: Box<dyn Engine> = Box::new(Burn { model, device });
+        let train = model::train::BurnTrain {
+            dir: dir.to_path_buf(),
+            device: device.clone(),
+        };
+        let engine: Box<dyn Engine> = Box::new(Burn {
+            model,
+            device,
+            train,
+        });
         Ok(META.loaded(engine, request, threads, settings))
     }
 }
@@ -93,6 +103,14 @@ impl<B: Backend> Engine for Burn<B> {
 
     fn batch(&mut self) -> Option<&mut dyn engine_kit::BatchEngine> {
         Some(self)
+    }
+
+    fn ops(&mut self) -> Option<&mut dyn engine_kit::OpBench> {
+        Some(&mut self.model)
+    }
+
+    fn lora(&mut self) -> Option<&mut dyn engine_kit::train::LoraTrain> {
+        Some(&mut self.train)
     }
 }
 

@@ -135,6 +135,9 @@ pub struct Llama<B: Backend> {
 
 type Result<T> = std::result::Result<T, String>;
 
+mod micro;
+pub mod train;
+
 impl<B: Backend> Llama<B> {
     /// Loads `config.json` and `model.safetensors` of an HF Llama directory. Every parameter must
     /// come from the file, and every tensor of the file must be used.
@@ -266,23 +269,8 @@ impl<B: Backend> Llama<B> {
         );
         let mask = (s > 1).then(|| causal_mask::<B>(s, self.pos, &self.device));
         for (layer, cache) in self.w.layers.iter().zip(self.cache.iter_mut()) {
-            let h = layer.input_layernorm.forward(x.clone());
-            let a = attention(
-                &layer.self_attn,
-                &self.c,
-                h,
-                &cos,
-                &sin,
-                mask.clone(),
-                cache,
-            );
-            x = x + a;
-            let h = layer.post_attention_layernorm.forward(x.clone());
-            let m = &layer.mlp;
-            let f = m
-                .down_proj
-                .forward(silu(m.gate_proj.forward(h.clone())) * m.up_proj.forward(h));
-            x = x + f;
+            x = attention_block(layer, &self.c, x, &cos, &sin, mask.clone(), cache);
+            x = mlp_block(layer, x);
         }
         self.pos += s;
         let d = self.c.hidden_size;
@@ -359,6 +347,30 @@ fn rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> 
     x * cos.clone() + rotated * sin.clone()
 }
 
+/// A layer's attention block: RMSNorm, attention (the cache grows by the new positions),
+/// residual.
+fn attention_block<B: Backend>(
+    layer: &Layer<B>,
+    c: &LlamaConfig,
+    x: Tensor<B, 3>,
+    cos: &Tensor<B, 4>,
+    sin: &Tensor<B, 4>,
+    mask: Option<Tensor<B, 4>>,
+    cache: &mut Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+) -> Tensor<B, 3> {
+    let h = layer.input_layernorm.forward(x.clone());
+    x + attention(&layer.self_attn, c, h, cos, sin, mask, cache)
+}
+
+/// A layer's MLP block: RMSNorm, SwiGLU, residual.
+fn mlp_block<B: Backend>(layer: &Layer<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let h = layer.post_attention_layernorm.forward(x.clone());
+    let m = &layer.mlp;
+    x + m
+        .down_proj
+        .forward(silu(m.gate_proj.forward(h.clone())) * m.up_proj.forward(h))
+}
+
 fn attention<B: Backend>(
     a: &Attention<B>,
     c: &LlamaConfig,
@@ -379,8 +391,21 @@ fn attention<B: Backend>(
         None => (k, v),
     };
     *cache = Some((k.clone(), v.clone()));
-    let t = k.dims()[2];
-    // Grouped-query attention: each KV head serves nh / nkv query heads.
+    let out = sdpa(q, k, v, mask);
+    a.o_proj
+        .forward(out.swap_dims(1, 2).reshape([b, s, nh * hd]))
+}
+
+/// Scaled dot-product attention of `q` `[b, nh, s, hd]` over `k`, `v` `[b, nkv, t, hd]`
+/// (grouped-query: each KV head serves `nh / nkv` query heads), plus an additive mask.
+fn sdpa<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    mask: Option<Tensor<B, 4>>,
+) -> Tensor<B, 4> {
+    let [b, nh, _, hd] = q.dims();
+    let [_, nkv, t, _] = k.dims();
     let rep = nh / nkv;
     let expand = |x: Tensor<B, 4>| {
         if rep == 1 {
@@ -396,7 +421,5 @@ fn attention<B: Backend>(
     if let Some(m) = mask {
         scores = scores + m;
     }
-    let out = softmax(scores, 3).matmul(v);
-    a.o_proj
-        .forward(out.swap_dims(1, 2).reshape([b, s, nh * hd]))
+    softmax(scores, 3).matmul(v)
 }

@@ -3,6 +3,9 @@
 //!
 //! Reads a request on stdin, writes a report on stdout (see `lab-protocol`).
 
+mod micro;
+mod train;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -32,6 +35,10 @@ enum Model {
 struct Candle {
     model: Model,
     device: Device,
+    /// The microbenchmark scenario's ops (`micro.rs`).
+    ops: micro::CandleOps,
+    /// The LoRA scenario's training path (`train.rs`).
+    train: train::CandleTrain,
     /// Position of the next token in the current sequence (or lock-step batch).
     pos: usize,
     /// Sequences in the current batch (1 outside S2).
@@ -131,8 +138,17 @@ impl Candle {
                  position (equal lengths only; at most {MAX_BATCH} per batch); S3 serial"
             ),
         );
+        let weights = dir.join("model.safetensors");
         let engine = Candle {
             model,
+            ops: micro::CandleOps {
+                device: device.clone(),
+                weights: weights.is_file().then_some(weights),
+            },
+            train: train::CandleTrain {
+                device: device.clone(),
+                dir: dir.to_path_buf(),
+            },
             device,
             pos: 0,
             batch: 1,
@@ -283,6 +299,14 @@ impl Engine for Candle {
 
     fn batch(&mut self) -> Option<&mut dyn engine_kit::BatchEngine> {
         Some(self)
+    }
+
+    fn ops(&mut self) -> Option<&mut dyn engine_kit::OpBench> {
+        Some(&mut self.ops)
+    }
+
+    fn lora(&mut self) -> Option<&mut dyn engine_kit::train::LoraTrain> {
+        Some(&mut self.train)
     }
 }
 

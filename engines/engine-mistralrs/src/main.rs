@@ -190,7 +190,7 @@ impl CustomLogitsProcessor for LabSampler {
 }
 
 /// Why the adapter refuses scenarios without the KV cache: measured, not assumed.
-const NO_KV_CACHE: &str = "mistral.rs 0.8.1's KV cache is a setting of the whole runner (MistralRsBuilder::with_no_kv_cache), and a runner built with it does not recompute the prefix on the Llama GGUF or safetensors pipeline: measured on the 2-core dev VM (results/cpu-analyses-20261129), its steps took as long as with the cache (0.92x and 1.02x) and its greedy ids left the cached run's at the first decode step (token 29 repeated)";
+const NO_KV_CACHE: &str = "mistral.rs 0.8.1's KV cache is a setting of the whole runner (MistralRsBuilder::with_no_kv_cache), and a runner built with it does not recompute the prefix on the Llama GGUF or safetensors pipeline: measured on the 2-core dev VM (results/cpu-analyses-dev-20261129, a run made while the code changed), its steps took as long as with the cache (0.92x and 1.02x) and its greedy ids left the cached run's at the first decode step (token 29 repeated)";
 
 struct MistralRs {
     model: Model,

@@ -51,6 +51,9 @@ impl Engine for Native {
     fn batch(&mut self) -> Option<&mut dyn engine_kit::BatchEngine> {
         Some(self)
     }
+    fn ops(&mut self) -> Option<&mut dyn engine_kit::OpBench> {
+        Some(&mut self.model)
+    }
 }
 
 impl engine_kit::BatchEngine for Native {

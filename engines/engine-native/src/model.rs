@@ -15,6 +15,8 @@ use crate::pool::{split, Pool};
 use crate::quant::{dequantize_row, f16_to_f32, BlockQ8, Format, Simd, QK};
 use crate::Result;
 
+mod micro;
+
 /// Prompt tokens per batched forward pass.
 pub const CHUNK: usize = 64;
 
@@ -632,13 +634,19 @@ impl Model {
     /// `seqs[i].0` at position `seqs[i].1` (its K/V go there, it attends to that slot's
     /// positions up to its own). Leaves the hidden states in `x[..t * dim]`.
     fn forward_chunk(&mut self, tokens: &[u32], seqs: &[(usize, usize)]) {
-        let t = tokens.len();
-        let (d, kvd, ff, hd) = (
-            self.cfg.dim,
-            self.cfg.kv_dim(),
-            self.cfg.ff,
-            self.cfg.head_dim(),
-        );
+        self.embed_chunk(tokens);
+        // Moved out for the loop so that `self` can be borrowed mutably beside it (no copy).
+        let layers = std::mem::take(&mut self.layers);
+        for (li, l) in layers.iter().enumerate() {
+            self.attention_block(li, l, seqs);
+            self.mlp_block(l, seqs.len());
+        }
+        self.layers = layers;
+    }
+
+    /// The embedding rows of `tokens` into `x`.
+    fn embed_chunk(&mut self, tokens: &[u32]) {
+        let d = self.cfg.dim;
         for (i, &tok) in tokens.iter().enumerate() {
             dequantize_row(
                 self.embed.fmt,
@@ -646,116 +654,123 @@ impl Model {
                 &mut self.x[i * d..(i + 1) * d],
             );
         }
-        // Moved out for the loop so that `self` can be borrowed mutably beside it (no copy).
-        let layers = std::mem::take(&mut self.layers);
-        for (li, l) in layers.iter().enumerate() {
-            rmsnorm(
-                &self.x[..t * d],
-                &l.attn_norm,
-                self.cfg.eps,
-                &mut self.xn[..t * d],
-                d,
-            );
-            let quantized = l.wq.fmt != Format::F32;
-            if quantized {
-                self.simd
-                    .quantize(&self.xn[..t * d], &mut self.xq[..t * d / QK]);
-            }
-            matmul(
-                &self.pool,
-                self.simd,
-                &self.map,
-                &[
-                    (&l.wq, Out(self.q.as_mut_ptr())),
-                    (&l.wk, Out(self.k.as_mut_ptr())),
-                    (&l.wv, Out(self.v.as_mut_ptr())),
-                ],
-                &self.xn[..t * d],
-                &self.xq[..t * d / QK],
-                t,
-            );
-            for (i, &(slot, pos)) in seqs.iter().enumerate() {
-                rope(
-                    &mut self.q[i * d..(i + 1) * d],
-                    hd,
-                    pos,
-                    &self.inv_freq,
-                    self.cfg.interleaved_rope,
-                );
-                rope(
-                    &mut self.k[i * kvd..(i + 1) * kvd],
-                    hd,
-                    pos,
-                    &self.inv_freq,
-                    self.cfg.interleaved_rope,
-                );
-                let base = (li * self.cfg.ctx + pos) * kvd;
-                self.k_cache[slot][base..base + kvd]
-                    .copy_from_slice(&self.k[i * kvd..(i + 1) * kvd]);
-                self.v_cache[slot][base..base + kvd]
-                    .copy_from_slice(&self.v[i * kvd..(i + 1) * kvd]);
-            }
-            self.attention(li, seqs);
-            if quantized {
-                self.simd
-                    .quantize(&self.att[..t * d], &mut self.xq[..t * d / QK]);
-            }
-            matmul(
-                &self.pool,
-                self.simd,
-                &self.map,
-                &[(&l.wo, Out(self.tmp.as_mut_ptr()))],
-                &self.att[..t * d],
-                &self.xq[..t * d / QK],
-                t,
-            );
-            for (x, o) in self.x[..t * d].iter_mut().zip(&self.tmp[..t * d]) {
-                *x += o;
-            }
-            rmsnorm(
-                &self.x[..t * d],
-                &l.ffn_norm,
-                self.cfg.eps,
-                &mut self.xn[..t * d],
-                d,
-            );
-            if quantized {
-                self.simd
-                    .quantize(&self.xn[..t * d], &mut self.xq[..t * d / QK]);
-            }
-            matmul(
-                &self.pool,
-                self.simd,
-                &self.map,
-                &[
-                    (&l.w_gate, Out(self.gate.as_mut_ptr())),
-                    (&l.w_up, Out(self.up.as_mut_ptr())),
-                ],
-                &self.xn[..t * d],
-                &self.xq[..t * d / QK],
-                t,
-            );
-            for (g, u) in self.gate[..t * ff].iter_mut().zip(&self.up[..t * ff]) {
-                *g = *g / (1.0 + (-*g).exp()) * u;
-            }
-            if quantized {
-                self.simd
-                    .quantize(&self.gate[..t * ff], &mut self.hq[..t * ff / QK]);
-            }
-            matmul(
-                &self.pool,
-                self.simd,
-                &self.map,
-                &[(&l.w_down, Out(self.tmp.as_mut_ptr()))],
-                &self.gate[..t * ff],
-                &self.hq[..t * ff / QK],
-                t,
-            );
-            for (x, o) in self.x[..t * d].iter_mut().zip(&self.tmp[..t * d]) {
-                *x += o;
-            }
+    }
+
+    /// Layer `li`'s attention block on the hidden states in `x` (one per entry of `seqs`):
+    /// RMSNorm, q/k/v, RoPE, K/V into each sequence's cache, attention, o, residual.
+    fn attention_block(&mut self, li: usize, l: &Layer, seqs: &[(usize, usize)]) {
+        let t = seqs.len();
+        let (d, kvd, hd) = (self.cfg.dim, self.cfg.kv_dim(), self.cfg.head_dim());
+        rmsnorm(
+            &self.x[..t * d],
+            &l.attn_norm,
+            self.cfg.eps,
+            &mut self.xn[..t * d],
+            d,
+        );
+        let quantized = l.wq.fmt != Format::F32;
+        if quantized {
+            self.simd
+                .quantize(&self.xn[..t * d], &mut self.xq[..t * d / QK]);
         }
-        self.layers = layers;
+        matmul(
+            &self.pool,
+            self.simd,
+            &self.map,
+            &[
+                (&l.wq, Out(self.q.as_mut_ptr())),
+                (&l.wk, Out(self.k.as_mut_ptr())),
+                (&l.wv, Out(self.v.as_mut_ptr())),
+            ],
+            &self.xn[..t * d],
+            &self.xq[..t * d / QK],
+            t,
+        );
+        for (i, &(slot, pos)) in seqs.iter().enumerate() {
+            rope(
+                &mut self.q[i * d..(i + 1) * d],
+                hd,
+                pos,
+                &self.inv_freq,
+                self.cfg.interleaved_rope,
+            );
+            rope(
+                &mut self.k[i * kvd..(i + 1) * kvd],
+                hd,
+                pos,
+                &self.inv_freq,
+                self.cfg.interleaved_rope,
+            );
+            let base = (li * self.cfg.ctx + pos) * kvd;
+            self.k_cache[slot][base..base + kvd].copy_from_slice(&self.k[i * kvd..(i + 1) * kvd]);
+            self.v_cache[slot][base..base + kvd].copy_from_slice(&self.v[i * kvd..(i + 1) * kvd]);
+        }
+        self.attention(li, seqs);
+        if quantized {
+            self.simd
+                .quantize(&self.att[..t * d], &mut self.xq[..t * d / QK]);
+        }
+        matmul(
+            &self.pool,
+            self.simd,
+            &self.map,
+            &[(&l.wo, Out(self.tmp.as_mut_ptr()))],
+            &self.att[..t * d],
+            &self.xq[..t * d / QK],
+            t,
+        );
+        for (x, o) in self.x[..t * d].iter_mut().zip(&self.tmp[..t * d]) {
+            *x += o;
+        }
+    }
+
+    /// A layer's MLP block on the `t` hidden states in `x`: RMSNorm, gate/up, SiLU·up, down,
+    /// residual.
+    fn mlp_block(&mut self, l: &Layer, t: usize) {
+        let (d, ff) = (self.cfg.dim, self.cfg.ff);
+        rmsnorm(
+            &self.x[..t * d],
+            &l.ffn_norm,
+            self.cfg.eps,
+            &mut self.xn[..t * d],
+            d,
+        );
+        let quantized = l.wq.fmt != Format::F32;
+        if quantized {
+            self.simd
+                .quantize(&self.xn[..t * d], &mut self.xq[..t * d / QK]);
+        }
+        matmul(
+            &self.pool,
+            self.simd,
+            &self.map,
+            &[
+                (&l.w_gate, Out(self.gate.as_mut_ptr())),
+                (&l.w_up, Out(self.up.as_mut_ptr())),
+            ],
+            &self.xn[..t * d],
+            &self.xq[..t * d / QK],
+            t,
+        );
+        for (g, u) in self.gate[..t * ff].iter_mut().zip(&self.up[..t * ff]) {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        }
+        if quantized {
+            self.simd
+                .quantize(&self.gate[..t * ff], &mut self.hq[..t * ff / QK]);
+        }
+        matmul(
+            &self.pool,
+            self.simd,
+            &self.map,
+            &[(&l.w_down, Out(self.tmp.as_mut_ptr()))],
+            &self.gate[..t * ff],
+            &self.hq[..t * ff / QK],
+            t,
+        );
+        for (x, o) in self.x[..t * d].iter_mut().zip(&self.tmp[..t * d]) {
+            *x += o;
+        }
     }
 
     /// Logits of the processed tokens `rows` (their hidden states are in `x`), one vocab-sized

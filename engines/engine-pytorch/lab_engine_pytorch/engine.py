@@ -19,13 +19,15 @@ import sys
 import time
 import traceback
 
+from . import micro, train
+
 # Never reach the network: set before transformers / huggingface_hub are imported.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 SAMPLED_IDS_KEPT = 64
 ENGINE_NAME = "pytorch"
 ENGINE_VERSION = "0.1.0"
@@ -147,6 +149,9 @@ def parse_request(text):
                     raise EngineError(f"scenario `{sid}`: sampling_overhead.strategies: {why}")
         elif overhead is not None:
             raise EngineError(f"scenario `{sid}`: `sampling_overhead` does not fit a {s['kind']} scenario")
+        why = micro.invalid_micro(s) or train.invalid_lora_scenario(s)
+        if why:
+            raise EngineError(f"scenario `{sid}`: {why}")
         for p in s["prompts"]:
             if not p["token_ids"]:
                 raise EngineError(f"scenario `{sid}`: prompt `{p['name']}` has no tokens")
@@ -887,6 +892,10 @@ def run_load(engine, scenario, batched=True):
 def run_scenario(engine, scenario):
     if scenario["kind"] in LOAD_KINDS:
         return run_load(engine, scenario)
+    if scenario["kind"] == "micro":
+        return micro.run_micro(engine, scenario, log)
+    if scenario["kind"] == "lora_step":
+        return train.run_lora(engine, scenario, log, peak_rss_start, peak_rss_finish)
     prompts, error, sampling = [], None, []
     for prompt in scenario["prompts"]:
         try:

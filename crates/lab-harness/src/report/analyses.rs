@@ -97,6 +97,8 @@ pub fn tables(results: &[TargetResult]) -> Vec<Table> {
     }
     out.extend(startup_table(results));
     out.extend(quant_table(results));
+    out.extend(micro_table(results));
+    out.extend(lora_table(results));
     let sampling = analysis::of_targets(results, analysis::sampling);
     if !sampling.is_empty() {
         let head = vec![
@@ -131,6 +133,148 @@ pub fn tables(results: &[TargetResult]) -> Vec<Table> {
         });
     }
     out
+}
+
+/// The microbenchmark table (`--analysis micro`): one row per case and target.
+fn micro_table(results: &[TargetResult]) -> Option<Table> {
+    let rows = crate::micro::table(results);
+    if rows.is_empty() {
+        return None;
+    }
+    let head = vec![
+        "op",
+        "shape",
+        "dtype",
+        "target",
+        "samples",
+        "µs p50",
+        "µs p90",
+        "device µs p50",
+        "GFLOP/s",
+        "GB/s",
+        "% of read bandwidth",
+        "× fastest",
+        "output agrees",
+        "note",
+    ];
+    let opt = |v: Option<f64>| v.map(fmt_num).unwrap_or_else(|| "-".into());
+    let mut out = Vec::new();
+    for r in &rows {
+        for c in &r.cells {
+            let h = c.host_us.as_ref();
+            let note = match (&c.missing, &c.note) {
+                (Some(m), _) => m.clone(),
+                (None, Some(n)) => n.clone(),
+                (None, None) => String::new(),
+            };
+            out.push(vec![
+                r.case.op.name().to_string(),
+                r.case.op.shape(),
+                r.case.dtype.as_str().to_string(),
+                c.target.clone(),
+                h.map(|s| {
+                    if s.n < crate::measure::MIN_SAMPLES {
+                        format!("{} (< {})", s.n, crate::measure::MIN_SAMPLES)
+                    } else {
+                        s.n.to_string()
+                    }
+                })
+                .unwrap_or_else(|| "0".into()),
+                opt(h.map(|s| s.median)),
+                opt(h.map(|s| s.p90)),
+                opt(c.device_us.as_ref().map(|s| s.median)),
+                opt(c.gflop_per_s),
+                opt(c.gb_per_s),
+                opt(c.bandwidth_share.map(|b| b * 100.0)),
+                c.vs_fastest
+                    .map(|v| format!("{}×", fmt_num(v)))
+                    .unwrap_or_else(|| "-".into()),
+                match c.agrees {
+                    Some(true) => "yes".into(),
+                    Some(false) => "NO".into(),
+                    None => "-".into(),
+                },
+                note,
+            ]);
+        }
+    }
+    Some(Table {
+        id: "analysis-micro",
+        title: "Op and component microbenchmarks",
+        note: "Scenario micro (`--analysis micro`): each framework's own ops on the same seeded inputs (lab-protocol's `micro::fill`), components on the model's layer 0; every call timed alone on the host after the device finished (device µs: CUDA events, GPU only). GFLOP/s = the op's FLOPs ÷ the median (matmul 2·m·k·n, attention 4·heads·queries·keys·head_dim, components their projections and attention); GB/s = the least bytes the op must move ÷ the median, and its share of the machine's measured read bandwidth. × fastest: the median ÷ the fastest target's for that case. Output agrees: the sum and the summed magnitude of the output agree with every other framework's within 0.1 % (f32) or 2 % (f16/bf16) of the magnitude. Samples: fewer than 100 when the case's time limit ended it first.".into(),
+        numeric: vec![
+            false, false, false, false, true, true, true, true, true, true, true, true, false, false,
+        ],
+        head,
+        rows: out,
+    })
+}
+
+/// The LoRA training-step table (`--analysis lora`): one row per target, then the ones that
+/// could not.
+fn lora_table(results: &[TargetResult]) -> Option<Table> {
+    let (rows, missing) = crate::train::rows(results);
+    if rows.is_empty() && missing.is_empty() {
+        return None;
+    }
+    let head = vec![
+        "target",
+        "steps",
+        "forward ms",
+        "backward ms",
+        "optimizer ms",
+        "step ms",
+        "forward / backward / optimizer %",
+        "train tok/s",
+        "peak RSS MiB",
+        "trainable params",
+        "loss first → last",
+        "first loss vs median",
+        "first grads vs first target",
+    ];
+    let mut out = Vec::new();
+    for r in &rows {
+        let share = |x: f64| fmt_num(100.0 * x / r.step_ms.median);
+        out.push(vec![
+            r.target.clone(),
+            r.step_ms.n.to_string(),
+            fmt_num(r.forward_ms.median),
+            fmt_num(r.backward_ms.median),
+            fmt_num(r.optimizer_ms.median),
+            fmt_num(r.step_ms.median),
+            format!(
+                "{} / {} / {}",
+                share(r.forward_ms.median),
+                share(r.backward_ms.median),
+                share(r.optimizer_ms.median)
+            ),
+            fmt_num(r.tokens_per_s),
+            r.peak_rss_bytes
+                .map(|b| fmt_num(b as f64 / 1048576.0))
+                .unwrap_or_else(|| "-".into()),
+            r.trainable_params.to_string(),
+            format!("{:.4} → {:.4}", r.first_loss, r.last_loss),
+            r.loss_rel_diff
+                .map(|d| format!("{d:.1e}"))
+                .unwrap_or_else(|| "-".into()),
+            r.grad_rel_diff
+                .map(|d| format!("{d:.1e}"))
+                .unwrap_or_else(|| "(reference)".into()),
+        ]);
+    }
+    for m in &missing {
+        let mut row = vec![m.target.clone(), m.why.clone()];
+        row.resize(head.len(), "-".into());
+        out.push(row);
+    }
+    Some(Table {
+        id: "analysis-lora",
+        title: "LoRA training step",
+        note: format!("Scenario lora (`--analysis lora`): rank 8, alpha 16 adapters on every layer's q and v projections of the model's frozen F32 weights, one fixed sequence (batch 1), AdamW (lr 1e-4, weight decay 0.01); every step timed in three phases after the device finished: forward (to the loss), backward (the adapters' gradients), optimizer (update, gradients cleared). Medians over the measured steps (warm-ups excluded); train tok/s = predicted positions ÷ the median step. Agreement: the first step's loss (the base model's, as B starts at zero) against the median of the frameworks (tolerance {:.0e}), and the first step's adapter gradients (sum and summed magnitude per matrix) against the first target's (tolerance {:.0e}).", crate::train::LOSS_TOLERANCE, crate::train::GRAD_TOLERANCE),
+        numeric: vec![false, true, true, true, true, true, false, true, true, true, false, true, true],
+        head,
+        rows: out,
+    })
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {

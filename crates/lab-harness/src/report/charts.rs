@@ -168,7 +168,12 @@ pub fn render(_manifest: &RunManifest, results: &[TargetResult]) -> Charts {
                 &mut out,
                 "s1-speedup",
                 title.clone(),
-                speedup_chart(&title, &rows, &targets),
+                speedup_chart(
+                    &title,
+                    "speed-up (×, decode tok/s ÷ baseline's; bars: 95 % interval)",
+                    &rows,
+                    &targets,
+                ),
             );
         } else {
             out.missing.push(
@@ -264,6 +269,7 @@ pub fn render(_manifest: &RunManifest, results: &[TargetResult]) -> Charts {
             line_chart(title, &axes, &series),
         );
     }
+    micro_charts(&mut out, results, &targets);
     let with_telemetry = first.iter().any(|r| r.telemetry.is_some());
     if with_telemetry {
         type Pick = fn(&lab_gpu::Sample) -> Option<f64>;
@@ -318,6 +324,162 @@ pub fn render(_manifest: &RunManifest, results: &[TargetResult]) -> Charts {
             .push("GPU telemetry time series: the run has no GPU telemetry".into());
     }
     out
+}
+
+/// The microbenchmarks (`--analysis micro`): per dtype, every case's median ÷ the fastest
+/// framework's for that case, one bar per framework that ran it (1× is the fastest).
+fn micro_charts(out: &mut Charts, results: &[TargetResult], targets: &[String]) {
+    let rows = crate::micro::table(results);
+    let mut dtypes: Vec<lab_protocol::Dtype> = Vec::new();
+    for r in &rows {
+        if !dtypes.contains(&r.case.dtype) {
+            dtypes.push(r.case.dtype);
+        }
+    }
+    for dtype in dtypes {
+        let bars: Vec<(String, String, super::ratio::Ratio)> = rows
+            .iter()
+            .filter(|r| r.case.dtype == dtype)
+            .flat_map(|r| {
+                r.cells.iter().filter_map(move |c| {
+                    let v = c.vs_fastest?;
+                    Some((
+                        format!("{} {} · {}", r.case.op.name(), r.case.op.shape(), c.target),
+                        c.target.clone(),
+                        super::ratio::Ratio {
+                            value: v,
+                            low: v,
+                            high: v,
+                        },
+                    ))
+                })
+            })
+            .collect();
+        let title = format!(
+            "Microbenchmarks, {}: time ÷ the fastest framework's, per op (1× = fastest)",
+            dtype.as_str()
+        );
+        add(
+            out,
+            &format!("micro-{}", dtype.as_str()),
+            title.clone(),
+            speedup_chart(&title, "× the fastest median", &bars, targets),
+        );
+    }
+    let (lora, _) = crate::train::rows(results);
+    if !lora.is_empty() {
+        let title = "LoRA training step: median time per phase (ms)";
+        add(
+            out,
+            "lora-phases",
+            title.into(),
+            phases_chart(title, &lora, targets),
+        );
+    }
+}
+
+/// One horizontal bar per target, split into forward, backward and optimizer (medians, ms).
+fn phases_chart(
+    title: &str,
+    rows: &[crate::train::TrainRow],
+    targets: &[String],
+) -> Result<Option<String>, String> {
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let n = rows.len() as i32;
+    let parts = |r: &crate::train::TrainRow| {
+        [
+            r.forward_ms.median,
+            r.backward_ms.median,
+            r.optimizer_ms.median,
+        ]
+    };
+    let hi = rows
+        .iter()
+        .map(|r| parts(r).iter().sum::<f64>())
+        .fold(0.0f64, f64::max)
+        * 1.15;
+    let names: Vec<String> = rows.iter().map(|r| r.target.clone()).collect();
+    let shades = [
+        RGBColor(66, 133, 244),
+        RGBColor(234, 67, 53),
+        RGBColor(251, 188, 5),
+    ];
+    let mut svg = String::new();
+    {
+        let height = (H).max(100 + 40 * n as u32);
+        let root = SVGBackend::with_string(&mut svg, (W, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(42)
+            .y_label_area_size(170)
+            .build_cartesian_2d(0f64..hi.max(1e-9), (0..n).into_segmented())
+            .map_err(err)?;
+        let label = |v: &SegmentValue<i32>| match v {
+            SegmentValue::CenterOf(i) => names.get(*i as usize).cloned().unwrap_or_default(),
+            _ => String::new(),
+        };
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(n as usize)
+            .y_label_formatter(&label)
+            .x_desc("ms per step (forward | backward | optimizer)")
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()
+            .map_err(err)?;
+        for (k, (shade, name)) in shades
+            .iter()
+            .zip(["forward", "backward", "optimizer"])
+            .enumerate()
+        {
+            chart
+                .draw_series(rows.iter().enumerate().map(|(i, r)| {
+                    let p = parts(r);
+                    let from: f64 = p[..k].iter().sum();
+                    let i = i as i32;
+                    let mut bar = Rectangle::new(
+                        [
+                            (from, SegmentValue::Exact(i)),
+                            (from + p[k], SegmentValue::Exact(i + 1)),
+                        ],
+                        shade.filled(),
+                    );
+                    bar.set_margin(6, 6, 0, 0);
+                    bar
+                }))
+                .map_err(err)?
+                .label(name)
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 10, y + 5)], shade.filled())
+                });
+        }
+        // Each target's colour as a thin mark at the bar's start, as in the other charts.
+        chart
+            .draw_series(rows.iter().enumerate().map(|(i, r)| {
+                let i = i as i32;
+                Rectangle::new(
+                    [
+                        (0.0, SegmentValue::Exact(i)),
+                        (hi * 0.004, SegmentValue::Exact(i + 1)),
+                    ],
+                    colour_of(targets, &r.target).filled(),
+                )
+            }))
+            .map_err(err)?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.9))
+            .border_style(RGBColor(180, 180, 180))
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(Some(svg))
 }
 
 fn add(out: &mut Charts, id: &str, title: String, drawn: Result<Option<String>, String>) {
@@ -606,9 +768,15 @@ fn line_chart(title: &str, axes: &Axes, series: &[Series]) -> Result<Option<Stri
     Ok(Some(svg))
 }
 
+/// Room for the longest of `names` left of a chart (sans-serif 12: about 7 px a character).
+fn label_area(names: &[String]) -> u32 {
+    (names.iter().map(|n| n.chars().count()).max().unwrap_or(0) as u32 * 7).clamp(170, 460)
+}
+
 /// Horizontal bars of each target's ratio with its interval, and a rule at 1×.
 fn speedup_chart(
     title: &str,
+    x_desc: &str,
     rows: &[(String, String, super::ratio::Ratio)],
     targets: &[String],
 ) -> Result<Option<String>, String> {
@@ -631,7 +799,7 @@ fn speedup_chart(
             .caption(title, ("sans-serif", 16))
             .margin(12)
             .x_label_area_size(42)
-            .y_label_area_size(170)
+            .y_label_area_size(label_area(&names))
             .build_cartesian_2d(0f64..hi, (0..n).into_segmented())
             .map_err(err)?;
         let label = |v: &SegmentValue<i32>| match v {
@@ -643,7 +811,7 @@ fn speedup_chart(
             .disable_y_mesh()
             .y_labels(n as usize)
             .y_label_formatter(&label)
-            .x_desc("speed-up (×, decode tok/s ÷ baseline's; bars: 95 % interval)")
+            .x_desc(x_desc)
             .light_line_style(RGBColor(235, 235, 235))
             .draw()
             .map_err(err)?;

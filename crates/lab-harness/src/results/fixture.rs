@@ -183,6 +183,9 @@ fn report() -> Report {
             error: None,
             sampling: vec![],
             unsupported: None,
+            micro: None,
+            ops: vec![],
+            train: None,
             batching: None,
             points: vec![],
         }],
@@ -263,6 +266,9 @@ pub(crate) fn load_scenarios() -> Vec<ScenarioReport> {
         error: None,
         sampling: vec![],
         unsupported: None,
+        micro: None,
+        ops: vec![],
+        train: None,
         batching: Some("continuous (mock)".into()),
         points,
     };
@@ -417,6 +423,9 @@ pub(crate) fn with_analyses(r: &TargetResult, unsupported: bool) -> TargetResult
         points: vec![],
         sampling,
         unsupported: unsupported.map(str::to_string),
+        micro: None,
+        ops: vec![],
+        train: None,
     };
     let why = unsupported.then_some("the engine's library owns the generation loop");
     let on = vec![iteration(&|_| 1), iteration(&|_| 1), iteration(&|_| 1)];

@@ -370,6 +370,9 @@ mod tests {
             error: None,
             sampling: vec![],
             unsupported: None,
+            micro: None,
+            ops: vec![],
+            train: None,
             batching: None,
             points: vec![
                 point(1, vec![out("a", &[1, 2, 3])]),

@@ -554,3 +554,42 @@ fn pytorch_runs_the_kv_and_sampling_analyses() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The Python engine's numpy port of `lab_protocol::micro::fill` (and `token_ids`) gives the
+/// same bits as the Rust one, so every framework's microbenchmark inputs are the same values.
+#[test]
+fn the_python_micro_inputs_are_the_protocols() {
+    use lab_protocol::micro::{fill, token_ids, weight_scale};
+    let out = python_check(
+        "import sys, struct\n\
+         from lab_engine_pytorch.micro import fill, token_ids, weight_scale\n\
+         for seed, stream, n, k in [(0, 0, 5, 1), (11, 2, 3000, 576), (2**63 + 5, 3, 100, 1536)]:\n\
+         \x20   v = fill(seed, stream, n, weight_scale(k) if k > 1 else 1.0)\n\
+         \x20   print(' '.join(str(struct.unpack('<I', struct.pack('<f', float(x)))[0]) for x in v))\n\
+         print(' '.join(str(int(i)) for i in token_ids(11, 200, 49152)))\n",
+        None,
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    for (seed, stream, n, k) in [
+        (0u64, 0u64, 5usize, 1u32),
+        (11, 2, 3000, 576),
+        ((1u64 << 63) + 5, 3, 100, 1536),
+    ] {
+        let scale = if k > 1 { weight_scale(k) } else { 1.0 };
+        let want: Vec<String> = fill(seed, stream, n, scale)
+            .iter()
+            .map(|v| v.to_bits().to_string())
+            .collect();
+        assert_eq!(
+            lines.next().unwrap(),
+            want.join(" "),
+            "seed {seed} stream {stream}"
+        );
+    }
+    let ids: Vec<String> = token_ids(11, 200, 49152)
+        .iter()
+        .map(u32::to_string)
+        .collect();
+    assert_eq!(lines.next().unwrap(), ids.join(" "));
+}

@@ -216,3 +216,35 @@ fn lock_step_batches_s3_serial_and_s5() {
     let diff = testkit::load::batched_vs_serial(&results);
     assert!(diff[0].1.is_empty(), "F32 batched != serial: {diff:?}");
 }
+
+/// The microbenchmark scenario: burn's ops and the model's layer 0 agree with PyTorch's on the
+/// same seeded inputs, in f32 and bf16 (where both run it).
+#[test]
+fn micro_ops_agree_with_pytorch() {
+    let results = testkit::micro::run_micro(
+        "burn-micro",
+        vec![
+            burn(Dtype::F32),
+            testkit::python_target("pytorch", WeightFormat::Safetensors, Dtype::F32),
+        ],
+        &[Dtype::F32, Dtype::Bf16],
+    );
+    let agreeing = testkit::micro::assert_micro(&results, &[], &[Dtype::Bf16], &[]);
+    assert!(agreeing >= 2 * 28, "{agreeing} agreeing outputs");
+}
+
+/// The LoRA training step: burn (autodiff backend) and PyTorch start from the same adapters on
+/// the same sequence and agree on the first loss and the first gradients; the loss falls in both.
+#[test]
+fn lora_step_agrees_with_pytorch() {
+    let results = testkit::train::run_lora(
+        "burn-lora",
+        vec![
+            burn(Dtype::F32),
+            testkit::python_target("pytorch", WeightFormat::Safetensors, Dtype::F32),
+        ],
+        16,
+        2,
+    );
+    testkit::train::assert_lora(&results);
+}

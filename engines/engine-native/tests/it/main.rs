@@ -217,3 +217,36 @@ fn long_context_prompt_runs_at_depth() {
         p.peak_rss_bytes
     );
 }
+
+/// The microbenchmark scenario: the engine's own kernels and the model's layer 0 on the lab's
+/// seeded inputs agree with PyTorch's ops on the same inputs (output checksums), every f32 case
+/// runs except the softmax it fuses into attention, and the other dtypes say why they cannot.
+#[test]
+fn micro_ops_agree_with_pytorch() {
+    let results = testkit::micro::run_micro(
+        "native-micro",
+        vec![
+            native(WeightFormat::Safetensors, Dtype::F32, &[]),
+            testkit::python_target("pytorch", WeightFormat::Safetensors, Dtype::F32),
+        ],
+        &[Dtype::F32, Dtype::Bf16],
+    );
+    let agreeing =
+        testkit::micro::assert_micro(&results, &[("native", "softmax")], &[Dtype::Bf16], &[]);
+    assert!(agreeing >= 2 * 26, "{agreeing} agreeing outputs");
+    let native = &results[0].report.scenarios[0];
+    let bf16: Vec<_> = native
+        .ops
+        .iter()
+        .filter(|o| o.id.ends_with("-bf16"))
+        .collect();
+    assert!(!bf16.is_empty());
+    for o in bf16 {
+        assert!(
+            o.unsupported
+                .as_deref()
+                .is_some_and(|u| u.contains("f32 only")),
+            "{o:?}"
+        );
+    }
+}
