@@ -61,13 +61,23 @@ pub fn of(t: &PreparedTarget) -> Footprint {
                 .map(|m| m.len());
         }
         EngineKind::Python if t.image_digest.is_none() => {
-            let (bytes, what) = python_environment(Path::new(&t.launch.program));
+            let (bytes, what) = python_environment(Path::new(interpreter(&t.launch)));
             f.environment_bytes = bytes;
             f.environment = Some(what);
         }
         EngineKind::Python => {}
     }
     f
+}
+
+/// The interpreter a Python target's launch runs: its program, or the program `taskset -c CPUS`
+/// starts when the engine is pinned.
+fn interpreter(launch: &crate::runner::Launch) -> &str {
+    let pinned = Path::new(&launch.program).file_name() == Some("taskset".as_ref());
+    match (pinned, launch.args.get(2)) {
+        (true, Some(program)) => program,
+        _ => &launch.program,
+    }
 }
 
 /// The virtual environment of `python` (`<prefix>/bin/python` with `<prefix>/pyvenv.cfg`) and
@@ -116,5 +126,21 @@ mod tests {
         let (b, _) = python_environment(&d.join("bin/python"));
         assert_eq!(b, Some(1024 + 16));
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_pinned_python_engine_is_measured_by_its_interpreter_not_taskset() {
+        let launch = |program: &str, args: &[&str]| crate::runner::Launch {
+            program: program.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: vec![],
+            cleanup: vec![],
+        };
+        let env = "/opt/lab-pyenv/bin/python";
+        assert_eq!(interpreter(&launch(env, &["-m", "lab_engine_pytorch"])), env);
+        assert_eq!(
+            interpreter(&launch("taskset", &["-c", "0-1", env, "-m", "lab_engine_pytorch"])),
+            env
+        );
     }
 }
