@@ -107,6 +107,16 @@ pub fn run_micro(ops: Option<&mut dyn OpBench>, scenario: &ScenarioRequest) -> S
     report
 }
 
+/// The first line of a framework's message (some append a backtrace).
+fn first_line(s: impl std::fmt::Display) -> String {
+    s.to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<String>()
         .cloned()
@@ -152,11 +162,14 @@ fn run_case(
             return r;
         }
         Ok(Err(OpRefusal::Failed(e))) => {
-            r.unsupported = Some(e.to_string());
+            r.unsupported = Some(first_line(e));
             return r;
         }
         Err(p) => {
-            r.unsupported = Some(format!("panicked: {}", panic_message(p.as_ref())));
+            r.unsupported = Some(first_line(format!(
+                "panicked: {}",
+                panic_message(p.as_ref())
+            )));
             return r;
         }
     };
@@ -169,7 +182,7 @@ fn run_case(
     match first {
         Ok(out) => r.checksum = Some(OpChecksum::of(out)),
         Err(e) => {
-            r.unsupported = Some(e.to_string());
+            r.unsupported = Some(first_line(e));
             return r;
         }
     }
@@ -192,7 +205,7 @@ fn run_case(
         Ok(())
     });
     if let Err(e) = timed {
-        r.error = Some(e.to_string());
+        r.error = Some(first_line(e));
     }
     r
 }

@@ -137,9 +137,15 @@ mod tests {
             cleanup: vec![],
         };
         let env = "/opt/lab-pyenv/bin/python";
-        assert_eq!(interpreter(&launch(env, &["-m", "lab_engine_pytorch"])), env);
         assert_eq!(
-            interpreter(&launch("taskset", &["-c", "0-1", env, "-m", "lab_engine_pytorch"])),
+            interpreter(&launch(env, &["-m", "lab_engine_pytorch"])),
+            env
+        );
+        assert_eq!(
+            interpreter(&launch(
+                "taskset",
+                &["-c", "0-1", env, "-m", "lab_engine_pytorch"]
+            )),
             env
         );
     }

@@ -124,7 +124,7 @@ def run_micro(engine, scenario, log):
                 r["note"] = note
             first = run(True)
         except Exception as e:  # noqa: BLE001 - the framework cannot run it: recorded, next case
-            r["unsupported"] = f"{type(e).__name__}: {e}".strip()
+            r["unsupported"] = first_line(f"{type(e).__name__}: {e}")
             what = f"unsupported: {r['unsupported']}"
         else:
             r["checksum"] = checksum(first)
@@ -142,7 +142,7 @@ def run_micro(engine, scenario, log):
                     if budget_ns is not None and time.perf_counter_ns() - start >= budget_ns:
                         break
             except Exception as e:  # noqa: BLE001 - a failed call ends this case only
-                r["error"] = f"{type(e).__name__}: {e}"
+                r["error"] = first_line(f"{type(e).__name__}: {e}")
             if device:
                 r["device_ns"] = device
             s = sorted(r["host_ns"])
@@ -150,6 +150,12 @@ def run_micro(engine, scenario, log):
         log(f"micro {n}/{len(cases)} {case['id']}: {what}")
         out["ops"].append(r)
     return out
+
+
+def first_line(s):
+    """engine-kit's `first_line`: a framework's message without what it appends."""
+    lines = s.strip().splitlines()
+    return lines[0].strip() if lines else ""
 
 
 def checksum(values):
