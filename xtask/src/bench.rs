@@ -185,6 +185,17 @@ pub struct Flags {
     /// natively. The default thread count becomes the number of CPUs in the set.
     #[arg(long)]
     pub cpuset_cpus: Option<String>,
+    /// The most memory an engine may take, MiB: in a container its memory cgroup (no swap
+    /// beyond it; exceeding it kills the engine, recorded as out of memory), natively the
+    /// address space (`ulimit -v`: memory maps and thread stacks count, so leave room).
+    /// Default: containers 90 % of the host's memory, native processes unlimited. Recorded in
+    /// every result (`limits`).
+    #[arg(long, value_name = "MIB")]
+    pub memory_limit: Option<u64>,
+    /// The most processes and threads an engine container may have (default 4096); recorded
+    /// in every result. Native processes have no such limit.
+    #[arg(long, value_name = "N")]
+    pub pids_limit: Option<u64>,
     /// Run engine E from an existing image instead of building one (`candle=REF`; repeatable),
     /// e.g. the flake's CUDA images after `podman load`. A GPU run in containers needs one for
     /// every engine; GPUs are passed with CDI (`--device nvidia.com/gpu=all`).
@@ -229,6 +240,14 @@ fn telemetry_period(flags: &Flags, device: &Device) -> Result<Option<u64>> {
 }
 
 /// The number of CPUs in a cpuset list (`0-3,6` → 5).
+/// A resource limit flag: absent, or a positive number.
+fn positive(flag: &str, v: Option<u64>) -> Result<Option<u64>> {
+    match v {
+        Some(0) => bail!("{flag} 0: a limit must be positive"),
+        v => Ok(v),
+    }
+}
+
 pub fn cpuset_len(list: &str) -> Result<usize> {
     let mut n = 0;
     for part in list.split(',') {
@@ -488,6 +507,8 @@ pub fn plan(flags: &Flags, prov: &Provenance) -> Result<BenchSpec> {
         startup: startup(flags)?,
         micro,
         lora,
+        memory_limit_mib: positive("--memory-limit", flags.memory_limit)?,
+        pids_limit: positive("--pids-limit", flags.pids_limit)?,
         lock_clocks: match &flags.lock_clocks {
             Some(c) => Some(
                 c.parse::<lab_gpu::lock::ClockRequest>()
@@ -983,6 +1004,7 @@ fn prepare_target(
                 args: Vec::new(),
                 env: lab_harness::launch::image_env(&t, spec.threads),
                 cleanup: Vec::new(),
+                ..Default::default()
             },
             PathBuf::from(format!("image {reference}")),
         ),
@@ -999,6 +1021,7 @@ fn prepare_target(
         launch.env.push(("OMP_PROC_BIND".into(), "close".into()));
         launch.env.push(("OMP_PLACES".into(), "threads".into()));
     }
+    launch.limits = container::native_limits(spec);
     if let (Some(cpus), None) = (&spec.cpuset_cpus, runtime) {
         let mut args = vec!["-c".to_string(), cpus.clone(), launch.program];
         args.extend(launch.args);
@@ -1031,10 +1054,7 @@ fn prepare_target(
             native.target.engine
         );
     }
-    let sandbox = container::Sandbox {
-        cpuset_cpus: spec.cpuset_cpus.clone(),
-        gpus: gpu,
-    };
+    let sandbox = container::sandbox_for(spec, gpu);
     let t = container::containerize(
         ctx.root,
         runtime,

@@ -135,6 +135,7 @@ mod tests {
             args: args.iter().map(|a| a.to_string()).collect(),
             env: vec![],
             cleanup: vec![],
+            ..Default::default()
         };
         let env = "/opt/lab-pyenv/bin/python";
         assert_eq!(

@@ -47,6 +47,7 @@ pub fn launch_for(
                 args: Vec::new(),
                 env: vec![("RAYON_NUM_THREADS".into(), t)],
                 cleanup: Vec::new(),
+                ..Default::default()
             };
             Ok((launch, binary))
         }
@@ -79,6 +80,7 @@ pub fn launch_for(
                     ("TRANSFORMERS_OFFLINE".into(), "1".into()),
                 ],
                 cleanup: Vec::new(),
+                ..Default::default()
             };
             Ok((launch, module_file))
         }

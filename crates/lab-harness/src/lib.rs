@@ -9,6 +9,7 @@
 pub mod analysis;
 pub mod baseline;
 pub mod catalog;
+pub mod consistency;
 pub mod container;
 pub mod correctness;
 pub mod cost;

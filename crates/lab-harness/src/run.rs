@@ -65,10 +65,10 @@ pub fn bench_with(
     for run in 1..=repeat {
         if run > 1 && !cool_down(plan, interrupted, &progress) {
             progress.finish();
-            return sink.interrupted(plan, None);
+            return sink.interrupted(plan, None, &not_started(plan, run, 0));
         }
         let requests = if run == 1 { &requests } else { &timed };
-        for t in &plan.targets {
+        for (i, t) in plan.targets.iter().enumerate() {
             let of = if repeat > 1 {
                 format!(", run {run}/{repeat}")
             } else {
@@ -84,10 +84,20 @@ pub fn bench_with(
                 sampling,
             };
             match run_target(&ctx, t, interrupted)? {
-                TargetRun::Finished(outcome, result) => sink.record(outcome, result)?,
+                TargetRun::Finished(outcome, result) => {
+                    let current = (outcome.target.clone(), outcome.repetition);
+                    if let Err(e) = sink.record(outcome, result) {
+                        progress.finish();
+                        return Err(sink.lost(e, current, &not_started(plan, run, i + 1)));
+                    }
+                }
                 TargetRun::Interrupted => {
                     progress.finish();
-                    return sink.interrupted(plan, Some((t.label(), run)));
+                    return sink.interrupted(
+                        plan,
+                        Some((t.label(), run)),
+                        &not_started(plan, run, i + 1),
+                    );
                 }
             }
             progress.finish_one();
@@ -95,6 +105,26 @@ pub fn bench_with(
     }
     progress.finish();
     sink.finish(RunStatus::Complete)
+}
+
+/// The targets a run ending at target `next` of run `run` did not start: the rest of this run
+/// of the plan and every later one.
+fn not_started(plan: &BenchPlan, run: u32, next: usize) -> Vec<TargetOutcome> {
+    let repeat = plan.spec.repeat.max(1);
+    (run..=repeat)
+        .flat_map(|r| {
+            let from = if r == run { next } else { 0 };
+            plan.targets[from.min(plan.targets.len())..]
+                .iter()
+                .map(move |t| TargetOutcome {
+                    target: t.label(),
+                    status: TargetStatus::NotStarted,
+                    error: None,
+                    file: None,
+                    repetition: (r > 1).then_some(r),
+                })
+        })
+        .collect()
 }
 
 /// Says what the run will measure, and the most its timed iterations can take under a budget.
@@ -251,7 +281,16 @@ pub fn run_target(
         None => (run(), None),
     };
     let (report, wall_ms, error) = match outcome {
-        Ok(f) => (Some(f.report), f.wall.as_secs_f64() * 1e3, None),
+        Ok(f) => {
+            let problems = crate::consistency::problems(&request, &f.report);
+            let error = problems.first().map(|first| {
+                format!(
+                    "{label}: the report does not match the request ({} problem(s)): {first}",
+                    problems.len()
+                )
+            });
+            (Some(f.report), f.wall.as_secs_f64() * 1e3, error)
+        }
         Err(RunError::Failed {
             report,
             message,
@@ -308,6 +347,7 @@ pub fn run_target(
         telemetry: None,
         footprint: Some(crate::footprint::of(t)),
         startup: None,
+        limits: Some(t.launch.limits.clone()),
         report,
     };
     if let Some(raw) = raw {
@@ -409,7 +449,10 @@ impl RunSink {
         Ok(sink)
     }
 
-    /// Records one target: its result file (when there is one), then `run.json`.
+    /// Records one target: its result file (when there is one), then `run.json`. When either
+    /// cannot be written (a full disk, a directory made read-only), the error says so; what was
+    /// written before stays as it was (every write is atomic, and `run.json` is rewritten only
+    /// after the file it names is on disk).
     pub fn record(
         &mut self,
         outcome: TargetOutcome,
@@ -423,25 +466,57 @@ impl RunSink {
         self.write_manifest()
     }
 
-    /// Ctrl-C: the target being run (and its run of the plan) is recorded as failed, the run as
-    /// interrupted.
+    /// A write failed: the run stops (nothing more could be kept). One error line says which
+    /// file could not be written and why, and what the run directory still holds; `run.json`
+    /// is brought up to date (the targets not started) if the disk still takes it.
+    fn lost(mut self, e: Error, current: (String, Option<u32>), rest: &[TargetOutcome]) -> Error {
+        // The outcome whose result could not be written may be in the manifest already (when
+        // `run.json` was the file that failed): it is recorded again, failed, without a file.
+        self.manifest
+            .targets
+            .retain(|t| (&t.target, t.repetition) != (&current.0, current.1));
+        self.manifest.targets.push(TargetOutcome {
+            target: current.0,
+            status: TargetStatus::Failed,
+            error: Some(format!(
+                "measured, but its result could not be written: {e}"
+            )),
+            file: None,
+            repetition: current.1,
+        });
+        let kept = self
+            .manifest
+            .targets
+            .iter()
+            .filter(|t| t.file.is_some())
+            .count();
+        self.manifest.targets.extend(rest.iter().cloned());
+        self.manifest.status = RunStatus::Interrupted;
+        let _ = self.write_manifest();
+        Error::msg(format!(
+            "{e}; the run stops here: {} holds the {kept} result file(s) written before, each complete, and run.json names only those",
+            self.dir.display(),
+        ))
+    }
+
+    /// Ctrl-C: the target being run (and its run of the plan) is recorded as failed, the
+    /// targets after it as not started, the run as interrupted.
     fn interrupted(
         mut self,
         plan: &BenchPlan,
         current: Option<(String, u32)>,
+        rest: &[TargetOutcome],
     ) -> Result<(RunManifest, Vec<TargetResult>)> {
         if let Some((target, run)) = current {
-            self.record(
-                TargetOutcome {
-                    target,
-                    status: TargetStatus::Failed,
-                    error: Some(Interrupted.to_string()),
-                    file: None,
-                    repetition: (run > 1).then_some(run),
-                },
-                None,
-            )?;
+            self.manifest.targets.push(TargetOutcome {
+                target,
+                status: TargetStatus::Failed,
+                error: Some(Interrupted.to_string()),
+                file: None,
+                repetition: (run > 1).then_some(run),
+            });
         }
+        self.manifest.targets.extend(rest.iter().cloned());
         eprintln!(
             "interrupted: results of finished engines are in {}",
             plan.run_dir.display()

@@ -84,6 +84,16 @@ pub struct BenchSpec {
     /// `--analysis lora`: the LoRA step's sequence length, steps and adapters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora: Option<crate::train::LoraSettings>,
+    /// `--memory-limit`: the most memory an engine may take, MiB. In a container its memory
+    /// cgroup (no swap beyond it); natively `RLIMIT_AS` (the address space, as `ulimit -v`).
+    /// Absent: containers get [`crate::container::default_memory_bytes`], native processes
+    /// none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit_mib: Option<u64>,
+    /// `--pids-limit`: the most processes and threads an engine container may have (absent:
+    /// [`crate::container::DEFAULT_PIDS_LIMIT`]); a native process has no such limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<u64>,
 }
 
 fn custom() -> Profile {

@@ -150,6 +150,7 @@ pub fn target(
             args: vec![],
             env,
             cleanup: vec![],
+            ..Default::default()
         },
         binary: binary.to_path_buf(),
         model_dir_for_engine: models_dir().join("smollm2-135m").display().to_string(),
@@ -178,6 +179,15 @@ pub fn container_runtime() -> Option<lab_harness::container::Runtime> {
 
 /// `t` moved into its container: its image is built (from `t.binary`) and the launch rewritten.
 pub fn in_container(engine: &lab_harness::container::Runtime, t: PreparedTarget) -> PreparedTarget {
+    in_container_with(engine, t, &lab_harness::container::Sandbox::default())
+}
+
+/// [`in_container`] under `sandbox` (its CPU set, GPUs and resource limits).
+pub fn in_container_with(
+    engine: &lab_harness::container::Runtime,
+    t: PreparedTarget,
+    sandbox: &lab_harness::container::Sandbox,
+) -> PreparedTarget {
     let prov = provenance::collect(&root(), provenance::rfc3339(provenance::now_unix()));
     // A build context per call: tests build images in parallel.
     static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -190,7 +200,7 @@ pub fn in_container(engine: &lab_harness::container::Runtime, t: PreparedTarget)
         t,
         &model_dir,
         &work,
-        &lab_harness::container::Sandbox::default(),
+        sandbox,
         &prov,
         None,
     )
@@ -284,6 +294,8 @@ pub fn s1_plan(
             startup: None,
             micro: None,
             lora: None,
+            memory_limit_mib: None,
+            pids_limit: None,
         },
         root: root(),
         run_dir: dir.join("run"),

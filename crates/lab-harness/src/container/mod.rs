@@ -37,6 +37,50 @@ pub const CONTAINERFILE: &str = "containers/engine.Containerfile";
 pub const CONFIG_FILE: &str = "containers/runtimes.json";
 /// Image names: `<IMAGE_REPO>/<engine package>:<tag>`.
 pub const IMAGE_REPO: &str = "localhost/inference-lab";
+/// An engine container's pids limit unless `--pids-limit` says otherwise: far above what any
+/// engine starts (a thread pool per core), far below what takes a host down.
+pub const DEFAULT_PIDS_LIMIT: u64 = 4096;
+
+/// An engine container's memory limit unless `--memory-limit` says otherwise: 90 % of the
+/// host's memory (`MemTotal`), so a runaway engine is killed before the host must swap or kill
+/// something else; `None` when `/proc/meminfo` cannot be read.
+pub fn default_memory_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024 / 10 * 9)
+}
+
+/// The sandbox of a run: its CPU set, GPUs and resource limits (the defaults where the spec
+/// sets none).
+pub fn sandbox_for(spec: &crate::BenchSpec, gpus: bool) -> Sandbox {
+    Sandbox {
+        cpuset_cpus: spec.cpuset_cpus.clone(),
+        gpus,
+        memory_bytes: spec
+            .memory_limit_mib
+            .map(|m| m << 20)
+            .or_else(default_memory_bytes),
+        pids: Some(spec.pids_limit.unwrap_or(DEFAULT_PIDS_LIMIT)),
+    }
+}
+
+/// The limits of a native engine process: `--memory-limit` as `RLIMIT_AS`, or none.
+pub fn native_limits(spec: &crate::BenchSpec) -> crate::runner::Limits {
+    crate::runner::Limits {
+        memory_bytes: spec.memory_limit_mib.map(|m| m << 20),
+        memory_by: spec
+            .memory_limit_mib
+            .map(|_| crate::runner::MemoryLimitBy::AddressSpace),
+        pids: None,
+    }
+}
 
 /// Moves a natively prepared target into its container and rewrites the launch. With
 /// `prebuilt` (an image reference, e.g. one of the flake's CUDA images loaded with `podman load`)

@@ -7,7 +7,7 @@ use std::path::Path;
 use super::image::Image;
 use super::runtime::{Runtime, RuntimeSettings};
 use super::{MODELS_MOUNT, USER};
-use crate::runner::Launch;
+use crate::runner::{Launch, Limits, MemoryLimitBy};
 
 /// Where and how an engine container runs.
 #[derive(Debug, Clone, Default)]
@@ -16,11 +16,28 @@ pub struct Sandbox {
     pub cpuset_cpus: Option<String>,
     /// Pass every GPU through CDI (`--device nvidia.com/gpu=all`).
     pub gpus: bool,
+    /// `--memory` (= `--memory-swap`: no swap beyond it), bytes.
+    pub memory_bytes: Option<u64>,
+    /// `--pids-limit`.
+    pub pids: Option<u64>,
+}
+
+impl Sandbox {
+    /// The limits a container under this sandbox runs with (recorded in its result).
+    pub fn limits(&self) -> Limits {
+        Limits {
+            memory_bytes: self.memory_bytes,
+            memory_by: self.memory_bytes.map(|_| MemoryLimitBy::Cgroup),
+            pids: self.pids,
+        }
+    }
 }
 
 /// The `run` arguments of an engine container (without the runtime's global arguments): no
 /// network, read-only root and model volume, a private writable `/tmp`, the engine user, no
-/// capabilities, no privilege escalation, never a pull.
+/// capabilities, no privilege escalation, never a pull, and the sandbox's memory and pids
+/// limits. No `--rm`: the harness reads the container's OOM flag after it exited, then removes
+/// it (`Launch::cleanup`).
 pub fn run_args(
     settings: &RuntimeSettings,
     name: &str,
@@ -32,7 +49,6 @@ pub fn run_args(
 ) -> Vec<String> {
     let mut a: Vec<String> = vec![
         "run".into(),
-        "--rm".into(),
         "--interactive".into(),
         "--name".into(),
         name.into(),
@@ -58,6 +74,16 @@ pub fn run_args(
     if sandbox.gpus {
         a.push("--device".into());
         a.push("nvidia.com/gpu=all".into());
+    }
+    if let Some(b) = sandbox.memory_bytes {
+        a.push("--memory".into());
+        a.push(b.to_string());
+        a.push("--memory-swap".into());
+        a.push(b.to_string());
+    }
+    if let Some(p) = sandbox.pids {
+        a.push("--pids-limit".into());
+        a.push(p.to_string());
     }
     for (k, v) in env {
         a.push("--env".into());
@@ -92,15 +118,20 @@ pub fn launch(
         env,
         sandbox,
     ));
-    let mut cleanup = vec![rt.program().to_string()];
-    cleanup.extend(rt.settings.global_args.iter().cloned());
-    cleanup.extend(["rm".into(), "--force".into(), name.into()]);
+    let runtime_cmd = |tail: &[&str]| {
+        let mut c = vec![rt.program().to_string()];
+        c.extend(rt.settings.global_args.iter().cloned());
+        c.extend(tail.iter().map(|s| s.to_string()));
+        c
+    };
     (
         Launch {
             program: rt.program().into(),
             args,
             env: Vec::new(),
-            cleanup,
+            cleanup: runtime_cmd(&["rm", "--force", name]),
+            oom_query: runtime_cmd(&["inspect", "--format", "{{.State.OOMKilled}}", name]),
+            limits: sandbox.limits(),
         },
         mount,
     )
@@ -132,6 +163,8 @@ mod tests {
             &Sandbox {
                 cpuset_cpus: Some("0-1".into()),
                 gpus: true,
+                memory_bytes: Some(512 << 20),
+                pids: Some(64),
             },
         );
         let joined = a.join(" ");
@@ -146,9 +179,12 @@ mod tests {
             "--cpuset-cpus 0-1",
             "--device nvidia.com/gpu=all",
             "--env RAYON_NUM_THREADS=2",
+            "--memory 536870912 --memory-swap 536870912",
+            "--pids-limit 64",
         ] {
             assert!(joined.contains(needle), "{needle} missing from {joined}");
         }
+        assert!(!a.contains(&"--rm".to_string()), "removed by the harness");
         // The image is the last argument and is named by ID, so the run uses exactly the image
         // whose digest is recorded.
         assert_eq!(a.last().unwrap(), "sha256:abc");

@@ -35,6 +35,7 @@ pub(crate) fn fixture() -> (RunManifest, Vec<TargetResult>) {
             ..Default::default()
         }),
         startup: None,
+        limits: None,
         correctness: Some(Correctness {
             target: "mock:hf-f32".into(),
             dtype: "f32".into(),

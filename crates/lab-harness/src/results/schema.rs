@@ -67,6 +67,8 @@ pub enum TargetStatus {
     Partial,
     Failed,
     Skipped,
+    /// The run ended (Ctrl-C, or an error writing its results) before this target started.
+    NotStarted,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -162,6 +164,9 @@ pub struct TargetResult {
     /// `--analysis cold-start`: the extra starts of the engine on a cold and a warm page cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup: Option<crate::startup::Startup>,
+    /// The resource limits the engine ran under (absent in results written before limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<crate::runner::Limits>,
 }
 
 impl TargetResult {

@@ -10,6 +10,17 @@
 //! `MOCK_ENGINE_STALL_PREFILL=K:MS` makes the K-th prefill take MS milliseconds longer, and
 //! `MOCK_ENGINE_FAIL_STEP=K` fails the K-th batched decode step.
 //!
+//! Faults (for the harness's fault-injection tests): `MOCK_ENGINE_FAULT_AT=K:F` makes the K-th
+//! forward call of the process (prefill or decode, batched or not, warm-ups count) crash with
+//! `segv` (SIGSEGV) or `abort` (SIGABRT), `hang`, `exit0` (exit status 0 without a report),
+//! `oom` (allocate and touch memory until the allocator or the kernel stops it) or `threads`
+//! (start threads until one is refused);
+//! `MOCK_ENGINE_STDERR_FLOOD=N` writes N lines and one 1 MiB line to stderr while loading;
+//! `MOCK_ENGINE_FAIL_PREFILL_EVERY=N` fails every N-th prefill of a load scenario. Modes that
+//! lie on stdout run the healthy mock as a child and alter its report: `MOCK_ENGINE=truncated`
+//! (the first half), `oversized` (300 MiB of JSON), `silent` (nothing, exit 0), `short` (one
+//! generated token fewer per prompt than asked, the timings to match).
+//!
 //! `MOCK_ENGINE=oracle` replays the reference file named by `MOCK_ENGINE_REFERENCE`: on a
 //! sequence that follows a reference prompt and its greedy continuation it emits the reference's
 //! top-5 logits, so it agrees perfectly. `MOCK_ENGINE_WRONG_EVERY=N` makes it wrong at every N-th
@@ -38,6 +49,10 @@ struct Mock {
     fail_prefill: Option<u64>,
     stall_prefill: Option<(u64, Duration)>,
     fail_step: Option<u64>,
+    fail_prefill_every: Option<u64>,
+    /// Forward calls so far, and the fault to raise at one of them.
+    calls: u64,
+    fault_at: Option<(u64, String)>,
 }
 
 fn knob<T: std::str::FromStr>(name: &str) -> Option<T> {
@@ -61,6 +76,18 @@ impl engine_kit::BatchEngine for Mock {
         logits: &mut Vec<f32>,
     ) -> EngineResult<()> {
         self.prefills += 1;
+        self.tick();
+        if self
+            .fail_prefill_every
+            .is_some_and(|n| self.prefills.is_multiple_of(n))
+        {
+            return Err(format!(
+                "simulated failure of prefill {} (every {})",
+                self.prefills,
+                self.fail_prefill_every.unwrap_or(0)
+            )
+            .into());
+        }
         if let Some((k, extra)) = self.stall_prefill {
             if k == self.prefills {
                 std::thread::sleep(extra);
@@ -80,6 +107,7 @@ impl engine_kit::BatchEngine for Mock {
     }
     fn decode_slots(&mut self, batch: &[(usize, u32)], logits: &mut Vec<f32>) -> EngineResult<()> {
         self.steps += 1;
+        self.tick();
         if self.fail_step == Some(self.steps) {
             return Err(format!("simulated failure of step {}", self.steps).into());
         }
@@ -103,6 +131,52 @@ impl engine_kit::BatchEngine for Mock {
 }
 
 impl Mock {
+    /// One forward call; raises `MOCK_ENGINE_FAULT_AT`'s fault at its call.
+    fn tick(&mut self) {
+        self.calls += 1;
+        let Some((k, fault)) = &self.fault_at else {
+            return;
+        };
+        if *k != self.calls {
+            return;
+        }
+        eprintln!("mock: raising `{fault}` at forward call {k}");
+        match fault.as_str() {
+            // SAFETY: the default action restored (Rust's own handler, for stack overflows,
+            // returns from a raised SIGSEGV), then the signal raised: it ends the process.
+            "segv" => unsafe {
+                libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+                libc::raise(libc::SIGSEGV);
+            },
+            "abort" => std::process::abort(),
+            "exit0" => std::process::exit(0),
+            "hang" => loop {
+                std::thread::sleep(Duration::from_secs(1));
+            },
+            "oom" => {
+                let mut hog: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    let mut block = vec![0u8; 64 << 20];
+                    for page in block.iter_mut().step_by(4096) {
+                        *page = 1;
+                    }
+                    hog.push(std::hint::black_box(block));
+                }
+            }
+            "threads" => {
+                // Threads until the kernel refuses one (a pids limit), each parked forever.
+                for i in 0.. {
+                    if let Err(e) = std::thread::Builder::new().spawn(|| loop {
+                        std::thread::park();
+                    }) {
+                        panic!("cannot start thread {}: {e}", i + 1);
+                    }
+                }
+            }
+            other => panic!("MOCK_ENGINE_FAULT_AT: unknown fault `{other}`"),
+        }
+    }
+
     fn emit(&mut self, logits: &mut Vec<f32>) {
         if !self.sleep.is_zero() {
             std::thread::sleep(self.sleep);
@@ -150,12 +224,14 @@ impl Engine for Mock {
         Ok(())
     }
     fn prefill(&mut self, prompt: &[u32], logits: &mut Vec<f32>) -> EngineResult<()> {
+        self.tick();
         self.seq.extend_from_slice(prompt);
         self.last = *prompt.last().unwrap_or(&0);
         self.emit(logits);
         Ok(())
     }
     fn decode(&mut self, token: u32, logits: &mut Vec<f32>) -> EngineResult<()> {
+        self.tick();
         self.seq.push(token);
         self.last = token;
         self.emit(logits);
@@ -213,7 +289,24 @@ fn load(request: &Request) -> EngineResult<Loaded<Mock>> {
                 Some((k.parse().ok()?, Duration::from_millis(ms.parse().ok()?)))
             }),
         fail_step: knob("MOCK_ENGINE_FAIL_STEP"),
+        fail_prefill_every: knob::<u64>("MOCK_ENGINE_FAIL_PREFILL_EVERY").filter(|&n| n > 0),
+        calls: 0,
+        fault_at: std::env::var("MOCK_ENGINE_FAULT_AT").ok().map(|s| {
+            let (k, f) = s.split_once(':').expect("MOCK_ENGINE_FAULT_AT is K:FAULT");
+            (
+                k.parse().expect("MOCK_ENGINE_FAULT_AT: K is a number"),
+                f.to_string(),
+            )
+        }),
     };
+    if let Some(n) = knob::<usize>("MOCK_ENGINE_STDERR_FLOOD") {
+        use std::io::Write;
+        let mut err = std::io::stderr().lock();
+        for i in 0..n {
+            let _ = writeln!(err, "mock: flood line {i} {}", "x".repeat(100));
+        }
+        let _ = writeln!(err, "mock: one long line {}", "y".repeat(1 << 20));
+    }
     let threads = request.threads.unwrap_or(1);
     Ok(META.loaded(mock, request, threads, BTreeMap::new()))
 }
@@ -263,6 +356,74 @@ const META: EngineMeta = EngineMeta {
     backend: "none",
 };
 
+/// The lying modes: run the healthy mock as a child on the same request, then alter what it
+/// reported.
+fn relay(mode: &str) -> ! {
+    use std::io::{Read, Write};
+    let mut request = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut request)
+        .expect("read stdin");
+    #[allow(clippy::disallowed_methods)] // the mock relays a child's report (a test fixture)
+    let mut child = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .env("MOCK_ENGINE", "ok")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the healthy mock");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(&request)
+        .expect("send the request");
+    let out = child.wait_with_output().expect("healthy mock's report");
+    let text = String::from_utf8(out.stdout).expect("UTF-8 report");
+    let mut stdout = std::io::stdout().lock();
+    match mode {
+        "truncated" => {
+            let _ = stdout.write_all(&text.as_bytes()[..text.len() / 2]);
+        }
+        "silent" => {}
+        "oversized" => {
+            let _ = stdout.write_all(br#"{"schema_version":6,"padding":""#);
+            let block = vec![b'x'; 1 << 20];
+            for _ in 0..300 {
+                if stdout.write_all(&block).is_err() {
+                    break;
+                }
+            }
+            let _ = stdout.write_all(b"\"}\n");
+        }
+        "short" => {
+            let mut report: lab_protocol::Report =
+                serde_json::from_str(text.trim()).expect("the healthy mock's report parses");
+            for s in &mut report.scenarios {
+                for p in &mut s.prompts {
+                    p.generated_token_ids.pop();
+                    for sample in &mut p.samples {
+                        sample.new_tokens = sample.new_tokens.saturating_sub(1);
+                        sample.inter_token_ns.pop();
+                    }
+                }
+            }
+            let _ = serde_json::to_writer(&mut stdout, &report);
+            let _ = stdout.write_all(b"\n");
+        }
+        other => panic!("not a relay mode: {other}"),
+    }
+    let _ = stdout.flush();
+    std::process::exit(0)
+}
+
 fn main() {
+    if let Ok(mode) = std::env::var("MOCK_ENGINE") {
+        if matches!(
+            mode.as_str(),
+            "truncated" | "silent" | "oversized" | "short"
+        ) {
+            relay(&mode);
+        }
+    }
     engine_kit::run_main(META, load)
 }

@@ -57,9 +57,15 @@ fn a_run_in_a_container_records_its_image() {
     let id = t.image_digest.clone().unwrap();
     assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
     assert_eq!(t.runtime, engine.kind.name());
+    let name = container_name(&t);
     let p = plan("container-ok", vec![t], Duration::from_secs(120));
     let (m, res) = lab_harness::bench(&p, &AtomicBool::new(false)).unwrap();
     assert_eq!(m.targets[0].status, TargetStatus::Ok, "{:?}", m.targets[0]);
+    // Run without `--rm` (the harness reads its OOM flag), the container is still removed.
+    assert!(
+        containers_named(&engine, &name).trim().is_empty(),
+        "{name} left behind"
+    );
     assert_eq!(res[0].image_digest.as_deref(), Some(id.as_str()));
     // The image's size, as the runtime reports it, is recorded with the binary's.
     let f = res[0].footprint.clone().expect("a footprint");
@@ -170,4 +176,81 @@ fn a_prebuilt_image_runs_as_given_and_a_missing_one_is_named() {
         e.contains("--image localhost/inference-lab/no-such-image:1"),
         "{e}"
     );
+}
+
+/// The name `--name` gives the engine's container.
+fn container_name(t: &lab_harness::PreparedTarget) -> String {
+    t.launch
+        .args
+        .iter()
+        .skip_while(|a| *a != "--name")
+        .nth(1)
+        .unwrap()
+        .clone()
+}
+
+fn containers_named(engine: &lab_harness::container::Runtime, name: &str) -> String {
+    let sh = xshell::Shell::new().unwrap();
+    let rt = engine.kind.name();
+    let g = &engine.settings.global_args;
+    xshell::cmd!(sh, "{rt} {g...} ps --all --quiet --filter name={name}")
+        .read()
+        .unwrap()
+}
+
+/// An engine container runs under a memory and a pids limit (recorded in its result): one that
+/// takes more memory is killed by the kernel and recorded as out of memory, one that starts too
+/// many threads is refused them, a healthy one after them is unaffected, and no container is
+/// left behind by any of them.
+#[test]
+fn container_limits_hold_and_are_recorded() {
+    let Some(engine) = testkit::container_runtime() else {
+        return;
+    };
+    let sandbox = lab_harness::container::Sandbox {
+        memory_bytes: Some(256 << 20),
+        pids: Some(64),
+        ..Default::default()
+    };
+    let limited = |tag: &str, fault: Option<&str>| {
+        let mut t = mock(lab_protocol::Dtype::F32, "ok");
+        t.target.package = "mock-engine";
+        t.label_suffix = format!("@{tag}");
+        if let Some(f) = fault {
+            t.launch
+                .env
+                .push(("MOCK_ENGINE_FAULT_AT".into(), format!("3:{f}")));
+        }
+        testkit::in_container_with(&engine, t, &sandbox)
+    };
+    let targets = vec![
+        limited("oom", Some("oom")),
+        limited("threads", Some("threads")),
+        limited("ok", None),
+    ];
+    let names: Vec<String> = targets.iter().map(container_name).collect();
+    let p = plan("container-limits", targets, Duration::from_secs(120));
+    let (m, res) = lab_harness::bench(&p, &AtomicBool::new(false)).unwrap();
+    let err = |i: usize| m.targets[i].error.clone().unwrap_or_default();
+    eprintln!("{}\n{}", err(0), err(1));
+    assert_eq!(m.targets[0].status, TargetStatus::Failed);
+    // Confirmed by the runtime's OOM flag, or (podman 4 with runc on cgroup v1 keeps none) a
+    // SIGKILL under the limit that the harness did not send.
+    assert!(
+        err(0).contains("out of memory: killed")
+            && err(0).contains("the container's memory limit (limit: memory 256 MiB (container cgroup, no swap), pids 64)"),
+        "{}",
+        err(0)
+    );
+    assert_eq!(m.targets[1].status, TargetStatus::Failed);
+    assert!(err(1).contains("cannot start thread"), "{}", err(1));
+    assert_eq!(m.targets[2].status, TargetStatus::Ok, "{}", err(2));
+    let limits = res.last().unwrap().limits.clone().unwrap();
+    assert_eq!(limits, sandbox.limits());
+    for name in &names {
+        assert!(
+            containers_named(&engine, name).trim().is_empty(),
+            "container {name} still exists"
+        );
+    }
 }

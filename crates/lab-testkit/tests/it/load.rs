@@ -322,3 +322,68 @@ fn cold_and_warm_starts_are_broken_down_and_reported() {
     );
     let _ = std::fs::remove_file(&fake);
 }
+
+/// S3 at C = 100 with every 9th prefill failing, over three runs of the plan (closed loop, then
+/// seeded Poisson arrivals): in every run and level, completed + failed + refused = sent, the
+/// failed requests are exactly the injected ones, and the statistics say the same.
+#[test]
+fn s3_at_c100_accounts_for_every_request_with_injected_failures_over_repeated_runs() {
+    for arrival in [
+        lab_protocol::Arrival::Closed,
+        lab_protocol::Arrival::Poisson {
+            rate_per_s: 2000.0,
+            seed: 7,
+        },
+    ] {
+        let mut t = mock(Dtype::F32, "ok");
+        t.launch.env.extend([
+            ("MOCK_ENGINE_SLOTS".to_string(), "64".to_string()),
+            ("MOCK_ENGINE_SLEEP_US".to_string(), "100".to_string()),
+            (
+                "MOCK_ENGINE_FAIL_PREFILL_EVERY".to_string(),
+                "9".to_string(),
+            ),
+        ]);
+        let mut p = plan("s3-faults", vec![t], Duration::from_secs(120));
+        p.spec.scenarios = testkit::ids(&["s3"]);
+        p.spec.warmup_iterations = 0;
+        p.spec.repeat = 3;
+        let mut load = testkit::load::small_load();
+        load.concurrency = vec![100];
+        load.requests = 300;
+        load.max_batch = 64;
+        load.arrival = arrival.clone();
+        p.spec.load = Some(load);
+        let (manifest, res) = lab_harness::bench(&p, &AtomicBool::new(false)).unwrap();
+        assert_eq!(res.len(), 3, "{:?}", manifest.targets);
+        for r in &res {
+            let s3 = r.report.scenarios.iter().find(|s| s.id == "s3").unwrap();
+            assert_eq!(s3.points.len(), 1);
+            let point = &s3.points[0];
+            let (mut completed, mut failed, mut refused) = (0, 0, 0);
+            for q in &point.requests {
+                match &q.status {
+                    RequestStatus::Completed => completed += 1,
+                    RequestStatus::Failed { reason } => {
+                        assert!(reason.contains("simulated failure of prefill"), "{reason}");
+                        failed += 1
+                    }
+                    RequestStatus::Refused { .. } => refused += 1,
+                }
+            }
+            // One prefill per request, each process counting from 1: 300 / 9 fail.
+            assert_eq!(
+                (point.requests.len(), completed + failed + refused, failed),
+                (300, 300, 33),
+                "{arrival:?}, run {:?}",
+                r.repetition
+            );
+            let st = r.stats.iter().find(|s| s.id == "s3").unwrap();
+            let c = st.points[0].counts.unwrap();
+            assert_eq!(
+                (c.total, c.completed, c.failed, c.refused),
+                (300, completed, failed, refused)
+            );
+        }
+    }
+}

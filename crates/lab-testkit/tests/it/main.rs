@@ -19,6 +19,7 @@ use lab_testkit::{self as testkit, models_dir};
 
 mod containers;
 mod engine_pytorch;
+mod faults;
 mod gpu;
 mod load;
 
@@ -45,6 +46,7 @@ fn mock(variant_dtype: Dtype, mode: &str) -> PreparedTarget {
             args: vec![],
             env: vec![("MOCK_ENGINE".into(), mode.into())],
             cleanup: vec![],
+            ..Default::default()
         },
         binary,
         model_dir_for_engine: "/models/smollm2-135m".into(),
