@@ -817,7 +817,19 @@ pub fn prepare(
             run_dir.display()
         );
     }
-    let model = resolve_model(&spec.model)?;
+    // Ctrl-C from here on is caught: a build or the model volume it stops (Ctrl-C reaches them
+    // too, same process group) ends the run as interrupted, before any run directory exists.
+    let interrupted = interrupt_flag()?;
+    let stopped = |e: anyhow::Error| -> anyhow::Error {
+        if interrupted.load(Ordering::SeqCst) {
+            lab_harness::Interrupted.into()
+        } else {
+            e
+        }
+    };
+    lab_harness::run::pause_at("volume", &interrupted);
+    stop_if_interrupted(&interrupted)?;
+    let model = resolve_model(&spec.model).map_err(stopped)?;
     let (runnable, skipped) = runnable_targets(&spec, &model)?;
     // One runtime normally; several (`native,podman`) run every target under each, side by side,
     // labelled `target@runtime`.
@@ -839,6 +851,8 @@ pub fn prepare(
     } else {
         None
     };
+    lab_harness::run::pause_at("build", &interrupted);
+    stop_if_interrupted(&interrupted)?;
     if build {
         let mut packages: Vec<&str> = runnable
             .iter()
@@ -848,7 +862,7 @@ pub fn prepare(
             .collect();
         packages.dedup();
         if !packages.is_empty() {
-            build_packages(&packages, gpu)?;
+            build_packages(&packages, gpu).map_err(stopped)?;
         }
     }
     let ctx = TargetContext {
@@ -862,7 +876,8 @@ pub fn prepare(
     let mut targets = Vec::new();
     for t in &runnable {
         for r in &runtimes {
-            targets.push(prepare_target(&ctx, t.clone(), r.as_ref())?);
+            targets.push(prepare_target(&ctx, t.clone(), r.as_ref()).map_err(stopped)?);
+            stop_if_interrupted(&interrupted)?;
         }
     }
     let mut prov = prov;
@@ -1077,6 +1092,7 @@ pub fn run(flags: Flags) -> Result<()> {
     let root = paths::root();
     let mut prov = provenance::collect(&root, provenance::rfc3339(provenance::now_unix()));
     let spec = plan(&flags, &prov)?;
+    interrupt_flag()?;
     let results_dir = flags
         .results_dir
         .clone()
@@ -1115,6 +1131,30 @@ pub fn run(flags: Flags) -> Result<()> {
     Ok(())
 }
 
+/// The process's Ctrl-C flag; the handler is installed the first time it is asked for (by
+/// `bench` and `reproduce` before anything a Ctrl-C could leave half done: the clock lock, the
+/// builds, the model volume).
+pub fn interrupt_flag() -> Result<Arc<AtomicBool>> {
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    if let Some(f) = FLAG.get() {
+        return Ok(f.clone());
+    }
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    ctrlc::set_handler(move || f.store(true, Ordering::SeqCst))
+        .context("installing the Ctrl-C handler")?;
+    Ok(FLAG.get_or_init(|| flag).clone())
+}
+
+/// [`lab_harness::Interrupted`] once Ctrl-C came.
+fn stop_if_interrupted(flag: &AtomicBool) -> Result<()> {
+    if flag.load(Ordering::SeqCst) {
+        eprintln!("interrupted (Ctrl-C) before any engine ran: no run directory was made");
+        return Err(lab_harness::Interrupted.into());
+    }
+    Ok(())
+}
+
 /// Runs a prepared plan with Ctrl-C handling and prints its summary table; an interrupted run
 /// returns [`lab_harness::Interrupted`] (after everything it held was dropped).
 pub fn execute(
@@ -1124,10 +1164,7 @@ pub fn execute(
     lab_harness::results::RunManifest,
     Vec<lab_harness::results::TargetResult>,
 )> {
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let flag = interrupted.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .context("installing the Ctrl-C handler")?;
+    let interrupted = interrupt_flag()?;
 
     let (manifest, results) = lab_harness::bench_with(plan, &interrupted, sampling)?;
     println!(

