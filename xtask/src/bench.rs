@@ -817,6 +817,7 @@ pub fn prepare(
             run_dir.display()
         );
     }
+    writable(results_dir)?;
     // Ctrl-C from here on is caught: a build or the model volume it stops (Ctrl-C reaches them
     // too, same process group) ends the run as interrupted, before any run directory exists.
     let interrupted = interrupt_flag()?;
@@ -1144,6 +1145,21 @@ pub fn interrupt_flag() -> Result<Arc<AtomicBool>> {
     ctrlc::set_handler(move || f.store(true, Ordering::SeqCst))
         .context("installing the Ctrl-C handler")?;
     Ok(FLAG.get_or_init(|| flag).clone())
+}
+
+/// Refuses, before anything is built or measured, a results directory that cannot take a file
+/// (read-only, full, not a directory).
+fn writable(results_dir: &Path) -> Result<()> {
+    let probe = results_dir.join(format!(".write-probe-{}", std::process::id()));
+    let tried = std::fs::create_dir_all(results_dir)
+        .and_then(|_| std::fs::write(&probe, b"probe"))
+        .and_then(|_| std::fs::remove_file(&probe));
+    tried.with_context(|| {
+        format!(
+            "results directory {} cannot be written (nothing was run)",
+            results_dir.display()
+        )
+    })
 }
 
 /// [`lab_harness::Interrupted`] once Ctrl-C came.

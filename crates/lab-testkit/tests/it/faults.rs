@@ -222,13 +222,8 @@ fn a_full_disk_stops_the_run_and_keeps_what_was_written() {
     assert_eq!(m.status, RunStatus::Interrupted);
     assert_eq!(kept.len(), 1);
     assert_eq!(kept[0].report.scenarios[0].prompts.len(), 3);
-    let st: Vec<_> = m
-        .targets
-        .iter()
-        .map(|t| (t.target.as_str(), t.status))
-        .collect();
     assert_eq!(
-        st,
+        super::statuses(&m),
         [
             ("mock:hf-f32", TargetStatus::Ok),
             ("mock:hf-f16", TargetStatus::Failed),

@@ -97,13 +97,8 @@ fn a_run_writes_results_and_survives_failing_engines() {
     let no = AtomicBool::new(false);
     let (manifest, res) = lab_harness::bench(&p, &no).unwrap();
     assert_eq!(manifest.status, RunStatus::Complete);
-    let st: Vec<_> = manifest
-        .targets
-        .iter()
-        .map(|t| (t.target.as_str(), t.status))
-        .collect();
     assert_eq!(
-        st,
+        statuses(&manifest),
         [
             ("mock:hf-f32", TargetStatus::Ok),
             ("mock:hf-f16", TargetStatus::Failed),
@@ -164,6 +159,14 @@ fn a_run_writes_results_and_survives_failing_engines() {
         .file_name()
         .to_string_lossy()
         .ends_with(".partial")));
+}
+
+/// Each target of a run with its status, in `run.json`'s order.
+fn statuses(m: &results::RunManifest) -> Vec<(&str, TargetStatus)> {
+    m.targets
+        .iter()
+        .map(|t| (t.target.as_str(), t.status))
+        .collect()
 }
 
 fn model_volume_gguf_sha() -> &'static str {
