@@ -34,6 +34,12 @@ pub struct Launch {
     pub oom_query: Vec<String>,
     /// The resource limits the engine runs under (recorded in its result).
     pub limits: Limits,
+    /// A fresh working directory for the process, removed after it ended: a container
+    /// runtime's client runs there, because its monitor (podman's conmon) may write an `oom`
+    /// file into its working directory when the kernel kills the container for memory — which
+    /// the runner then reads as the OOM kill it is (and which would otherwise litter the user's
+    /// directory). `None`: the harness's own working directory.
+    pub work_dir: Option<std::path::PathBuf>,
 }
 
 /// The resource limits of one engine process, as applied (recorded in every result).
@@ -158,6 +164,14 @@ pub fn run_engine_with(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if let Some(dir) = &launch.work_dir {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).map_err(|source| RunError::Spawn {
+            program: format!("{} (working directory {})", launch.program, dir.display()),
+            source,
+        })?;
+        command.current_dir(dir);
+    }
     if let (Some(bytes), Some(MemoryLimitBy::AddressSpace)) =
         (launch.limits.memory_bytes, launch.limits.memory_by)
     {
@@ -188,14 +202,14 @@ pub fn run_engine_with(
             .map_err(|e| RunError::BadReport(e.to_string()))?;
         // Ctrl-C reaches the engine too (same process group): report it as an interruption.
         if interrupted.load(Ordering::SeqCst) {
-            kill(&mut child, &launch.cleanup);
+            kill(&mut child, launch);
             return Err(RunError::Interrupted);
         }
         if let Some(status) = exited {
             break status;
         }
         if start.elapsed() > timeout {
-            kill(&mut child, &launch.cleanup);
+            kill(&mut child, launch);
             return Err(RunError::Timeout(timeout.as_secs()));
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -215,7 +229,12 @@ pub fn run_engine_with(
     }
     let oom_killed = if status.success() {
         OomKill::No
-    } else if container_oom_killed(&launch.oom_query) {
+    } else if container_oom_killed(&launch.oom_query)
+        || launch
+            .work_dir
+            .as_ref()
+            .is_some_and(|d| d.join("oom").exists())
+    {
         OomKill::Confirmed
     } else if status.code() == Some(137) && launch.limits.memory_by == Some(MemoryLimitBy::Cgroup) {
         // 128 + SIGKILL, from a container runtime, and the harness did not kill it: the
@@ -226,6 +245,9 @@ pub fn run_engine_with(
         OomKill::No
     };
     run_cleanup(&launch.cleanup);
+    if let Some(dir) = &launch.work_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     conclude(status, &out, &stderr.last, wall, &launch.limits, oom_killed)
         .map(|f| Finished { spawn_unix_ns, ..f })
 }
@@ -479,10 +501,13 @@ fn out_of_memory(
     ))
 }
 
-fn kill(child: &mut Child, cleanup: &[String]) {
+fn kill(child: &mut Child, launch: &Launch) {
     let _ = child.kill();
     let _ = child.wait();
-    run_cleanup(cleanup);
+    run_cleanup(&launch.cleanup);
+    if let Some(dir) = &launch.work_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 fn run_cleanup(cleanup: &[String]) {

@@ -132,6 +132,7 @@ pub fn launch(
             cleanup: runtime_cmd(&["rm", "--force", name]),
             oom_query: runtime_cmd(&["inspect", "--format", "{{.State.OOMKilled}}", name]),
             limits: sandbox.limits(),
+            work_dir: Some(std::env::temp_dir().join(name)),
         },
         mount,
     )
