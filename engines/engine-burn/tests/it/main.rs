@@ -107,6 +107,7 @@ fn another_llama_shape_matches_the_native_engine() {
         args: vec![],
         env: vec![],
         cleanup: vec![],
+        ..Default::default()
     };
     let a = top_logits(&burn(Dtype::F32).launch, &req);
     let b = top_logits(&native, &req);

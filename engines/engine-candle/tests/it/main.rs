@@ -103,6 +103,7 @@ fn run_raw(request_json: &str) -> Result<lab_protocol::Report, RunError> {
         args: vec![],
         env: vec![],
         cleanup: vec![],
+        ..Default::default()
     };
     let request: lab_protocol::Request =
         serde_json::from_str(request_json).expect("test request is valid");
