@@ -15,11 +15,15 @@ use crate::BoxError;
 pub enum KitError {
     #[error("cannot read the request from stdin: {0}")]
     Stdin(std::io::Error),
-    #[error("malformed request JSON on stdin: {0}")]
+    #[error("malformed request JSON on stdin: {}", lab_protocol::one_line(&.0.to_string()))]
     MalformedRequest(serde_json::Error),
     #[error("request schema_version is {got}, this engine speaks {expected}")]
     SchemaVersion { got: u32, expected: u32 },
-    #[error("scenario `{scenario}`: {message}")]
+    #[error(
+        "scenario `{}`: {}",
+        lab_protocol::one_line(scenario),
+        lab_protocol::one_line(message)
+    )]
     InvalidScenario { scenario: String, message: String },
     #[error("engine error during {phase}: {source}")]
     Engine {

@@ -75,8 +75,13 @@ fn cumulative_ms(s: &lab_protocol::ScenarioReport, n: u32) -> Vec<f64> {
         .iter()
         .filter(|x| x.new_tokens >= n && n >= 1)
         .map(|x| {
-            let gaps: u64 = x.inter_token_ns.iter().take(n as usize - 1).sum();
-            (x.ttft_ns + gaps) as f64 / 1e6
+            let gaps: f64 = x
+                .inter_token_ns
+                .iter()
+                .take(n as usize - 1)
+                .map(|&g| g as f64)
+                .sum();
+            (x.ttft_ns as f64 + gaps) / 1e6
         })
         .collect()
 }

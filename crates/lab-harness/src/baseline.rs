@@ -220,7 +220,14 @@ fn load_snapshot(sc: &lab_protocol::ScenarioReport) -> String {
 
 /// Body of an insta `.snap` file (everything after the second `---` line).
 pub fn read_snapshot_body(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Error::msg(format!(
+            "{}: not UTF-8 text (byte {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
     let mut parts = text.splitn(3, "---\n");
     let (_, _, body) = (parts.next(), parts.next(), parts.next());
     body.map(|b| b.to_string()).ok_or_else(|| {
@@ -629,14 +636,16 @@ pub fn ensure_comparable(
         let b: MetricsBaseline = read_json(&path)?;
         if let Some(p) = b.profile.as_deref().filter(|p| *p != profile) {
             return Err(Error::msg(format!(
-                "{}: accepted on hardware profile `{p}`, this run is `{profile}`: numbers from other hardware are not comparable",
-                path.display()
+                "{}: accepted on hardware profile `{}`, this run is `{profile}`: numbers from other hardware are not comparable",
+                path.display(),
+                lab_protocol::one_line(p)
             )));
         }
         if let Some(m) = b.model.as_deref().filter(|m| *m != model) {
             return Err(Error::msg(format!(
-                "{}: accepted for model `{m}`, this run measured `{model}`: refusing to compare different models",
-                path.display()
+                "{}: accepted for model `{}`, this run measured `{model}`: refusing to compare different models",
+                path.display(),
+                lab_protocol::one_line(m)
             )));
         }
         if !b.model_sha256.is_empty() && !model_sha256.is_empty() && b.model_sha256 != *model_sha256

@@ -273,11 +273,12 @@ fn score_teacher_forced(
                 if got == want.ids[0] {
                     pc.top1_agree += 1;
                 }
+                // (an engine's report may list fewer logits than ids: it says nothing then)
                 let engine_logit = p.top_logits.get(i).and_then(|t| {
                     t.ids
                         .iter()
                         .position(|&id| id == want.ids[0])
-                        .map(|k| t.logits[k])
+                        .and_then(|k| t.logits.get(k).copied())
                 });
                 if let Some(l) = engine_logit {
                     let err = (l as f64 - want.logits[0] as f64).abs();

@@ -66,6 +66,9 @@ pub fn resolve(models_dir: &Path, spec: &str) -> Result<ResolvedModel> {
     let manifest_path = dir.join(MANIFEST_FILE);
     let (name, synthetic, sha256) = if manifest_path.exists() {
         let m: Manifest = read_json(&manifest_path)?;
+        if let Some(why) = m.invalid() {
+            return Err(Error::msg(format!("{}: {why}", manifest_path.display())));
+        }
         for (file, entry) in &m.files {
             let p = dir.join(file);
             let len = std::fs::metadata(&p).map(|md| md.len()).map_err(|_| {

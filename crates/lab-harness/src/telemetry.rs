@@ -86,7 +86,7 @@ fn windows(s: &ScenarioReport) -> Windows {
             .flat_map(|p| &p.samples)
             .filter_map(|x| {
                 x.start_unix_ns
-                    .map(|t| (t, t + x.e2e_ns, u64::from(x.new_tokens)))
+                    .map(|t| (t, t.saturating_add(x.e2e_ns), u64::from(x.new_tokens)))
             })
             .collect();
         return vec![(None, w)];
@@ -99,14 +99,18 @@ fn windows(s: &ScenarioReport) -> Windows {
                 p.batches
                     .iter()
                     .map(|b| {
-                        let end = b.start_ns + b.prefill_ns + b.step_ns.iter().sum::<u64>();
-                        (t0 + b.start_ns, t0 + end, u64::from(b.new_tokens))
+                        let end = b.start_ns.saturating_add(b.e2e_ns());
+                        (
+                            t0.saturating_add(b.start_ns),
+                            t0.saturating_add(end),
+                            u64::from(b.new_tokens),
+                        )
                     })
                     .collect()
             } else {
                 let end = p.requests.iter().filter_map(|r| r.done_ns).max()?;
                 let tokens = p.requests.iter().map(|r| u64::from(r.new_tokens)).sum();
-                vec![(t0, t0 + end, tokens)]
+                vec![(t0, t0.saturating_add(end), tokens)]
             };
             Some((Some(p.level), w))
         })

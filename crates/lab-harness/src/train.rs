@@ -165,7 +165,11 @@ pub fn rows(results: &[TargetResult]) -> (Vec<TrainRow>, Vec<TrainMissing>) {
             ms(|s| s.forward_ns),
             ms(|s| s.backward_ns),
             ms(|s| s.optimizer_ns),
-            ms(|s| s.forward_ns + s.backward_ns + s.optimizer_ns),
+            ms(|s| {
+                s.forward_ns
+                    .saturating_add(s.backward_ns)
+                    .saturating_add(s.optimizer_ns)
+            }),
         ) else {
             missing.push(TrainMissing {
                 target: r.target.clone(),

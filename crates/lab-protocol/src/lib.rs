@@ -545,8 +545,12 @@ pub struct BatchSample {
 }
 
 impl BatchSample {
+    /// The decode steps' total (saturating: the numbers are whatever an engine reported).
+    pub fn decode_ns(&self) -> u64 {
+        self.step_ns.iter().fold(0, |a, &x| a.saturating_add(x))
+    }
     pub fn e2e_ns(&self) -> u64 {
-        self.prefill_ns + self.step_ns.iter().sum::<u64>()
+        self.prefill_ns.saturating_add(self.decode_ns())
     }
 }
 
@@ -674,6 +678,20 @@ impl IterationSample {
         }
         Some((self.new_tokens - 1) as f64 / (decode_ns as f64 / 1e9))
     }
+}
+
+/// An error message as one line: control characters (a newline inside a quoted field name of a
+/// malformed file) escaped. Every reader of the lab's files and pipes reports one line.
+pub fn one_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// JSON Schemas of the two protocol messages, as committed under `schema/`.

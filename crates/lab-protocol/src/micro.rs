@@ -45,14 +45,16 @@ impl OpModel {
     pub fn kv_dim(&self) -> u64 {
         self.kv_heads as u64 * self.head_dim as u64
     }
-    /// Weights of one attention block's projections (q, k, v, o).
-    fn attention_weights(&self) -> u64 {
-        let h = self.hidden as u64;
-        h * (2 * h + 2 * self.kv_dim())
+    /// Weights of one attention block's projections (q, k, v, o). In f64 (exact below 2^53),
+    /// like every count here: a report's dimensions are whatever an engine wrote, and no
+    /// product of them may overflow.
+    fn attention_weights(&self) -> f64 {
+        let h = self.hidden as f64;
+        h * (2.0 * h + 2.0 * self.kv_dim() as f64)
     }
     /// Weights of one MLP block (gate, up, down).
-    fn mlp_weights(&self) -> u64 {
-        3 * self.hidden as u64 * self.intermediate as u64
+    fn mlp_weights(&self) -> f64 {
+        3.0 * self.hidden as f64 * self.intermediate as f64
     }
 }
 
@@ -167,7 +169,7 @@ impl Op {
     /// Floating-point operations of one call (module docs), `None` for memory-bound ops.
     pub fn flops(&self, model: &OpModel) -> Option<f64> {
         let attention = |tokens: u32, past: u32, heads: u32, head_dim: u32| {
-            4.0 * heads as f64 * tokens as f64 * (past + tokens) as f64 * head_dim as f64
+            4.0 * heads as f64 * tokens as f64 * (past as f64 + tokens as f64) * head_dim as f64
         };
         let m = model;
         Some(match *self {
@@ -180,12 +182,12 @@ impl Op {
                 ..
             } => attention(tokens, past, heads, head_dim),
             Op::AttentionBlock { tokens, past } => {
-                2.0 * tokens as f64 * m.attention_weights() as f64
+                2.0 * tokens as f64 * m.attention_weights()
                     + attention(tokens, past, m.heads, m.head_dim)
             }
-            Op::MlpBlock { tokens } => 2.0 * tokens as f64 * m.mlp_weights() as f64,
+            Op::MlpBlock { tokens } => 2.0 * tokens as f64 * m.mlp_weights(),
             Op::Layer { tokens, past } => {
-                2.0 * tokens as f64 * (m.attention_weights() + m.mlp_weights()) as f64
+                2.0 * tokens as f64 * (m.attention_weights() + m.mlp_weights())
                     + attention(tokens, past, m.heads, m.head_dim)
             }
             Op::Softmax { .. } | Op::RmsNorm { .. } | Op::Rope { .. } | Op::Embedding { .. } => {
@@ -197,20 +199,18 @@ impl Op {
     /// The least bytes one call must move (module docs), at `element` bytes per value.
     pub fn bytes(&self, model: &OpModel, element: u64) -> f64 {
         let m = model;
-        let h = m.hidden as u64;
-        let kv = |tokens: u32, past: u32| 2 * (past + tokens) as u64 * m.kv_dim();
-        let values: u64 = match *self {
-            Op::Matmul { m, k, n } => {
-                let (m, k, n) = (m as u64, k as u64, n as u64);
-                m * k + n * k + m * n
-            }
-            Op::Softmax { rows, cols } => 2 * rows as u64 * cols as u64,
-            Op::RmsNorm { rows, dim } => 2 * rows as u64 * dim as u64 + dim as u64,
+        let f = |v: u32| v as f64;
+        let h = f(m.hidden);
+        let kv = |tokens: u32, past: u32| 2.0 * (f(past) + f(tokens)) * m.kv_dim() as f64;
+        let values: f64 = match *self {
+            Op::Matmul { m, k, n } => f(m) * f(k) + f(n) * f(k) + f(m) * f(n),
+            Op::Softmax { rows, cols } => 2.0 * f(rows) * f(cols),
+            Op::RmsNorm { rows, dim } => 2.0 * f(rows) * f(dim) + f(dim),
             Op::Rope {
                 tokens,
                 heads,
                 head_dim,
-            } => 2 * tokens as u64 * heads as u64 * head_dim as u64,
+            } => 2.0 * f(tokens) * f(heads) * f(head_dim),
             Op::Attention {
                 tokens,
                 past,
@@ -218,23 +218,23 @@ impl Op {
                 kv_heads,
                 head_dim,
             } => {
-                let q = tokens as u64 * heads as u64 * head_dim as u64;
-                2 * q + 2 * (past + tokens) as u64 * kv_heads as u64 * head_dim as u64
+                let q = f(tokens) * f(heads) * f(head_dim);
+                2.0 * q + 2.0 * (f(past) + f(tokens)) * f(kv_heads) * f(head_dim)
             }
-            Op::Embedding { tokens } => 2 * tokens as u64 * h,
+            Op::Embedding { tokens } => 2.0 * f(tokens) * h,
             Op::AttentionBlock { tokens, past } => {
-                m.attention_weights() + kv(tokens, past) + 2 * tokens as u64 * h + h
+                m.attention_weights() + kv(tokens, past) + 2.0 * f(tokens) * h + h
             }
-            Op::MlpBlock { tokens } => m.mlp_weights() + 2 * tokens as u64 * h + h,
+            Op::MlpBlock { tokens } => m.mlp_weights() + 2.0 * f(tokens) * h + h,
             Op::Layer { tokens, past } => {
                 m.attention_weights()
                     + m.mlp_weights()
                     + kv(tokens, past)
-                    + 2 * tokens as u64 * h
-                    + 2 * h
+                    + 2.0 * f(tokens) * h
+                    + 2.0 * h
             }
         };
-        (values * element) as f64
+        values * element as f64
     }
 
     /// Why the op cannot run against `model` (a bad shape), if it cannot.

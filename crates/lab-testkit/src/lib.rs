@@ -3,11 +3,13 @@
 //! `cargo xtask bench` does, comparing token ids with the committed baseline of this machine's
 //! hardware profile, and the failure checks every engine's suite runs. The crate also holds the
 //! mock engine (`src/bin/mock-engine.rs`) and, in `tests/it`, the harness's end-to-end tests
-//! that run it.
+//! that run it; [`fuzz`], the seeded mutational fuzzer of the lab's parsers, whose targets for
+//! the protocol and the result and baseline files are in `tests/fuzz`.
 //!
 //! It panics with the command to run when something is missing.
 
 pub mod conformance;
+pub mod fuzz;
 pub mod load;
 pub mod micro;
 pub mod train;

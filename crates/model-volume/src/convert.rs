@@ -11,6 +11,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use serde_json::json;
 
+use crate::gguf::wrong_type;
 use crate::tokenizer::read_gguf;
 use crate::{io_err, tmp_path, write_atomic, Error, Result};
 
@@ -32,6 +33,39 @@ pub struct LlamaShape {
 }
 
 impl LlamaShape {
+    /// Why a Llama of this shape cannot exist (a zero size, heads that do not divide the hidden
+    /// size or each other, an odd head size), naming the GGUF key.
+    pub fn invalid(&self) -> Option<String> {
+        let sizes = [
+            ("llama.embedding_length", self.hidden_size),
+            ("llama.feed_forward_length", self.intermediate_size),
+            ("llama.block_count", self.num_hidden_layers),
+            ("llama.attention.head_count", self.num_attention_heads),
+            ("llama.attention.head_count_kv", self.num_key_value_heads),
+            ("llama.context_length", self.max_position_embeddings),
+            ("tokenizer.ggml.tokens", self.vocab_size),
+        ];
+        if let Some((key, _)) = sizes.iter().find(|(_, v)| *v == 0) {
+            return Some(format!("GGUF metadata `{key}` is 0"));
+        }
+        let (h, heads, kv) = (
+            self.hidden_size,
+            self.num_attention_heads,
+            self.num_key_value_heads,
+        );
+        if !h.is_multiple_of(heads) || !(h / heads).is_multiple_of(2) {
+            return Some(format!(
+                "GGUF metadata `llama.attention.head_count` {heads} does not split `llama.embedding_length` {h} into heads of an even size"
+            ));
+        }
+        if !heads.is_multiple_of(kv) {
+            return Some(format!(
+                "GGUF metadata `llama.attention.head_count_kv` {kv} does not divide `llama.attention.head_count` {heads}"
+            ));
+        }
+        None
+    }
+
     /// The HF `config.json` for this shape.
     pub fn config_json(&self, synthetic: Option<&str>) -> serde_json::Value {
         let mut v = json!({
@@ -71,6 +105,7 @@ pub fn shape_from_gguf(
     content: &candle_core::quantized::gguf_file::Content,
     path: &Path,
 ) -> Result<LlamaShape> {
+    use candle_core::quantized::gguf_file::Value;
     let get = |key: &str| {
         content.metadata.get(key).ok_or_else(|| {
             Error::Msg(format!(
@@ -80,35 +115,41 @@ pub fn shape_from_gguf(
         })
     };
     let u = |key: &str| -> Result<usize> {
-        get(key)?
-            .to_u32()
-            .map(|v| v as usize)
-            .map_err(|e| Error::Msg(format!("{}: `{key}`: {e}", path.display())))
+        match get(key)? {
+            Value::U32(v) => Ok(*v as usize),
+            v => Err(wrong_type(path, key, v, "a u32")),
+        }
     };
     let f = |key: &str| -> Result<f64> {
-        get(key)?
-            .to_f32()
-            .map(|v| {
-                v.to_string()
-                    .parse::<f64>()
-                    .expect("f32 prints as a number")
-            })
-            .map_err(|e| Error::Msg(format!("{}: `{key}`: {e}", path.display())))
+        match get(key)? {
+            // through its shortest decimal, so that 1e-5f32 is written as 1e-5
+            Value::F32(v) if v.is_finite() && *v > 0.0 => Ok(v
+                .to_string()
+                .parse::<f64>()
+                .expect("a finite f32 prints as a number")),
+            Value::F32(v) => Err(Error::Msg(format!(
+                "{}: GGUF metadata `{key}` is {v}, expected a positive number",
+                path.display()
+            ))),
+            v => Err(wrong_type(path, key, v, "an f32")),
+        }
     };
-    let arch = get("general.architecture")?
-        .to_string()
-        .map_err(|e| Error::Msg(e.to_string()))?;
+    let arch = match get("general.architecture")? {
+        Value::String(s) => s,
+        v => return Err(wrong_type(path, "general.architecture", v, "a string")),
+    };
     if arch != "llama" {
         return Err(Error::Msg(format!(
-            "{}: general.architecture is `{arch}`, expected `llama`",
-            path.display()
+            "{}: general.architecture is `{}`, expected `llama`",
+            path.display(),
+            crate::gguf::shown(arch)
         )));
     }
-    let vocab_size = get("tokenizer.ggml.tokens")?
-        .to_vec()
-        .map_err(|e| Error::Msg(e.to_string()))?
-        .len();
-    Ok(LlamaShape {
+    let vocab_size = match get("tokenizer.ggml.tokens")? {
+        Value::Array(a) => a.len(),
+        v => return Err(wrong_type(path, "tokenizer.ggml.tokens", v, "an array")),
+    };
+    let shape = LlamaShape {
         hidden_size: u("llama.embedding_length")?,
         intermediate_size: u("llama.feed_forward_length")?,
         num_hidden_layers: u("llama.block_count")?,
@@ -121,7 +162,11 @@ pub fn shape_from_gguf(
         bos_token_id: u("tokenizer.ggml.bos_token_id")? as u32,
         eos_token_id: u("tokenizer.ggml.eos_token_id")? as u32,
         tie_word_embeddings: !content.tensor_infos.contains_key("output.weight"),
-    })
+    };
+    match shape.invalid() {
+        Some(why) => Err(Error::Msg(format!("{}: {why}", path.display()))),
+        None => Ok(shape),
+    }
 }
 
 pub fn write_config_json(gguf: &Path, dest: &Path) -> Result<()> {
@@ -180,13 +225,21 @@ pub fn permute_rows(w: &Tensor, n_head: usize) -> candle_core::Result<Tensor> {
         .reshape((rows, cols))
 }
 
-/// Dequantizes every tensor of `gguf` to F32 in HF layout and writes `dest` atomically.
-pub fn write_safetensors(gguf: &Path, dest: &Path) -> Result<()> {
-    let (content, mut file) = read_gguf(gguf)?;
-    let shape = shape_from_gguf(&content, gguf)?;
-    let ce = |err| Error::Candle {
-        path: gguf.to_path_buf(),
-        err,
+/// Every tensor of the GGUF read from `reader` (`content` is its header, `path` names it in
+/// errors) dequantized to F32 in HF layout, by HF name; `progress` prints a line every 50.
+pub fn hf_tensors<R: std::io::Read + std::io::Seek>(
+    content: &candle_core::quantized::gguf_file::Content,
+    reader: &mut R,
+    shape: &LlamaShape,
+    path: &Path,
+    progress: bool,
+) -> Result<HashMap<String, Tensor>> {
+    let ce = |name: &str| {
+        let name = crate::gguf::shown(name);
+        move |err: candle_core::Error| {
+            let err = lab_protocol::one_line(&err.to_string());
+            Error::Msg(format!("{}: tensor `{name}`: {err}", path.display()))
+        }
     };
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
     names.sort();
@@ -194,19 +247,22 @@ pub fn write_safetensors(gguf: &Path, dest: &Path) -> Result<()> {
     for (i, name) in names.iter().enumerate() {
         let hf = hf_name(name).ok_or_else(|| {
             Error::Msg(format!(
-                "{}: unexpected tensor `{name}` for a llama GGUF",
-                gguf.display()
+                "{}: unexpected tensor `{}` for a llama GGUF",
+                path.display(),
+                crate::gguf::shown(name)
             ))
         })?;
-        let q = content.tensor(&mut file, name, &Device::Cpu).map_err(ce)?;
-        let mut t = q.dequantize(&Device::Cpu).map_err(ce)?;
+        let q = content
+            .tensor(reader, name, &Device::Cpu)
+            .map_err(ce(name))?;
+        let mut t = q.dequantize(&Device::Cpu).map_err(ce(name))?;
         if name.ends_with("attn_q.weight") {
-            t = unpermute_rows(&t, shape.num_attention_heads).map_err(ce)?;
+            t = unpermute_rows(&t, shape.num_attention_heads).map_err(ce(name))?;
         } else if name.ends_with("attn_k.weight") {
-            t = unpermute_rows(&t, shape.num_key_value_heads).map_err(ce)?;
+            t = unpermute_rows(&t, shape.num_key_value_heads).map_err(ce(name))?;
         }
         out.insert(hf, t);
-        if (i + 1) % 50 == 0 || i + 1 == names.len() {
+        if progress && ((i + 1) % 50 == 0 || i + 1 == names.len()) {
             eprintln!(
                 "model-volume: dequantized {}/{} tensors",
                 i + 1,
@@ -214,6 +270,14 @@ pub fn write_safetensors(gguf: &Path, dest: &Path) -> Result<()> {
             );
         }
     }
+    Ok(out)
+}
+
+/// Dequantizes every tensor of `gguf` to F32 in HF layout and writes `dest` atomically.
+pub fn write_safetensors(gguf: &Path, dest: &Path) -> Result<()> {
+    let (content, mut file) = read_gguf(gguf)?;
+    let shape = shape_from_gguf(&content, gguf)?;
+    let out = hf_tensors(&content, &mut file, &shape, gguf, true)?;
     let tmp = tmp_path(dest);
     candle_core::safetensors::save(&out, &tmp).map_err(|err| Error::Candle {
         path: tmp.clone(),

@@ -15,6 +15,7 @@
 //! real Llama shapes, labelled synthetic in their manifest and config.
 
 pub mod convert;
+pub mod gguf;
 pub mod quantize;
 pub mod synthetic;
 pub mod tokenizer;
@@ -82,11 +83,19 @@ pub(crate) fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Reads `MANIFEST.json` of a volume entry: one error naming the file and the field or the
+/// line and column when it is malformed, of another version, or names a file outside the entry.
 pub fn read_manifest(entry_dir: &Path) -> Result<Manifest> {
     let path = entry_dir.join(MANIFEST_FILE);
-    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::Msg(format!("{}: malformed manifest: {e}", path.display())))
+    let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
+        let e = lab_protocol::one_line(&e.to_string());
+        Error::Msg(format!("{}: malformed manifest: {e}", path.display()))
+    })?;
+    match manifest.invalid() {
+        Some(why) => Err(Error::Msg(format!("{}: {why}", path.display()))),
+        None => Ok(manifest),
+    }
 }
 
 /// Result of checking one file against its manifest entry.

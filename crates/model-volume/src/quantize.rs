@@ -210,8 +210,7 @@ pub fn write_level(source: &Path, dest: &Path, level: Level) -> Result<()> {
         path: source.to_path_buf(),
         err,
     };
-    let mut file = std::fs::File::open(source).map_err(io_err(source))?;
-    let content = gguf_file::Content::read(&mut file).map_err(ce)?;
+    let (content, mut file) = crate::gguf::read(source)?;
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
     names.sort();
     let mut tensors: Vec<(String, QTensor)> = Vec::new();

@@ -14,18 +14,15 @@ use std::path::Path;
 use candle_core::quantized::gguf_file;
 use serde_json::{json, Value};
 
-use crate::{io_err, write_atomic, Error, Result};
+use crate::gguf::{kind, shown, wrong_type};
+use crate::{write_atomic, Error, Result};
 
 /// GGUF `token_type` of control tokens.
 const CONTROL: i32 = 3;
 
+/// The GGUF's metadata and tensor directory, its header checked first ([`crate::gguf`]).
 pub(crate) fn read_gguf(path: &Path) -> Result<(gguf_file::Content, std::fs::File)> {
-    let mut file = std::fs::File::open(path).map_err(io_err(path))?;
-    let content = gguf_file::Content::read(&mut file).map_err(|err| Error::Candle {
-        path: path.to_path_buf(),
-        err,
-    })?;
-    Ok((content, file))
+    crate::gguf::read(path)
 }
 
 fn meta<'a>(c: &'a gguf_file::Content, path: &Path, key: &str) -> Result<&'a gguf_file::Value> {
@@ -37,54 +34,86 @@ fn meta<'a>(c: &'a gguf_file::Content, path: &Path, key: &str) -> Result<&'a ggu
     })
 }
 
-fn bad(path: &Path, key: &str, e: candle_core::Error) -> Error {
-    Error::Msg(format!(
-        "{}: GGUF metadata key `{key}`: {e}",
-        path.display()
-    ))
+fn string<'a>(c: &'a gguf_file::Content, path: &Path, key: &str) -> Result<&'a str> {
+    match meta(c, path, key)? {
+        gguf_file::Value::String(s) => Ok(s),
+        v => Err(wrong_type(path, key, v, "a string")),
+    }
+}
+
+/// Every element of the array `key`, converted by `f` (`None`: not the type it should be).
+fn array<'a, T>(
+    c: &'a gguf_file::Content,
+    path: &Path,
+    key: &str,
+    expected: &str,
+    f: impl Fn(&'a gguf_file::Value) -> Option<T>,
+) -> Result<Vec<T>> {
+    let items = match meta(c, path, key)? {
+        gguf_file::Value::Array(items) => items,
+        v => return Err(wrong_type(path, key, v, "an array")),
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            f(v).ok_or_else(|| {
+                Error::Msg(format!(
+                    "{}: GGUF metadata `{key}`[{i}] is {}, expected {expected}",
+                    path.display(),
+                    kind(v)
+                ))
+            })
+        })
+        .collect()
 }
 
 /// Builds the tokenizer JSON value from GGUF metadata.
 pub fn tokenizer_json_from_gguf(content: &gguf_file::Content, path: &Path) -> Result<Value> {
-    let model = meta(content, path, "tokenizer.ggml.model")?
-        .to_string()
-        .map_err(|e| bad(path, "tokenizer.ggml.model", e))?;
+    let model = string(content, path, "tokenizer.ggml.model")?;
     if model != "gpt2" {
         return Err(Error::Msg(format!(
-            "{}: tokenizer.ggml.model is `{model}`, only `gpt2` (byte-level BPE) is supported",
-            path.display()
+            "{}: tokenizer.ggml.model is `{}`, only `gpt2` (byte-level BPE) is supported",
+            path.display(),
+            shown(model)
         )));
     }
-    let pre = meta(content, path, "tokenizer.ggml.pre")?
-        .to_string()
-        .map_err(|e| bad(path, "tokenizer.ggml.pre", e))?;
+    let pre = string(content, path, "tokenizer.ggml.pre")?;
     if pre != "smollm" {
         return Err(Error::Msg(format!(
-            "{}: tokenizer.ggml.pre is `{pre}`; this builder reproduces only the `smollm` pre-tokenizer",
-            path.display()
+            "{}: tokenizer.ggml.pre is `{}`; this builder reproduces only the `smollm` pre-tokenizer",
+            path.display(),
+            shown(pre)
         )));
     }
-    let tokens: Vec<String> = meta(content, path, "tokenizer.ggml.tokens")?
-        .to_vec()
-        .map_err(|e| bad(path, "tokenizer.ggml.tokens", e))?
-        .iter()
-        .map(|v| v.to_string().cloned())
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| bad(path, "tokenizer.ggml.tokens", e))?;
-    let types: Vec<i32> = meta(content, path, "tokenizer.ggml.token_type")?
-        .to_vec()
-        .map_err(|e| bad(path, "tokenizer.ggml.token_type", e))?
-        .iter()
-        .map(|v| v.to_i32())
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| bad(path, "tokenizer.ggml.token_type", e))?;
-    let merges: Vec<String> = meta(content, path, "tokenizer.ggml.merges")?
-        .to_vec()
-        .map_err(|e| bad(path, "tokenizer.ggml.merges", e))?
-        .iter()
-        .map(|v| v.to_string().cloned())
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| bad(path, "tokenizer.ggml.merges", e))?;
+    let as_string = |v: &gguf_file::Value| match v {
+        gguf_file::Value::String(s) => Some(s.clone()),
+        _ => None,
+    };
+    let tokens: Vec<String> = array(
+        content,
+        path,
+        "tokenizer.ggml.tokens",
+        "a string",
+        as_string,
+    )?;
+    let types: Vec<i32> = array(
+        content,
+        path,
+        "tokenizer.ggml.token_type",
+        "an i32",
+        |v| match v {
+            gguf_file::Value::I32(t) => Some(*t),
+            _ => None,
+        },
+    )?;
+    let merges: Vec<String> = array(
+        content,
+        path,
+        "tokenizer.ggml.merges",
+        "a string",
+        as_string,
+    )?;
     if types.len() != tokens.len() {
         return Err(Error::Msg(format!(
             "{}: {} tokens but {} token types",
@@ -154,16 +183,23 @@ pub fn tokenizer_json_from_gguf(content: &gguf_file::Content, path: &Path) -> Re
     }))
 }
 
-/// Writes `tokenizer.json` for the GGUF at `gguf`, after checking it loads in `tokenizers`.
-pub fn write_tokenizer_json(gguf: &Path, dest: &Path) -> Result<()> {
-    let (content, _) = read_gguf(gguf)?;
-    let value = tokenizer_json_from_gguf(&content, gguf)?;
+/// The text of `tokenizer.json` for the GGUF whose header is `content` (`path` names it in
+/// errors), checked to load in `tokenizers`.
+pub fn tokenizer_json_text(content: &gguf_file::Content, path: &Path) -> Result<String> {
+    let value = tokenizer_json_from_gguf(content, path)?;
     let text = serde_json::to_string(&value).expect("tokenizer json serializes");
     tokenizers::Tokenizer::from_bytes(text.as_bytes()).map_err(|e| {
         Error::Msg(format!(
-            "{}: rebuilt tokenizer does not load: {e}",
-            dest.display()
+            "{}: the tokenizer rebuilt from its metadata does not load: {e}",
+            path.display()
         ))
     })?;
+    Ok(text)
+}
+
+/// Writes `tokenizer.json` for the GGUF at `gguf`, after checking it loads in `tokenizers`.
+pub fn write_tokenizer_json(gguf: &Path, dest: &Path) -> Result<()> {
+    let (content, _) = read_gguf(gguf)?;
+    let text = tokenizer_json_text(&content, gguf)?;
     write_atomic(dest, text.as_bytes())
 }

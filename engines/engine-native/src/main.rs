@@ -14,6 +14,11 @@ use std::collections::BTreeMap;
 use engine_kit::{require_file, Engine, EngineMeta, EngineResult, Loaded};
 use lab_protocol::{Device, Dtype, Request, WeightFormat};
 
+/// The fuzz targets (`model/fuzz.rs`) run under the fuzzer's memory limit.
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: lab_testkit::fuzz::GuardedAlloc = lab_testkit::fuzz::GuardedAlloc;
+
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const META: EngineMeta = EngineMeta {

@@ -15,6 +15,8 @@ use crate::pool::{split, Pool};
 use crate::quant::{dequantize_row, f16_to_f32, BlockQ8, Format, Simd, QK};
 use crate::Result;
 
+#[cfg(test)]
+mod fuzz;
 mod micro;
 
 /// Prompt tokens per batched forward pass.
@@ -169,138 +171,9 @@ impl Model {
         engine_kit::phase("file_open");
         let g = Gguf::parse(&map).map_err(|e| format!("{}: {e}", path.display()))?;
         engine_kit::phase("weights_parsed");
-        let arch = match g.get("general.architecture")? {
-            crate::gguf::Value::Str(s) => s.clone(),
-            _ => String::new(),
-        };
-        if arch != "llama" {
-            return Err(format!(
-                "{}: architecture `{arch}` (engine-native runs llama)",
-                path.display()
-            )
-            .into());
-        }
-        let dim = g.usize("llama.embedding_length")?;
-        let embed_info = g
-            .tensors
-            .get("token_embd.weight")
-            .ok_or("GGUF tensor token_embd.weight is missing")?;
-        let cfg = Config {
-            dim,
-            ff: g.usize("llama.feed_forward_length")?,
-            layers: g.usize("llama.block_count")?,
-            heads: g.usize("llama.attention.head_count")?,
-            kv_heads: g.usize("llama.attention.head_count_kv")?,
-            vocab: embed_info.dims[1],
-            eps: g.f64("llama.attention.layer_norm_rms_epsilon")? as f32,
-            theta: g.f64("llama.rope.freq_base").unwrap_or(10000.0) as f32,
-            ctx: g.usize("llama.context_length")?,
-            interleaved_rope: true,
-        };
-        let mat = |name: &str| -> Result<Matrix> {
-            let t = g
-                .tensors
-                .get(name)
-                .ok_or_else(|| format!("GGUF tensor {name} is missing"))?;
-            if t.dims.len() != 2 {
-                return Err(
-                    format!("tensor {name}: expected 2 dimensions, found {:?}", t.dims).into(),
-                );
-            }
-            let (cols, rows) = (t.dims[0], t.dims[1]);
-            let off = g.data_start + t.offset;
-            let fmt = match t.ty {
-                GgmlType::F32 => Format::F32,
-                GgmlType::Q4_0 => Format::Q4_0,
-                GgmlType::Q4_1 => Format::Q4_1,
-                GgmlType::Q8_0 => Format::Q8_0,
-                GgmlType::F16 => {
-                    let v = (0..rows * cols)
-                        .map(|i| {
-                            f16_to_f32(u16::from_le_bytes([map[off + 2 * i], map[off + 2 * i + 1]]))
-                        })
-                        .collect();
-                    return Ok(Matrix {
-                        fmt: Format::F32,
-                        rows,
-                        cols,
-                        data: Data::Owned(v),
-                    });
-                }
-            };
-            if fmt == Format::F32 && off % 4 != 0 {
-                return Err(format!("tensor {name}: F32 data is not 4-byte aligned").into());
-            }
-            if fmt != Format::F32 && cols % QK != 0 {
-                return Err(
-                    format!("tensor {name}: {cols} columns is not a multiple of {QK}").into(),
-                );
-            }
-            Ok(Matrix {
-                fmt,
-                rows,
-                cols,
-                data: Data::Mapped(off),
-            })
-        };
-        let vec = |name: &str| -> Result<Vec<f32>> {
-            let m = mat(name).or_else(|_| -> Result<Matrix> {
-                let t = g
-                    .tensors
-                    .get(name)
-                    .ok_or_else(|| format!("GGUF tensor {name} is missing"))?;
-                let off = g.data_start + t.offset;
-                let n = t.dims.iter().product();
-                let v = match t.ty {
-                    GgmlType::F32 => (0..n)
-                        .map(|i| {
-                            f32::from_le_bytes(
-                                map[off + 4 * i..off + 4 * i + 4].try_into().unwrap(),
-                            )
-                        })
-                        .collect(),
-                    GgmlType::F16 => (0..n)
-                        .map(|i| {
-                            f16_to_f32(u16::from_le_bytes([map[off + 2 * i], map[off + 2 * i + 1]]))
-                        })
-                        .collect(),
-                    other => {
-                        return Err(format!("tensor {name}: norm weights of type {other:?}").into())
-                    }
-                };
-                Ok(Matrix {
-                    fmt: Format::F32,
-                    rows: 1,
-                    cols: n,
-                    data: Data::Owned(v),
-                })
-            })?;
-            let mut out = vec![0f32; m.rows * m.cols];
-            for r in 0..m.rows {
-                dequantize_row(
-                    m.fmt,
-                    m.row(&map, r),
-                    &mut out[r * m.cols..(r + 1) * m.cols],
-                );
-            }
-            Ok(out)
-        };
-        let layers = load_layers(
-            cfg.layers,
-            |i, s| format!("blk.{i}.{s}.weight"),
-            &GGUF_LAYER,
-            &mat,
-            &vec,
-        )?;
-        let embed = mat("token_embd.weight")?;
-        let output = if g.tensors.contains_key("output.weight") {
-            mat("output.weight")?
-        } else {
-            mat("token_embd.weight")?
-        };
-        let norm = vec("output_norm.weight")?;
+        let (cfg, w) = gguf_weights(&g, &map).map_err(|e| format!("{}: {e}", path.display()))?;
         drop(g);
-        Model::assemble(cfg, map, embed, output, norm, layers, threads, simd)
+        Model::assemble(cfg, map, w, threads, simd)
     }
 
     pub fn from_safetensors(dir: &Path, threads: usize, simd: Simd) -> Result<Model> {
@@ -324,7 +197,7 @@ impl Model {
         let heads = get("num_attention_heads")? as usize;
         let dim = get("hidden_size")? as usize;
         if let Some(hd) = c.get("head_dim").and_then(serde_json::Value::as_u64) {
-            if hd as usize * heads != dim {
+            if (hd as usize).checked_mul(heads) != Some(dim) {
                 return Err(format!(
                     "{}: head_dim {hd} x heads {heads} != hidden_size {dim}",
                     cfg_path.display()
@@ -355,11 +228,20 @@ impl Model {
         if map.len() < 8 {
             return Err(format!("{}: truncated safetensors file", st_path.display()).into());
         }
-        let hlen = u64::from_le_bytes(map[..8].try_into().unwrap()) as usize;
-        let header: serde_json::Value =
-            serde_json::from_slice(map.get(8..8 + hlen).ok_or("truncated safetensors header")?)
-                .map_err(|e| format!("{}: header: {e}", st_path.display()))?;
-        let base = 8 + hlen;
+        let hlen = u64::from_le_bytes(map[..8].try_into().unwrap());
+        let base = usize::try_from(hlen)
+            .ok()
+            .and_then(|h| h.checked_add(8))
+            .filter(|&b| b <= map.len())
+            .ok_or_else(|| {
+                format!(
+                    "{}: byte 0: header length {hlen} is beyond the end of the file ({} bytes; truncated?)",
+                    st_path.display(),
+                    map.len()
+                )
+            })?;
+        let header: serde_json::Value = serde_json::from_slice(&map[8..base])
+            .map_err(|e| format!("{}: header: {e}", st_path.display()))?;
         engine_kit::phase("weights_parsed");
         let mat = |name: &str| -> Result<Matrix> {
             let t = header
@@ -394,8 +276,16 @@ impl Model {
                 [c] => (1, c),
                 _ => return Err(format!("tensor {name}: shape {shape:?}").into()),
             };
-            let off = base + offs[0];
-            if offs[1] - offs[0] != rows * cols * 4 || base + offs[1] > map.len() {
+            let size = rows.checked_mul(cols).and_then(|n| n.checked_mul(4));
+            let (Some(off), Some(end)) = (base.checked_add(offs[0]), base.checked_add(offs[1]))
+            else {
+                return Err(format!(
+                    "{}: tensor {name}: data_offsets {offs:?} lie beyond the file",
+                    st_path.display()
+                )
+                .into());
+            };
+            if offs[1].checked_sub(offs[0]) != size || end > map.len() {
                 return Err(format!(
                     "{}: tensor {name} has a bad size or lies beyond the file",
                     st_path.display()
@@ -432,54 +322,32 @@ impl Model {
             mat("model.embed_tokens.weight")?
         };
         let norm = vec("model.norm.weight")?;
-        Model::assemble(cfg, map, embed, output, norm, layers, threads, simd)
+        let w = Weights {
+            embed,
+            output,
+            norm,
+            layers,
+        };
+        Model::assemble(cfg, map, w, threads, simd)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn assemble(
-        cfg: Config,
-        map: Mmap,
-        embed: Matrix,
-        output: Matrix,
-        norm: Vec<f32>,
-        layers: Vec<Layer>,
-        threads: usize,
-        simd: Simd,
-    ) -> Result<Model> {
-        if !cfg.dim.is_multiple_of(cfg.heads)
-            || !cfg.heads.is_multiple_of(cfg.kv_heads)
-            || !cfg.head_dim().is_multiple_of(2)
-        {
-            return Err(format!("unsupported shape: {cfg:?}").into());
-        }
-        let check = |m: &Matrix, rows: usize, cols: usize, what: &str| -> Result<()> {
-            if m.rows != rows || m.cols != cols {
-                return Err(format!(
-                    "{what}: shape {}x{}, expected {rows}x{cols}",
-                    m.rows, m.cols
-                )
-                .into());
-            }
-            Ok(())
-        };
+    fn assemble(cfg: Config, map: Mmap, w: Weights, threads: usize, simd: Simd) -> Result<Model> {
+        validate(&cfg, &w)?;
+        let Weights {
+            embed,
+            output,
+            norm,
+            layers,
+        } = w;
         let (d, kvd, ff) = (cfg.dim, cfg.kv_dim(), cfg.ff);
         let mut bytes = output.bytes();
         let mut formats = std::collections::BTreeMap::<String, usize>::new();
-        for (i, l) in layers.iter().enumerate() {
-            check(&l.wq, d, d, &format!("layer {i} q"))?;
-            check(&l.wk, kvd, d, &format!("layer {i} k"))?;
-            check(&l.wv, kvd, d, &format!("layer {i} v"))?;
-            check(&l.wo, d, d, &format!("layer {i} o"))?;
-            check(&l.w_gate, ff, d, &format!("layer {i} gate"))?;
-            check(&l.w_up, ff, d, &format!("layer {i} up"))?;
-            check(&l.w_down, d, ff, &format!("layer {i} down"))?;
+        for l in &layers {
             for m in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
                 bytes += m.bytes();
                 *formats.entry(format!("{:?}", m.fmt)).or_default() += 1;
             }
         }
-        check(&embed, cfg.vocab, d, "token embedding")?;
-        check(&output, cfg.vocab, d, "output head")?;
         *formats
             .entry(format!("{:?} (output)", output.fmt))
             .or_default() += 1;
@@ -492,7 +360,7 @@ impl Model {
         let inv_freq = (0..hd / 2)
             .map(|i| 1.0 / cfg.theta.powf(2.0 * i as f32 / hd as f32))
             .collect();
-        let cache = cfg.layers * cfg.ctx * kvd;
+        let cache = cfg.layers * cfg.ctx * kvd; // bounded by `validate`
         let pool = Pool::new(threads);
         let n = CHUNK;
         Ok(Model {
@@ -889,6 +757,232 @@ const HF_LAYER: [&str; 9] = [
     "mlp.up_proj",
     "mlp.down_proj",
 ];
+
+/// A model's weights as read from a file, before the buffers are allocated.
+struct Weights {
+    embed: Matrix,
+    output: Matrix,
+    norm: Vec<f32>,
+    layers: Vec<Layer>,
+}
+
+/// The configuration and weights of a parsed GGUF whose bytes are `map` (what
+/// [`Model::from_gguf`] loads, without allocating the KV cache and buffers): every tensor is
+/// checked to lie in `map` with its shape and type, so the forward pass can index it freely.
+fn gguf_weights(g: &Gguf, map: &[u8]) -> Result<(Config, Weights)> {
+    let arch = match g.get("general.architecture")? {
+        crate::gguf::Value::Str(s) => s.clone(),
+        _ => String::new(),
+    };
+    if arch != "llama" {
+        return Err(format!("architecture `{arch}` (engine-native runs llama)").into());
+    }
+    let embed_info = g
+        .tensors
+        .get("token_embd.weight")
+        .ok_or("GGUF tensor token_embd.weight is missing")?;
+    let [_, vocab] = embed_info.dims[..] else {
+        return Err(format!(
+            "tensor token_embd.weight: expected 2 dimensions, found {:?}",
+            embed_info.dims
+        )
+        .into());
+    };
+    let cfg = Config {
+        dim: g.usize("llama.embedding_length")?,
+        ff: g.usize("llama.feed_forward_length")?,
+        layers: g.usize("llama.block_count")?,
+        heads: g.usize("llama.attention.head_count")?,
+        kv_heads: g.usize("llama.attention.head_count_kv")?,
+        vocab,
+        eps: g.f64("llama.attention.layer_norm_rms_epsilon")? as f32,
+        theta: match g.metadata.get("llama.rope.freq_base") {
+            None => 10000.0,
+            Some(_) => g.f64("llama.rope.freq_base")? as f32,
+        },
+        ctx: g.usize("llama.context_length")?,
+        interleaved_rope: true,
+    };
+    // `Gguf::parse` checked that every tensor's `nbytes` lie in the file.
+    let mat = |name: &str| -> Result<Matrix> {
+        let t = g
+            .tensors
+            .get(name)
+            .ok_or_else(|| format!("GGUF tensor {name} is missing"))?;
+        let [cols, rows] = t.dims[..] else {
+            return Err(format!("tensor {name}: expected 2 dimensions, found {:?}", t.dims).into());
+        };
+        let off = g.data_start + t.offset;
+        let fmt = match t.ty {
+            GgmlType::F32 => Format::F32,
+            GgmlType::Q4_0 => Format::Q4_0,
+            GgmlType::Q4_1 => Format::Q4_1,
+            GgmlType::Q8_0 => Format::Q8_0,
+            GgmlType::F16 => {
+                let v = map[off..off + t.nbytes]
+                    .chunks_exact(2)
+                    .map(|h| f16_to_f32(u16::from_le_bytes([h[0], h[1]])))
+                    .collect();
+                return Ok(Matrix {
+                    fmt: Format::F32,
+                    rows,
+                    cols,
+                    data: Data::Owned(v),
+                });
+            }
+        };
+        if fmt == Format::F32 && !off.is_multiple_of(4) {
+            return Err(format!("tensor {name}: F32 data is not 4-byte aligned").into());
+        }
+        if fmt != Format::F32 && !cols.is_multiple_of(QK) {
+            return Err(format!("tensor {name}: {cols} columns is not a multiple of {QK}").into());
+        }
+        Ok(Matrix {
+            fmt,
+            rows,
+            cols,
+            data: Data::Mapped(off),
+        })
+    };
+    let vec = |name: &str| -> Result<Vec<f32>> {
+        let m = mat(name).or_else(|_| -> Result<Matrix> {
+            let t = g
+                .tensors
+                .get(name)
+                .ok_or_else(|| format!("GGUF tensor {name} is missing"))?;
+            let bytes = &map[g.data_start + t.offset..][..t.nbytes];
+            let v = match t.ty {
+                GgmlType::F32 => bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                    .collect(),
+                GgmlType::F16 => bytes
+                    .chunks_exact(2)
+                    .map(|h| f16_to_f32(u16::from_le_bytes([h[0], h[1]])))
+                    .collect::<Vec<f32>>(),
+                other => {
+                    return Err(format!("tensor {name}: norm weights of type {other:?}").into())
+                }
+            };
+            Ok(Matrix {
+                fmt: Format::F32,
+                rows: 1,
+                cols: v.len(),
+                data: Data::Owned(v),
+            })
+        })?;
+        let mut out = vec![0f32; m.rows * m.cols];
+        for r in 0..m.rows {
+            dequantize_row(m.fmt, m.row(map, r), &mut out[r * m.cols..(r + 1) * m.cols]);
+        }
+        Ok(out)
+    };
+    // Any tensor is at most the file's size: a layer count beyond what the file can name is
+    // refused before the loop below tries them one by one.
+    if cfg.layers > g.tensors.len() {
+        return Err(format!(
+            "GGUF metadata `llama.block_count` is {}, but the file has {} tensors",
+            cfg.layers,
+            g.tensors.len()
+        )
+        .into());
+    }
+    let layers = load_layers(
+        cfg.layers,
+        |i, s| format!("blk.{i}.{s}.weight"),
+        &GGUF_LAYER,
+        &mat,
+        &vec,
+    )?;
+    let embed = mat("token_embd.weight")?;
+    let output = if g.tensors.contains_key("output.weight") {
+        mat("output.weight")?
+    } else {
+        mat("token_embd.weight")?
+    };
+    let norm = vec("output_norm.weight")?;
+    let w = Weights {
+        embed,
+        output,
+        norm,
+        layers,
+    };
+    Ok((cfg, w))
+}
+
+/// Refuses a configuration the forward pass cannot run, weights whose shapes disagree with it,
+/// and a KV cache whose size overflows; errors name the setting or tensor.
+fn validate(cfg: &Config, w: &Weights) -> Result<()> {
+    for (name, v) in [
+        ("hidden size", cfg.dim),
+        ("MLP size", cfg.ff),
+        ("layer count", cfg.layers),
+        ("head count", cfg.heads),
+        ("KV head count", cfg.kv_heads),
+        ("vocabulary", cfg.vocab),
+        ("context length", cfg.ctx),
+    ] {
+        if v == 0 {
+            return Err(format!("unsupported shape: {name} 0 ({cfg:?})").into());
+        }
+    }
+    if !cfg.dim.is_multiple_of(cfg.heads)
+        || !cfg.heads.is_multiple_of(cfg.kv_heads)
+        || !cfg.head_dim().is_multiple_of(2)
+    {
+        return Err(format!("unsupported shape: {cfg:?}").into());
+    }
+    if !(cfg.eps.is_finite() && cfg.eps >= 0.0 && cfg.theta.is_finite() && cfg.theta > 0.0) {
+        return Err(format!(
+            "unsupported settings: RMSNorm epsilon {} and RoPE base {} (finite, base above 0)",
+            cfg.eps, cfg.theta
+        )
+        .into());
+    }
+    let check = |m: &Matrix, rows: usize, cols: usize, what: &str| -> Result<()> {
+        if m.rows != rows || m.cols != cols {
+            return Err(format!(
+                "{what}: shape {}x{}, expected {rows}x{cols}",
+                m.rows, m.cols
+            )
+            .into());
+        }
+        Ok(())
+    };
+    let norm = |v: &[f32], what: &str| -> Result<()> {
+        if v.len() != cfg.dim {
+            return Err(format!("{what}: {} weights, expected {}", v.len(), cfg.dim).into());
+        }
+        Ok(())
+    };
+    let (d, kvd, ff) = (cfg.dim, cfg.kv_dim(), cfg.ff);
+    for (i, l) in w.layers.iter().enumerate() {
+        norm(&l.attn_norm, &format!("layer {i} attention norm"))?;
+        norm(&l.ffn_norm, &format!("layer {i} MLP norm"))?;
+        check(&l.wq, d, d, &format!("layer {i} q"))?;
+        check(&l.wk, kvd, d, &format!("layer {i} k"))?;
+        check(&l.wv, kvd, d, &format!("layer {i} v"))?;
+        check(&l.wo, d, d, &format!("layer {i} o"))?;
+        check(&l.w_gate, ff, d, &format!("layer {i} gate"))?;
+        check(&l.w_up, ff, d, &format!("layer {i} up"))?;
+        check(&l.w_down, d, ff, &format!("layer {i} down"))?;
+    }
+    check(&w.embed, cfg.vocab, d, "token embedding")?;
+    check(&w.output, cfg.vocab, d, "output head")?;
+    norm(&w.norm, "output norm")?;
+    cfg.layers
+        .checked_mul(cfg.ctx)
+        .and_then(|n| n.checked_mul(kvd))
+        .and_then(|n| n.checked_mul(size_of::<f32>()))
+        .filter(|&b| b <= isize::MAX as usize)
+        .ok_or_else(|| {
+            format!(
+                "unsupported shape: a KV cache of {} layers x {} positions x {kvd} overflows",
+                cfg.layers, cfg.ctx
+            )
+        })?;
+    Ok(())
+}
 
 /// Loads `n` layers whose tensors are named `name(layer, names[k])`.
 fn load_layers(

@@ -86,12 +86,17 @@ impl Claims {
     }
 
     pub fn parse(text: &str, file: &str) -> Result<Claims> {
-        let f: ClaimsFile = serde_json::from_str(text)
-            .map_err(|e| Error::msg(format!("{file}: not a claims file: {e}")))?;
+        let f: ClaimsFile = serde_json::from_str(text).map_err(|e| {
+            let e = lab_protocol::one_line(&e.to_string());
+            Error::msg(format!("{file}: not a claims file: {e}"))
+        })?;
         let engines: Vec<&str> = crate::catalog::targets().iter().map(|t| t.engine).collect();
         let mut seen = std::collections::BTreeSet::new();
         for c in &f.claims {
-            let bad = |what: String| Err(Error::msg(format!("{file}: claim `{}`: {what}", c.id)));
+            let bad = |what: String| {
+                let what = lab_protocol::one_line(&format!("claim `{}`: {what}", c.id));
+                Err(Error::msg(format!("{file}: {what}")))
+            };
             if !seen.insert(c.id.clone()) {
                 return bad("the id is used twice".into());
             }

@@ -302,7 +302,11 @@ fn bandwidth(results: &[TargetResult]) -> String {
         for sc in r.report.scenarios.iter().filter(|s| s.id == "s2") {
             for p in &sc.points {
                 let steps: usize = p.batches.iter().map(|b| b.step_ns.len()).sum();
-                let ns: u64 = p.batches.iter().flat_map(|b| &b.step_ns).sum();
+                let ns = p
+                    .batches
+                    .iter()
+                    .map(|b| b.decode_ns())
+                    .fold(0, u64::saturating_add);
                 row(
                     format!("s2 batch {} decode", p.level),
                     (ns > 0).then(|| steps as f64 / (ns as f64 / 1e9)),

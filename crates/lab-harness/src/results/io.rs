@@ -36,9 +36,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// Reads a JSON file; an error names the file and the line and column.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::msg(format!("{}: {e}", path.display())))
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| json_error(path, e))
+}
+
+/// `<path>: <what serde said>` on one line.
+fn json_error(path: &Path, e: serde_json::Error) -> Error {
+    Error::msg(format!(
+        "{}: {}",
+        path.display(),
+        lab_protocol::one_line(&e.to_string())
+    ))
 }
 
 /// Loads a run directory: its manifest and every target result it lists. Each problem is one
@@ -56,6 +66,13 @@ pub fn load_run(dir: &Path) -> Result<(RunManifest, Vec<TargetResult>)> {
     let mut results = Vec::new();
     for t in &manifest.targets {
         if let Some(f) = &t.file {
+            // a plain name inside the run directory, never a path that leaves it
+            if !lab_protocol::manifest::plain_file_name(f) {
+                return Err(Error::msg(format!(
+                    "{}: targets: {f:?} is not a plain file name",
+                    path.display()
+                )));
+            }
             results.push(read_versioned(&dir.join(f))?);
         }
     }
@@ -65,11 +82,12 @@ pub fn load_run(dir: &Path) -> Result<(RunManifest, Vec<TargetResult>)> {
 /// Reads a run's file after checking its `result_version` (so an older or newer file says so,
 /// not which field it lacks).
 fn read_versioned<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
         Error::msg(format!(
-            "{}: not valid JSON (corrupt or truncated?): {e}",
-            path.display()
+            "{}: not valid JSON (corrupt or truncated?): {}",
+            path.display(),
+            lab_protocol::one_line(&e.to_string())
         ))
     })?;
     match value.get("result_version").and_then(|v| v.as_u64()) {
@@ -87,5 +105,6 @@ fn read_versioned<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
             )))
         }
     }
-    serde_json::from_value(value).map_err(|e| Error::msg(format!("{}: {e}", path.display())))
+    // Parsed again from the bytes (not from `value`), so that an error says where.
+    serde_json::from_slice(&bytes).map_err(|e| json_error(path, e))
 }

@@ -96,7 +96,7 @@ pub fn level_prompt_stats(s: &ScenarioReport) -> Vec<crate::results::PromptStats
             };
             let (name, prompt_tokens, new_tokens) = if p.requests.is_empty() {
                 for b in &p.batches {
-                    let decode_ns: u64 = b.step_ns.iter().sum();
+                    let decode_ns = b.decode_ns();
                     push("ttft_ms", Some(ms(b.prefill_ns)));
                     push("e2e_ms", Some(ms(b.e2e_ns())));
                     push(
@@ -105,7 +105,7 @@ pub fn level_prompt_stats(s: &ScenarioReport) -> Vec<crate::results::PromptStats
                     );
                     push(
                         "decode_tok_per_s",
-                        rate((b.new_tokens - b.sequences) as f64, decode_ns),
+                        rate(b.new_tokens.saturating_sub(b.sequences) as f64, decode_ns),
                     );
                     for &n in &b.step_ns {
                         push("inter_token_ms", Some(ms(n)));
@@ -225,12 +225,14 @@ fn batches(p: &LoadPoint, stats: &mut PointStats) {
     if p.batches.is_empty() {
         return;
     }
-    let sum = |f: &dyn Fn(&lab_protocol::BatchSample) -> u64| p.batches.iter().map(f).sum::<u64>();
+    let sum = |f: &dyn Fn(&lab_protocol::BatchSample) -> u64| {
+        p.batches.iter().map(f).fold(0u64, u64::saturating_add)
+    };
     let prompt_tokens = sum(&|b| b.prompt_tokens as u64);
     let new_tokens = sum(&|b| b.new_tokens as u64);
     let sequences = sum(&|b| b.sequences as u64);
     let prefill_ns = sum(&|b| b.prefill_ns);
-    let decode_ns = sum(&|b| b.step_ns.iter().sum());
+    let decode_ns = sum(&|b| b.decode_ns());
     let wall_ns = sum(&|b| b.e2e_ns());
     put(
         stats,
@@ -240,7 +242,7 @@ fn batches(p: &LoadPoint, stats: &mut PointStats) {
     put(
         stats,
         "decode_tok_per_s",
-        rate((new_tokens - sequences) as f64, decode_ns),
+        rate(new_tokens.saturating_sub(sequences) as f64, decode_ns),
     );
     put(stats, "output_tok_per_s", rate(new_tokens as f64, wall_ns));
     put(stats, "requests_per_s", rate(sequences as f64, wall_ns));
@@ -261,10 +263,10 @@ fn batches(p: &LoadPoint, stats: &mut PointStats) {
 fn windows(p: &LoadPoint, stats: &mut PointStats) {
     let mut events: Vec<(u64, u64)> = Vec::new();
     for b in &p.batches {
-        let mut t = b.start_ns + b.prefill_ns;
+        let mut t = b.start_ns.saturating_add(b.prefill_ns);
         events.push((t, b.sequences as u64));
         for &s in &b.step_ns {
-            t += s;
+            t = t.saturating_add(s);
             events.push((t, b.sequences as u64));
         }
     }
@@ -273,7 +275,8 @@ fn windows(p: &LoadPoint, stats: &mut PointStats) {
     let n = span.div_ceil(window).max(1) as usize;
     let mut tokens = vec![0u64; n];
     for (t, k) in events {
-        tokens[((t.saturating_sub(1)) / window).min(n as u64 - 1) as usize] += k;
+        let w = &mut tokens[((t.saturating_sub(1)) / window).min(n as u64 - 1) as usize];
+        *w = w.saturating_add(k);
     }
     // The last window is usually partial: its rate uses its real length.
     stats.window_tok_per_s = tokens
@@ -301,7 +304,7 @@ fn requests(p: &LoadPoint, stats: &mut PointStats) {
         match (&r.status, r.first_token_ns, r.done_ns) {
             (RequestStatus::Completed, Some(first), Some(done)) => {
                 counts.completed += 1;
-                tokens += r.new_tokens as u64;
+                tokens = tokens.saturating_add(r.new_tokens as u64);
                 let t = ms(r.submit_ns, first);
                 ttft.push(t);
                 e2e.push(ms(r.submit_ns, done));
@@ -326,7 +329,7 @@ fn requests(p: &LoadPoint, stats: &mut PointStats) {
         .filter_map(|r| r.done_ns)
         .max()
         .unwrap_or(start);
-    let span = end - start;
+    let span = end.saturating_sub(start);
     put(stats, "output_tok_per_s", rate(tokens as f64, span));
     put(stats, "requests_per_s", rate(counts.completed as f64, span));
     put(stats, "goodput_requests_per_s", rate(good as f64, span));
