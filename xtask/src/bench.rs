@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use lab_harness::catalog::{self, EngineKind, Target};
-use lab_harness::measure::{Measurement, Profile};
 use lab_harness::model::ResolvedModel;
-use lab_harness::provenance::Provenance;
 use lab_harness::{container, model, provenance, BenchPlan, BenchSpec, PreparedTarget};
 use lab_protocol::{Device, Dtype};
+use lab_results::measure::{Measurement, Profile};
+use lab_results::provenance::Provenance;
 use xshell::cmd;
 
 use crate::paths;
@@ -522,7 +522,7 @@ pub fn plan(flags: &Flags, prov: &Provenance) -> Result<BenchSpec> {
 
 /// The load-scenario settings: the profile's, changed by the flags; zeros are refused here,
 /// before anything is built.
-fn load_settings(flags: &Flags, profile: Profile) -> Result<lab_harness::measure::LoadSettings> {
+fn load_settings(flags: &Flags, profile: Profile) -> Result<lab_results::measure::LoadSettings> {
     let mut l = profile.load_settings();
     if !flags.batch_sizes.is_empty() {
         l.batch_sizes = flags.batch_sizes.clone();
@@ -626,7 +626,7 @@ fn kv_cache_off(flags: &Flags, targets: &[Target]) -> Result<bool> {
 
 /// `--analysis`: the named analyses; `cold-start` is refused here when the page cache cannot be
 /// dropped (before anything is built).
-fn startup(flags: &Flags) -> Result<Option<lab_harness::startup::StartSettings>> {
+fn startup(flags: &Flags) -> Result<Option<lab_results::startup::StartSettings>> {
     let mut out = None;
     for a in &flags.analysis {
         match a.as_str() {
@@ -635,7 +635,7 @@ fn startup(flags: &Flags) -> Result<Option<lab_harness::startup::StartSettings>>
                 if flags.cold_starts + flags.warm_starts == 0 {
                     bail!("--analysis cold-start: --cold-starts and --warm-starts are both 0");
                 }
-                let s = lab_harness::startup::StartSettings {
+                let s = lab_results::startup::StartSettings {
                     cold: flags.cold_starts,
                     warm: flags.warm_starts,
                     drop_caches_file: None,
@@ -659,7 +659,7 @@ fn startup(flags: &Flags) -> Result<Option<lab_harness::startup::StartSettings>>
 fn micro(
     flags: &Flags,
     device: &Device,
-) -> Result<Option<Box<dyn FnOnce(Profile) -> lab_harness::micro::MicroSettings>>> {
+) -> Result<Option<Box<dyn FnOnce(Profile) -> lab_results::micro::MicroSettings>>> {
     let asked = flags.micro || flags.analysis.iter().any(|a| a == "micro");
     let set = !flags.micro_dtypes.is_empty()
         || flags.micro_samples.is_some()
@@ -713,9 +713,9 @@ fn micro(
     );
     Ok(Some(Box::new(move |profile: Profile| {
         let small = matches!(profile, Profile::Quick | Profile::Budget | Profile::Custom);
-        lab_harness::micro::MicroSettings {
+        lab_results::micro::MicroSettings {
             dtypes,
-            samples: samples.unwrap_or(lab_harness::measure::MIN_SAMPLES as u32),
+            samples: samples.unwrap_or(lab_results::measure::MIN_SAMPLES as u32),
             warmup: warmup.unwrap_or(if small { 3 } else { 10 }),
             max_case_ms: match case_s {
                 Some(s) => Some((s * 1e3) as u64),
@@ -732,7 +732,7 @@ fn micro(
 }
 
 /// `--analysis lora` and its flags, checked before anything is built.
-fn lora(flags: &Flags) -> Result<Option<lab_harness::train::LoraSettings>> {
+fn lora(flags: &Flags) -> Result<Option<lab_results::train::LoraSettings>> {
     let asked = flags.analysis.iter().any(|a| a == "lora");
     let set = flags.lora_seq.is_some() || flags.lora_steps.is_some() || flags.lora_warmup.is_some();
     if !asked {
@@ -749,7 +749,7 @@ fn lora(flags: &Flags) -> Result<Option<lab_harness::train::LoraSettings>> {
             bail!("{flag} must be at least 1");
         }
     }
-    Ok(Some(lab_harness::train::LoraSettings::standard(
+    Ok(Some(lab_results::train::LoraSettings::standard(
         flags.lora_seq.unwrap_or(512),
         flags.lora_steps.unwrap_or(20),
         flags.lora_warmup.unwrap_or(2),
@@ -885,7 +885,7 @@ pub fn prepare(
     if !gpu && runnable.iter().any(|t| t.engine == "native") {
         prov.read_bandwidth_gb_per_s = read_bandwidth(spec.threads);
     }
-    let profile = provenance::hardware_profile(&prov.host, &spec.device, spec.threads);
+    let profile = lab_results::provenance::hardware_profile(&prov.host, &spec.device, spec.threads);
     Ok(BenchPlan {
         runtime: runtimes
             .iter()
@@ -1091,7 +1091,10 @@ fn prepare_target(
 
 pub fn run(flags: Flags) -> Result<()> {
     let root = paths::root();
-    let mut prov = provenance::collect(&root, provenance::rfc3339(provenance::now_unix()));
+    let mut prov = provenance::collect(
+        &root,
+        lab_results::provenance::rfc3339(lab_results::provenance::now_unix()),
+    );
     let spec = plan(&flags, &prov)?;
     interrupt_flag()?;
     let results_dir = flags
@@ -1118,7 +1121,7 @@ pub fn run(flags: Flags) -> Result<()> {
     let failed: Vec<_> = manifest
         .targets
         .iter()
-        .filter(|t| t.status == lab_harness::results::TargetStatus::Failed)
+        .filter(|t| t.status == lab_results::results::TargetStatus::Failed)
         .map(|t| t.target.clone())
         .collect();
     if !failed.is_empty() {
@@ -1177,20 +1180,17 @@ pub fn execute(
     plan: &BenchPlan,
     sampling: Option<&lab_harness::telemetry::GpuSampling>,
 ) -> Result<(
-    lab_harness::results::RunManifest,
-    Vec<lab_harness::results::TargetResult>,
+    lab_results::results::RunManifest,
+    Vec<lab_results::results::TargetResult>,
 )> {
     let interrupted = interrupt_flag()?;
 
     let (manifest, results) = lab_harness::bench_with(plan, &interrupted, sampling)?;
-    println!(
-        "{}",
-        lab_harness::report::render_markdown(&manifest, &results)
-    );
+    println!("{}", lab_report::render_markdown(&manifest, &results));
     eprintln!("results: {}", plan.run_dir.display());
     eprintln!(
         "HTML report: {}",
-        plan.run_dir.join(lab_harness::report::HTML_FILE).display()
+        plan.run_dir.join(lab_report::HTML_FILE).display()
     );
     eprintln!(
         "compare with baselines: cargo xtask check --run {}",

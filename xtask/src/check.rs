@@ -5,11 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use lab_harness::baseline::{self, CheckOptions, Finding, Verdict};
-use lab_harness::correctness;
-use lab_harness::metric::Metric;
-use lab_harness::report::{self, CheckRecord};
-use lab_harness::results::{self, RunManifest, TargetResult};
+use lab_report as report;
+use lab_results::baseline::{self, CheckOptions, Finding, Verdict};
+use lab_results::check::CheckRecord;
+use lab_results::correctness;
+use lab_results::metric::Metric;
+use lab_results::results::{self, RunManifest, TargetResult};
 
 use crate::paths;
 
@@ -57,7 +58,7 @@ pub struct Rules {
     pub max_cv: f64,
     /// The largest share of a scenario's measured windows that may have run throttled (power
     /// cap, thermal, HW slowdown; from GPU telemetry) for its numbers to be compared.
-    #[arg(long, default_value_t = lab_harness::telemetry::DEFAULT_MAX_THROTTLED)]
+    #[arg(long, default_value_t = lab_results::telemetry::DEFAULT_MAX_THROTTLED)]
     pub max_throttled: f64,
 }
 
@@ -143,7 +144,7 @@ pub fn run(flags: Flags) -> Result<()> {
     }
     if !flags.exact_only {
         let throttled =
-            lab_harness::telemetry::throttled_beyond(&results, flags.rules.max_throttled);
+            lab_results::telemetry::throttled_beyond(&results, flags.rules.max_throttled);
         if !throttled.is_empty() {
             bail!(
                 "{}: the GPU was throttled during the measurement, so its numbers are not comparable (more than {:.0} % of windows, --max-throttled): {}. Re-run with the GPU cooled or clocks locked lower (--lock-clocks base), or compare token ids only (--exact-only)",
@@ -245,12 +246,12 @@ fn record(run_dir: &Path, manifest: &RunManifest, results: &[TargetResult], rec:
             })
             .collect(),
     };
-    let kept = results::write_json_atomic(&run_dir.join(report::CHECK_FILE), rec)
+    let kept = results::write_json_atomic(&run_dir.join(lab_results::check::CHECK_FILE), rec)
         .and_then(|()| report::write_run(run_dir, manifest, results));
     match kept {
         Ok(()) => eprintln!(
             "verdicts kept in {} and shown in {}",
-            run_dir.join(report::CHECK_FILE).display(),
+            run_dir.join(lab_results::check::CHECK_FILE).display(),
             run_dir.join(report::HTML_FILE).display()
         ),
         Err(e) => eprintln!("warning: the verdicts could not be kept beside the run: {e}"),
@@ -414,8 +415,9 @@ mod tests {
         let arg = run.display().to_string();
         // Whatever the verdict on this machine's baselines, it is kept.
         let verdict = super::run(Cli::parse_from(["check", "--run", &arg]).flags);
-        let rec: CheckRecord = results::read_json(&run.join(report::CHECK_FILE)).unwrap();
-        let text = std::fs::read_to_string(run.join(report::CHECK_FILE)).unwrap();
+        let rec: CheckRecord =
+            results::read_json(&run.join(lab_results::check::CHECK_FILE)).unwrap();
+        let text = std::fs::read_to_string(run.join(lab_results::check::CHECK_FILE)).unwrap();
         let root = paths::root().display().to_string();
         assert!(
             !text.contains(&root),
@@ -436,9 +438,9 @@ mod tests {
         let md = std::fs::read_to_string(run.join("report.md")).unwrap();
         assert!(md.contains("## Check against baselines"));
         // --no-record leaves the run alone.
-        std::fs::remove_file(run.join(report::CHECK_FILE)).unwrap();
+        std::fs::remove_file(run.join(lab_results::check::CHECK_FILE)).unwrap();
         let _ = super::run(Cli::parse_from(["check", "--run", &arg, "--no-record"]).flags);
-        assert!(!run.join(report::CHECK_FILE).exists());
+        assert!(!run.join(lab_results::check::CHECK_FILE).exists());
     }
 
     #[test]

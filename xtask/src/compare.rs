@@ -1,13 +1,13 @@
 //! `cargo xtask compare <run-a> <run-b>`: run B relative to run A, per target and metric, with
-//! the ratio's interval and a verdict (`lab_harness::report::compare`), as Markdown on stdout and,
+//! the ratio's interval and a verdict (`lab_report::compare`), as Markdown on stdout and,
 //! with `--out DIR`, `compare.md` and `compare.html` there. Works across commits and machines
 //! (the latter labelled).
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use lab_harness::report::compare::compare;
-use lab_harness::results;
+use lab_report::compare::compare;
+use lab_results::results;
 
 #[derive(clap::Args)]
 pub struct Flags {
@@ -47,7 +47,7 @@ pub fn run(flags: Flags) -> Result<()> {
         results::write_atomic(&out.join("compare.md"), md.as_bytes())?;
         results::write_atomic(
             &out.join("compare.html"),
-            lab_harness::report::html::compare_page(&c).as_bytes(),
+            lab_report::html::compare_page(&c).as_bytes(),
         )?;
         eprintln!("comparison: {}", out.join("compare.html").display());
     }

@@ -8,10 +8,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use lab_gpu::lock::{self, ClockLock, ClockRequest, LockPlan};
 use lab_gpu::{Gpu, GpuError, GpuState};
-use lab_harness::provenance::Provenance;
 use lab_harness::telemetry::GpuSampling;
 use lab_harness::BenchSpec;
 use lab_protocol::Device;
+use lab_results::provenance::Provenance;
 
 #[derive(clap::Args)]
 pub struct Flags {

@@ -52,7 +52,10 @@ pub fn run(flags: Flags) -> Result<()> {
     if !flags.no_build {
         crate::bench::build_packages(&packages, false)?;
     }
-    let prov = provenance::collect(&root, provenance::rfc3339(provenance::now_unix()));
+    let prov = provenance::collect(
+        &root,
+        lab_results::provenance::rfc3339(lab_results::provenance::now_unix()),
+    );
     let release = paths::target_dir().join("release");
     let mut rows = Vec::new();
     for package in packages {

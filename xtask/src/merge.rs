@@ -1,14 +1,14 @@
 //! `cargo xtask merge --out DIR RUN...`: one cross-hardware report of runs made on different
 //! machines (e.g. the GPU fleet workflow's runners). Each run is copied whole under
 //! `DIR/runs/<run-id>/`, keeping its provenance and raw files; `DIR/report.md` puts every
-//! machine's numbers side by side (`lab_harness::report::merged`); `DIR/merged.json` lists the
+//! machine's numbers side by side (`lab_report::merged`); `DIR/merged.json` lists the
 //! runs.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use lab_harness::report::merged::{self, MergedRun};
-use lab_harness::results;
+use lab_report::merged::{self, MergedRun};
+use lab_results::results;
 
 #[derive(clap::Args)]
 pub struct Flags {

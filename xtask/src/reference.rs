@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 use lab_harness::catalog;
-use lab_harness::correctness::{self, Reference, ReferencePrompt};
 use lab_harness::model;
 use lab_protocol::TopLogits;
+use lab_results::correctness::{self, Reference, ReferencePrompt};
 use serde::Deserialize;
 use xshell::cmd;
 
@@ -145,7 +145,7 @@ pub fn run(flags: Flags) -> Result<()> {
     };
     let path = correctness::reference_path(&root, &flags.model);
     std::fs::create_dir_all(path.parent().expect("has a parent"))?;
-    lab_harness::results::write_json_atomic(&path, &reference)?;
+    lab_results::results::write_json_atomic(&path, &reference)?;
     // Read it back through the same validation `bench` and `check` use.
     correctness::load_reference(&path)?;
     eprintln!("wrote {}", path.display());

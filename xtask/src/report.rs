@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use lab_harness::cost::Price;
-use lab_harness::report::{self, claims::Claims, Input};
-use lab_harness::results;
+use lab_report::{self as report, Input};
+use lab_results::claims::Claims;
+use lab_results::cost::Price;
+use lab_results::results;
 
 /// `--price-per-hour` and `--price-source`, shared by `bench` and `report`.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -49,7 +50,7 @@ pub fn run(flags: Flags) -> Result<()> {
         None => Claims::builtin(),
     };
     let (manifest, results) = results::load_run(&flags.run)?;
-    let check = report::read_check(&flags.run)?;
+    let check = lab_results::check::read_check(&flags.run)?;
     let price = price.or_else(|| manifest.plan.as_ref().and_then(|p| p.price.clone()));
     let input = Input {
         manifest: &manifest,
@@ -183,7 +184,7 @@ mod tests {
             );
         }
         // Every claim is judged, the price is shown, and the page's script ran (sortable headers).
-        let claims = report::claims::Claims::builtin();
+        let claims = Claims::builtin();
         let table = &dom[dom.find("id=\"table-claims\"").unwrap()..];
         let table = &table[..table.find("</table>").unwrap()];
         assert_eq!(table.matches("<tr>").count(), claims.claims.len() + 1);
@@ -240,7 +241,7 @@ mod tests {
 
     #[test]
     fn every_committed_run_renders() {
-        let claims = report::claims::Claims::builtin();
+        let claims = Claims::builtin();
         let root = crate::paths::root().join("results");
         let mut n = 0;
         for e in std::fs::read_dir(&root).unwrap() {

@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use lab_harness::baseline::{self, CheckOptions, EarlierRun, Verdict};
-use lab_harness::results::{self, RunManifest, TargetResult};
 use lab_harness::{provenance, BenchPlan};
+use lab_results::baseline::{self, CheckOptions, EarlierRun, Verdict};
+use lab_results::results::{self, RunManifest, TargetResult};
 
 use crate::{bench, paths};
 
@@ -39,7 +39,10 @@ pub fn run(flags: Flags) -> Result<()> {
         );
     };
     let root = paths::root();
-    let prov = provenance::collect(&root, provenance::rfc3339(provenance::now_unix()));
+    let prov = provenance::collect(
+        &root,
+        lab_results::provenance::rfc3339(lab_results::provenance::now_unix()),
+    );
     spec.run_id = flags.run_id.clone().unwrap_or_else(|| {
         format!(
             "{}-repro-{}",
@@ -215,7 +218,7 @@ fn judge(
     for f in &findings {
         let verdict = match f.verdict {
             Verdict::Pass | Verdict::WithinNoise => {
-                match lab_harness::metric::Metric::from_name(&f.metric) {
+                match lab_results::metric::Metric::from_name(&f.metric) {
                     Some(m) => format!(
                         "reproduced within {:.0} %: {}",
                         opts.threshold(m) * 100.0,

@@ -9,8 +9,8 @@ pub fn run() -> Result<()> {
     let sets = [
         ("crates/lab-protocol/schema", lab_protocol::json_schemas()),
         (
-            "crates/lab-harness/schema",
-            lab_harness::results::json_schemas(),
+            "crates/lab-results/schema",
+            lab_results::results::json_schemas(),
         ),
     ];
     for (dir, schemas) in sets {

@@ -56,7 +56,7 @@ pub fn run(flags: Flags) -> Result<()> {
         .unwrap_or_else(machine_profile);
     // The end-to-end tests run the real model, smollm2-135m.
     let has_baseline =
-        lab_harness::baseline::dir_for(&paths::root().join("baselines"), &profile, "smollm2-135m")
+        lab_results::baseline::dir_for(&paths::root().join("baselines"), &profile, "smollm2-135m")
             .is_dir();
     if has_baseline {
         eprintln!("engine token ids: compared with baselines/{profile}/smollm2-135m");
@@ -81,7 +81,7 @@ fn machine_profile() -> String {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    lab_harness::provenance::hardware_profile(
+    lab_results::provenance::hardware_profile(
         &lab_harness::provenance::host(),
         &lab_protocol::Device::Cpu,
         threads,

@@ -342,7 +342,7 @@ pub enum PromptSource {
     ReferenceGreedy,
     /// The reference prompts, teacher-forced with the reference's greedy continuation.
     ReferenceTeacherForced,
-    /// No prompts: the microbenchmark cases (`crate::micro::cases`).
+    /// No prompts: the microbenchmark cases (`lab_results::micro::cases`).
     Ops,
     /// The LoRA step's training sequence: the first ids of a committed passage.
     Training(&'static str),

@@ -1,32 +1,14 @@
-//! What an engine occupies on disk, recorded in every result: the engine binary (Rust engines),
+//! Measuring what an engine occupies on disk (`lab_results::footprint::Footprint`, recorded in
+//! every result): the engine binary (Rust engines),
 //! its container image (as the runtime reports the image's size) and, for the PyTorch engine,
 //! its Python environment (every file under the virtual environment the interpreter belongs to).
 
 use std::path::Path;
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use lab_results::footprint::Footprint;
 
 use crate::catalog::EngineKind;
 use crate::PreparedTarget;
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Footprint {
-    /// The engine binary on the host, bytes (Rust engines run from the host or an image built
-    /// from it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub binary_bytes: Option<u64>,
-    /// The engine's container image, bytes, as the runtime reports it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_bytes: Option<u64>,
-    /// The Python environment the engine runs in, bytes (every file, symlinks not followed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub environment_bytes: Option<u64>,
-    /// What `environment_bytes` measured, or why there is no figure.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub environment: Option<String>,
-}
 
 /// Bytes of every regular file under `dir` (symlinks count as nothing, so a shared library is
 /// not counted twice).

@@ -1,81 +1,31 @@
-//! The harness: orchestration, statistics, provenance, results and baselines.
+//! The harness: execution only. A run is a [`BenchSpec`] prepared on this machine into a
+//! [`BenchPlan`] ([`plan`]: the model, each target's launch or container, provenance) and
+//! executed by [`bench`] ([`run`]). The harness never links an engine: engines are processes
+//! that speak `lab-protocol` JSON ([`runner`]), natively or in a container ([`container`]).
 //!
-//! The xtask is a thin CLI over this library. The harness never links an engine: engines are
-//! processes that speak `lab-protocol` JSON ([`runner`]). A run is a [`BenchSpec`] prepared into
-//! a [`BenchPlan`] and executed by [`bench`] ([`run`]); statistics do no IO ([`stats`]); the
-//! saved files are [`results`], the rendered ones [`report`]; baselines are compared by
-//! [`baseline`], the reference by [`correctness`], both saying [`findings`].
+//! What a run writes and every judgement over it are `lab-results`; the reports written at
+//! the end of a run are rendered by `lab-report`.
 
-pub mod analysis;
-pub mod baseline;
 pub mod catalog;
-pub mod consistency;
 pub mod container;
-pub mod correctness;
-pub mod cost;
-pub mod findings;
 pub mod footprint;
 pub mod launch;
-pub mod measure;
-pub mod metric;
-pub mod micro;
 pub mod model;
 pub mod plan;
 pub mod progress;
 pub mod provenance;
-pub mod report;
-pub mod results;
 pub mod run;
 pub mod runner;
-pub mod spec;
 pub mod startup;
-pub mod stats;
 pub mod telemetry;
-pub mod train;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+pub use lab_results::spec::BenchSpec;
 pub use plan::{build_request, scenario_requests, BenchPlan, PreparedTarget};
 pub use run::{bench, bench_with, Interrupted};
-pub use spec::BenchSpec;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{path}: {err}")]
-    Io { path: PathBuf, err: std::io::Error },
-    #[error("{0}")]
-    Msg(String),
-}
-
-impl Error {
-    pub fn io(path: &Path, err: std::io::Error) -> Self {
-        Error::Io {
-            path: path.to_path_buf(),
-            err,
-        }
-    }
-    pub fn msg(m: impl Into<String>) -> Self {
-        Error::Msg(m.into())
-    }
-}
-
-pub type Result<T> = std::result::Result<T, Error>;
-
-pub fn sha256_file(path: &Path) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
+pub use lab_results::{sha256_file, Error, Result};
 
 /// `path` relative to `root` when it lies inside it; under the model volume or the cargo target
 /// directory given by the environment, `$LAB_MODELS_DIR/…` or `$CARGO_TARGET_DIR/…` (results

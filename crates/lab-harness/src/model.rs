@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use lab_protocol::manifest::{Manifest, MANIFEST_FILE};
 use lab_protocol::WeightFormat;
 
-use crate::results::{read_json, ModelInfo};
 use crate::{sha256_file, Error, Result};
+use lab_results::results::{read_json, ModelInfo};
 
 #[derive(Debug, Clone)]
 pub struct ResolvedModel {

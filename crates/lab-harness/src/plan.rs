@@ -9,14 +9,14 @@ use lab_protocol::{
 };
 
 use crate::catalog::{self, PromptSource, Target};
-use crate::correctness;
-use crate::measure::LoadSettings;
 use crate::model::ResolvedModel;
-use crate::provenance::Provenance;
-use crate::results::{ModelInfo, RunSettings};
 use crate::runner::Launch;
-use crate::spec::BenchSpec;
 use crate::{display_path, Error, Result};
+use lab_results::correctness;
+use lab_results::measure::LoadSettings;
+use lab_results::provenance::Provenance;
+use lab_results::results::{ModelInfo, RunSettings};
+use lab_results::spec::BenchSpec;
 
 /// A target ready to run: how to start it and what its binary is.
 #[derive(Debug, Clone)]
@@ -250,7 +250,7 @@ pub fn scenario_requests(
     Ok((out, reference))
 }
 
-/// The microbenchmark scenario: the cases of [`crate::micro::cases`] at the model's shapes
+/// The microbenchmark scenario: the cases of [`lab_results::micro::cases`] at the model's shapes
 /// (from its `config.json`), with the run's micro settings.
 fn micro_request(
     plan: &BenchPlan,
@@ -260,8 +260,8 @@ fn micro_request(
     let settings = plan.spec.micro.clone().ok_or_else(|| {
         Error::msg("scenario micro: the plan has no micro settings (`--analysis micro`)")
     })?;
-    let model = crate::micro::op_model(&plan.model.dir.join("config.json"))?;
-    let cases = crate::micro::cases(&model, &settings.dtypes, settings.tiny);
+    let model = lab_results::micro::op_model(&plan.model.dir.join("config.json"))?;
+    let cases = lab_results::micro::cases(&model, &settings.dtypes, settings.tiny);
     if let Some((c, why)) = cases.iter().find_map(|c| Some((c, c.op.invalid(&model)?))) {
         return Err(Error::msg(format!(
             "scenario micro: case {} of model `{}`: {why}",

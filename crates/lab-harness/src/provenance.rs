@@ -1,56 +1,10 @@
-//! Where a result came from: source revision, toolchain, host hardware and software state.
+//! Collecting provenance on this machine: the host's hardware and software state, the source
+//! revision and toolchain, the engines' framework versions (the types are
+//! `lab_results::provenance`).
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Provenance {
-    /// `git rev-parse HEAD`, or `unknown` outside a git checkout.
-    pub git_rev: String,
-    /// Uncommitted changes were present when the run started.
-    pub git_dirty: bool,
-    /// sha256 of `flake.lock`, when the checkout has one.
-    pub flake_lock_sha256: Option<String>,
-    pub rustc: String,
-    /// UTC, RFC 3339.
-    pub started_at: String,
-    pub host: Host,
-    /// The machine's read bandwidth in GB/s (10^9 bytes/s), measured by `native-membw` with the
-    /// run's threads just before the engines ran (CPU runs that build engine-native).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub read_bandwidth_gb_per_s: Option<f64>,
-    /// Every GPU's state from NVML when the run started (clocks, power limit, persistence,
-    /// throttle reasons), or why there is none (`unavailable`). Absent in older runs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gpu: Option<lab_gpu::GpuState>,
-    /// The run's GPU clocks: `not locked`, or what `--lock-clocks` locked them to (a dry run
-    /// says what it would have set). Absent on CPU runs and in older runs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gpu_clocks: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Host {
-    pub hostname: String,
-    pub os: String,
-    pub kernel: String,
-    pub arch: String,
-    pub cpu_model: String,
-    pub cpu_vendor: String,
-    pub cpu_family: String,
-    pub cpu_model_number: String,
-    /// SIMD features that matter for inference kernels, as the kernel reports them.
-    pub cpu_simd: Vec<String>,
-    pub logical_cpus: usize,
-    pub memory_bytes: Option<u64>,
-    /// One row per GPU, `index, name, driver, memory` (from NVML; older runs have
-    /// `nvidia-smi` rows), empty when no NVIDIA GPU is visible. The full state is
-    /// [`Provenance::gpu`].
-    pub gpus: Vec<String>,
-}
+use lab_results::provenance::{Host, Provenance};
 
 fn cpuinfo_field(cpuinfo: &str, key: &str) -> String {
     cpuinfo
@@ -142,41 +96,6 @@ pub fn gpu_rows(state: &lab_gpu::GpuState) -> Vec<String> {
         .collect()
 }
 
-fn slug(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        if c.is_ascii_alphanumeric() {
-            out.push(c.to_ascii_lowercase());
-        } else if !out.ends_with('-') {
-            out.push('-');
-        }
-    }
-    out.trim_matches('-').to_string()
-}
-
-/// Baseline profile name: numbers are comparable only within one profile.
-/// CPU: `cpu-<vendor>-f<family>m<model>-<threads>t`; GPU: `gpu-<name>`.
-pub fn hardware_profile(host: &Host, device: &lab_protocol::Device, threads: usize) -> String {
-    match device {
-        lab_protocol::Device::Cpu => format!(
-            "cpu-{}-f{}m{}-{}t",
-            slug(&host.cpu_vendor),
-            slug(&host.cpu_family),
-            slug(&host.cpu_model_number),
-            threads
-        ),
-        lab_protocol::Device::Cuda { ordinal } => {
-            let name = host
-                .gpus
-                .get(*ordinal as usize)
-                .and_then(|row| row.split(',').nth(1))
-                .map(slug)
-                .unwrap_or_else(|| "unknown".into());
-            format!("gpu-{name}")
-        }
-    }
-}
-
 pub fn collect(root: &Path, started_at: String) -> Provenance {
     let sh = xshell::Shell::new().expect("current directory is readable");
     sh.change_dir(root);
@@ -215,39 +134,6 @@ pub fn collect(root: &Path, started_at: String) -> Provenance {
         gpu: Some(gpu),
         gpu_clocks: None,
     }
-}
-
-/// Seconds since the Unix epoch as RFC 3339 UTC, without a date library.
-pub fn rfc3339(unix_secs: u64) -> String {
-    let (days, rem) = (unix_secs / 86_400, unix_secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Howard Hinnant's days-to-civil algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-pub fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// The framework an engine is built on and its version, from `Cargo.lock` (`candle-core 0.10.2`),
@@ -300,27 +186,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rfc3339_known_instants() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
-    }
-
-    #[test]
-    fn profile_names_are_slugs() {
-        let mut h = host();
-        h.cpu_vendor = "GenuineIntel".into();
-        h.cpu_family = "6".into();
-        h.cpu_model_number = "167".into();
-        h.gpus = vec!["0, NVIDIA H100 80GB HBM3, 580.1, 81559 MiB".into()];
-        assert_eq!(
-            hardware_profile(&h, &lab_protocol::Device::Cpu, 2),
-            "cpu-genuineintel-f6m167-2t"
-        );
-        assert_eq!(
-            hardware_profile(&h, &lab_protocol::Device::Cuda { ordinal: 0 }, 2),
-            "gpu-nvidia-h100-80gb-hbm3"
-        );
+    fn the_host_is_read_from_the_kernel() {
+        let h = host();
+        assert!(h.logical_cpus >= 1);
+        assert_eq!(h.arch, std::env::consts::ARCH);
     }
 
     #[test]

@@ -8,17 +8,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use lab_protocol::ScenarioRequest;
 
-use crate::correctness::{self, Reference};
 use crate::plan::{build_request, scenario_requests, BenchPlan, PreparedTarget};
 use crate::progress::Progress;
-use crate::report;
-use crate::results::{
-    compute_stats, write_json_atomic, RunManifest, RunStatus, TargetOutcome, TargetResult,
-    TargetStatus, RESULT_VERSION,
-};
+use lab_results::correctness::{self, Reference};
+
 use crate::runner::{self, RunError};
 use crate::telemetry::GpuSampling;
 use crate::{display_path, sha256_file, Error, Result};
+use lab_results::results::{
+    compute_stats, write_json_atomic, RunManifest, RunStatus, TargetOutcome, TargetResult,
+    TargetStatus, RESULT_VERSION,
+};
 
 /// Returned by the xtask when Ctrl-C stopped a run (after the run directory was made consistent
 /// and every guard was dropped); the process exits with status 130.
@@ -55,7 +55,7 @@ pub fn bench_with(
     // Correctness is checked once: later runs repeat only the timed scenarios.
     let timed: Vec<ScenarioRequest> = requests
         .iter()
-        .filter(|r| !crate::catalog::is_correctness_scenario(&r.id))
+        .filter(|r| !lab_results::scenario::is_correctness_scenario(&r.id))
         .cloned()
         .collect();
     let mut sink = RunSink::create(plan, &requests)?;
@@ -158,7 +158,7 @@ fn announce(plan: &BenchPlan, requests: &[ScenarioRequest], progress: &Progress)
         // Load scenarios are timed per level, not per prompt (announced below).
         let prompts: usize = requests
             .iter()
-            .filter(|r| !crate::catalog::is_correctness_scenario(&r.id) && r.load.is_none())
+            .filter(|r| !lab_results::scenario::is_correctness_scenario(&r.id) && r.load.is_none())
             .map(|r| r.prompts.len())
             .sum();
         let bound = std::time::Duration::from_millis(
@@ -299,7 +299,7 @@ pub fn run_target(
     };
     let (report, wall_ms, error) = match outcome {
         Ok(f) => {
-            let problems = crate::consistency::problems(&request, &f.report);
+            let problems = lab_results::consistency::problems(&request, &f.report);
             let error = problems.first().map(|first| {
                 format!(
                     "{label}: the report does not match the request ({} problem(s)): {first}",
@@ -368,7 +368,7 @@ pub fn run_target(
         report,
     };
     if let Some(raw) = raw {
-        let t = crate::telemetry::summarize(&result.report, raw);
+        let t = lab_results::telemetry::summarize(&result.report, raw);
         if let Some(w) = t.worst_throttled() {
             ctx.progress.println(&format!(
                 "warning: {label}: GPU {} was throttled ({}) in {}/{} measured windows of {}",
@@ -545,7 +545,7 @@ impl RunSink {
     pub fn finish(mut self, status: RunStatus) -> Result<(RunManifest, Vec<TargetResult>)> {
         self.manifest.status = status;
         self.write_manifest()?;
-        report::write_run(&self.dir, &self.manifest, &self.results)?;
+        lab_report::write_run(&self.dir, &self.manifest, &self.results)?;
         Ok((self.manifest, self.results))
     }
 

@@ -23,11 +23,12 @@ use std::time::Duration;
 
 use lab_protocol::{Device, Dtype, WeightFormat};
 
-use lab_harness::baseline::{self, CheckOptions, Verdict};
 use lab_harness::catalog::{self, Target};
-use lab_harness::results::{RunStatus, TargetResult, TargetStatus};
 use lab_harness::runner::Launch;
-use lab_harness::{correctness, model, provenance, BenchPlan, BenchSpec, PreparedTarget};
+use lab_harness::{model, provenance, BenchPlan, BenchSpec, PreparedTarget};
+use lab_results::baseline::{self, CheckOptions, Verdict};
+use lab_results::correctness;
+use lab_results::results::{RunStatus, TargetResult, TargetStatus};
 
 /// Must equal the generation length the committed baselines were accepted with (the default
 /// of `cargo xtask bench`), because token snapshots are compared exactly.
@@ -190,7 +191,10 @@ pub fn in_container_with(
     t: PreparedTarget,
     sandbox: &lab_harness::container::Sandbox,
 ) -> PreparedTarget {
-    let prov = provenance::collect(&root(), provenance::rfc3339(provenance::now_unix()));
+    let prov = provenance::collect(
+        &root(),
+        lab_results::provenance::rfc3339(lab_results::provenance::now_unix()),
+    );
     // A build context per call: tests build images in parallel.
     static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -263,8 +267,11 @@ pub fn s1_plan(
     max_new_tokens: u32,
 ) -> BenchPlan {
     let model = model::resolve(&models_dir(), "smollm2-135m").unwrap();
-    let prov = provenance::collect(&root(), provenance::rfc3339(provenance::now_unix()));
-    let profile = provenance::hardware_profile(&prov.host, &Device::Cpu, threads());
+    let prov = provenance::collect(
+        &root(),
+        lab_results::provenance::rfc3339(lab_results::provenance::now_unix()),
+    );
+    let profile = lab_results::provenance::hardware_profile(&prov.host, &Device::Cpu, threads());
     let dir = std::env::temp_dir().join(format!("lab-e2e-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     BenchPlan {
@@ -275,7 +282,7 @@ pub fn s1_plan(
             scenarios: vec!["s1".into()],
             device: Device::Cpu,
             threads: threads(),
-            measure: lab_harness::measure::Profile::Custom,
+            measure: lab_results::measure::Profile::Custom,
             warmup_iterations: warmup,
             iterations,
             min_duration_ms: 0,

@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use lab_harness::measure::LoadSettings;
-use lab_harness::results::TargetResult;
 use lab_harness::{BenchPlan, PreparedTarget};
 use lab_protocol::{LoadPoint, RequestStatus};
+use lab_results::measure::LoadSettings;
+use lab_results::results::TargetResult;
 
 /// S2 at batch 1 and 4, S3 at C = 1 and 8 (8 requests, the whole workload once), 8 new tokens;
 /// S5 (when asked) at 1024 tokens only.

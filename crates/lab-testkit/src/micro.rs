@@ -2,10 +2,10 @@
 //! 16 tokens), a few samples each, and the checks every framework must pass: each case ran or
 //! says why, and outputs agree across the frameworks run together.
 
-use lab_harness::micro::{table, MicroSettings};
-use lab_harness::results::TargetResult;
 use lab_harness::PreparedTarget;
 use lab_protocol::Dtype;
+use lab_results::micro::{table, MicroSettings};
+use lab_results::results::TargetResult;
 
 /// Runs the micro scenario (tiny shapes, 3 samples, 1 warm-up) for `targets` in `dtypes`.
 pub fn run_micro(tag: &str, targets: Vec<PreparedTarget>, dtypes: &[Dtype]) -> Vec<TargetResult> {

@@ -2,9 +2,9 @@
 //! framework must pass against the others: the same first loss, the same first gradients, and
 //! a loss that falls on its fixed batch.
 
-use lab_harness::results::TargetResult;
-use lab_harness::train::{rows, LoraSettings, GRAD_TOLERANCE, LOSS_TOLERANCE};
 use lab_harness::PreparedTarget;
+use lab_results::results::TargetResult;
+use lab_results::train::{rows, LoraSettings, GRAD_TOLERANCE, LOSS_TOLERANCE};
 
 /// Runs the LoRA scenario for `targets`: `seq` predicted positions, 1 warm-up and `steps`
 /// measured steps.

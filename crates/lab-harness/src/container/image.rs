@@ -226,7 +226,7 @@ pub fn labels(
     root: &Path,
     package: &str,
     binary: &Path,
-    prov: &crate::provenance::Provenance,
+    prov: &lab_results::provenance::Provenance,
 ) -> Result<Vec<(String, String)>> {
     Ok(vec![
         ("org.opencontainers.image.title".into(), package.into()),

@@ -72,12 +72,12 @@ pub fn sandbox_for(spec: &crate::BenchSpec, gpus: bool) -> Sandbox {
 }
 
 /// The limits of a native engine process: `--memory-limit` as `RLIMIT_AS`, or none.
-pub fn native_limits(spec: &crate::BenchSpec) -> crate::runner::Limits {
-    crate::runner::Limits {
+pub fn native_limits(spec: &crate::BenchSpec) -> lab_results::limits::Limits {
+    lab_results::limits::Limits {
         memory_bytes: spec.memory_limit_mib.map(|m| m << 20),
         memory_by: spec
             .memory_limit_mib
-            .map(|_| crate::runner::MemoryLimitBy::AddressSpace),
+            .map(|_| lab_results::limits::MemoryLimitBy::AddressSpace),
         pids: None,
     }
 }
@@ -95,7 +95,7 @@ pub fn containerize(
     host_model_dir: &Path,
     work_root: &Path,
     sandbox: &Sandbox,
-    prov: &crate::provenance::Provenance,
+    prov: &lab_results::provenance::Provenance,
     prebuilt: Option<&str>,
 ) -> Result<crate::PreparedTarget> {
     if let Some(reference) = prebuilt {

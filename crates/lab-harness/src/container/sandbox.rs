@@ -7,7 +7,8 @@ use std::path::Path;
 use super::image::Image;
 use super::runtime::{Runtime, RuntimeSettings};
 use super::{MODELS_MOUNT, USER};
-use crate::runner::{Launch, Limits, MemoryLimitBy};
+use crate::runner::Launch;
+use lab_results::limits::{Limits, MemoryLimitBy};
 
 /// Where and how an engine container runs.
 #[derive(Debug, Clone, Default)]

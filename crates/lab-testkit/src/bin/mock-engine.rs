@@ -30,8 +30,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use engine_kit::{Engine, EngineMeta, EngineResult, Loaded};
-use lab_harness::correctness::{load_reference, Reference};
 use lab_protocol::Request;
+use lab_results::correctness::{load_reference, Reference};
 
 const VOCAB: usize = 49152;
 

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use lab_harness::baseline::{self, BaselineDir, CheckOptions};
-use lab_harness::results::TargetResult;
+use lab_results::baseline::{self, BaselineDir, CheckOptions};
+use lab_results::results::TargetResult;
 use lab_testkit::fuzz;
 
 use crate::{assert_names_file, committed, scratch, shrink, CASES};

@@ -3,14 +3,14 @@
 //! correctness, analyses, token snapshots and a comparison with itself derived from them).
 
 use engine_kit::parse_request;
-use lab_harness::baseline::{self, CheckOptions, EarlierRun};
-use lab_harness::results::{compute_stats, TargetResult};
-use lab_harness::{analysis, correctness};
 use lab_protocol::micro::{Micro, OpModel};
 use lab_protocol::{
     Arrival, Device, Dtype, GenerationSettings, Load, ModelSpec, Prompt, Report, Request, Sampling,
     SamplingOverhead, ScenarioKind, ScenarioRequest, WeightFormat, SCHEMA_VERSION,
 };
+use lab_results::baseline::{self, CheckOptions, EarlierRun};
+use lab_results::results::{compute_stats, TargetResult};
+use lab_results::{analysis, correctness};
 use lab_testkit::fuzz;
 
 use crate::{committed, shrink, CASES};
@@ -103,13 +103,13 @@ fn requests() -> Vec<Vec<u8>> {
     };
     let mut micro = scenario("micro", ScenarioKind::Micro);
     micro.micro = Some(Micro {
-        cases: lab_harness::micro::cases(&model, &[Dtype::F32, Dtype::Bf16], true),
+        cases: lab_results::micro::cases(&model, &[Dtype::F32, Dtype::Bf16], true),
         model,
         seed: 3,
     });
     let mut lora = scenario("lora", ScenarioKind::LoraStep);
     lora.lora =
-        Some(lab_harness::train::LoraSettings::standard(16, 2, 1, 9).request((1..17).collect()));
+        Some(lab_results::train::LoraSettings::standard(16, 2, 1, 9).request((1..17).collect()));
     let request = |device, format, dtype, scenarios| Request {
         schema_version: SCHEMA_VERSION,
         model: ModelSpec {
@@ -206,9 +206,9 @@ pub fn derive(result: &TargetResult, reference: &correctness::Reference) {
     let _ = correctness::evaluate(result, reference);
     let _ = (analysis::kv(result), analysis::sampling(result));
     let one = std::slice::from_ref(result);
-    let _ = lab_harness::micro::table(one);
-    let _ = lab_harness::train::rows(one);
-    let _ = lab_harness::report::analyses::tables(one);
+    let _ = lab_results::micro::table(one);
+    let _ = lab_results::train::rows(one);
+    let _ = lab_report::analyses::tables(one);
     for s in &result.stats {
         let _ = baseline::token_snapshot(result, &s.id);
     }

@@ -5,9 +5,10 @@
 
 use std::path::Path;
 
-use lab_harness::correctness::Reference;
-use lab_harness::report::{self, claims::Claims, Input};
-use lab_harness::results::{load_run, RunManifest, TargetResult};
+use lab_report::{self as report, Input};
+use lab_results::claims::Claims;
+use lab_results::correctness::Reference;
+use lab_results::results::{load_run, RunManifest, TargetResult};
 use lab_testkit::fuzz;
 use serde_json::json;
 

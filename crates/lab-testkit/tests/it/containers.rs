@@ -4,7 +4,7 @@
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use lab_harness::results::TargetStatus;
+use lab_results::results::TargetStatus;
 use lab_testkit as testkit;
 
 use super::{mock, plan};

@@ -528,7 +528,7 @@ fn the_python_sampler_draws_the_kits_ids() {
 /// of the kit's sampler over the real vocabulary.
 #[test]
 fn pytorch_runs_the_kv_and_sampling_analyses() {
-    use lab_harness::analysis::{self, Outcome};
+    use lab_results::analysis::{self, Outcome};
     let (_, results) = testkit::load::run_load(
         "pytorch-analyses",
         vec![f32_target()],

@@ -6,10 +6,10 @@
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use lab_harness::results::{self, RunStatus, TargetStatus};
-use lab_harness::runner::{Limits, MemoryLimitBy};
 use lab_harness::PreparedTarget;
 use lab_protocol::Dtype;
+use lab_results::limits::{Limits, MemoryLimitBy};
+use lab_results::results::{self, RunStatus, TargetStatus};
 
 use super::{mock, plan, tempdir};
 

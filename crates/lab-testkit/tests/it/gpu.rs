@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use lab_gpu::fake::{FakeDevice, FakeGpu};
 use lab_gpu::lock::{self, ClockLock, ClockRequest};
-use lab_harness::results::{self, RunStatus};
-use lab_harness::telemetry::{self, GpuSampling};
+use lab_harness::telemetry::GpuSampling;
 use lab_protocol::Dtype;
+use lab_results::results::{self, RunStatus};
+use lab_results::telemetry;
 
 use super::{mock, plan, tempdir};
 

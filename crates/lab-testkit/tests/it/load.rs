@@ -6,8 +6,8 @@
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use lab_harness::results::{self, TargetStatus};
 use lab_protocol::{Dtype, RequestStatus};
+use lab_results::results::{self, TargetStatus};
 
 use super::{mock, plan};
 use lab_testkit as testkit;
@@ -173,7 +173,7 @@ fn a_prompt_longer_than_the_context_is_refused_before_any_engine_starts() {
 /// engine starts.
 #[test]
 fn the_analyses_run_through_the_harness_and_reach_the_reports() {
-    use lab_harness::analysis::{self, Outcome};
+    use lab_results::analysis::{self, Outcome};
     let mut p = plan(
         "analyses",
         vec![mock(Dtype::F32, "ok")],
@@ -274,7 +274,8 @@ fn the_analyses_run_through_the_harness_and_reach_the_reports() {
 /// that cannot be written is refused before anything runs.
 #[test]
 fn cold_and_warm_starts_are_broken_down_and_reported() {
-    use lab_harness::startup::{check_can_drop, Cache, StartSettings};
+    use lab_harness::startup::check_can_drop;
+    use lab_results::startup::{Cache, StartSettings};
     let mut p = plan(
         "startup",
         vec![mock(Dtype::F32, "ok")],

@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lab_harness::baseline::{self, CheckOptions, Verdict};
 use lab_harness::catalog::Target;
-use lab_harness::correctness;
-use lab_harness::results::{self, RunStatus, TargetStatus};
 use lab_harness::runner::Launch;
 use lab_harness::{model, BenchPlan, PreparedTarget};
 use lab_protocol::{Dtype, WeightFormat};
+use lab_results::baseline::{self, CheckOptions, Verdict};
+use lab_results::correctness;
+use lab_results::results::{self, RunStatus, TargetStatus};
 
 use lab_testkit::{self as testkit, models_dir};
 
@@ -336,7 +336,7 @@ fn check_passes_on_itself_and_fails_on_shifted_numbers_and_tokens() {
     let mut decode20 = lax.clone();
     decode20
         .thresholds
-        .insert(lab_harness::metric::Metric::DecodeTokPerS, 0.2);
+        .insert(lab_results::metric::Metric::DecodeTokPerS, 0.2);
     let f = baseline::check(&shifted, &base, decode20).unwrap();
     assert!(f
         .iter()

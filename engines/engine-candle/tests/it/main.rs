@@ -5,10 +5,10 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use lab_harness::results::TargetResult;
 use lab_harness::runner::{self, Launch, RunError};
 use lab_harness::PreparedTarget;
 use lab_protocol::{Dtype, WeightFormat};
+use lab_results::results::TargetResult;
 use lab_testkit::{self as testkit, models_dir};
 
 fn candle(format: WeightFormat, dtype: Dtype, env: &[(&str, &str)]) -> PreparedTarget {

@@ -64,7 +64,7 @@ fn native_agrees_with_the_reference_with_simd_and_scalar_kernels() {
     assert_eq!(results[2].report.engine.settings["simd"], "scalar");
     // F32: the reference's own weights and precision.
     assert_eq!(c[1].top1_agree, c[1].positions, "{:#?}", c[1]);
-    let top1 = |r: &lab_harness::results::TargetResult| -> Vec<u32> {
+    let top1 = |r: &lab_results::results::TargetResult| -> Vec<u32> {
         r.report
             .scenarios
             .iter()

@@ -4,10 +4,10 @@
 use std::fmt::Write as _;
 
 use super::Exporter;
-use crate::measure::MIN_SAMPLES;
-use crate::metric::Metric;
-use crate::results::{Correctness, RunManifest, TargetOutcome, TargetResult, TargetStatus};
-use crate::stats::Summary;
+use lab_results::measure::MIN_SAMPLES;
+use lab_results::metric::Metric;
+use lab_results::results::{Correctness, RunManifest, TargetOutcome, TargetResult, TargetStatus};
+use lab_results::stats::Summary;
 
 pub struct Markdown;
 
@@ -27,9 +27,9 @@ impl Exporter for Markdown {
     }
 }
 
-/// $ per 1M generated tokens and J/token per target and scenario ([`crate::cost`]).
+/// $ per 1M generated tokens and J/token per target and scenario ([`lab_results::cost`]).
 fn cost_section(input: &super::Input) -> String {
-    let rows = crate::cost::rows(input.results, input.price);
+    let rows = lab_results::cost::rows(input.results, input.price);
     if rows.is_empty() {
         return String::new();
     }
@@ -66,7 +66,7 @@ fn cost_section(input: &super::Input) -> String {
 
 /// Every published claim's verdict on this run.
 fn claims_section(input: &super::Input) -> String {
-    let evals = super::claims::evaluate(input.claims, input.manifest, input.results);
+    let evals = lab_results::claims::evaluate(input.claims, input.manifest, input.results);
     if evals.is_empty() {
         return String::new();
     }
@@ -75,7 +75,9 @@ fn claims_section(input: &super::Input) -> String {
     let _ = writeln!(s, "|---|---|---|---|---|");
     for e in evals {
         let verdict = match &e.outcome {
-            super::claims::Outcome::NotMeasurable(why) => format!("not measurable here: {why}"),
+            lab_results::claims::Outcome::NotMeasurable(why) => {
+                format!("not measurable here: {why}")
+            }
             o => format!("**{}**", o.label()),
         };
         let _ = writeln!(
@@ -154,7 +156,7 @@ pub(super) fn mib(b: Option<u64>) -> String {
     b.map_or("-".into(), |b| format!("{:.1}", b as f64 / 1048576.0))
 }
 
-/// What each engine occupies on disk ([`crate::footprint`]).
+/// What each engine occupies on disk ([`lab_results::footprint`]).
 fn footprint_section(results: &[TargetResult]) -> String {
     let rows: Vec<_> = results
         .iter()
@@ -364,7 +366,7 @@ fn s1_rows(r: &TargetResult) -> String {
 /// Under `--repeat`: per target and prompt, the spread of the run medians of decode tok/s and
 /// TTFT (mean, CV across runs, 95 % interval): the "variance across test runs".
 fn between_runs(results: &[TargetResult]) -> String {
-    let groups = crate::baseline::by_target(results);
+    let groups = lab_results::baseline::by_target(results);
     let Some(runs) = groups.iter().map(|(_, v)| v.len()).max().filter(|&n| n > 1) else {
         return String::new();
     };
@@ -374,7 +376,7 @@ fn between_runs(results: &[TargetResult]) -> String {
     for (target, runs) in &groups {
         for sc in &runs[0].stats {
             for p in &sc.prompts {
-                let obs = |m| crate::baseline::observe(runs, &sc.id, &p.prompt, m);
+                let obs = |m| lab_results::baseline::observe(runs, &sc.id, &p.prompt, m);
                 let (Some(d), Some(t)) = (obs(Metric::DecodeTokPerS), obs(Metric::TtftMs)) else {
                     continue;
                 };
@@ -467,7 +469,7 @@ fn correctness_table(rows: &[Correctness]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::results::fixture::fixture;
+    use lab_results::results::fixture::fixture;
 
     #[test]
     fn markdown_report_of_a_fixed_run() {

@@ -1,40 +1,27 @@
 //! Reports rendered from a run's saved files: one [`Exporter`] per format, each a pure function
 //! of the [`Input`] (so a report can be re-rendered from `results/` at any time, also for runs
-//! recorded before a format existed): `report.md`, `charts/*.svg` and `index.html`.
+//! recorded before a format existed): `report.md`, `charts/*.svg` and `index.html`; the
+//! comparison of two runs ([`compare`]) and the cross-machine report ([`merged`]).
+//!
+//! This crate reads `lab-results` and never the harness: a report cannot run an engine.
 
 pub mod analyses;
 pub mod charts;
-pub mod claims;
 pub mod compare;
 mod gpu;
 pub mod html;
 mod load;
 mod markdown;
 pub mod merged;
-pub mod ratio;
 
 use std::path::Path;
 
+use lab_results::check::{read_check, CheckRecord};
+use lab_results::claims;
+use lab_results::cost::Price;
+use lab_results::results::{write_atomic, RunManifest, TargetResult};
+use lab_results::{Error, Result};
 pub use markdown::{render as render_markdown, Markdown};
-use serde::{Deserialize, Serialize};
-
-use crate::cost::Price;
-use crate::findings::Finding;
-use crate::results::{write_atomic, RunManifest, TargetResult};
-use crate::{Error, Result};
-
-/// What `check` said about a run, kept beside it (`check.json`) so its reports show it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CheckRecord {
-    /// The baseline directory compared with, or why there was none.
-    pub against: String,
-    /// `passed: 41 comparisons`, `failed: 2 of 41 comparisons`, `no baseline: …`.
-    pub outcome: String,
-    pub findings: Vec<Finding>,
-}
-
-pub const CHECK_FILE: &str = "check.json";
 
 /// Everything a report is rendered from.
 pub struct Input<'a> {
@@ -101,13 +88,4 @@ pub fn write_run(run_dir: &Path, manifest: &RunManifest, results: &[TargetResult
         check: check.as_ref(),
     };
     write_all(run_dir, &input)
-}
-
-/// Reads `check.json` beside a run, if `check` wrote one.
-pub fn read_check(run_dir: &Path) -> Result<Option<CheckRecord>> {
-    let path = run_dir.join(CHECK_FILE);
-    if !path.exists() {
-        return Ok(None);
-    }
-    crate::results::read_json(&path).map(Some)
 }

@@ -6,9 +6,9 @@
 use std::fmt::Write;
 
 use super::markdown::fmt_num;
-use crate::metric::Metric;
-use crate::results::{RunManifest, TargetResult};
-use crate::stats::Summary;
+use lab_results::metric::Metric;
+use lab_results::results::{RunManifest, TargetResult};
+use lab_results::stats::Summary;
 
 /// A run as the merge sees it: its manifest and its first-run results.
 pub struct MergedRun<'a> {
@@ -191,7 +191,7 @@ pub fn render(runs: &[MergedRun]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::results::fixture::fixture;
+    use lab_results::results::fixture::fixture;
 
     #[test]
     fn runs_of_two_machines_sit_side_by_side_with_their_own_provenance() {

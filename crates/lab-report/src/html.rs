@@ -4,13 +4,13 @@
 
 use std::fmt::Write as _;
 
-use super::claims::{evaluate, Outcome};
 use super::markdown::fmt_num;
-use super::ratio::speedups;
 use super::{Exporter, Input};
-use crate::measure::MIN_SAMPLES;
-use crate::metric::Metric;
-use crate::results::{TargetResult, TargetStatus};
+use lab_results::claims::{evaluate, Outcome};
+use lab_results::measure::MIN_SAMPLES;
+use lab_results::metric::Metric;
+use lab_results::ratio::speedups;
+use lab_results::results::{TargetResult, TargetStatus};
 
 pub struct Html;
 
@@ -165,10 +165,10 @@ fn summary(input: &Input) -> String {
     let best_s1 = rs
         .iter()
         .filter_map(|r| {
-            let (p, _) = super::ratio::s1_prompts(r)
+            let (p, _) = lab_results::ratio::s1_prompts(r)
                 .into_iter()
                 .max_by_key(|(_, n)| *n)?;
-            let v = super::ratio::s1_summary(r, &p, Metric::DecodeTokPerS)?.median;
+            let v = lab_results::ratio::s1_summary(r, &p, Metric::DecodeTokPerS)?.median;
             Some((r.target.clone(), p, v))
         })
         .max_by(|a, b| a.2.total_cmp(&b.2));
@@ -300,7 +300,7 @@ fn scenarios(input: &Input) -> String {
             for p in &sc.prompts {
                 let cell = |m: Metric| match p.get(m) {
                     Some(x) => {
-                        let (lo, hi) = super::ratio::interval(x);
+                        let (lo, hi) = lab_results::ratio::interval(x);
                         format!(
                             "{} <span class=\"note\">[{}, {}]</span>",
                             fmt_num(x.median),
@@ -405,8 +405,9 @@ fn scenarios(input: &Input) -> String {
             continue;
         };
         for p in &sc.points {
-            let q =
-                |name: &str, f: fn(&crate::stats::Summary) -> f64| opt(p.metrics.get(name).map(f));
+            let q = |name: &str, f: fn(&lab_results::stats::Summary) -> f64| {
+                opt(p.metrics.get(name).map(f))
+            };
             rows.push(vec![
                 esc(&r.target),
                 p.level.to_string(),
@@ -429,8 +430,8 @@ fn scenarios(input: &Input) -> String {
         let _ = writeln!(
             s,
             "<h3>S3 — concurrent requests</h3>\n<p class=\"note\">Goodput: completed requests per second within TTFT ≤ {} ms and TPOT ≤ {} ms. Requests: completed/failed/refused of sent.</p>",
-            crate::results::load::SLO_TTFT_MS,
-            crate::results::load::SLO_TPOT_MS
+            lab_results::results::load::SLO_TTFT_MS,
+            lab_results::results::load::SLO_TPOT_MS
         );
         s.push_str(&table(
             "table-s3",
@@ -519,7 +520,7 @@ fn cost(input: &Input) -> String {
         }
         None => s.push_str("<p class=\"note\">No price given, so no cost per token: <code>cargo xtask report &lt;run&gt; --price-per-hour &lt;USD&gt; --price-source &lt;where from&gt;</code> adds it. The lab has no prices of its own.</p>\n"),
     }
-    let rows: Vec<Vec<String>> = crate::cost::rows(input.results, input.price)
+    let rows: Vec<Vec<String>> = lab_results::cost::rows(input.results, input.price)
         .into_iter()
         .map(|r| {
             vec![
@@ -828,7 +829,7 @@ fn files(input: &Input) -> String {
         let _ = writeln!(
             s,
             "<li><a href=\"{f}\">{f}</a> — check verdicts</li>",
-            f = super::CHECK_FILE
+            f = lab_results::check::CHECK_FILE
         );
     }
     for t in &input.manifest.targets {
@@ -863,7 +864,7 @@ pub fn compare_page(c: &super::compare::Comparison) -> String {
         body,
         "<li>Scope: <span class=\"{cls}\">{}</span></li>\n<li>{f} faster, {sl} slower, {same} same within noise. Faster/slower: the 95 % intervals of the two medians separate and the change exceeds {:.0} %; † a value without an interval, judged on the threshold alone.</li></ul>",
         esc(&c.scope()),
-        crate::baseline::DEFAULT_TOLERANCE * 100.0
+        lab_results::baseline::DEFAULT_TOLERANCE * 100.0
     );
     let rows: Vec<Vec<String>> = c
         .rows
@@ -922,9 +923,9 @@ pub fn compare_page(c: &super::compare::Comparison) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cost::Price;
-    use crate::report::claims::Claims;
-    use crate::results::fixture::fixture_engines;
+    use lab_results::claims::Claims;
+    use lab_results::cost::Price;
+    use lab_results::results::fixture::fixture_engines;
 
     #[test]
     fn the_page_holds_every_target_chart_claim_and_section_and_nothing_external() {
@@ -947,7 +948,7 @@ mod tests {
                 t.target
             );
         }
-        for c in super::super::charts::render(&m, &r).charts {
+        for c in crate::charts::render(&m, &r).charts {
             assert!(
                 page.contains(&format!("<figure id=\"chart-{}\"", c.id)),
                 "{}",

@@ -11,7 +11,7 @@
 //!   median decode step of the same scenario (one forward pass plus a greedy selection), and
 //!   the share is the median selection ÷ the median decode step, with its interval.
 
-use crate::report::ratio::Ratio;
+use crate::ratio::Ratio;
 use crate::results::TargetResult;
 use crate::stats::{summarize, Summary};
 

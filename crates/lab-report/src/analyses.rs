@@ -1,9 +1,9 @@
-//! The analyses' tables ([`crate::analysis`]) as rows of text, for `report.md` and the HTML page
+//! The analyses' tables ([`lab_results::analysis`]) as rows of text, for `report.md` and the HTML page
 //! alike: one row per target and checkpoint (KV cache) or strategy (sampling), and one row per
 //! target that could not, with its reason.
 
-use crate::analysis::{self, Outcome};
-use crate::results::TargetResult;
+use lab_results::analysis::{self, Outcome};
+use lab_results::results::TargetResult;
 
 use super::markdown::fmt_num;
 
@@ -17,7 +17,7 @@ pub struct Table {
     pub rows: Vec<Vec<String>>,
 }
 
-fn interval(r: Option<crate::report::ratio::Ratio>, scale: f64, unit: &str) -> String {
+fn interval(r: Option<lab_results::ratio::Ratio>, scale: f64, unit: &str) -> String {
     match r {
         Some(r) => format!(
             "{}{unit} [{}, {}]",
@@ -137,7 +137,7 @@ pub fn tables(results: &[TargetResult]) -> Vec<Table> {
 
 /// The microbenchmark table (`--analysis micro`): one row per case and target.
 fn micro_table(results: &[TargetResult]) -> Option<Table> {
-    let rows = crate::micro::table(results);
+    let rows = lab_results::micro::table(results);
     if rows.is_empty() {
         return None;
     }
@@ -173,8 +173,8 @@ fn micro_table(results: &[TargetResult]) -> Option<Table> {
                 r.case.dtype.as_str().to_string(),
                 c.target.clone(),
                 h.map(|s| {
-                    if s.n < crate::measure::MIN_SAMPLES {
-                        format!("{} (< {})", s.n, crate::measure::MIN_SAMPLES)
+                    if s.n < lab_results::measure::MIN_SAMPLES {
+                        format!("{} (< {})", s.n, lab_results::measure::MIN_SAMPLES)
                     } else {
                         s.n.to_string()
                     }
@@ -213,7 +213,7 @@ fn micro_table(results: &[TargetResult]) -> Option<Table> {
 /// The LoRA training-step table (`--analysis lora`): one row per target, then the ones that
 /// could not.
 fn lora_table(results: &[TargetResult]) -> Option<Table> {
-    let (rows, missing) = crate::train::rows(results);
+    let (rows, missing) = lab_results::train::rows(results);
     if rows.is_empty() && missing.is_empty() {
         return None;
     }
@@ -270,7 +270,7 @@ fn lora_table(results: &[TargetResult]) -> Option<Table> {
     Some(Table {
         id: "analysis-lora",
         title: "LoRA training step",
-        note: format!("Scenario lora (`--analysis lora`): rank 8, alpha 16 adapters on every layer's q and v projections of the model's frozen F32 weights, one fixed sequence (batch 1), AdamW (lr 1e-4, weight decay 0.01); every step timed in three phases after the device finished: forward (to the loss), backward (the adapters' gradients), optimizer (update, gradients cleared). Medians over the measured steps (warm-ups excluded); train tok/s = predicted positions ÷ the median step. Agreement: the first step's loss (the base model's, as B starts at zero) against the median of the frameworks (tolerance {:.0e}), and the first step's adapter gradients (sum and summed magnitude per matrix) against the first target's (tolerance {:.0e}).", crate::train::LOSS_TOLERANCE, crate::train::GRAD_TOLERANCE),
+        note: format!("Scenario lora (`--analysis lora`): rank 8, alpha 16 adapters on every layer's q and v projections of the model's frozen F32 weights, one fixed sequence (batch 1), AdamW (lr 1e-4, weight decay 0.01); every step timed in three phases after the device finished: forward (to the loss), backward (the adapters' gradients), optimizer (update, gradients cleared). Medians over the measured steps (warm-ups excluded); train tok/s = predicted positions ÷ the median step. Agreement: the first step's loss (the base model's, as B starts at zero) against the median of the frameworks (tolerance {:.0e}), and the first step's adapter gradients (sum and summed magnitude per matrix) against the first target's (tolerance {:.0e}).", lab_results::train::LOSS_TOLERANCE, lab_results::train::GRAD_TOLERANCE),
         numeric: vec![false, true, true, true, true, true, false, true, true, true, false, true, true],
         head,
         rows: out,
@@ -293,7 +293,7 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 /// The start-up table: `--analysis cold-start`'s starts per page-cache state (medians), else
 /// each target's own start in the run ("as found").
 fn startup_table(results: &[TargetResult]) -> Option<Table> {
-    use crate::startup::{Cache, StartSample};
+    use lab_results::startup::{Cache, StartSample};
     let mut rows = Vec::new();
     let mut how = None;
     for r in results.iter().filter(|r| r.run() == 1) {
@@ -388,8 +388,8 @@ fn startup_table(results: &[TargetResult]) -> Option<Table> {
 /// at two or more levels, side by side: S1 speed at the longest prompt, peak memory and the
 /// teacher-forced agreement with the reference.
 fn quant_table(results: &[TargetResult]) -> Option<Table> {
-    use crate::metric::Metric;
-    use crate::report::ratio::{interval, s1_prompts, s1_summary};
+    use lab_results::metric::Metric;
+    use lab_results::ratio::{interval, s1_prompts, s1_summary};
     let gguf: Vec<&TargetResult> = results
         .iter()
         .filter(|r| {
@@ -486,13 +486,14 @@ mod tests {
 
     #[test]
     fn the_quantization_table_sets_an_engines_levels_side_by_side() {
-        let (_, results) = crate::results::fixture::fixture_engines();
+        let (_, results) = lab_results::results::fixture::fixture_engines();
         assert!(
             quant_table(&results).is_none(),
             "no engine ran two GGUF levels"
         );
         let as_level = |r: &TargetResult, dtype: &str, k: f64| {
-            let mut r = crate::results::fixture::scaled(r, &format!("llamacpp:gguf-{dtype}"), k);
+            let mut r =
+                lab_results::results::fixture::scaled(r, &format!("llamacpp:gguf-{dtype}"), k);
             r.report.engine.name = "llamacpp".into();
             r.report.engine.dtype = dtype.into();
             r.report.engine.weight_format = lab_protocol::WeightFormat::Gguf;

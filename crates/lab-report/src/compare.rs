@@ -2,7 +2,7 @@
 //! ratio B ÷ A with its conservative 95 % interval, [`Ratio`]) and a verdict:
 //!
 //! - **faster** / **slower**: the intervals of the two medians separate (the ratio's interval
-//!   excludes 1) *and* the change exceeds [`crate::baseline::DEFAULT_TOLERANCE`] — the rule
+//!   excludes 1) *and* the change exceeds [`lab_results::baseline::DEFAULT_TOLERANCE`] — the rule
 //!   `check` uses for regressions;
 //! - **same within noise** otherwise;
 //! - values without an interval (S2/S3 throughputs) are judged on the threshold alone and say so.
@@ -12,11 +12,11 @@
 
 use std::fmt::Write as _;
 
-use super::ratio::Ratio;
-use crate::baseline::DEFAULT_TOLERANCE;
-use crate::metric::Metric;
-use crate::results::{RunManifest, TargetResult};
-use crate::stats::Summary;
+use lab_results::baseline::DEFAULT_TOLERANCE;
+use lab_results::metric::Metric;
+use lab_results::ratio::Ratio;
+use lab_results::results::{RunManifest, TargetResult};
+use lab_results::stats::Summary;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -283,7 +283,7 @@ impl Comparison {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::results::fixture::fixture;
+    use lab_results::results::fixture::fixture;
 
     #[test]
     fn a_run_against_itself_is_the_same_and_a_faster_one_is_faster() {
@@ -296,7 +296,11 @@ mod tests {
             .all(|x| x.change == Change::Same && x.ratio.value == 1.0));
         assert!(!same.across_machines);
 
-        let fast = vec![crate::results::fixture::scaled(&r[0], &r[0].target, 2.0)];
+        let fast = vec![lab_results::results::fixture::scaled(
+            &r[0],
+            &r[0].target,
+            2.0,
+        )];
         let c = compare((&m, &r), (&m, &fast));
         let s1: Vec<_> = c.rows.iter().filter(|x| x.scenario == "s1").collect();
         assert!(!s1.is_empty());

@@ -2,15 +2,15 @@
 //! same bytes for the same results). Each chart draws what the run has; a scenario the run lacks
 //! is named in [`Charts::missing`] instead.
 //!
-//! Error bars are the 95 % interval of the median ([`super::ratio::interval`]); S2's are the
+//! Error bars are the 95 % interval of the median ([`lab_results::ratio::interval`]); S2's are the
 //! spread (min–max) of its throughput windows. Every target keeps one colour in every chart.
 
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 
-use super::ratio::speedups;
-use crate::metric::Metric;
-use crate::results::{RunManifest, TargetResult};
+use lab_results::metric::Metric;
+use lab_results::ratio::speedups;
+use lab_results::results::{RunManifest, TargetResult};
 
 /// Where the chart files go in a run directory.
 pub const DIR: &str = "charts";
@@ -329,7 +329,7 @@ pub fn render(_manifest: &RunManifest, results: &[TargetResult]) -> Charts {
 /// The microbenchmarks (`--analysis micro`): per dtype, every case's median ÷ the fastest
 /// framework's for that case, one bar per framework that ran it (1× is the fastest).
 fn micro_charts(out: &mut Charts, results: &[TargetResult], targets: &[String]) {
-    let rows = crate::micro::table(results);
+    let rows = lab_results::micro::table(results);
     let mut dtypes: Vec<lab_protocol::Dtype> = Vec::new();
     for r in &rows {
         if !dtypes.contains(&r.case.dtype) {
@@ -337,7 +337,7 @@ fn micro_charts(out: &mut Charts, results: &[TargetResult], targets: &[String]) 
         }
     }
     for dtype in dtypes {
-        let bars: Vec<(String, String, super::ratio::Ratio)> = rows
+        let bars: Vec<(String, String, lab_results::ratio::Ratio)> = rows
             .iter()
             .filter(|r| r.case.dtype == dtype)
             .flat_map(|r| {
@@ -346,7 +346,7 @@ fn micro_charts(out: &mut Charts, results: &[TargetResult], targets: &[String]) 
                     Some((
                         format!("{} {} · {}", r.case.op.name(), r.case.op.shape(), c.target),
                         c.target.clone(),
-                        super::ratio::Ratio {
+                        lab_results::ratio::Ratio {
                             value: v,
                             low: v,
                             high: v,
@@ -366,7 +366,7 @@ fn micro_charts(out: &mut Charts, results: &[TargetResult], targets: &[String]) 
             speedup_chart(&title, "× the fastest median", &bars, targets),
         );
     }
-    let (lora, _) = crate::train::rows(results);
+    let (lora, _) = lab_results::train::rows(results);
     if !lora.is_empty() {
         let title = "LoRA training step: median time per phase (ms)";
         add(
@@ -381,14 +381,14 @@ fn micro_charts(out: &mut Charts, results: &[TargetResult], targets: &[String]) 
 /// One horizontal bar per target, split into forward, backward and optimizer (medians, ms).
 fn phases_chart(
     title: &str,
-    rows: &[crate::train::TrainRow],
+    rows: &[lab_results::train::TrainRow],
     targets: &[String],
 ) -> Result<Option<String>, String> {
     if rows.is_empty() {
         return Ok(None);
     }
     let n = rows.len() as i32;
-    let parts = |r: &crate::train::TrainRow| {
+    let parts = |r: &lab_results::train::TrainRow| {
         [
             r.forward_ms.median,
             r.backward_ms.median,
@@ -515,7 +515,7 @@ fn prompt_series(
                 Some(Pt {
                     x: f64::from(p.prompt_tokens),
                     y: m.median,
-                    bar: Some(super::ratio::interval(m)),
+                    bar: Some(lab_results::ratio::interval(m)),
                 })
             })
             .collect();
@@ -528,7 +528,7 @@ fn level_series(
     first: &[&TargetResult],
     targets: &[String],
     scenario: &str,
-    value: impl Fn(&crate::results::load::PointStats) -> Option<(f64, Option<(f64, f64)>)>,
+    value: impl Fn(&lab_results::results::load::PointStats) -> Option<(f64, Option<(f64, f64)>)>,
 ) -> Vec<Series> {
     per_target(first, targets, |r| {
         let s = r.stats.iter().find(|s| s.id == scenario)?;
@@ -554,7 +554,7 @@ fn latency_cdf(first: &[&TargetResult], targets: &[String]) -> (String, Vec<Seri
     let common = first
         .iter()
         .filter(|r| r.stats.iter().any(|s| s.id == "s1"))
-        .map(|r| super::ratio::s1_prompts(r))
+        .map(|r| lab_results::ratio::s1_prompts(r))
         .reduce(|a, b| a.into_iter().filter(|p| b.contains(p)).collect())
         .unwrap_or_default();
     let Some((prompt, _)) = common.into_iter().max_by_key(|(_, n)| *n) else {
@@ -777,7 +777,7 @@ fn label_area(names: &[String]) -> u32 {
 fn speedup_chart(
     title: &str,
     x_desc: &str,
-    rows: &[(String, String, super::ratio::Ratio)],
+    rows: &[(String, String, lab_results::ratio::Ratio)],
     targets: &[String],
 ) -> Result<Option<String>, String> {
     if rows.is_empty() {
@@ -855,7 +855,7 @@ fn speedup_chart(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::results::fixture::{fixture, fixture_engines, with_telemetry};
+    use lab_results::results::fixture::{fixture, fixture_engines, with_telemetry};
     use sha2::{Digest, Sha256};
 
     #[test]

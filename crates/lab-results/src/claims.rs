@@ -17,7 +17,7 @@ use crate::results::{RunManifest, TargetResult};
 use crate::{Error, Result};
 
 /// The committed claims file (also what `--claims` replaces).
-pub const BUILTIN: &str = include_str!("../../../../claims/claims.json");
+pub const BUILTIN: &str = include_str!("../../../claims/claims.json");
 pub const BUILTIN_NAME: &str = "claims/claims.json";
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -90,7 +90,7 @@ impl Claims {
             let e = lab_protocol::one_line(&e.to_string());
             Error::msg(format!("{file}: not a claims file: {e}"))
         })?;
-        let engines: Vec<&str> = crate::catalog::targets().iter().map(|t| t.engine).collect();
+        let engines = crate::ENGINES;
         let mut seen = std::collections::BTreeSet::new();
         for c in &f.claims {
             let bad = |what: String| {

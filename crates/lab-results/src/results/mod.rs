@@ -5,7 +5,7 @@
 //!   (`complete`, `interrupted`).
 //! - `<engine>.<variant>.json`: one [`TargetResult`] per target, written as soon as that engine
 //!   finishes, so an interrupted run keeps every finished engine.
-//! - the reports ([`crate::report`]): `report.md`, the summary table.
+//! - the reports (rendered by `lab-report`): `report.md`, `charts/`, `index.html`.
 //!
 //! [`schema`] holds the files' types, [`io`] the atomic reads and writes; statistics are derived
 //! here from raw samples by [`compute_stats`].
@@ -14,8 +14,8 @@ mod io;
 pub mod load;
 mod schema;
 
-#[cfg(test)]
-pub(crate) mod fixture;
+#[cfg(any(test, feature = "fixture"))]
+pub mod fixture;
 
 use std::collections::BTreeMap;
 
@@ -33,7 +33,7 @@ pub fn compute_stats(report: &Report) -> Vec<ScenarioStats> {
     report
         .scenarios
         .iter()
-        .filter(|s| !crate::catalog::is_correctness_scenario(&s.id))
+        .filter(|s| !crate::scenario::is_correctness_scenario(&s.id))
         .map(|s| ScenarioStats {
             id: s.id.clone(),
             error: s.error.clone(),
@@ -97,7 +97,7 @@ mod tests {
             let committed = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
             assert!(
                 committed == text,
-                "crates/lab-harness/schema/{name} is stale: run `cargo xtask schema`"
+                "crates/lab-results/schema/{name} is stale: run `cargo xtask schema`"
             );
         }
     }

@@ -1,7 +1,7 @@
 //! The saved schema of a run directory: `run.json` ([`RunManifest`]) and one result file per
 //! target ([`TargetResult`]). These types are the files' contract: `deny_unknown_fields`, new
 //! fields optional, [`RESULT_VERSION`] bumped on an incompatible change. The JSON Schemas
-//! generated from them are committed in `crates/lab-harness/schema/` (a test fails when they are
+//! generated from them are committed in `crates/lab-results/schema/` (a test fails when they are
 //! stale; `cargo xtask schema` regenerates them).
 
 use std::collections::BTreeMap;
@@ -166,7 +166,7 @@ pub struct TargetResult {
     pub startup: Option<crate::startup::Startup>,
     /// The resource limits the engine ran under (absent in results written before limits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limits: Option<crate::runner::Limits>,
+    pub limits: Option<crate::limits::Limits>,
 }
 
 impl TargetResult {
@@ -225,7 +225,7 @@ impl Correctness {
     }
 }
 
-/// JSON Schemas of the run directory's files, as committed under `crates/lab-harness/schema/`.
+/// JSON Schemas of the run directory's files, as committed under `crates/lab-results/schema/`.
 pub fn json_schemas() -> [(&'static str, String); 2] {
     let run = schemars::schema_for!(RunManifest);
     let result = schemars::schema_for!(TargetResult);

@@ -3,8 +3,8 @@
 
 use std::fmt::Write;
 
-use crate::results::load::{PointStats, SLO_TPOT_MS, SLO_TTFT_MS};
-use crate::results::TargetResult;
+use lab_results::results::load::{PointStats, SLO_TPOT_MS, SLO_TTFT_MS};
+use lab_results::results::TargetResult;
 
 fn num(v: Option<f64>) -> String {
     v.map(super::markdown::fmt_num)
@@ -16,7 +16,7 @@ fn mib(b: Option<u64>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-fn dist(p: &PointStats, name: &str, f: fn(&crate::stats::Summary) -> f64) -> String {
+fn dist(p: &PointStats, name: &str, f: fn(&lab_results::stats::Summary) -> f64) -> String {
     num(p.metrics.get(name).map(f))
 }
 
@@ -294,7 +294,7 @@ fn bandwidth(results: &[TargetResult]) -> String {
         for sc in r.stats.iter().filter(|s| s.id == "s1") {
             for p in &sc.prompts {
                 let decode = p
-                    .get(crate::metric::Metric::DecodeTokPerS)
+                    .get(lab_results::metric::Metric::DecodeTokPerS)
                     .map(|x| x.median);
                 row(format!("s1 {} decode", p.prompt), decode);
             }

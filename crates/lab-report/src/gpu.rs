@@ -1,10 +1,10 @@
 //! The Markdown section of GPU telemetry: per target, scenario and load level, what the sampler
-//! saw during the measured windows (see `crate::telemetry` for the windows and
+//! saw during the measured windows (see `lab_results::telemetry` for the windows and
 //! `lab_gpu::analysis` for the definitions).
 
 use std::fmt::Write;
 
-use crate::results::TargetResult;
+use lab_results::results::TargetResult;
 
 fn num(v: Option<f64>, digits: usize) -> String {
     v.map(|v| format!("{v:.digits$}"))
@@ -82,7 +82,7 @@ pub fn telemetry_section(results: &[TargetResult]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::results::fixture::fixture;
+    use lab_results::results::fixture::fixture;
 
     #[test]
     fn telemetry_rows_say_what_was_sampled_and_flag_throttling() {
@@ -91,7 +91,7 @@ mod tests {
         // The fixture's S1 iterations, placed on a timeline sampled every 100 ms at 300 W with
         // a power cap throughout.
         let r = &mut results[0];
-        crate::results::fixture::with_telemetry(r);
+        lab_results::results::fixture::with_telemetry(r);
         let n = r.report.scenarios[0]
             .prompts
             .iter()
@@ -113,6 +113,6 @@ mod tests {
         assert!(row.contains("| 700 |"), "{row}");
         assert!(s.contains("| mock:hf-f32 | - | 1 | not sampled: no GPU with index 1"));
         // And the whole report carries it.
-        assert!(super::super::render_markdown(&manifest, &results).contains("## GPU telemetry"));
+        assert!(crate::render_markdown(&manifest, &results).contains("## GPU telemetry"));
     }
 }

@@ -1,10 +1,11 @@
-//! One fixed run (a manifest and one target result) for the results and report tests.
+//! One fixed run (a manifest and one target result) for the results and report tests (the
+//! `fixture` feature exposes it to other crates' tests).
 
 use super::*;
 use crate::provenance::{Host, Provenance};
 use lab_protocol::*;
 
-pub(crate) fn fixture() -> (RunManifest, Vec<TargetResult>) {
+pub fn fixture() -> (RunManifest, Vec<TargetResult>) {
     let provenance = provenance();
     let mut report = report();
     report.scenarios.extend(load_scenarios());
@@ -126,7 +127,7 @@ fn provenance() -> Provenance {
     }
 }
 
-pub(crate) fn report_for_tests() -> Report {
+pub fn report_for_tests() -> Report {
     report()
 }
 
@@ -195,7 +196,7 @@ fn report() -> Report {
 }
 
 /// S2 and S3 scenarios with round numbers (the load statistics' test derives them by hand).
-pub(crate) fn load_scenarios() -> Vec<ScenarioReport> {
+pub fn load_scenarios() -> Vec<ScenarioReport> {
     const MS: u64 = 1_000_000;
     let point = |level, max_active| LoadPoint {
         level,
@@ -281,7 +282,7 @@ pub(crate) fn load_scenarios() -> Vec<ScenarioReport> {
 
 /// Puts `r`'s S1 iterations on a timeline sampled every 100 ms by a fake GPU at 300 W, 97 %
 /// utilization, 1980 MHz, under a power cap throughout; device 1 could not be sampled.
-pub(crate) fn with_telemetry(r: &mut TargetResult) {
+pub fn with_telemetry(r: &mut TargetResult) {
     use crate::telemetry::summarize;
     use lab_gpu::sampler::{DeviceTrace, Telemetry};
     use lab_gpu::Sample;
@@ -328,7 +329,7 @@ pub(crate) fn with_telemetry(r: &mut TargetResult) {
 
 /// `r` as another target, with every S1/S5 rate × `k` and every time ÷ `k` (intervals too), and
 /// every load throughput × `k`.
-pub(crate) fn scaled(r: &TargetResult, target: &str, k: f64) -> TargetResult {
+pub fn scaled(r: &TargetResult, target: &str, k: f64) -> TargetResult {
     let mut out = r.clone();
     out.target = target.into();
     if let Some(c) = &mut out.correctness {
@@ -367,7 +368,7 @@ pub(crate) fn scaled(r: &TargetResult, target: &str, k: f64) -> TargetResult {
 
 /// The fixture with four engines: the mock, a PyTorch baseline at half its speed, the native
 /// engine at 3× and llama.cpp at 4× (charts, claims and the HTML report need several).
-pub(crate) fn fixture_engines() -> (RunManifest, Vec<TargetResult>) {
+pub fn fixture_engines() -> (RunManifest, Vec<TargetResult>) {
     let (mut m, r) = fixture();
     let base = &r[0];
     let results = vec![
@@ -392,7 +393,7 @@ pub(crate) fn fixture_engines() -> (RunManifest, Vec<TargetResult>) {
 /// after TTFT 5 ms (with the cache every step 1 ms, without it step i takes i ms; three
 /// iterations), `sampling` with decode steps of 2 ms and 1,000 selections of 20 µs (greedy) and
 /// 500 µs (top-k 50) from 49,152 logits. With `unsupported`, the engine could do neither.
-pub(crate) fn with_analyses(r: &TargetResult, unsupported: bool) -> TargetResult {
+pub fn with_analyses(r: &TargetResult, unsupported: bool) -> TargetResult {
     use lab_protocol::{Sampling, SamplingTiming};
     let mut out = r.clone();
     let iteration = |step: &dyn Fn(u64) -> u64| {

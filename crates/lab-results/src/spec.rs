@@ -1,7 +1,7 @@
 //! What a run was asked to do, resolved from the command line: the machine-independent half of a
 //! plan. It is written into `run.json` (`plan`) so that a later run can repeat it exactly; the
 //! machine-dependent half (binaries, launch commands, images, the model directory) is prepared
-//! from it on the machine that runs it ([`crate::plan::BenchPlan`]).
+//! from it on the machine that runs it (`lab_harness::BenchPlan`).
 
 use std::collections::BTreeMap;
 
@@ -86,12 +86,12 @@ pub struct BenchSpec {
     pub lora: Option<crate::train::LoraSettings>,
     /// `--memory-limit`: the most memory an engine may take, MiB. In a container its memory
     /// cgroup (no swap beyond it); natively `RLIMIT_AS` (the address space, as `ulimit -v`).
-    /// Absent: containers get [`crate::container::default_memory_bytes`], native processes
+    /// Absent: containers get `lab_harness::container::default_memory_bytes`, native processes
     /// none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_limit_mib: Option<u64>,
     /// `--pids-limit`: the most processes and threads an engine container may have (absent:
-    /// [`crate::container::DEFAULT_PIDS_LIMIT`]); a native process has no such limit.
+    /// `lab_harness::container::DEFAULT_PIDS_LIMIT`); a native process has no such limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids_limit: Option<u64>,
 }
