@@ -58,7 +58,7 @@ pub struct Rules {
     pub max_cv: f64,
     /// The largest share of a scenario's measured windows that may have run throttled (power
     /// cap, thermal, HW slowdown; from GPU telemetry) for its numbers to be compared.
-    #[arg(long, default_value_t = lab_results::telemetry::DEFAULT_MAX_THROTTLED)]
+    #[arg(long, default_value_t = lab_results::check::DEFAULT_MAX_THROTTLED)]
     pub max_throttled: f64,
 }
 
@@ -143,8 +143,7 @@ pub fn run(flags: Flags) -> Result<()> {
         );
     }
     if !flags.exact_only {
-        let throttled =
-            lab_results::telemetry::throttled_beyond(&results, flags.rules.max_throttled);
+        let throttled = lab_results::check::throttled_beyond(&results, flags.rules.max_throttled);
         if !throttled.is_empty() {
             bail!(
                 "{}: the GPU was throttled during the measurement, so its numbers are not comparable (more than {:.0} % of windows, --max-throttled): {}. Re-run with the GPU cooled or clocks locked lower (--lock-clocks base), or compare token ids only (--exact-only)",

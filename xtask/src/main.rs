@@ -98,4 +98,6 @@ fn main() {
 #[cfg(test)]
 mod flake;
 #[cfg(test)]
+mod layers;
+#[cfg(test)]
 mod tidy;

@@ -6,7 +6,6 @@ use lab_protocol::{
     ScenarioReport, ScenarioRequest, TopLogits,
 };
 
-use crate::load::{BatchEngine, Serial};
 use crate::micro::OpBench;
 use crate::train::LoraTrain;
 
@@ -89,11 +88,13 @@ pub trait SequenceEngine {
         None
     }
 
-    /// Runs a load scenario (S2, S3). By default one whole sequence at a time
-    /// ([`crate::load::run_load_sequences`], reported as `none (serial)`); an engine whose
-    /// library schedules many sequences itself can do better.
-    fn run_load(&mut self, scenario: &ScenarioRequest) -> ScenarioReport {
-        crate::load::run_load_sequences(self, scenario)
+    /// Runs a load scenario (S2, S3) itself, when its library schedules many sequences (and
+    /// the step-wise adapter, which batches through [`BatchEngine`]). `None`, the default: the
+    /// kit serves one whole sequence at a time (`load::run_load_sequences`, reported as
+    /// `none (serial)`).
+    fn run_load(&mut self, scenario: &ScenarioRequest) -> Option<ScenarioReport> {
+        let _ = scenario;
+        None
     }
 
     /// Why this engine cannot generate with its KV cache off (`generation.kv_cache: false`), or
@@ -118,77 +119,6 @@ pub trait SequenceEngine {
     ) -> Result<Vec<SamplingTiming>, String> {
         let _ = overhead;
         Err("the engine's library owns the generation loop; the kit never holds a forward pass's logits to time the samplers on".into())
-    }
-}
-
-/// A step-wise [`Engine`] seen as a [`SequenceEngine`]: the kit's own timed loop.
-pub struct Stepwise<'a, E> {
-    engine: &'a mut E,
-    logits: Vec<f32>,
-}
-
-impl<'a, E: Engine> Stepwise<'a, E> {
-    pub fn new(engine: &'a mut E) -> Self {
-        Stepwise {
-            engine,
-            logits: Vec::new(),
-        }
-    }
-}
-
-impl<E: Engine> SequenceEngine for Stepwise<'_, E> {
-    fn run_sequence(
-        &mut self,
-        generation: &GenerationSettings,
-        prompt: &[u32],
-        forced: Option<&[u32]>,
-    ) -> Result<SequenceRun, KitError> {
-        crate::sequence::one_sequence(self.engine, generation, prompt, forced, &mut self.logits)
-    }
-
-    fn synchronize(&mut self) -> EngineResult<()> {
-        self.engine.synchronize()
-    }
-
-    fn peak_device_bytes(&self) -> Option<u64> {
-        self.engine.peak_device_bytes()
-    }
-
-    fn kv_cache_off(&self) -> Option<String> {
-        None
-    }
-
-    fn time_sampling(
-        &mut self,
-        overhead: &SamplingOverhead,
-    ) -> Result<Vec<SamplingTiming>, String> {
-        if self.logits.is_empty() {
-            return Err("no forward pass ran before the sampling was timed".into());
-        }
-        Ok(crate::sampling::time_strategies(&self.logits, overhead))
-    }
-
-    fn run_load(&mut self, scenario: &ScenarioRequest) -> ScenarioReport {
-        // A lock-step engine batches S2; S3's requests (arriving at any time, of any length)
-        // are served one at a time, and the report says why.
-        let why_serial = match self.engine.batch() {
-            None => None,
-            Some(b) => match b.lock_step() {
-                Some(why) if scenario.kind == lab_protocol::ScenarioKind::ConcurrentLoad => {
-                    Some(why)
-                }
-                _ => return crate::load::run_load(b, scenario),
-            },
-        };
-        crate::load::run_load(&mut Serial(&mut *self.engine, why_serial), scenario)
-    }
-
-    fn ops(&mut self) -> Option<&mut dyn OpBench> {
-        self.engine.ops()
-    }
-
-    fn lora(&mut self) -> Option<&mut dyn LoraTrain> {
-        self.engine.lora()
     }
 }
 
@@ -278,5 +208,59 @@ impl EngineMeta {
             self.name
         )
         .into()
+    }
+}
+
+/// An engine that decodes many sequences together. Slots are numbered `0..max_slots()`; the kit
+/// prefills a sequence into a free slot, then calls [`BatchEngine::decode_slots`] with every
+/// active slot and the token to feed it, and releases the slot when the sequence ends.
+pub trait BatchEngine {
+    /// How many sequences it can hold at once.
+    fn max_slots(&self) -> usize;
+
+    /// How it batches, recorded verbatim in the report (e.g. `continuous (one pass over the
+    /// weights per step for every active sequence)`).
+    fn batching(&self) -> String;
+
+    /// Starts a new sequence in `slot` (free) with `prompt`, writing the logits of its last
+    /// position into `logits` (vocab-sized).
+    fn prefill_slot(
+        &mut self,
+        slot: usize,
+        prompt: &[u32],
+        logits: &mut Vec<f32>,
+    ) -> EngineResult<()>;
+
+    /// Feeds `token` to each `slot` at its next position, in one step; writes the logits of
+    /// entry `i` into `logits[i * vocab..(i + 1) * vocab]`.
+    fn decode_slots(&mut self, batch: &[(usize, u32)], logits: &mut Vec<f32>) -> EngineResult<()>;
+
+    /// Forgets the sequence in `slot`.
+    fn release_slot(&mut self, slot: usize);
+
+    /// Starts the sequences of one S2 batch in slots `0..prompts.len()` (all free), writing the
+    /// logits of entry `i`'s last position into `logits[i * vocab..(i + 1) * vocab]`. By default
+    /// one [`BatchEngine::prefill_slot`] each; a lock-step engine prefills them in one pass.
+    fn prefill_batch(&mut self, prompts: &[&[u32]], logits: &mut Vec<f32>) -> EngineResult<()> {
+        let mut all = Vec::new();
+        for (slot, p) in prompts.iter().enumerate() {
+            self.prefill_slot(slot, p, logits)?;
+            all.extend_from_slice(logits);
+        }
+        *logits = all;
+        Ok(())
+    }
+
+    /// `Some(why)` for a lock-step engine: its batch is prefilled together
+    /// ([`BatchEngine::prefill_batch`]) and decoded to the end together, so no sequence can join
+    /// or leave between steps. S2 runs on it batched; S3 is served one request at a time and its
+    /// report says `none (serial): <why>`. `None` (the default): continuous batching.
+    fn lock_step(&self) -> Option<String> {
+        None
+    }
+
+    /// Waits until queued device work is done. Called before every timestamp.
+    fn synchronize(&mut self) -> EngineResult<()> {
+        Ok(())
     }
 }

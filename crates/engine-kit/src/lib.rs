@@ -22,8 +22,10 @@ pub mod load;
 pub mod micro;
 pub mod phase;
 pub mod process;
+mod rss;
 mod sampling;
 pub mod scenario;
+mod stepwise;
 pub mod train;
 
 /// Nanoseconds since the Unix epoch: the clock iterations and load levels are placed on
@@ -47,16 +49,16 @@ pub use adapter::{
     set_rayon_threads, threads, HfFiles,
 };
 pub use engine::{
-    BoxError, Engine, EngineMeta, EngineResult, Loaded, SequenceEngine, SequenceRun, Stepwise,
+    BatchEngine, BoxError, Engine, EngineMeta, EngineResult, Loaded, SequenceEngine, SequenceRun,
 };
-pub use load::{BatchEngine, Serial};
+pub use load::Serial;
 pub use micro::{OpBench, OpRefusal, Prepared};
 pub use phase::phase;
-pub use process::{
-    parse_request, peak_rss_bytes, process_peak_rss_bytes, run_main, run_main_sequences, KitError,
-};
+pub use process::{parse_request, run_main, run_main_sequences, KitError};
+pub use rss::{peak_rss_bytes, process_peak_rss_bytes, PeakRss};
 pub use sampling::{argmax, Sampler};
 pub use scenario::{run_scenario, run_sequence_scenario};
+pub use stepwise::Stepwise;
 
 #[cfg(test)]
 mod load_tests;

@@ -15,63 +15,10 @@ use lab_protocol::{
     RequestStatus, ScenarioReport, ScenarioRequest,
 };
 
+pub use crate::engine::BatchEngine;
 use crate::engine::{Engine, EngineResult};
-use crate::process::PeakRss;
+use crate::rss::PeakRss;
 use crate::Sampler;
-
-/// An engine that decodes many sequences together. Slots are numbered `0..max_slots()`; the kit
-/// prefills a sequence into a free slot, then calls [`BatchEngine::decode_slots`] with every
-/// active slot and the token to feed it, and releases the slot when the sequence ends.
-pub trait BatchEngine {
-    /// How many sequences it can hold at once.
-    fn max_slots(&self) -> usize;
-
-    /// How it batches, recorded verbatim in the report (e.g. `continuous (one pass over the
-    /// weights per step for every active sequence)`).
-    fn batching(&self) -> String;
-
-    /// Starts a new sequence in `slot` (free) with `prompt`, writing the logits of its last
-    /// position into `logits` (vocab-sized).
-    fn prefill_slot(
-        &mut self,
-        slot: usize,
-        prompt: &[u32],
-        logits: &mut Vec<f32>,
-    ) -> EngineResult<()>;
-
-    /// Feeds `token` to each `slot` at its next position, in one step; writes the logits of
-    /// entry `i` into `logits[i * vocab..(i + 1) * vocab]`.
-    fn decode_slots(&mut self, batch: &[(usize, u32)], logits: &mut Vec<f32>) -> EngineResult<()>;
-
-    /// Forgets the sequence in `slot`.
-    fn release_slot(&mut self, slot: usize);
-
-    /// Starts the sequences of one S2 batch in slots `0..prompts.len()` (all free), writing the
-    /// logits of entry `i`'s last position into `logits[i * vocab..(i + 1) * vocab]`. By default
-    /// one [`BatchEngine::prefill_slot`] each; a lock-step engine prefills them in one pass.
-    fn prefill_batch(&mut self, prompts: &[&[u32]], logits: &mut Vec<f32>) -> EngineResult<()> {
-        let mut all = Vec::new();
-        for (slot, p) in prompts.iter().enumerate() {
-            self.prefill_slot(slot, p, logits)?;
-            all.extend_from_slice(logits);
-        }
-        *logits = all;
-        Ok(())
-    }
-
-    /// `Some(why)` for a lock-step engine: its batch is prefilled together
-    /// ([`BatchEngine::prefill_batch`]) and decoded to the end together, so no sequence can join
-    /// or leave between steps. S2 runs on it batched; S3 is served one request at a time and its
-    /// report says `none (serial): <why>`. `None` (the default): continuous batching.
-    fn lock_step(&self) -> Option<String> {
-        None
-    }
-
-    /// Waits until queued device work is done. Called before every timestamp.
-    fn synchronize(&mut self) -> EngineResult<()> {
-        Ok(())
-    }
-}
 
 /// A one-sequence [`Engine`] as a one-slot [`BatchEngine`]: requests are served one at a time.
 /// The second field, when set, says why (reported as `none (serial): <why>`).

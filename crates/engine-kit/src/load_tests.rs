@@ -469,7 +469,7 @@ fn sequence_engines_are_served_serially_with_their_own_timestamps() {
     );
     let mut whole = Whole(Slots::new(1));
     whole.0.fail_prefill = vec![4];
-    let report = crate::SequenceEngine::run_load(&mut whole, &sc);
+    let report = crate::scenario::run_load_scenario(&mut whole, &sc);
     assert_eq!(report.batching.as_deref(), Some(SERIAL));
     let mut batched = Slots::new(8);
     let b = run_load(&mut batched, &sc);
@@ -516,7 +516,7 @@ fn sequence_engines_are_served_serially_with_their_own_timestamps() {
             duration_ms: 0,
         },
     );
-    let r = crate::SequenceEngine::run_load(&mut Whole(Slots::new(1)), &s2);
+    let r = crate::scenario::run_load_scenario(&mut Whole(Slots::new(1)), &s2);
     let p = &r.points[0];
     assert_eq!(p.batches.len(), 3);
     assert!(p
@@ -609,7 +609,9 @@ fn lock_step_engines_batch_s2_and_serve_s3_serially_saying_why() {
             duration_ms: 0,
         },
     );
-    let report = crate::Stepwise::new(&mut engine).run_load(&s2);
+    let report = crate::Stepwise::new(&mut engine)
+        .run_load(&s2)
+        .expect("the step-wise adapter runs every load scenario");
     assert_eq!(report.batching.as_deref(), Some("lock-step test"));
     let p4 = &report.points[0];
     assert_eq!((p4.max_active, p4.batches.len()), (4, 1));
@@ -632,7 +634,9 @@ fn lock_step_engines_batch_s2_and_serve_s3_serially_saying_why() {
         5,
         closed(&[1, 3], 6, 64),
     );
-    let report = crate::Stepwise::new(&mut engine).run_load(&s3);
+    let report = crate::Stepwise::new(&mut engine)
+        .run_load(&s3)
+        .expect("the step-wise adapter runs every load scenario");
     assert_eq!(
         report.batching.as_deref(),
         Some("none (serial): one shared position")
@@ -656,7 +660,9 @@ fn lock_step_engines_batch_s2_and_serve_s3_serially_saying_why() {
             duration_ms: 0,
         },
     );
-    let report = crate::Stepwise::new(&mut engine).run_load(&s2);
+    let report = crate::Stepwise::new(&mut engine)
+        .run_load(&s2)
+        .expect("the step-wise adapter runs every load scenario");
     assert!(report.points[0]
         .error
         .as_deref()

@@ -3,7 +3,8 @@
 
 use lab_protocol::{PromptReport, ScenarioKind, ScenarioReport, ScenarioRequest};
 
-use crate::engine::{Engine, SequenceEngine, SequenceRun, Stepwise};
+use crate::engine::{Engine, SequenceEngine, SequenceRun};
+use crate::stepwise::Stepwise;
 use crate::KitError;
 
 /// Runs one scenario; an engine error ends the scenario but keeps the prompts already measured.
@@ -94,7 +95,7 @@ fn measure_prompt<S: SequenceEngine>(
     let mut top_logits = Vec::new();
     let mut deterministic = true;
     let mut measured_ms = 0u64;
-    let rss = crate::process::PeakRss::start();
+    let rss = crate::rss::PeakRss::start();
     for i in 0.. {
         let warmup = i < scenario.warmup_iterations;
         if !warmup && !scenario.wants_more(samples.len() as u32, measured_ms) {
@@ -166,4 +167,16 @@ fn measure_prompt<S: SequenceEngine>(
         top_logits,
         peak_rss_bytes: rss.finish(),
     })
+}
+
+/// Runs a load scenario (S2, S3): the engine's own scheduler or batches when it has them
+/// ([`SequenceEngine::run_load`]), else one whole sequence at a time.
+pub fn run_load_scenario<S: SequenceEngine + ?Sized>(
+    engine: &mut S,
+    scenario: &ScenarioRequest,
+) -> lab_protocol::ScenarioReport {
+    match engine.run_load(scenario) {
+        Some(report) => report,
+        None => crate::load::run_load_sequences(engine, scenario),
+    }
 }

@@ -11,7 +11,7 @@ use lab_protocol::train::{AdapterGrad, Lora, TrainReport, TrainStep};
 use lab_protocol::{ScenarioKind, ScenarioReport, ScenarioRequest};
 
 use crate::micro::OpRefusal;
-use crate::process::PeakRss;
+use crate::rss::PeakRss;
 use crate::EngineResult;
 
 /// A training session: adapters and optimizer state live here.

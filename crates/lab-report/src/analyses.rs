@@ -5,7 +5,7 @@
 use lab_results::analysis::{self, Outcome};
 use lab_results::results::TargetResult;
 
-use super::markdown::fmt_num;
+use crate::fmt::fmt_num;
 
 /// A table: its title, the definition under it, the header, which columns are numeric, the rows.
 pub struct Table {
@@ -434,7 +434,7 @@ fn quant_table(results: &[TargetResult]) -> Option<Table> {
             prompt.map(|(p, _)| p).unwrap_or_else(|| "-".into()),
             decode,
             prefill,
-            super::markdown::mib(r.report.memory.peak_rss_bytes),
+            crate::fmt::mib(r.report.memory.peak_rss_bytes),
             agreement,
             prefix,
         ]);

@@ -18,8 +18,8 @@ pub const DIR: &str = "charts";
 /// `charts/<id>.svg` for every chart.
 pub struct SvgFiles;
 
-impl super::Exporter for SvgFiles {
-    fn render(&self, input: &super::Input) -> Vec<(String, String)> {
+impl crate::input::Exporter for SvgFiles {
+    fn render(&self, input: &crate::input::Input) -> Vec<(String, String)> {
         render(input.manifest, input.results)
             .charts
             .into_iter()

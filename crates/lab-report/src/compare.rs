@@ -185,7 +185,7 @@ pub fn compare(
 }
 
 fn fmt(v: f64) -> String {
-    super::markdown::fmt_num(v)
+    crate::fmt::fmt_num(v)
 }
 
 impl Comparison {

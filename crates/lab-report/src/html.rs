@@ -4,8 +4,8 @@
 
 use std::fmt::Write as _;
 
-use super::markdown::fmt_num;
-use super::{Exporter, Input};
+use crate::fmt::fmt_num;
+use crate::input::{Exporter, Input};
 use lab_results::claims::{evaluate, Outcome};
 use lab_results::measure::MIN_SAMPLES;
 use lab_results::metric::Metric;
@@ -16,7 +16,7 @@ pub struct Html;
 
 impl Exporter for Html {
     fn render(&self, input: &Input) -> Vec<(String, String)> {
-        vec![(super::HTML_FILE.into(), render(input))]
+        vec![(crate::input::HTML_FILE.into(), render(input))]
     }
 }
 
@@ -785,9 +785,9 @@ fn provenance(input: &Input) -> String {
                 esc(&r.engine_binary_sha256.chars().take(16).collect::<String>()),
                 opt(r.report.load.as_ref().map(|l| l.load_ms)),
                 opt(r.report.memory.peak_rss_bytes.map(|b| b as f64 / 1048576.0)),
-                super::markdown::mib(f.and_then(|f| f.binary_bytes)),
-                super::markdown::mib(f.and_then(|f| f.image_bytes)),
-                super::markdown::mib(f.and_then(|f| f.environment_bytes)),
+                crate::fmt::mib(f.and_then(|f| f.binary_bytes)),
+                crate::fmt::mib(f.and_then(|f| f.image_bytes)),
+                crate::fmt::mib(f.and_then(|f| f.environment_bytes)),
             ]
         })
         .collect();

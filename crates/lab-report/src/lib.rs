@@ -8,37 +8,22 @@
 pub mod analyses;
 pub mod charts;
 pub mod compare;
+mod fmt;
 mod gpu;
 pub mod html;
+mod input;
 mod load;
 mod markdown;
 pub mod merged;
 
 use std::path::Path;
 
-use lab_results::check::{read_check, CheckRecord};
+pub use input::{Exporter, Input, HTML_FILE};
+use lab_results::check::read_check;
 use lab_results::claims;
-use lab_results::cost::Price;
 use lab_results::results::{write_atomic, RunManifest, TargetResult};
 use lab_results::{Error, Result};
 pub use markdown::{render as render_markdown, Markdown};
-
-/// Everything a report is rendered from.
-pub struct Input<'a> {
-    pub manifest: &'a RunManifest,
-    pub results: &'a [TargetResult],
-    /// The machine's hourly price, for cost per token (none: costs are not shown).
-    pub price: Option<&'a Price>,
-    pub claims: &'a claims::Claims,
-    pub check: Option<&'a CheckRecord>,
-}
-
-/// One report format.
-pub trait Exporter {
-    /// Its files (path relative to the run directory, contents): deterministic for the same
-    /// input.
-    fn render(&self, input: &Input) -> Vec<(String, String)>;
-}
 
 /// Every report a run writes.
 pub fn exporters() -> Vec<Box<dyn Exporter>> {
@@ -48,9 +33,6 @@ pub fn exporters() -> Vec<Box<dyn Exporter>> {
         Box::new(html::Html),
     ]
 }
-
-/// The HTML report's file name.
-pub const HTML_FILE: &str = "index.html";
 
 /// Renders every report into `run_dir`. Everything is rendered in memory first, then each file
 /// is written atomically; chart files of an earlier rendering that this one no longer draws are

@@ -7,8 +7,7 @@ use lab_results::results::load::{PointStats, SLO_TPOT_MS, SLO_TTFT_MS};
 use lab_results::results::TargetResult;
 
 fn num(v: Option<f64>) -> String {
-    v.map(super::markdown::fmt_num)
-        .unwrap_or_else(|| "-".into())
+    v.map(crate::fmt::fmt_num).unwrap_or_else(|| "-".into())
 }
 
 fn mib(b: Option<u64>) -> String {
@@ -140,7 +139,7 @@ pub fn s2_section(results: &[TargetResult]) -> String {
         let windows: Vec<String> = p
             .window_tok_per_s
             .iter()
-            .map(|&w| super::markdown::fmt_num(w))
+            .map(|&w| crate::fmt::fmt_num(w))
             .collect();
         let _ = writeln!(
             s,

@@ -3,7 +3,8 @@
 
 use std::fmt::Write as _;
 
-use super::Exporter;
+use crate::fmt::{fmt_num, mib};
+use crate::input::{Exporter, Input};
 use lab_results::measure::MIN_SAMPLES;
 use lab_results::metric::Metric;
 use lab_results::results::{Correctness, RunManifest, TargetOutcome, TargetResult, TargetStatus};
@@ -12,7 +13,7 @@ use lab_results::stats::Summary;
 pub struct Markdown;
 
 impl Exporter for Markdown {
-    fn render(&self, input: &super::Input) -> Vec<(String, String)> {
+    fn render(&self, input: &Input) -> Vec<(String, String)> {
         let mut s = render(input.manifest, input.results);
         s.push_str(&cost_section(input));
         s.push_str(&claims_section(input));
@@ -21,14 +22,14 @@ impl Exporter for Markdown {
             s,
             "\nCharts: `{}/`; everything in one page: `{}`.",
             super::charts::DIR,
-            super::HTML_FILE
+            crate::input::HTML_FILE
         );
         vec![("report.md".into(), s)]
     }
 }
 
 /// $ per 1M generated tokens and J/token per target and scenario ([`lab_results::cost`]).
-fn cost_section(input: &super::Input) -> String {
+fn cost_section(input: &Input) -> String {
     let rows = lab_results::cost::rows(input.results, input.price);
     if rows.is_empty() {
         return String::new();
@@ -65,7 +66,7 @@ fn cost_section(input: &super::Input) -> String {
 }
 
 /// Every published claim's verdict on this run.
-fn claims_section(input: &super::Input) -> String {
+fn claims_section(input: &Input) -> String {
     let evals = lab_results::claims::evaluate(input.claims, input.manifest, input.results);
     if evals.is_empty() {
         return String::new();
@@ -90,7 +91,7 @@ fn claims_section(input: &super::Input) -> String {
 }
 
 /// What `check` said, when it ran on this run.
-fn check_section(input: &super::Input) -> String {
+fn check_section(input: &Input) -> String {
     let Some(c) = input.check else {
         return String::new();
     };
@@ -107,16 +108,6 @@ fn check_section(input: &super::Input) -> String {
         );
     }
     s
-}
-
-pub(super) fn fmt_num(v: f64) -> String {
-    if v >= 100.0 {
-        format!("{v:.0}")
-    } else if v >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    }
 }
 
 /// The summary table, as Markdown (also printed at the end of `bench`).
@@ -149,11 +140,6 @@ pub fn render(manifest: &RunManifest, results: &[TargetResult]) -> String {
     s.push_str(&correctness_table(&correctness));
     s.push_str(&incomplete_targets(manifest));
     s
-}
-
-/// MiB with one decimal, or `-`.
-pub(super) fn mib(b: Option<u64>) -> String {
-    b.map_or("-".into(), |b| format!("{:.1}", b as f64 / 1048576.0))
 }
 
 /// What each engine occupies on disk ([`lab_results::footprint`]).

@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use super::markdown::fmt_num;
+use crate::fmt::fmt_num;
 use lab_results::metric::Metric;
 use lab_results::results::{RunManifest, TargetResult};
 use lab_results::stats::Summary;

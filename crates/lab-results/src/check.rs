@@ -5,6 +5,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::findings::Finding;
+use crate::results::TargetResult;
 use crate::Result;
 
 /// What `check` said about a run, kept beside it (`check.json`) so its reports show it.
@@ -27,4 +28,33 @@ pub fn read_check(run_dir: &Path) -> Result<Option<CheckRecord>> {
         return Ok(None);
     }
     crate::results::read_json(&path).map(Some)
+}
+
+/// The largest share of a scenario's measured windows that may be throttled for `check` to
+/// compare its numbers (`--max-throttled`).
+pub const DEFAULT_MAX_THROTTLED: f64 = 0.05;
+
+/// One line per target, scenario and level whose share of throttled windows exceeds `max`
+/// (`check` refuses such a run: its numbers measure the cooling, not the engine).
+pub fn throttled_beyond(results: &[TargetResult], max: f64) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in results {
+        let Some(t) = &r.telemetry else { continue };
+        for s in t.scenarios.iter().filter(|s| s.throttled_fraction() > max) {
+            out.push(format!(
+                "{}{}: {}{} on GPU {}: {} of {} measured windows throttled ({})",
+                r.target,
+                r.repetition
+                    .map(|k| format!(" (run {k})"))
+                    .unwrap_or_default(),
+                s.scenario,
+                s.level.map(|l| format!(" level {l}")).unwrap_or_default(),
+                s.device,
+                s.throttled_windows,
+                s.windows,
+                s.slowdowns.join(", ")
+            ));
+        }
+    }
+    out
 }

@@ -11,53 +11,10 @@
 //! - **Joules per token** come from the GPU's energy counter over the measured windows
 //!   ([`lab_gpu::analysis`]); there is none without GPU telemetry.
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
 use crate::metric::Metric;
 use crate::results::TargetResult;
-use crate::{Error, Result};
 
-/// What an hour of the machine costs, and where that figure comes from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Price {
-    pub usd_per_hour: f64,
-    /// Where the price comes from (a provider's price list and its date), as the user said.
-    pub source: String,
-}
-
-impl Price {
-    /// A price from flags: positive and finite; the source defaults to saying it was given
-    /// without one.
-    pub fn new(usd_per_hour: f64, source: Option<&str>) -> Result<Price> {
-        if !(usd_per_hour.is_finite() && usd_per_hour > 0.0) {
-            return Err(Error::msg(format!(
-                "--price-per-hour {usd_per_hour}: the hourly price must be a positive number of US dollars"
-            )));
-        }
-        let source = match source.map(str::trim) {
-            Some("") => return Err(Error::msg(
-                "--price-source is empty: say where the price comes from (provider, list, date)",
-            )),
-            Some(s) => s.to_string(),
-            None => "given with --price-per-hour, no source stated".to_string(),
-        };
-        Ok(Price {
-            usd_per_hour,
-            source,
-        })
-    }
-
-    /// US dollars per million tokens at `tok_per_s`.
-    pub fn usd_per_mtok(&self, tok_per_s: f64) -> Option<f64> {
-        (tok_per_s > 0.0).then(|| self.usd_per_hour / (3600.0 * tok_per_s) * 1e6)
-    }
-
-    pub fn text(&self) -> String {
-        format!("${:.2}/h ({})", self.usd_per_hour, self.source)
-    }
-}
+pub use crate::settings::Price;
 
 /// One row of the cost table: a target's throughput in one scenario (or level).
 #[derive(Debug, Clone, PartialEq)]

@@ -26,6 +26,7 @@ pub mod provenance;
 pub mod ratio;
 pub mod results;
 pub mod scenario;
+pub mod settings;
 pub mod spec;
 pub mod startup;
 pub mod stats;

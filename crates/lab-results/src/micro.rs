@@ -14,7 +14,6 @@ use std::path::Path;
 
 use lab_protocol::micro::{Micro, Op, OpCase, OpChecksum, OpModel};
 use lab_protocol::Dtype;
-use serde::{Deserialize, Serialize};
 
 use crate::results::TargetResult;
 use crate::stats::{summarize, Summary};
@@ -23,24 +22,7 @@ use crate::{Error, Result};
 /// The scenario id of the microbenchmarks.
 pub const SCENARIO: &str = "micro";
 
-/// What `--analysis micro` runs (recorded in the plan).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct MicroSettings {
-    /// The dtypes every case runs in.
-    pub dtypes: Vec<Dtype>,
-    /// Timed calls per case (at most; see `max_case_ms`).
-    pub samples: u32,
-    /// Untimed calls before them.
-    pub warmup: u32,
-    /// A case stops after this many ms of timed calls (at least one call), if set.
-    pub max_case_ms: Option<u64>,
-    /// Seed of the inputs.
-    pub seed: u64,
-    /// `tiny`: the tests' small shapes instead of the model's (rows 1/4/16, 16 tokens).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub tiny: bool,
-}
+pub use crate::settings::MicroSettings;
 
 /// Reads the dimensions the ops use from an HF `config.json`.
 pub fn op_model(config: &Path) -> Result<OpModel> {

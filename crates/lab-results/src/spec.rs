@@ -66,7 +66,7 @@ pub struct BenchSpec {
     /// `--price-per-hour` (and `--price-source`): what an hour of the machine costs, for the
     /// reports' cost per token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub price: Option<crate::cost::Price>,
+    pub price: Option<crate::settings::Price>,
     /// How the timed scenarios pick tokens (`--temperature`, `--top-k`, `--top-p`, `--seed`);
     /// absent: greedy. Correctness scenarios are always greedy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,10 +80,10 @@ pub struct BenchSpec {
     pub startup: Option<crate::startup::StartSettings>,
     /// `--analysis micro`: the microbenchmarks' dtypes, samples, warm-up and time per case.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub micro: Option<crate::micro::MicroSettings>,
+    pub micro: Option<crate::settings::MicroSettings>,
     /// `--analysis lora`: the LoRA step's sequence length, steps and adapters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lora: Option<crate::train::LoraSettings>,
+    pub lora: Option<crate::settings::LoraSettings>,
     /// `--memory-limit`: the most memory an engine may take, MiB. In a container its memory
     /// cgroup (no swap beyond it); natively `RLIMIT_AS` (the address space, as `ulimit -v`).
     /// Absent: containers get `lab_harness::container::default_memory_bytes`, native processes

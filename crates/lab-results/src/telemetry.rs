@@ -35,35 +35,6 @@ impl TargetTelemetry {
     }
 }
 
-/// The largest share of a scenario's measured windows that may be throttled for `check` to
-/// compare its numbers (`--max-throttled`).
-pub const DEFAULT_MAX_THROTTLED: f64 = 0.05;
-
-/// One line per target, scenario and level whose share of throttled windows exceeds `max`
-/// (`check` refuses such a run: its numbers measure the cooling, not the engine).
-pub fn throttled_beyond(results: &[crate::results::TargetResult], max: f64) -> Vec<String> {
-    let mut out = Vec::new();
-    for r in results {
-        let Some(t) = &r.telemetry else { continue };
-        for s in t.scenarios.iter().filter(|s| s.throttled_fraction() > max) {
-            out.push(format!(
-                "{}{}: {}{} on GPU {}: {} of {} measured windows throttled ({})",
-                r.target,
-                r.repetition
-                    .map(|k| format!(" (run {k})"))
-                    .unwrap_or_default(),
-                s.scenario,
-                s.level.map(|l| format!(" level {l}")).unwrap_or_default(),
-                s.device,
-                s.throttled_windows,
-                s.windows,
-                s.slowdowns.join(", ")
-            ));
-        }
-    }
-    out
-}
-
 /// `(level, windows)` of one scenario's report: `(start, end, tokens)` in Unix ns.
 type Windows = Vec<(Option<u32>, Vec<(u64, u64, u64)>)>;
 
@@ -222,10 +193,10 @@ mod tests {
         let (_, mut results) = crate::results::fixture::fixture();
         results[0].telemetry = Some(t);
         assert_eq!(
-            throttled_beyond(&results, DEFAULT_MAX_THROTTLED),
+            crate::check::throttled_beyond(&results, crate::check::DEFAULT_MAX_THROTTLED),
             ["mock:hf-f32: s1 on GPU 0: 1 of 3 measured windows throttled (sw_power_cap)"]
         );
-        assert!(throttled_beyond(&results, 0.5).is_empty());
+        assert!(crate::check::throttled_beyond(&results, 0.5).is_empty());
     }
 
     #[test]

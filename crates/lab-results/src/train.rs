@@ -11,7 +11,6 @@
 
 use lab_protocol::micro::OpChecksum;
 use lab_protocol::train::TrainReport;
-use serde::{Deserialize, Serialize};
 
 use crate::results::TargetResult;
 use crate::stats::{summarize, Summary};
@@ -19,55 +18,7 @@ use crate::stats::{summarize, Summary};
 /// The scenario id of the LoRA step.
 pub const SCENARIO: &str = "lora";
 
-/// What `--analysis lora` runs (recorded in the plan).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LoraSettings {
-    /// Predicted positions of the one training sequence (its token ids are one more).
-    pub seq_len: u32,
-    /// Measured steps (after the warm-up steps).
-    pub steps: u32,
-    pub warmup: u32,
-    pub rank: u32,
-    pub alpha: f64,
-    pub targets: Vec<String>,
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub seed: u64,
-}
-
-impl LoraSettings {
-    /// The step: rank 8, alpha 16, q/v projections, AdamW lr 1e-4, weight decay 0.01.
-    pub fn standard(seq_len: u32, steps: u32, warmup: u32, seed: u64) -> Self {
-        LoraSettings {
-            seq_len,
-            steps,
-            warmup,
-            rank: 8,
-            alpha: 16.0,
-            targets: vec!["q_proj".into(), "v_proj".into()],
-            lr: 1e-4,
-            weight_decay: 0.01,
-            seed,
-        }
-    }
-
-    /// The protocol's settings for the sequence `token_ids`.
-    pub fn request(&self, token_ids: Vec<u32>) -> lab_protocol::train::Lora {
-        lab_protocol::train::Lora {
-            rank: self.rank,
-            alpha: self.alpha,
-            targets: self.targets.clone(),
-            lr: self.lr,
-            weight_decay: self.weight_decay,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            seed: self.seed,
-            token_ids,
-        }
-    }
-}
+pub use crate::settings::LoraSettings;
 
 /// Relative tolerance of the first step's loss across frameworks (f32 forward passes of the
 /// same weights; summation orders differ).

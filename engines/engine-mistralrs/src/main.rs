@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Tensor};
 use engine_kit::load;
-use engine_kit::process::PeakRss;
+use engine_kit::PeakRss;
 use engine_kit::{
     require_file, EngineMeta, EngineResult, KitError, Loaded, Sampler, SequenceEngine, SequenceRun,
 };
@@ -868,18 +868,18 @@ impl SequenceEngine for MistralRs {
         Some(NO_KV_CACHE.into())
     }
 
-    fn run_load(&mut self, scenario: &ScenarioRequest) -> ScenarioReport {
+    fn run_load(&mut self, scenario: &ScenarioRequest) -> Option<ScenarioReport> {
         let batching = format!(
             "mistral.rs's own scheduler (continuous batching, at most {} running sequences; \
              S2: bursts of B requests)",
             self.max_seqs
         );
-        load::each_level(scenario, batching, |level| match level {
+        Some(load::each_level(scenario, batching, |level| match level {
             load::Level::Batch { size, duration_ms } => self.bursts(scenario, size, duration_ms),
             load::Level::Clients {
                 c, arrival, total, ..
             } => self.clients(scenario, c, arrival, total),
-        })
+        }))
     }
 
     fn run_sequence(

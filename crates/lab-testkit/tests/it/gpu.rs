@@ -11,7 +11,6 @@ use lab_gpu::lock::{self, ClockLock, ClockRequest};
 use lab_harness::telemetry::GpuSampling;
 use lab_protocol::Dtype;
 use lab_results::results::{self, RunStatus};
-use lab_results::telemetry;
 
 use super::{mock, plan, tempdir};
 
@@ -84,7 +83,10 @@ fn telemetry_is_sampled_around_every_engine_and_throttled_windows_are_flagged() 
     let md = std::fs::read_to_string(p.run_dir.join("report.md")).unwrap();
     assert!(md.contains("## GPU telemetry"), "{md}");
     assert!(md.contains("(sw_power_cap)"));
-    assert!(!telemetry::throttled_beyond(&res, telemetry::DEFAULT_MAX_THROTTLED).is_empty());
+    assert!(
+        !lab_results::check::throttled_beyond(&res, lab_results::check::DEFAULT_MAX_THROTTLED)
+            .is_empty()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
