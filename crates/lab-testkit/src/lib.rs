@@ -9,7 +9,6 @@
 //! It panics with the command to run when something is missing.
 
 pub mod conformance;
-pub mod fuzz;
 pub mod load;
 pub mod micro;
 pub mod train;

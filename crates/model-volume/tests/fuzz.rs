@@ -1,4 +1,4 @@
-//! Fuzz targets of the volume builder's readers (`lab_testkit::fuzz`; corpus under
+//! Fuzz targets of the volume builder's readers (`lab_fuzz`; corpus under
 //! `fuzz/corpus/`): mutated llama GGUFs through the guarded header read, the shape and
 //! `config.json`, the tokenizer rebuilt from metadata (and loaded by `tokenizers`) and every
 //! tensor dequantized to HF layout; mutated `MANIFEST.json` files through `read_manifest` and
@@ -7,8 +7,8 @@
 use std::io::Cursor;
 use std::path::Path;
 
+use lab_fuzz as fuzz;
 use lab_protocol::manifest::{Manifest, ManifestFile, MANIFEST_FILE, MANIFEST_VERSION};
-use lab_testkit::fuzz;
 use model_volume::{convert, gguf, tokenizer};
 
 #[global_allocator]

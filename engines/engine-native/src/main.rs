@@ -17,7 +17,7 @@ use lab_protocol::{Device, Dtype, Request, WeightFormat};
 /// The fuzz targets (`model/fuzz.rs`) run under the fuzzer's memory limit.
 #[cfg(test)]
 #[global_allocator]
-static ALLOC: lab_testkit::fuzz::GuardedAlloc = lab_testkit::fuzz::GuardedAlloc;
+static ALLOC: lab_fuzz::GuardedAlloc = lab_fuzz::GuardedAlloc;
 
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 

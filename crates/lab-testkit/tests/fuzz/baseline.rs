@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
+use lab_fuzz as fuzz;
 use lab_results::baseline::{self, BaselineDir, CheckOptions};
 use lab_results::results::TargetResult;
-use lab_testkit::fuzz;
 
 use crate::{assert_names_file, committed, scratch, shrink, CASES};
 

@@ -1,5 +1,5 @@
 //! Fuzz targets of what the harness and the engines read from each other and from disk
-//! (`lab_testkit::fuzz`; corpus under `fuzz/corpus/`): the protocol's request (as every Rust
+//! (`lab_fuzz`; corpus under `fuzz/corpus/`): the protocol's request (as every Rust
 //! engine parses and validates it) and report (as the harness parses it, then derives
 //! statistics, correctness and analyses from it), a run directory's `run.json` and result files
 //! (loaded, compared and rendered), the baseline files `check` reads, and the claims file.
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 #[global_allocator]
-static ALLOC: lab_testkit::fuzz::GuardedAlloc = lab_testkit::fuzz::GuardedAlloc;
+static ALLOC: lab_fuzz::GuardedAlloc = lab_fuzz::GuardedAlloc;
 
 /// CI's budget per target (seconds in release; `LAB_FUZZ_CASES` for a longer campaign).
 pub const CASES: usize = 3000;

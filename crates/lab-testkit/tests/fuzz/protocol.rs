@@ -3,6 +3,7 @@
 //! correctness, analyses, token snapshots and a comparison with itself derived from them).
 
 use engine_kit::parse_request;
+use lab_fuzz as fuzz;
 use lab_protocol::micro::{Micro, OpModel};
 use lab_protocol::{
     Arrival, Device, Dtype, GenerationSettings, Load, ModelSpec, Prompt, Report, Request, Sampling,
@@ -11,7 +12,6 @@ use lab_protocol::{
 use lab_results::baseline::{self, CheckOptions, EarlierRun};
 use lab_results::results::{compute_stats, TargetResult};
 use lab_results::{analysis, correctness};
-use lab_testkit::fuzz;
 
 use crate::{committed, shrink, CASES};
 

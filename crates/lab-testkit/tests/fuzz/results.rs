@@ -5,11 +5,11 @@
 
 use std::path::Path;
 
+use lab_fuzz as fuzz;
 use lab_report::{self as report, Input};
 use lab_results::claims::Claims;
 use lab_results::correctness::Reference;
 use lab_results::results::{load_run, RunManifest, TargetResult};
-use lab_testkit::fuzz;
 use serde_json::json;
 
 use crate::protocol::{derive, result_seeds};

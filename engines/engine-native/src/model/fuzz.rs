@@ -1,10 +1,10 @@
-//! The fuzz target of the GGUF reader and loader (`lab_testkit::fuzz`): mutated llama GGUFs go
+//! The fuzz target of the GGUF reader and loader (`lab_fuzz`): mutated llama GGUFs go
 //! through `Gguf::parse`, then what `Model::from_gguf` does with the bytes (every tensor's
 //! shape, type and extent, the configuration), and a model small enough is assembled and runs a
 //! prefill and a decode step. A malformed file is one error naming the byte offset, the key or
 //! the tensor, never a panic or an allocation sized by a length field.
 
-use lab_testkit::fuzz;
+use lab_fuzz as fuzz;
 use memmap2::MmapMut;
 
 use super::{gguf_weights, validate, Model};

@@ -21,7 +21,7 @@
 //! NaN-like literals, strings for odd ones, deep nesting).
 //!
 //! A test binary that fuzzes declares the allocator once:
-//! `#[global_allocator] static ALLOC: lab_testkit::fuzz::GuardedAlloc = lab_testkit::fuzz::GuardedAlloc;`
+//! `#[global_allocator] static ALLOC: lab_fuzz::GuardedAlloc = lab_fuzz::GuardedAlloc;`
 //! ([`run`] refuses to start without it).
 
 pub mod gguf;
@@ -32,6 +32,14 @@ use std::cell::{Cell, RefCell};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// The checkout (the corpus lives under `fuzz/corpus/`).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("project root")
+}
 
 /// Replaces a target's number of mutated cases (a longer campaign: `LAB_FUZZ_CASES=200000`).
 pub const CASES_ENV: &str = "LAB_FUZZ_CASES";
@@ -87,12 +95,12 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// `fuzz/corpus/<name>` at the project root.
 pub fn corpus_dir(name: &str) -> PathBuf {
-    crate::root().join("fuzz/corpus").join(name)
+    root().join("fuzz/corpus").join(name)
 }
 
 /// The project-relative name of a corpus file (what messages print).
 fn shown(path: &Path) -> String {
-    path.strip_prefix(crate::root())
+    path.strip_prefix(root())
         .unwrap_or(path)
         .display()
         .to_string()
@@ -222,7 +230,7 @@ fn assert_guard_installed() {
     drop(v);
     assert!(
         counted >= 64,
-        "this test binary does not use the fuzzer's allocator: declare `#[global_allocator] static ALLOC: lab_testkit::fuzz::GuardedAlloc = lab_testkit::fuzz::GuardedAlloc;`"
+        "this test binary does not use the fuzzer's allocator: declare `#[global_allocator] static ALLOC: lab_fuzz::GuardedAlloc = lab_fuzz::GuardedAlloc;`"
     );
 }
 
