@@ -19,6 +19,7 @@
 pub mod adapter;
 pub mod engine;
 pub mod load;
+mod lockstep;
 pub mod micro;
 pub mod phase;
 pub mod process;
@@ -52,6 +53,7 @@ pub use engine::{
     BatchEngine, BoxError, Engine, EngineMeta, EngineResult, Loaded, SequenceEngine, SequenceRun,
 };
 pub use load::Serial;
+pub use lockstep::LockStepEngine;
 pub use micro::{OpBench, OpRefusal, Prepared};
 pub use phase::phase;
 pub use process::{parse_request, run_main, run_main_sequences, KitError};

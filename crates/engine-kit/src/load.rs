@@ -82,17 +82,8 @@ pub fn each_level(
     mut run: impl FnMut(Level) -> LoadPoint,
 ) -> ScenarioReport {
     let mut report = ScenarioReport {
-        id: scenario.id.clone(),
-        kind: scenario.kind,
-        prompts: Vec::new(),
-        error: None,
         batching: Some(batching),
-        points: Vec::new(),
-        sampling: Vec::new(),
-        unsupported: None,
-        micro: None,
-        ops: Vec::new(),
-        train: None,
+        ..ScenarioReport::empty(scenario)
     };
     match &scenario.load {
         Some(Load::Batches {

@@ -59,17 +59,9 @@ pub const NO_OPS: &str = "the engine's library runs whole models; it exposes no 
 /// Runs a micro scenario on `ops` (`None`: the engine has none, reported as unsupported).
 pub fn run_micro(ops: Option<&mut dyn OpBench>, scenario: &ScenarioRequest) -> ScenarioReport {
     let mut report = ScenarioReport {
-        id: scenario.id.clone(),
         kind: ScenarioKind::Micro,
-        prompts: Vec::new(),
-        error: None,
-        batching: None,
-        points: Vec::new(),
-        sampling: Vec::new(),
-        unsupported: None,
         micro: scenario.micro.clone(),
-        ops: Vec::new(),
-        train: None,
+        ..ScenarioReport::empty(scenario)
     };
     let Some(micro) = scenario.micro.as_ref() else {
         report.error = Some("a micro scenario needs `micro` settings".into());

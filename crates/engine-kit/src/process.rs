@@ -150,11 +150,11 @@ pub(crate) fn validate_lora(s: &lab_protocol::ScenarioRequest) -> Result<(), Str
 
 /// The load settings of a scenario match its kind and ask for something that can run.
 fn validate_load(s: &lab_protocol::ScenarioRequest) -> Result<(), String> {
-    use lab_protocol::{Arrival, Load};
+    use lab_protocol::Load;
     match (&s.kind, &s.load) {
-        (ScenarioKind::BatchedThroughput, Some(Load::Batches { batch_sizes, .. })) => {
-            if batch_sizes.is_empty() || batch_sizes.contains(&0) {
-                return Err("load.batch_sizes must be one or more sizes of at least 1".into());
+        (ScenarioKind::BatchedThroughput, Some(l @ Load::Batches { .. })) => {
+            if let Some(why) = l.invalid() {
+                return Err(format!("load.{why}"));
             }
             if s.prompts.is_empty() {
                 return Err("a batched scenario needs prompts".into());
@@ -170,27 +170,9 @@ fn validate_load(s: &lab_protocol::ScenarioRequest) -> Result<(), String> {
             }
             Ok(())
         }
-        (
-            ScenarioKind::ConcurrentLoad,
-            Some(Load::Concurrent {
-                concurrency,
-                arrival,
-                requests,
-                max_batch,
-            }),
-        ) => {
-            if concurrency.is_empty() || concurrency.contains(&0) {
-                return Err("load.concurrency must be one or more levels of at least 1".into());
-            }
-            if *requests == 0 || *max_batch == 0 {
-                return Err("load.requests and load.max_batch must be at least 1".into());
-            }
-            if let Arrival::Poisson { rate_per_s, .. } = arrival {
-                if !(rate_per_s.is_finite() && *rate_per_s > 0.0) {
-                    return Err(format!(
-                        "load.arrival.rate_per_s must be a positive number, not {rate_per_s}"
-                    ));
-                }
+        (ScenarioKind::ConcurrentLoad, Some(l @ Load::Concurrent { .. })) => {
+            if let Some(why) = l.invalid() {
+                return Err(format!("load.{why}"));
             }
             if s.prompts.is_empty() {
                 return Err("a concurrent scenario needs prompts (its workload)".into());

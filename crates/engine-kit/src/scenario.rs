@@ -68,17 +68,11 @@ pub fn run_sequence_scenario<S: SequenceEngine>(
         }
     }
     ScenarioReport {
-        id: scenario.id.clone(),
-        kind: scenario.kind,
         prompts,
         error,
-        batching: None,
-        points: Vec::new(),
         sampling,
         unsupported,
-        micro: None,
-        ops: Vec::new(),
-        train: None,
+        ..ScenarioReport::empty(scenario)
     }
 }
 

@@ -40,17 +40,8 @@ pub const NO_TRAINING: &str = "the engine runs inference only: its library has n
 /// Runs a LoRA scenario on `train` (`None`: unsupported, [`NO_TRAINING`]).
 pub fn run_lora(train: Option<&mut dyn LoraTrain>, scenario: &ScenarioRequest) -> ScenarioReport {
     let mut report = ScenarioReport {
-        id: scenario.id.clone(),
         kind: ScenarioKind::LoraStep,
-        prompts: Vec::new(),
-        error: None,
-        batching: None,
-        points: Vec::new(),
-        sampling: Vec::new(),
-        unsupported: None,
-        micro: None,
-        ops: Vec::new(),
-        train: None,
+        ..ScenarioReport::empty(scenario)
     };
     let Some(lora) = scenario.lora.as_ref() else {
         report.error = Some("a LoRA scenario needs `lora` settings".into());

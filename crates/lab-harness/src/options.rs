@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use lab_gpu::lock::ClockRequest;
-use lab_protocol::{Arrival, Device, Dtype};
+use lab_protocol::{Arrival, Device, Dtype, ScenarioKind};
 use lab_results::measure::{LoadSettings, Measurement, Profile};
 use lab_results::provenance::Provenance;
 use lab_results::settings::{LoraSettings, MicroSettings, Price};
@@ -527,28 +527,14 @@ fn load_settings(o: &Options, profile: Profile) -> Result<LoadSettings> {
     if !o.concurrency.is_empty() {
         l.concurrency = o.concurrency.clone();
     }
-    if l.batch_sizes.contains(&0) {
-        bail!("--batch-sizes: every batch size must be at least 1");
-    }
-    if l.concurrency.contains(&0) {
-        bail!("--concurrency: every level must be at least 1");
-    }
     if let Some(d) = o.batch_duration_s {
         if !(d.is_finite() && d >= 0.0) {
             bail!("--batch-duration-s must be a number of seconds, not {d}");
         }
         l.batch_duration_ms = (d * 1e3) as u64;
     }
-    for (flag, v, field) in [
-        ("--requests", o.requests, &mut l.requests),
-        ("--max-batch", o.max_batch, &mut l.max_batch),
-    ] {
-        match v {
-            Some(0) => bail!("{flag} must be at least 1"),
-            Some(v) => *field = v,
-            None => {}
-        }
-    }
+    l.requests = o.requests.unwrap_or(l.requests);
+    l.max_batch = o.max_batch.unwrap_or(l.max_batch);
     match o.load_new_tokens {
         Some(0) => bail!("--load-new-tokens must be at least 1"),
         Some(n) => {
@@ -578,6 +564,26 @@ fn load_settings(o: &Options, profile: Profile) -> Result<LoadSettings> {
             Some(0) => bail!("{flag} must be at least 1"),
             Some(v) => *field = v,
             None => {}
+        }
+    }
+    // The protocol's own rule for what a load can run (`Load::invalid`), named by flag.
+    const FLAGS: [(&str, &str); 5] = [
+        ("batch_sizes", "--batch-sizes"),
+        ("concurrency", "--concurrency"),
+        ("requests", "--requests"),
+        ("max_batch", "--max-batch"),
+        ("arrival", "--arrival"),
+    ];
+    for kind in [
+        ScenarioKind::BatchedThroughput,
+        ScenarioKind::ConcurrentLoad,
+    ] {
+        if let Some(why) = crate::plan::load_request(kind, &l).and_then(|r| r.invalid()) {
+            let flag = FLAGS
+                .iter()
+                .find(|(field, _)| why.starts_with(field))
+                .map_or("--load", |(_, flag)| flag);
+            bail!("{flag}: {why}");
         }
     }
     Ok(l)
@@ -942,8 +948,8 @@ mod tests {
         // The load scenarios' settings.
         assert!(err(&["--batch-sizes", "1,0"]).contains("--batch-sizes"));
         assert!(err(&["--concurrency", "0"]).contains("--concurrency"));
-        assert!(err(&["--requests", "0"]).contains("--requests must be at least 1"));
-        assert!(err(&["--max-batch", "0"]).contains("--max-batch must be at least 1"));
+        assert!(err(&["--requests", "0"]).contains("--requests: requests must be at least 1"));
+        assert!(err(&["--max-batch", "0"]).contains("--max-batch: max_batch must be at least 1"));
         assert!(err(&["--arrival", "poisson:0"]).contains("RATE > 0"));
         assert!(err(&["--arrival", "poisson:-2:1"]).contains("--arrival poisson:-2:1"));
         assert!(err(&["--arrival", "burst"]).contains("expected `closed` or `poisson"));

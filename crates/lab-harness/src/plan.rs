@@ -340,7 +340,7 @@ fn lora_request(
 }
 
 /// The protocol's load settings of a scenario kind (none for the per-prompt kinds).
-fn load_request(kind: ScenarioKind, load: &LoadSettings) -> Option<Load> {
+pub(crate) fn load_request(kind: ScenarioKind, load: &LoadSettings) -> Option<Load> {
     match kind {
         ScenarioKind::BatchedThroughput => Some(Load::Batches {
             batch_sizes: load.batch_sizes.clone(),

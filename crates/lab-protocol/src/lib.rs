@@ -209,6 +209,44 @@ pub enum Load {
     },
 }
 
+impl Load {
+    /// Why these settings cannot run, naming the field (`batch_sizes must be …`), or `None`.
+    /// One rule for the harness (which names its flags), the kit and the Python engine's port.
+    pub fn invalid(&self) -> Option<String> {
+        match self {
+            Load::Batches { batch_sizes, .. } => (batch_sizes.is_empty()
+                || batch_sizes.contains(&0))
+            .then(|| "batch_sizes must be one or more sizes of at least 1".into()),
+            Load::Concurrent {
+                concurrency,
+                arrival,
+                requests,
+                max_batch,
+            } => {
+                if concurrency.is_empty() || concurrency.contains(&0) {
+                    return Some("concurrency must be one or more levels of at least 1".into());
+                }
+                if *requests == 0 {
+                    return Some("requests must be at least 1".into());
+                }
+                if *max_batch == 0 {
+                    return Some("max_batch must be at least 1".into());
+                }
+                match arrival {
+                    Arrival::Poisson { rate_per_s, .. }
+                        if !(rate_per_s.is_finite() && *rate_per_s > 0.0) =>
+                    {
+                        Some(format!(
+                            "arrival.rate_per_s must be a positive number, not {rate_per_s}"
+                        ))
+                    }
+                    _ => None,
+                }
+            }
+        }
+    }
+}
+
 /// When S3's requests are submitted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
@@ -497,6 +535,25 @@ pub struct ScenarioReport {
     /// LoRA scenarios only: every step and the first step's adapter gradients.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train: Option<train::TrainReport>,
+}
+
+impl ScenarioReport {
+    /// The report of `scenario` before anything ran: its id and kind, nothing measured.
+    pub fn empty(scenario: &ScenarioRequest) -> ScenarioReport {
+        ScenarioReport {
+            id: scenario.id.clone(),
+            kind: scenario.kind,
+            prompts: Vec::new(),
+            error: None,
+            batching: None,
+            points: Vec::new(),
+            sampling: Vec::new(),
+            unsupported: None,
+            micro: None,
+            ops: Vec::new(),
+            train: None,
+        }
+    }
 }
 
 /// One level of a load scenario. Times are nanoseconds since the level's measured start.

@@ -116,7 +116,9 @@ impl<B: Backend> Engine for Burn<B> {
 
 /// S2's lock-step batches: the lab's burn Llama keeps a batch dimension in its KV cache with one
 /// shared position, so a batch is prompts of one length prefilled and decoded together.
-impl<B: Backend> engine_kit::BatchEngine for Burn<B> {
+impl<B: Backend> engine_kit::LockStepEngine for Burn<B> {
+    const NAME: &'static str = "burn";
+
     fn max_slots(&self) -> usize {
         MAX_BATCH
     }
@@ -125,47 +127,30 @@ impl<B: Backend> engine_kit::BatchEngine for Burn<B> {
         "lock-step [batch, seq] input, batch dimension in the KV cache, one shared position".into()
     }
 
-    fn lock_step(&self) -> Option<String> {
-        Some(
-            "the lab's burn Llama has one position for the whole batch and no padding mask, so \
-             requests of different lengths cannot share a batch"
-                .into(),
-        )
+    fn why_lock_step(&self) -> String {
+        "the lab's burn Llama has one position for the whole batch and no padding mask, so \
+         requests of different lengths cannot share a batch"
+            .into()
     }
 
-    fn prefill_slot(
-        &mut self,
-        slot: usize,
-        prompt: &[u32],
-        logits: &mut Vec<f32>,
-    ) -> EngineResult<()> {
-        if slot != 0 {
-            return Err("burn batches in lock-step: prefill the whole batch at once".into());
-        }
-        self.prefill_batch(&[prompt], logits)
-    }
-
-    fn prefill_batch(&mut self, prompts: &[&[u32]], logits: &mut Vec<f32>) -> EngineResult<()> {
+    fn prefill_together(&mut self, prompts: &[&[u32]], logits: &mut Vec<f32>) -> EngineResult<()> {
         self.model.reset();
         *logits = self.model.forward_batch(prompts)?;
         Ok(())
     }
 
-    fn decode_slots(&mut self, batch: &[(usize, u32)], logits: &mut Vec<f32>) -> EngineResult<()> {
-        if batch.iter().enumerate().any(|(i, &(s, _))| i != s) {
-            return Err("burn decodes its batch in lock-step, every sequence at every step".into());
-        }
-        let rows: Vec<[u32; 1]> = batch.iter().map(|&(_, t)| [t]).collect();
+    fn decode_together(&mut self, tokens: &[u32], logits: &mut Vec<f32>) -> EngineResult<()> {
+        let rows: Vec<[u32; 1]> = tokens.iter().map(|&t| [t]).collect();
         let rows: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
         *logits = self.model.forward_batch(&rows)?;
         Ok(())
     }
 
-    fn release_slot(&mut self, _slot: usize) {
-        // The next prefill resets the cache.
+    fn batch_len(&self) -> usize {
+        self.model.batch()
     }
 
-    fn synchronize(&mut self) -> EngineResult<()> {
+    fn sync(&mut self) -> EngineResult<()> {
         Engine::synchronize(self)
     }
 }

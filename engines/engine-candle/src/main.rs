@@ -180,7 +180,9 @@ impl Candle {
 
 /// S2's lock-step batches: candle's Llama takes `(batch, seq)` with one position for the whole
 /// batch, so a batch is prompts of one length prefilled together and decoded together.
-impl engine_kit::BatchEngine for Candle {
+impl engine_kit::LockStepEngine for Candle {
+    const NAME: &'static str = "candle";
+
     fn max_slots(&self) -> usize {
         MAX_BATCH
     }
@@ -195,36 +197,14 @@ impl engine_kit::BatchEngine for Candle {
         }
     }
 
-    fn lock_step(&self) -> Option<String> {
-        Some(
-            "candle's Llama has one position for the whole batch and no padding mask, so \
-             requests of different lengths cannot share a batch"
-                .into(),
-        )
+    fn why_lock_step(&self) -> String {
+        "candle's Llama has one position for the whole batch and no padding mask, so \
+         requests of different lengths cannot share a batch"
+            .into()
     }
 
-    fn prefill_slot(
-        &mut self,
-        slot: usize,
-        prompt: &[u32],
-        logits: &mut Vec<f32>,
-    ) -> EngineResult<()> {
-        if slot != 0 {
-            return Err("candle batches in lock-step: prefill the whole batch at once".into());
-        }
-        self.prefill_batch(&[prompt], logits)
-    }
-
-    fn prefill_batch(&mut self, prompts: &[&[u32]], logits: &mut Vec<f32>) -> EngineResult<()> {
+    fn prefill_together(&mut self, prompts: &[&[u32]], logits: &mut Vec<f32>) -> EngineResult<()> {
         let len = prompts.first().map_or(0, |p| p.len());
-        if let Some(p) = prompts.iter().find(|p| p.len() != len) {
-            return Err(format!(
-                "candle's Llama shares one position across the batch: prompts of {len} and {} \
-                 tokens cannot be batched",
-                p.len()
-            )
-            .into());
-        }
         Engine::reset(self)?;
         self.batch = prompts.len();
         if prompts.len() > 1 && matches!(self.model, Model::Quantized(_)) {
@@ -243,24 +223,16 @@ impl engine_kit::BatchEngine for Candle {
         self.forward_batch(input, logits)
     }
 
-    fn decode_slots(&mut self, batch: &[(usize, u32)], logits: &mut Vec<f32>) -> EngineResult<()> {
-        if batch.len() != self.batch || batch.iter().enumerate().any(|(i, &(s, _))| i != s) {
-            return Err(format!(
-                "candle decodes its batch of {} in lock-step, every sequence at every step",
-                self.batch
-            )
-            .into());
-        }
-        let tokens: Vec<u32> = batch.iter().map(|&(_, t)| t).collect();
-        let input = Tensor::from_vec(tokens, (batch.len(), 1), &self.device)?;
+    fn decode_together(&mut self, tokens: &[u32], logits: &mut Vec<f32>) -> EngineResult<()> {
+        let input = Tensor::from_vec(tokens.to_vec(), (tokens.len(), 1), &self.device)?;
         self.forward_batch(input, logits)
     }
 
-    fn release_slot(&mut self, _slot: usize) {
-        // The next prefill starts a new cache.
+    fn batch_len(&self) -> usize {
+        self.batch
     }
 
-    fn synchronize(&mut self) -> EngineResult<()> {
+    fn sync(&mut self) -> EngineResult<()> {
         Engine::synchronize(self)
     }
 }

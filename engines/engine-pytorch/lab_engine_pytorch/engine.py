@@ -178,18 +178,33 @@ def check_load(s):
     if not s["prompts"]:
         raise EngineError(f"scenario `{sid}`: a load scenario needs prompts")
     if s["kind"] == "batched_throughput":
-        if load.get("kind") != "batches" or not load["batch_sizes"] or 0 in load["batch_sizes"]:
-            raise EngineError(f"scenario `{sid}`: load.batch_sizes must be one or more sizes of at least 1")
-        if len({len(p["token_ids"]) for p in s["prompts"]}) != 1:
-            raise EngineError(f"scenario `{sid}`: static batches need prompts of equal length")
-    else:
-        if load.get("kind") != "concurrent" or not load["concurrency"] or 0 in load["concurrency"]:
-            raise EngineError(f"scenario `{sid}`: load.concurrency must be one or more levels of at least 1")
-        if load["requests"] < 1 or load["max_batch"] < 1:
-            raise EngineError(f"scenario `{sid}`: load.requests and load.max_batch must be at least 1")
-        a = load["arrival"]
-        if a["kind"] == "poisson" and not (math.isfinite(a["rate_per_s"]) and a["rate_per_s"] > 0):
-            raise EngineError(f"scenario `{sid}`: load.arrival.rate_per_s must be a positive number")
+        if load.get("kind") != "batches":
+            raise EngineError(f"scenario `{sid}`: `load` does not fit a batched_throughput scenario")
+    elif load.get("kind") != "concurrent":
+        raise EngineError(f"scenario `{sid}`: `load` does not fit a concurrent_load scenario")
+    why = invalid_load(load)
+    if why is not None:
+        raise EngineError(f"scenario `{sid}`: load.{why}")
+    if s["kind"] == "batched_throughput" and len({len(p["token_ids"]) for p in s["prompts"]}) != 1:
+        raise EngineError(f"scenario `{sid}`: static batches need prompts of equal length")
+
+
+def invalid_load(load):
+    """lab_protocol's `Load::invalid`: why these load settings cannot run, naming the field."""
+    if load["kind"] == "batches":
+        if not load["batch_sizes"] or 0 in load["batch_sizes"]:
+            return "batch_sizes must be one or more sizes of at least 1"
+        return None
+    if not load["concurrency"] or 0 in load["concurrency"]:
+        return "concurrency must be one or more levels of at least 1"
+    if load["requests"] < 1:
+        return "requests must be at least 1"
+    if load["max_batch"] < 1:
+        return "max_batch must be at least 1"
+    a = load["arrival"]
+    if a["kind"] == "poisson" and not (math.isfinite(a["rate_per_s"]) and a["rate_per_s"] > 0):
+        return f"arrival.rate_per_s must be a positive number, not {a['rate_per_s']}"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
