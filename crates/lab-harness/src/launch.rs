@@ -1,37 +1,32 @@
 //! How each kind of engine is started: a Rust binary, or a Python module run by the lab's pinned
-//! Python environment. Both get the same thread settings and an offline environment.
+//! Python environment, offline. Threads and pinning are added by [`crate::placement`].
 
 use std::path::{Path, PathBuf};
 
 use crate::catalog::{EngineKind, Target};
 use crate::runner::Launch;
 
-/// The launch and the file hashed as the engine's "binary" in provenance (for a Python engine,
-/// its engine module).
 /// The environment an engine gets inside a prebuilt image (whose entrypoint is the engine, with
-/// its own paths): the thread counts and, for Python, the offline and output flags.
-pub fn image_env(target: &Target, threads: usize) -> Vec<(String, String)> {
-    let t = threads.to_string();
+/// its own paths): for Python, the offline and output flags.
+pub fn image_env(target: &Target) -> Vec<(String, String)> {
     match target.kind {
-        EngineKind::Rust => vec![("RAYON_NUM_THREADS".into(), t)],
+        EngineKind::Rust => Vec::new(),
         EngineKind::Python => vec![
             ("PYTHONUNBUFFERED".into(), "1".into()),
-            ("OMP_NUM_THREADS".into(), t.clone()),
-            ("MKL_NUM_THREADS".into(), t),
             ("HF_HUB_OFFLINE".into(), "1".into()),
             ("TRANSFORMERS_OFFLINE".into(), "1".into()),
         ],
     }
 }
 
+/// The launch and the file hashed as the engine's "binary" in provenance (for a Python engine,
+/// its engine module).
 pub fn launch_for(
     target: &Target,
     root: &Path,
     release_dir: &Path,
     python: Option<&Path>,
-    threads: usize,
 ) -> crate::Result<(Launch, PathBuf)> {
-    let t = threads.to_string();
     match target.kind {
         EngineKind::Rust => {
             let binary = release_dir.join(target.binary);
@@ -45,7 +40,7 @@ pub fn launch_for(
             let launch = Launch {
                 program: binary.display().to_string(),
                 args: Vec::new(),
-                env: vec![("RAYON_NUM_THREADS".into(), t)],
+                env: Vec::new(),
                 cleanup: Vec::new(),
                 ..Default::default()
             };
@@ -74,8 +69,6 @@ pub fn launch_for(
                     ("PYTHONPATH".into(), pkg.display().to_string()),
                     ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
                     ("PYTHONUNBUFFERED".into(), "1".into()),
-                    ("OMP_NUM_THREADS".into(), t.clone()),
-                    ("MKL_NUM_THREADS".into(), t),
                     ("HF_HUB_OFFLINE".into(), "1".into()),
                     ("TRANSFORMERS_OFFLINE".into(), "1".into()),
                 ],

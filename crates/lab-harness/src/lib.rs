@@ -12,6 +12,7 @@ pub mod footprint;
 pub mod launch;
 pub mod model;
 pub mod options;
+pub mod placement;
 pub mod plan;
 pub mod prepare;
 pub mod progress;

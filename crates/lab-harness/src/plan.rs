@@ -419,7 +419,7 @@ pub fn build_request(
             synthetic: plan.model.synthetic,
         },
         device: plan.spec.device.clone(),
-        threads: Some(plan.spec.threads as u32),
+        threads: Some(crate::placement::Placement::of(&plan.spec).threads as u32),
         scenarios: scenarios.to_vec(),
     }
 }

@@ -12,6 +12,7 @@ use lab_results::provenance::Provenance;
 
 use crate::catalog::{self, EngineKind, Target};
 use crate::model::{self, ResolvedModel};
+use crate::placement::Placement;
 use crate::{container, BenchPlan, BenchSpec, Error, PreparedTarget, Result};
 
 macro_rules! bail {
@@ -252,31 +253,19 @@ fn prepare_target(
             crate::runner::Launch {
                 program: container::ENGINE_PATH.into(),
                 args: Vec::new(),
-                env: crate::launch::image_env(&t, spec.threads),
+                env: crate::launch::image_env(&t),
                 cleanup: Vec::new(),
                 ..Default::default()
             },
             PathBuf::from(format!("image {reference}")),
         ),
-        _ => crate::launch::launch_for(
-            &t,
-            ctx.root,
-            &ctx.target_dir.join("release"),
-            ctx.python,
-            spec.threads,
-        )?,
+        _ => crate::launch::launch_for(&t, ctx.root, &ctx.target_dir.join("release"), ctx.python)?,
     };
-    if spec.cpuset_cpus.is_some() {
-        // OpenMP engines (llama.cpp, PyTorch) bind each thread to one CPU of the set.
-        launch.env.push(("OMP_PROC_BIND".into(), "close".into()));
-        launch.env.push(("OMP_PLACES".into(), "threads".into()));
-    }
+    let placement = Placement::of(spec);
+    launch.env.extend(placement.env(t.kind));
     launch.limits = container::native_limits(spec);
-    if let (Some(cpus), None) = (&spec.cpuset_cpus, runtime) {
-        let mut args = vec!["-c".to_string(), cpus.clone(), launch.program];
-        args.extend(launch.args);
-        launch.program = "taskset".into();
-        launch.args = args;
+    if runtime.is_none() {
+        placement.pin_native(&mut launch);
     }
     let native = PreparedTarget {
         target: t,

@@ -235,14 +235,14 @@ pub fn python_target(engine: &str, format: WeightFormat, dtype: Dtype) -> Prepar
         .find(|t| t.engine == engine && t.format == format && t.dtype == dtype)
         .unwrap_or_else(|| panic!("no catalog target {engine} {format:?} {dtype:?}"));
     let py = python();
-    let (launch, binary) = lab_harness::launch::launch_for(
-        &t,
-        &root(),
-        Path::new("/nonexistent"),
-        Some(&py),
-        threads(),
-    )
-    .unwrap();
+    let (launch, binary) =
+        lab_harness::launch::launch_for(&t, &root(), Path::new("/nonexistent"), Some(&py)).unwrap();
+    let mut launch = launch;
+    let placement = lab_harness::placement::Placement {
+        threads: threads(),
+        cpus: None,
+    };
+    launch.env.extend(placement.env(t.kind));
     PreparedTarget {
         target: t,
         launch,

@@ -61,7 +61,7 @@ pub fn default_memory_bytes() -> Option<u64> {
 /// sets none).
 pub fn sandbox_for(spec: &crate::BenchSpec, gpus: bool) -> Sandbox {
     Sandbox {
-        cpuset_cpus: spec.cpuset_cpus.clone(),
+        cpuset_cpus: crate::placement::Placement::of(spec).cpus,
         gpus,
         memory_bytes: spec
             .memory_limit_mib
