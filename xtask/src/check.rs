@@ -143,15 +143,7 @@ pub fn run(flags: Flags) -> Result<()> {
         );
     }
     if !flags.exact_only {
-        let throttled = lab_results::check::throttled_beyond(&results, flags.rules.max_throttled);
-        if !throttled.is_empty() {
-            bail!(
-                "{}: the GPU was throttled during the measurement, so its numbers are not comparable (more than {:.0} % of windows, --max-throttled): {}. Re-run with the GPU cooled or clocks locked lower (--lock-clocks base), or compare token ids only (--exact-only)",
-                run_dir.display(),
-                flags.rules.max_throttled * 100.0,
-                throttled.join("; ")
-            );
-        }
+        refuse_throttled(&run_dir, &results, flags.rules.max_throttled)?;
     }
     let root = flags
         .baselines
@@ -225,6 +217,21 @@ pub fn run(flags: Flags) -> Result<()> {
         failing.len(),
         findings.len()
     )
+}
+
+/// Refuses a run whose GPU was throttled in more than `max` of a scenario's windows: its
+/// numbers measure the cooling, not the engine.
+fn refuse_throttled(run_dir: &Path, results: &[TargetResult], max: f64) -> Result<()> {
+    let throttled = lab_results::check::throttled_beyond(results, max);
+    if !throttled.is_empty() {
+        bail!(
+            "{}: the GPU was throttled during the measurement, so its numbers are not comparable (more than {:.0} % of windows, --max-throttled): {}. Re-run with the GPU cooled or clocks locked lower (--lock-clocks base), or compare token ids only (--exact-only)",
+            run_dir.display(),
+            max * 100.0,
+            throttled.join("; ")
+        );
+    }
+    Ok(())
 }
 
 /// Keeps the verdicts beside the run and re-renders its reports with them. A run directory that

@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 
 use lab_protocol::{
-    Device, GenerationSettings, Load, Request, Sampling, SamplingOverhead, ScenarioKind,
+    Device, GenerationSettings, Load, Prompt, Request, Sampling, SamplingOverhead, ScenarioKind,
     ScenarioRequest, SCHEMA_VERSION,
 };
 
-use crate::catalog::{self, PromptSource, Target};
+use crate::catalog::{self, PromptSource, Scenario, Target};
 use crate::model::ResolvedModel;
 use crate::runner::Launch;
 use crate::{display_path, Error, Result};
@@ -110,7 +110,6 @@ impl BenchPlan {
 pub fn scenario_requests(
     plan: &BenchPlan,
 ) -> Result<(Vec<ScenarioRequest>, Option<correctness::Reference>)> {
-    let prompts_dir = plan.root.join("prompts");
     let chosen = plan.spec.sampling.clone().unwrap_or(Sampling::Greedy);
     if let Some(why) = chosen.invalid(plan.model.vocab_size) {
         return Err(Error::msg(format!(
@@ -118,15 +117,56 @@ pub fn scenario_requests(
             plan.model.name
         )));
     }
-    let generation = |max_new_tokens| GenerationSettings {
+    let mut reference = None;
+    let mut out = Vec::new();
+    let load = plan
+        .spec
+        .load
+        .clone()
+        .unwrap_or_else(|| plan.spec.measure.load_settings());
+    for s in &catalog::select_scenarios(&plan.spec.scenarios)? {
+        let parts = match s.source {
+            PromptSource::Ops => {
+                out.push(micro_request(plan, s, generation(plan, 1))?);
+                continue;
+            }
+            PromptSource::Training(file) => {
+                out.push(lora_request(plan, s, file, generation(plan, 1))?);
+                continue;
+            }
+            PromptSource::Passage(file) => passage_parts(plan, s, file, &load, &chosen)?,
+            PromptSource::ReferenceGreedy | PromptSource::ReferenceTeacherForced => {
+                match reference_parts(plan, s, &mut reference)? {
+                    Some(parts) => parts,
+                    None => continue,
+                }
+            }
+        };
+        out.push(request_of(plan, s, parts, &load));
+    }
+    Ok((out, reference))
+}
+
+/// Greedy generation of `max_new_tokens` with the KV cache (EOS ignored).
+fn generation(plan: &BenchPlan, max_new_tokens: u32) -> GenerationSettings {
+    GenerationSettings {
         max_new_tokens,
         stop_at_eos: false,
         eos_token_ids: plan.model.eos_token_ids.clone(),
         sampling: Sampling::Greedy,
         kv_cache: true,
-    };
-    // Timed scenarios take the run's sampling and KV-cache choice; the analyses set their own.
-    let timed_generation = |id: &str, max_new_tokens| GenerationSettings {
+    }
+}
+
+/// A timed scenario's generation: the run's sampling and KV-cache choice; the analyses set
+/// their own.
+fn timed_generation(
+    plan: &BenchPlan,
+    chosen: &Sampling,
+    id: &str,
+    max_new_tokens: u32,
+) -> GenerationSettings {
+    GenerationSettings {
         sampling: match id {
             "sampling" => Sampling::Greedy,
             _ => chosen.clone(),
@@ -137,117 +177,124 @@ pub fn scenario_requests(
             "s1" | "s5" => !plan.spec.kv_cache_off,
             _ => true,
         },
-        ..generation(max_new_tokens)
-    };
-    let mut reference = None;
-    let mut out = Vec::new();
-    let load = plan
-        .spec
-        .load
-        .clone()
-        .unwrap_or_else(|| plan.spec.measure.load_settings());
-    for s in &catalog::select_scenarios(&plan.spec.scenarios)? {
-        if s.source == PromptSource::Ops {
-            out.push(micro_request(plan, s, generation(1))?);
-            continue;
-        }
-        if let PromptSource::Training(file) = s.source {
-            out.push(lora_request(plan, s, file, generation(1))?);
-            continue;
-        }
-        let timed = matches!(s.source, PromptSource::Passage(_));
-        let (prompts, generation, warmup_iterations, iterations) = match s.source {
-            PromptSource::Passage(file) => {
-                let lengths: Option<Vec<usize>> = match (s.id, &load.long_lengths) {
-                    ("s5", Some(l)) => Some(l.iter().map(|&n| n as usize).collect()),
-                    _ => None,
-                };
-                let prompts = catalog::load_prompts_of_lengths(
-                    &prompts_dir,
-                    file,
-                    &plan.model.tokenizer_json,
-                    lengths.as_deref(),
-                )?;
-                let new_tokens = match s.id {
-                    "s2" | "s3" => load.new_tokens,
-                    "s5" => load.long_new_tokens,
-                    "kv-on" | "kv-off" => load.kv_new_tokens,
-                    _ => plan.spec.max_new_tokens,
-                };
-                check_context(plan, s.id, file, &prompts, new_tokens)?;
-                (
-                    prompts,
-                    timed_generation(s.id, new_tokens),
-                    plan.spec.warmup_iterations,
-                    plan.spec.iterations,
-                )
-            }
-            PromptSource::Ops | PromptSource::Training(_) => unreachable!("handled above"),
-            PromptSource::ReferenceGreedy | PromptSource::ReferenceTeacherForced => {
-                if plan.model.synthetic {
-                    eprintln!(
-                        "scenario {}: skipped, model `{}` is synthetic (random weights have no reference)",
-                        s.id, plan.model.name
-                    );
-                    continue;
-                }
-                if reference.is_none() {
-                    let path = correctness::reference_path(&plan.root, &plan.model.name);
-                    if !path.exists() {
-                        return Err(Error::msg(format!(
-                            "scenario {}: {} is missing: generate it with `cargo xtask reference --model {}` or leave out the correctness scenarios (`--scenario s1`)",
-                            s.id,
-                            display_path(&plan.root, &path),
-                            plan.model.name
-                        )));
-                    }
-                    reference = Some(correctness::load_reference(&path)?);
-                }
-                let r = reference.as_ref().expect("loaded above");
-                // One iteration, no warm-up: these are checked for values, not timed.
-                if s.source == PromptSource::ReferenceGreedy {
-                    (r.greedy_prompts(), generation(r.continuation_tokens), 0, 1)
-                } else {
-                    (
-                        r.teacher_forced_prompts(),
-                        generation(r.continuation_tokens),
-                        0,
-                        1,
-                    )
-                }
-            }
-        };
-        out.push(ScenarioRequest {
-            id: s.id.to_string(),
-            kind: s.kind,
-            prompts,
-            generation,
-            // A load level warms up with at most one untimed batch.
-            warmup_iterations: if s.kind.is_load() {
-                warmup_iterations.min(1)
-            } else {
-                warmup_iterations
-            },
-            iterations,
-            // Correctness scenarios run exactly once; only timed ones follow the profile.
-            min_duration_ms: if timed { plan.spec.min_duration_ms } else { 0 },
-            max_duration_ms: if timed {
-                plan.spec.max_duration_ms
-            } else {
-                None
-            },
-            load: load_request(s.kind, &load),
-            sampling_overhead: (s.kind == ScenarioKind::SamplingOverhead).then(|| {
-                SamplingOverhead {
-                    strategies: sampling_strategies(),
-                    samples: load.sampling_samples,
-                }
-            }),
-            micro: None,
-            lora: None,
-        });
+        ..generation(plan, max_new_tokens)
     }
-    Ok((out, reference))
+}
+
+/// A scenario's prompts, generation, warm-up and measured iterations.
+type Parts = (Vec<Prompt>, GenerationSettings, u32, u32);
+
+/// A timed scenario over a committed passage: its prompts (S5 at the load settings' lengths),
+/// its tokens per request, the profile's iterations.
+fn passage_parts(
+    plan: &BenchPlan,
+    s: &Scenario,
+    file: &str,
+    load: &LoadSettings,
+    chosen: &Sampling,
+) -> Result<Parts> {
+    let lengths: Option<Vec<usize>> = match (s.id, &load.long_lengths) {
+        ("s5", Some(l)) => Some(l.iter().map(|&n| n as usize).collect()),
+        _ => None,
+    };
+    let prompts = catalog::load_prompts_of_lengths(
+        &plan.root.join("prompts"),
+        file,
+        &plan.model.tokenizer_json,
+        lengths.as_deref(),
+    )?;
+    let new_tokens = match s.id {
+        "s2" | "s3" => load.new_tokens,
+        "s5" => load.long_new_tokens,
+        "kv-on" | "kv-off" => load.kv_new_tokens,
+        _ => plan.spec.max_new_tokens,
+    };
+    check_context(plan, s.id, file, &prompts, new_tokens)?;
+    Ok((
+        prompts,
+        timed_generation(plan, chosen, s.id, new_tokens),
+        plan.spec.warmup_iterations,
+        plan.spec.iterations,
+    ))
+}
+
+/// A correctness scenario from the model's reference (read once into `reference`): one
+/// iteration, no warm-up (checked for values, not timed). `None`: skipped, the model is
+/// synthetic.
+fn reference_parts(
+    plan: &BenchPlan,
+    s: &Scenario,
+    reference: &mut Option<correctness::Reference>,
+) -> Result<Option<Parts>> {
+    if plan.model.synthetic {
+        eprintln!(
+            "scenario {}: skipped, model `{}` is synthetic (random weights have no reference)",
+            s.id, plan.model.name
+        );
+        return Ok(None);
+    }
+    if reference.is_none() {
+        let path = correctness::reference_path(&plan.root, &plan.model.name);
+        if !path.exists() {
+            return Err(Error::msg(format!(
+                "scenario {}: {} is missing: generate it with `cargo xtask reference --model {}` or leave out the correctness scenarios (`--scenario s1`)",
+                s.id,
+                display_path(&plan.root, &path),
+                plan.model.name
+            )));
+        }
+        *reference = Some(correctness::load_reference(&path)?);
+    }
+    let r = reference.as_ref().expect("loaded above");
+    let prompts = if s.source == PromptSource::ReferenceGreedy {
+        r.greedy_prompts()
+    } else {
+        r.teacher_forced_prompts()
+    };
+    Ok(Some((
+        prompts,
+        generation(plan, r.continuation_tokens),
+        0,
+        1,
+    )))
+}
+
+/// The request of one prompt scenario.
+fn request_of(
+    plan: &BenchPlan,
+    s: &Scenario,
+    parts: Parts,
+    load: &LoadSettings,
+) -> ScenarioRequest {
+    let (prompts, generation, warmup_iterations, iterations) = parts;
+    let timed = matches!(s.source, PromptSource::Passage(_));
+    ScenarioRequest {
+        id: s.id.to_string(),
+        kind: s.kind,
+        prompts,
+        generation,
+        // A load level warms up with at most one untimed batch.
+        warmup_iterations: if s.kind.is_load() {
+            warmup_iterations.min(1)
+        } else {
+            warmup_iterations
+        },
+        iterations,
+        // Correctness scenarios run exactly once; only timed ones follow the profile.
+        min_duration_ms: if timed { plan.spec.min_duration_ms } else { 0 },
+        max_duration_ms: if timed {
+            plan.spec.max_duration_ms
+        } else {
+            None
+        },
+        load: load_request(s.kind, load),
+        sampling_overhead: (s.kind == ScenarioKind::SamplingOverhead).then(|| SamplingOverhead {
+            strategies: sampling_strategies(),
+            samples: load.sampling_samples,
+        }),
+        micro: None,
+        lora: None,
+    }
 }
 
 /// The microbenchmark scenario: the cases of [`lab_results::micro::cases`] at the model's shapes

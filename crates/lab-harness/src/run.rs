@@ -258,6 +258,14 @@ pub struct TargetContext<'a> {
     pub sampling: Option<&'a GpuSampling<'a>>,
 }
 
+/// What the engine process left: its report, wall ms, error and raw GPU telemetry.
+type EngineRun = (
+    Option<lab_protocol::Report>,
+    f64,
+    Option<String>,
+    Option<lab_gpu::sampler::Telemetry>,
+);
+
 /// What one target's run came to.
 pub enum TargetRun {
     /// The engine ran (successfully or not); the result exists when it wrote a report.
@@ -280,45 +288,9 @@ pub fn run_target(
         Some(s) => s.clone(),
         None => sha256_file(&t.binary)?,
     };
-    let run = || {
-        runner::run_engine_with(
-            &t.launch,
-            &request,
-            &label,
-            plan.spec.timeout(),
-            interrupted,
-            ctx.progress,
-        )
-    };
-    let (outcome, raw) = match ctx.sampling {
-        Some(s) => {
-            let (o, raw) = lab_gpu::sampler::record(s.gpu, &s.devices, s.period, run);
-            (o, Some(raw))
-        }
-        None => (run(), None),
-    };
-    let (report, wall_ms, error) = match outcome {
-        Ok(f) => {
-            let problems = lab_results::consistency::problems(&request, &f.report);
-            let error = problems.first().map(|first| {
-                format!(
-                    "{label}: the report does not match the request ({} problem(s)): {first}",
-                    problems.len()
-                )
-            });
-            (Some(f.report), f.wall.as_secs_f64() * 1e3, error)
-        }
-        Err(RunError::Failed {
-            report,
-            message,
-            status,
-        }) => (
-            report.map(|r| *r),
-            0.0,
-            Some(format!("{label}: engine exited with {status}: {message}")),
-        ),
-        Err(RunError::Interrupted) => return Ok(TargetRun::Interrupted),
-        Err(e) => (None, 0.0, Some(format!("{label}: {e}"))),
+    let Some((report, wall_ms, error, raw)) = run_engine(ctx, t, &request, &label, interrupted)
+    else {
+        return Ok(TargetRun::Interrupted);
     };
     if let Some(e) = &error {
         ctx.progress.println(&format!("error: {e}"));
@@ -334,18 +306,7 @@ pub fn run_target(
         };
         return Ok(TargetRun::Finished(outcome, None));
     };
-    let partial = report.scenarios.iter().any(|s| s.error.is_some());
-    let status = match (&error, report.error.is_some(), partial) {
-        (Some(_), _, _) | (_, true, _) => TargetStatus::Failed,
-        (None, false, true) => TargetStatus::Partial,
-        _ => TargetStatus::Ok,
-    };
-    let error = error.or_else(|| report.error.clone()).or_else(|| {
-        report
-            .scenarios
-            .iter()
-            .find_map(|s| s.error.as_ref().map(|e| format!("scenario {}: {e}", s.id)))
-    });
+    let (status, error) = status_of(error, &report);
     let mut result = TargetResult {
         result_version: RESULT_VERSION,
         run_id: plan.run_id().to_string(),
@@ -368,18 +329,7 @@ pub fn run_target(
         report,
     };
     if let Some(raw) = raw {
-        let t = lab_results::telemetry::summarize(&result.report, raw);
-        if let Some(w) = t.worst_throttled() {
-            ctx.progress.println(&format!(
-                "warning: {label}: GPU {} was throttled ({}) in {}/{} measured windows of {}",
-                w.device,
-                w.slowdowns.join(", "),
-                w.throttled_windows,
-                w.windows,
-                w.scenario
-            ));
-        }
-        result.telemetry = Some(t);
+        result.telemetry = Some(telemetry(&result, raw, &label, ctx.progress));
     }
     if let (Some(s), 1, false) = (&plan.spec.startup, ctx.run, status == TargetStatus::Failed) {
         result.startup = Some(crate::startup::measure(
@@ -393,15 +343,7 @@ pub fn run_target(
     if let Some(r) = ctx.reference.filter(|_| ctx.run == 1) {
         result.correctness = correctness::evaluate(&result, r);
         if let Some(c) = &result.correctness {
-            ctx.progress.println(&format!(
-                "{label}: teacher-forced top-1 agreement {}/{} ({:.1} %, gate {:.0} %), greedy prefix {}/{} tokens",
-                c.top1_agree,
-                c.positions,
-                c.top1_agreement * 100.0,
-                c.gate * 100.0,
-                c.greedy_prefix_tokens,
-                c.greedy_tokens
-            ));
+            ctx.progress.println(&correctness_line(&label, c));
         }
     }
     let outcome = TargetOutcome {
@@ -412,6 +354,113 @@ pub fn run_target(
         repetition,
     };
     Ok(TargetRun::Finished(outcome, Some(Box::new(result))))
+}
+
+/// The engine process of one target (sampled for GPU telemetry when asked): its report if it
+/// wrote one, its wall time in ms, what went wrong, the raw telemetry; `None` on Ctrl-C.
+fn run_engine(
+    ctx: &TargetContext,
+    t: &PreparedTarget,
+    request: &lab_protocol::Request,
+    label: &str,
+    interrupted: &AtomicBool,
+) -> Option<EngineRun> {
+    let run = || {
+        runner::run_engine_with(
+            &t.launch,
+            request,
+            label,
+            ctx.plan.spec.timeout(),
+            interrupted,
+            ctx.progress,
+        )
+    };
+    let (outcome, raw) = match ctx.sampling {
+        Some(s) => {
+            let (o, raw) = lab_gpu::sampler::record(s.gpu, &s.devices, s.period, run);
+            (o, Some(raw))
+        }
+        None => (run(), None),
+    };
+    let (report, wall_ms, error) = match outcome {
+        Ok(f) => {
+            let problems = lab_results::consistency::problems(request, &f.report);
+            let error = problems.first().map(|first| {
+                format!(
+                    "{label}: the report does not match the request ({} problem(s)): {first}",
+                    problems.len()
+                )
+            });
+            (Some(f.report), f.wall.as_secs_f64() * 1e3, error)
+        }
+        Err(RunError::Failed {
+            report,
+            message,
+            status,
+        }) => (
+            report.map(|r| *r),
+            0.0,
+            Some(format!("{label}: engine exited with {status}: {message}")),
+        ),
+        Err(RunError::Interrupted) => return None,
+        Err(e) => (None, 0.0, Some(format!("{label}: {e}"))),
+    };
+    Some((report, wall_ms, error, raw))
+}
+
+/// A target's status and its first error: failed when the harness or the engine said so,
+/// partial when a scenario failed.
+fn status_of(
+    error: Option<String>,
+    report: &lab_protocol::Report,
+) -> (TargetStatus, Option<String>) {
+    let partial = report.scenarios.iter().any(|s| s.error.is_some());
+    let status = match (&error, report.error.is_some(), partial) {
+        (Some(_), _, _) | (_, true, _) => TargetStatus::Failed,
+        (None, false, true) => TargetStatus::Partial,
+        _ => TargetStatus::Ok,
+    };
+    let error = error.or_else(|| report.error.clone()).or_else(|| {
+        report
+            .scenarios
+            .iter()
+            .find_map(|s| s.error.as_ref().map(|e| format!("scenario {}: {e}", s.id)))
+    });
+    (status, error)
+}
+
+/// The GPU telemetry of a result, with a warning when a GPU was throttled.
+fn telemetry(
+    result: &TargetResult,
+    raw: lab_gpu::sampler::Telemetry,
+    label: &str,
+    progress: &Progress,
+) -> lab_results::telemetry::TargetTelemetry {
+    let t = lab_results::telemetry::summarize(&result.report, raw);
+    if let Some(w) = t.worst_throttled() {
+        progress.println(&format!(
+            "warning: {label}: GPU {} was throttled ({}) in {}/{} measured windows of {}",
+            w.device,
+            w.slowdowns.join(", "),
+            w.throttled_windows,
+            w.windows,
+            w.scenario
+        ));
+    }
+    t
+}
+
+/// The progress line of a target's agreement with the reference.
+fn correctness_line(label: &str, c: &lab_results::results::Correctness) -> String {
+    format!(
+        "{label}: teacher-forced top-1 agreement {}/{} ({:.1} %, gate {:.0} %), greedy prefix {}/{} tokens",
+        c.top1_agree,
+        c.positions,
+        c.top1_agreement * 100.0,
+        c.gate * 100.0,
+        c.greedy_prefix_tokens,
+        c.greedy_tokens
+    )
 }
 
 /// A target's result file in the run directory: `<stem>.json` for the first run of the plan,

@@ -97,17 +97,9 @@ pub fn run_engine(
     )
 }
 
-/// [`run_engine`], with the engine's stderr going through a run's [`Progress`].
-pub fn run_engine_with(
-    launch: &Launch,
-    request: &Request,
-    label: &str,
-    timeout: Duration,
-    interrupted: &AtomicBool,
-    progress: &Progress,
-) -> Result<Finished, RunError> {
-    let start = Instant::now();
-    let spawn_unix_ns = lab_gpu::now_unix_ns();
+/// Starts the engine process of `launch` with piped stdio (its working directory made fresh,
+/// its address space limited when asked).
+fn spawn(launch: &Launch) -> Result<Child, RunError> {
     #[allow(clippy::disallowed_methods)] // streaming stdin/stdout/stderr needs a raw Command
     let mut command = Command::new(&launch.program);
     command
@@ -129,10 +121,46 @@ pub fn run_engine_with(
     {
         address_space_limit(&mut command, bytes);
     }
-    let mut child = command.spawn().map_err(|source| RunError::Spawn {
+    command.spawn().map_err(|source| RunError::Spawn {
         program: launch.program.clone(),
         source,
-    })?;
+    })
+}
+
+/// Whether a finished engine was killed for memory: confirmed by the container runtime or the
+/// native child's marker, or likely (a container's SIGKILL the harness did not send).
+fn oom_kill_of(status: std::process::ExitStatus, launch: &Launch) -> OomKill {
+    if status.success() {
+        OomKill::No
+    } else if container_oom_killed(&launch.oom_query)
+        || launch
+            .work_dir
+            .as_ref()
+            .is_some_and(|d| d.join("oom").exists())
+    {
+        OomKill::Confirmed
+    } else if status.code() == Some(137) && launch.limits.memory_by == Some(MemoryLimitBy::Cgroup) {
+        // 128 + SIGKILL, from a container runtime, and the harness did not kill it: the
+        // kernel's OOM killer under the container's memory limit, unless someone else sent
+        // SIGKILL. Some runtimes (podman 4 with runc on cgroup v1) never set the OOM flag.
+        OomKill::Likely
+    } else {
+        OomKill::No
+    }
+}
+
+/// [`run_engine`], with the engine's stderr going through a run's [`Progress`].
+pub fn run_engine_with(
+    launch: &Launch,
+    request: &Request,
+    label: &str,
+    timeout: Duration,
+    interrupted: &AtomicBool,
+    progress: &Progress,
+) -> Result<Finished, RunError> {
+    let start = Instant::now();
+    let spawn_unix_ns = lab_gpu::now_unix_ns();
+    let mut child = spawn(launch)?;
 
     let json = serde_json::to_vec(request).expect("request serializes");
     let mut stdin = child.stdin.take().expect("piped stdin");
@@ -179,23 +207,7 @@ pub fn run_engine_with(
             ),
         );
     }
-    let oom_killed = if status.success() {
-        OomKill::No
-    } else if container_oom_killed(&launch.oom_query)
-        || launch
-            .work_dir
-            .as_ref()
-            .is_some_and(|d| d.join("oom").exists())
-    {
-        OomKill::Confirmed
-    } else if status.code() == Some(137) && launch.limits.memory_by == Some(MemoryLimitBy::Cgroup) {
-        // 128 + SIGKILL, from a container runtime, and the harness did not kill it: the
-        // kernel's OOM killer under the container's memory limit, unless someone else sent
-        // SIGKILL. Some runtimes (podman 4 with runc on cgroup v1) never set the OOM flag.
-        OomKill::Likely
-    } else {
-        OomKill::No
-    };
+    let oom_killed = oom_kill_of(status, launch);
     run_cleanup(&launch.cleanup);
     if let Some(dir) = &launch.work_dir {
         let _ = std::fs::remove_dir_all(dir);

@@ -289,136 +289,161 @@ fn evaluate_one(c: &Claim, manifest: &RunManifest, results: &[TargetResult]) -> 
             baseline,
             at_least,
             ..
-        } => {
-            let Some(base) = best_of(results, baseline, metric) else {
-                return not(format!("no {baseline} target with S1 {metric} in this run"));
-            };
-            let mut parts = Vec::new();
-            let mut ratios = Vec::new();
-            for e in engines {
-                let Some(t) = best_of(results, e, metric) else {
-                    continue;
-                };
-                if let Some(r) = better_ratio(t, base, metric) {
-                    parts.push(format!("{} {}", t.target, r.text()));
-                    ratios.push(r);
-                }
-            }
-            if ratios.is_empty() {
-                return not(format!("none of {} ran S1 in this run", engines.join(", ")));
-            }
-            let measured = format!("vs {}: {}", base.target, parts.join("; "));
-            let outcome = if ratios.iter().all(|r| r.low >= *at_least) {
-                Outcome::Confirmed
-            } else if ratios.iter().any(|r| r.high < *at_least) {
-                Outcome::Refuted
-            } else {
-                Outcome::Inconclusive
-            };
-            (outcome, measured)
-        }
+        } => ratio_claim(results, metric, engines, baseline, *at_least),
         Check::Range {
             engines, min, max, ..
-        } => {
-            let mut parts = Vec::new();
-            let mut spans = Vec::new();
-            for e in engines {
-                let Some(t) = best_of(results, e, metric) else {
-                    continue;
-                };
-                let Some((p, _)) = s1_prompts(t).into_iter().max_by_key(|(_, n)| *n) else {
-                    continue;
-                };
-                let Some(s) = s1_summary(t, &p, metric) else {
-                    continue;
-                };
-                let (lo, hi) = interval(s);
-                parts.push(format!(
-                    "{} {:.1} {} [{lo:.1}, {hi:.1}] at {p}",
-                    t.target,
-                    s.median,
-                    metric.unit()
-                ));
-                spans.push((lo, hi));
-            }
-            if spans.is_empty() {
-                return not(format!("none of {} ran S1 in this run", engines.join(", ")));
-            }
-            let outcome = if spans.iter().all(|&(lo, hi)| lo >= *min && hi <= *max) {
-                Outcome::Confirmed
-            } else if spans.iter().any(|&(lo, hi)| hi < *min || lo > *max) {
-                Outcome::Refuted
-            } else {
-                Outcome::Inconclusive
-            };
-            (outcome, parts.join("; "))
+        } => range_claim(results, metric, engines, *min, *max),
+        Check::Order { tiers, .. } => order_claim(results, metric, tiers),
+        Check::Analysis { .. } => unreachable!("handled above"),
+    }
+}
+
+/// At least `at_least` × the baseline engine (every engine's interval).
+fn ratio_claim(
+    results: &[TargetResult],
+    metric: Metric,
+    engines: &[String],
+    baseline: &str,
+    at_least: f64,
+) -> (Outcome, String) {
+    let Some(base) = best_of(results, baseline, metric) else {
+        return not(format!("no {baseline} target with S1 {metric} in this run"));
+    };
+    let mut parts = Vec::new();
+    let mut ratios = Vec::new();
+    for e in engines {
+        let Some(t) = best_of(results, e, metric) else {
+            continue;
+        };
+        if let Some(r) = better_ratio(t, base, metric) {
+            parts.push(format!("{} {}", t.target, r.text()));
+            ratios.push(r);
         }
-        Check::Order { tiers, .. } => {
-            let present: Vec<Vec<&TargetResult>> = tiers
-                .iter()
-                .map(|tier| {
-                    tier.iter()
-                        .filter_map(|e| best_of(results, e, metric))
-                        .collect::<Vec<_>>()
-                })
-                .filter(|t: &Vec<&TargetResult>| !t.is_empty())
-                .collect();
-            if present.len() < 2 {
-                return not("fewer than two of the claim's tiers ran S1 in this run".into());
-            }
-            let mut all_separate = true;
-            let mut violated = Vec::new();
-            for (i, upper) in present.iter().enumerate() {
-                for lower in &present[i + 1..] {
-                    for a in upper {
-                        for b in lower {
-                            match better_ratio(a, b, metric) {
-                                Some(r) if r.low > 1.0 => {}
-                                Some(r) if r.high < 1.0 => {
-                                    violated.push(format!("{} < {}", a.target, b.target))
-                                }
-                                _ => all_separate = false,
-                            }
+    }
+    if ratios.is_empty() {
+        return not(format!("none of {} ran S1 in this run", engines.join(", ")));
+    }
+    let measured = format!("vs {}: {}", base.target, parts.join("; "));
+    let outcome = if ratios.iter().all(|r| r.low >= at_least) {
+        Outcome::Confirmed
+    } else if ratios.iter().any(|r| r.high < at_least) {
+        Outcome::Refuted
+    } else {
+        Outcome::Inconclusive
+    };
+    (outcome, measured)
+}
+
+/// Every engine's interval inside `[min, max]` at its longest S1 prompt.
+fn range_claim(
+    results: &[TargetResult],
+    metric: Metric,
+    engines: &[String],
+    min: f64,
+    max: f64,
+) -> (Outcome, String) {
+    let mut parts = Vec::new();
+    let mut spans = Vec::new();
+    for e in engines {
+        let Some(t) = best_of(results, e, metric) else {
+            continue;
+        };
+        let Some((p, _)) = s1_prompts(t).into_iter().max_by_key(|(_, n)| *n) else {
+            continue;
+        };
+        let Some(s) = s1_summary(t, &p, metric) else {
+            continue;
+        };
+        let (lo, hi) = interval(s);
+        parts.push(format!(
+            "{} {:.1} {} [{lo:.1}, {hi:.1}] at {p}",
+            t.target,
+            s.median,
+            metric.unit()
+        ));
+        spans.push((lo, hi));
+    }
+    if spans.is_empty() {
+        return not(format!("none of {} ran S1 in this run", engines.join(", ")));
+    }
+    let outcome = if spans.iter().all(|&(lo, hi)| lo >= min && hi <= max) {
+        Outcome::Confirmed
+    } else if spans.iter().any(|&(lo, hi)| hi < min || lo > max) {
+        Outcome::Refuted
+    } else {
+        Outcome::Inconclusive
+    };
+    (outcome, parts.join("; "))
+}
+
+/// Every tier faster than every tier after it.
+fn order_claim(
+    results: &[TargetResult],
+    metric: Metric,
+    tiers: &[Vec<String>],
+) -> (Outcome, String) {
+    let present: Vec<Vec<&TargetResult>> = tiers
+        .iter()
+        .map(|tier| {
+            tier.iter()
+                .filter_map(|e| best_of(results, e, metric))
+                .collect::<Vec<_>>()
+        })
+        .filter(|t: &Vec<&TargetResult>| !t.is_empty())
+        .collect();
+    if present.len() < 2 {
+        return not("fewer than two of the claim's tiers ran S1 in this run".into());
+    }
+    let mut all_separate = true;
+    let mut violated = Vec::new();
+    for (i, upper) in present.iter().enumerate() {
+        for lower in &present[i + 1..] {
+            for a in upper {
+                for b in lower {
+                    match better_ratio(a, b, metric) {
+                        Some(r) if r.low > 1.0 => {}
+                        Some(r) if r.high < 1.0 => {
+                            violated.push(format!("{} < {}", a.target, b.target))
                         }
+                        _ => all_separate = false,
                     }
                 }
             }
-            let mut ranked: Vec<(&TargetResult, f64)> = present
-                .iter()
-                .flatten()
-                .filter_map(|r| {
-                    let (p, _) = s1_prompts(r).into_iter().max_by_key(|(_, n)| *n)?;
-                    Some((*r, s1_summary(r, &p, metric)?.median))
-                })
-                .collect();
-            ranked.sort_by(|a, b| {
-                if metric.higher_is_better() {
-                    b.1.total_cmp(&a.1)
-                } else {
-                    a.1.total_cmp(&b.1)
-                }
-            });
-            let order = ranked
-                .iter()
-                .map(|(r, v)| format!("{} {v:.1}", r.target))
-                .collect::<Vec<_>>()
-                .join(" > ");
-            let measured = if violated.is_empty() {
-                order
-            } else {
-                format!("{order} (out of order: {})", violated.join(", "))
-            };
-            let outcome = if !violated.is_empty() {
-                Outcome::Refuted
-            } else if all_separate {
-                Outcome::Confirmed
-            } else {
-                Outcome::Inconclusive
-            };
-            (outcome, measured)
         }
-        Check::Analysis { .. } => unreachable!("handled above"),
     }
+    let mut ranked: Vec<(&TargetResult, f64)> = present
+        .iter()
+        .flatten()
+        .filter_map(|r| {
+            let (p, _) = s1_prompts(r).into_iter().max_by_key(|(_, n)| *n)?;
+            Some((*r, s1_summary(r, &p, metric)?.median))
+        })
+        .collect();
+    ranked.sort_by(|a, b| {
+        if metric.higher_is_better() {
+            b.1.total_cmp(&a.1)
+        } else {
+            a.1.total_cmp(&b.1)
+        }
+    });
+    let order = ranked
+        .iter()
+        .map(|(r, v)| format!("{} {v:.1}", r.target))
+        .collect::<Vec<_>>()
+        .join(" > ");
+    let measured = if violated.is_empty() {
+        order
+    } else {
+        format!("{order} (out of order: {})", violated.join(", "))
+    };
+    let outcome = if !violated.is_empty() {
+        Outcome::Refuted
+    } else if all_separate {
+        Outcome::Confirmed
+    } else {
+        Outcome::Inconclusive
+    };
+    (outcome, measured)
 }
 
 /// The analysis claims: the KV cache at least 2× faster (the longest checkpoint of every target

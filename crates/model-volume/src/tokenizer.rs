@@ -153,7 +153,12 @@ pub fn tokenizer_json_from_gguf(content: &gguf_file::Content, path: &Path) -> Re
         })
         .collect();
 
-    Ok(json!({
+    Ok(document(added, vocab, merges))
+}
+
+/// The `tokenizer.json` document of SmolLM2's byte-level BPE with these tokens and merges.
+fn document(added: Vec<Value>, vocab: serde_json::Map<String, Value>, merges: Vec<Value>) -> Value {
+    json!({
         "version": "1.0",
         "truncation": null,
         "padding": null,
@@ -180,7 +185,7 @@ pub fn tokenizer_json_from_gguf(content: &gguf_file::Content, path: &Path) -> Re
             "vocab": vocab,
             "merges": merges
         }
-    }))
+    })
 }
 
 /// The text of `tokenizer.json` for the GGUF whose header is `content` (`path` names it in
