@@ -10,7 +10,7 @@ engine sees the same ids) it computes, with full-sequence forward passes and no 
   the top-5 token ids and their float32 logits.
 
 Input (stdin): {"model_dir", "gguf_file", "continuation_tokens", "prompts": [{"name", "token_ids"}]}.
-Output (stdout): the reference JSON (see `crates/lab-harness/src/correctness.rs`).
+Output (stdout): the reference JSON (see `crates/lab-results/src/correctness.rs`).
 """
 
 import importlib.metadata
