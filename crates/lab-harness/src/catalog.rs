@@ -5,6 +5,8 @@ use std::path::Path;
 use lab_protocol::{Device, Dtype, Prompt, ScenarioKind, WeightFormat};
 use serde::Deserialize;
 
+use lab_results::ScenarioId;
+
 use crate::{Error, Result};
 
 /// How an engine is built and started.
@@ -369,73 +371,73 @@ impl Scenario {
 
 /// Ids of the correctness scenarios (their timings are not statistics).
 pub fn is_correctness_scenario(id: &str) -> bool {
-    scenarios().iter().any(|s| s.id == id && s.is_correctness())
+    lab_results::scenario::is_correctness_scenario(id)
 }
 
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
-            id: "s1",
+            id: ScenarioId::S1.as_str(),
             kind: ScenarioKind::SingleRequestLatency,
             description: "single-request latency: prompts of 10, 50 and 200 tokens, fixed-length greedy generation",
             source: PromptSource::Passage("s1.json"),
         },
         Scenario {
-            id: "s2",
+            id: ScenarioId::S2.as_str(),
             kind: ScenarioKind::BatchedThroughput,
             description: "sustained batched throughput: static batches of equal-length prompts (32 tokens), fixed-length greedy generation, repeated for a duration per batch size",
             source: PromptSource::Passage("s2.json"),
         },
         Scenario {
-            id: "s3",
+            id: ScenarioId::S3.as_str(),
             kind: ScenarioKind::ConcurrentLoad,
             description: "concurrent load: closed-loop clients (or Poisson arrivals) sending the committed workload of 8-128-token prompts, served by continuous batching",
             source: PromptSource::Passage("s3.json"),
         },
         Scenario {
-            id: "s5",
+            id: ScenarioId::S5.as_str(),
             kind: ScenarioKind::SingleRequestLatency,
             description: "long context: prompts of 1024, 4096 and 8064 tokens, prefill and decode at that depth, peak memory per prompt",
             source: PromptSource::Passage("s5.json"),
         },
         Scenario {
-            id: "kv-on",
+            id: ScenarioId::KvOn.as_str(),
             kind: ScenarioKind::SingleRequestLatency,
             description: "KV-cache analysis, with the cache: a 16-token prompt, fixed-length generation (64 tokens in the small profiles, 512 in standard/full); cumulative time at 64/256/512 tokens",
             source: PromptSource::Passage("kv.json"),
         },
         Scenario {
-            id: "kv-off",
+            id: ScenarioId::KvOff.as_str(),
             kind: ScenarioKind::SingleRequestLatency,
             description: "KV-cache analysis, without the cache: the same generation, every step recomputing the whole prefix (prompt + tokens so far); engines whose library cannot say so",
             source: PromptSource::Passage("kv.json"),
         },
         Scenario {
-            id: "sampling",
+            id: ScenarioId::Sampling.as_str(),
             kind: ScenarioKind::SamplingOverhead,
             description: "sampling overhead: greedy, T=0.7, top-k 50 and top-p 0.9 each timed over 1,000 selections from the real vocabulary's logits, as a share of the same engine's forward pass (decode step)",
             source: PromptSource::Passage("sampling.json"),
         },
         Scenario {
-            id: "micro",
+            id: ScenarioId::Micro.as_str(),
             kind: ScenarioKind::Micro,
             description: "microbenchmarks (`--analysis micro`, not in a default run): matmul at the model's shapes and a 1024² square, softmax, RMSNorm, RoPE, attention and the model's layer-0 components (embedding, attention block, MLP block, layer) at 512 tokens and one token after 512, each framework's own ops, every case timed alone",
             source: PromptSource::Ops,
         },
         Scenario {
-            id: "lora",
+            id: ScenarioId::Lora.as_str(),
             kind: ScenarioKind::LoraStep,
             description: "LoRA training step (`--analysis lora`, not in a default run): rank 8, alpha 16 adapters on every layer's q and v projections of the frozen F32 weights, AdamW (lr 1e-4, weight decay 0.01), one fixed 512-token sequence (prompts/lora.json), forward, backward and optimizer of every step timed",
             source: PromptSource::Training("lora.json"),
         },
         Scenario {
-            id: "ref-greedy",
+            id: ScenarioId::RefGreedy.as_str(),
             kind: ScenarioKind::SingleRequestLatency,
             description: "correctness: greedy continuations of the reference prompts, compared with the reference",
             source: PromptSource::ReferenceGreedy,
         },
         Scenario {
-            id: "ref-tf",
+            id: ScenarioId::RefTf.as_str(),
             kind: ScenarioKind::TeacherForced,
             description: "correctness: the reference continuation teacher-forced, top-1 per position compared with the reference",
             source: PromptSource::ReferenceTeacherForced,
@@ -601,6 +603,26 @@ pub fn tokenize(tokenizer_json: &Path, text: &str) -> Result<Vec<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_catalog_has_every_scenario_id_in_order_and_agrees_on_correctness() {
+        let ids: Vec<&str> = scenarios().iter().map(|s| s.id).collect();
+        let all: Vec<&str> = ScenarioId::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(ids, all);
+        for s in scenarios() {
+            assert_eq!(
+                s.is_correctness(),
+                ScenarioId::parse(s.id).unwrap().is_correctness(),
+                "{}",
+                s.id
+            );
+        }
+        let engines: Vec<&str> = targets().iter().map(|t| t.engine).collect();
+        for e in lab_results::ENGINES {
+            assert!(engines.contains(&e), "{e} has no target");
+        }
+        assert!(engines.iter().all(|e| lab_results::ENGINES.contains(e)));
+    }
 
     #[test]
     fn engine_names_select_all_variants_and_labels_select_one() {

@@ -21,8 +21,8 @@ use crate::results::{read_json, TargetResult};
 pub use crate::results::{Correctness, PromptCorrectness};
 use crate::{Error, Result};
 
-pub const GREEDY_SCENARIO: &str = "ref-greedy";
-pub const TEACHER_FORCED_SCENARIO: &str = "ref-tf";
+pub const GREEDY_SCENARIO: &str = crate::ScenarioId::RefGreedy.as_str();
+pub const TEACHER_FORCED_SCENARIO: &str = crate::ScenarioId::RefTf.as_str();
 
 /// The reference file of one model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -20,7 +20,7 @@ use crate::stats::{summarize, Summary};
 use crate::{Error, Result};
 
 /// The scenario id of the microbenchmarks.
-pub const SCENARIO: &str = "micro";
+pub const SCENARIO: &str = crate::ScenarioId::Micro.as_str();
 
 pub use crate::settings::MicroSettings;
 

@@ -16,7 +16,7 @@ use crate::results::TargetResult;
 use crate::stats::{summarize, Summary};
 
 /// The scenario id of the LoRA step.
-pub const SCENARIO: &str = "lora";
+pub const SCENARIO: &str = crate::ScenarioId::Lora.as_str();
 
 pub use crate::settings::LoraSettings;
 
