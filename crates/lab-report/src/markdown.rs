@@ -7,8 +7,10 @@ use crate::fmt::{fmt_num, mib};
 use crate::input::{Exporter, Input};
 use lab_results::measure::MIN_SAMPLES;
 use lab_results::metric::Metric;
+use lab_results::provenance::Provenance;
 use lab_results::results::{Correctness, RunManifest, TargetOutcome, TargetResult, TargetStatus};
 use lab_results::stats::Summary;
+use lab_results::BenchSpec;
 
 pub struct Markdown;
 
@@ -195,23 +197,7 @@ fn header(manifest: &RunManifest, results: &[TargetResult]) -> String {
         st.iterations, st.warmup_iterations, st.max_new_tokens
     );
     if let Some(plan) = &manifest.plan {
-        let mut m = format!("- measurement profile: `{}`", plan.measure);
-        if plan.min_duration_ms > 0 {
-            m += &format!(
-                ", at least {:.0} s per prompt",
-                plan.min_duration_ms as f64 / 1e3
-            );
-        }
-        if let Some(max) = plan.max_duration_ms {
-            m += &format!(", at most {:.0} s per prompt", max as f64 / 1e3);
-        }
-        if plan.repeat > 1 {
-            m += &format!(", {} runs of the plan", plan.repeat);
-        }
-        if let Some(c) = &plan.cpuset_cpus {
-            m += &format!(", engines pinned to CPUs {c}");
-        }
-        let _ = writeln!(s, "{m}");
+        let _ = writeln!(s, "{}", plan_line(plan));
     }
     let p = &manifest.provenance;
     let _ = writeln!(
@@ -224,6 +210,35 @@ fn header(manifest: &RunManifest, results: &[TargetResult]) -> String {
         p.host.logical_cpus,
         p.host.os
     );
+    s.push_str(&gpu_lines(p));
+    s.push_str(&engine_lines(results));
+    s
+}
+
+/// How the run was measured: its profile, time bounds, repeats and CPU pinning.
+fn plan_line(plan: &BenchSpec) -> String {
+    let mut m = format!("- measurement profile: `{}`", plan.measure);
+    if plan.min_duration_ms > 0 {
+        m += &format!(
+            ", at least {:.0} s per prompt",
+            plan.min_duration_ms as f64 / 1e3
+        );
+    }
+    if let Some(max) = plan.max_duration_ms {
+        m += &format!(", at most {:.0} s per prompt", max as f64 / 1e3);
+    }
+    if plan.repeat > 1 {
+        m += &format!(", {} runs of the plan", plan.repeat);
+    }
+    if let Some(c) = &plan.cpuset_cpus {
+        m += &format!(", engines pinned to CPUs {c}");
+    }
+    m
+}
+
+/// The host's GPUs, their clocks and each one's state at the start.
+fn gpu_lines(p: &Provenance) -> String {
+    let mut s = String::new();
     if !p.host.gpus.is_empty() {
         let _ = writeln!(s, "- GPUs: {}", p.host.gpus.join("; "));
     }
@@ -254,7 +269,12 @@ fn header(manifest: &RunManifest, results: &[TargetResult]) -> String {
             );
         }
     }
-    // Where each engine ran, when not plainly natively: container images, or a fallback.
+    s
+}
+
+/// Where each engine ran, when not plainly natively: container images, or a fallback.
+fn engine_lines(results: &[TargetResult]) -> String {
+    let mut s = String::new();
     let placed: Vec<_> = results
         .iter()
         .filter(|r| {

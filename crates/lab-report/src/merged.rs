@@ -80,32 +80,21 @@ pub fn render(runs: &[MergedRun]) -> String {
             models.into_iter().collect::<Vec<_>>().join(", ")
         );
     }
+    s.push_str(&single_requests(runs));
+    s.push_str(&load_levels(runs));
+    s
+}
 
-    // S1-style rows: every machine's median for the same target, scenario and prompt together.
+/// S1-style rows: every machine's median for the same target, scenario and prompt together.
+fn single_requests(runs: &[MergedRun]) -> String {
+    let mut s = String::new();
     let _ = writeln!(s, "\n## Single requests (medians)\n");
     let _ = writeln!(
         s,
         "| target | scenario | prompt | machine | n | TTFT ms | prefill tok/s | decode tok/s | e2e ms | J/token |"
     );
     let _ = writeln!(s, "|---|---|---|---|---:|---:|---:|---:|---:|---:|");
-    let mut keys: Vec<(String, String, String, u32)> = Vec::new();
-    for r in runs {
-        for t in r.results.iter().filter(|t| t.run() == 1) {
-            for sc in t.stats.iter().filter(|sc| sc.points.is_empty()) {
-                for p in &sc.prompts {
-                    let k = (
-                        t.target.clone(),
-                        sc.id.clone(),
-                        p.prompt.clone(),
-                        p.prompt_tokens,
-                    );
-                    if !keys.contains(&k) {
-                        keys.push(k);
-                    }
-                }
-            }
-        }
-    }
+    let keys = prompt_keys(runs);
     for (target, scenario, prompt, tokens) in &keys {
         for r in runs {
             let Some(t) = r
@@ -151,8 +140,36 @@ pub fn render(runs: &[MergedRun]) -> String {
             );
         }
     }
+    s
+}
 
-    // Load levels: throughput per machine.
+/// Every target, scenario and prompt (with its tokens) of the runs' single-request scenarios,
+/// in the order first seen.
+fn prompt_keys(runs: &[MergedRun]) -> Vec<(String, String, String, u32)> {
+    let mut keys: Vec<(String, String, String, u32)> = Vec::new();
+    for r in runs {
+        for t in r.results.iter().filter(|t| t.run() == 1) {
+            for sc in t.stats.iter().filter(|sc| sc.points.is_empty()) {
+                for p in &sc.prompts {
+                    let k = (
+                        t.target.clone(),
+                        sc.id.clone(),
+                        p.prompt.clone(),
+                        p.prompt_tokens,
+                    );
+                    if !keys.contains(&k) {
+                        keys.push(k);
+                    }
+                }
+            }
+        }
+    }
+    keys
+}
+
+/// Load levels: throughput per machine.
+fn load_levels(runs: &[MergedRun]) -> String {
+    let mut s = String::new();
     let mut load = String::new();
     for r in runs {
         for t in r.results.iter().filter(|t| t.run() == 1) {

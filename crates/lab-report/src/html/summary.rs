@@ -1,0 +1,165 @@
+//! The HTML report's summary: the question the run answers and its answers — the fastest
+//! target per scenario, correctness, the check, the claims and what did not complete.
+
+use std::fmt::Write as _;
+
+use super::{esc, first};
+use crate::fmt::fmt_num;
+use crate::input::Input;
+use lab_results::claims::evaluate;
+use lab_results::metric::Metric;
+use lab_results::ratio::speedups;
+use lab_results::results::{RunManifest, TargetResult, TargetStatus};
+
+/// The question and what the run answers.
+pub(super) fn summary(input: &Input) -> String {
+    let m = input.manifest;
+    let rs = first(input.results);
+    let mut s = String::from("<h2 id=\"summary\">Summary</h2>\n");
+    let _ = write!(
+        s,
+        "<p><b>Question:</b> which of these engines serves <b>{}</b> fastest on <b>{}</b> of this machine ({}), and are its outputs right?</p>\n<div class=\"verdict\"><ul>\n",
+        esc(&m.settings.model.name),
+        esc(&m.settings.device),
+        esc(&m.provenance.host.cpu_model)
+    );
+    s.push_str(&fastest(input, &rs));
+    s.push_str(&verdicts(input, &rs));
+    s.push_str(&incomplete(m));
+    s.push_str("</ul></div>\n");
+    s
+}
+
+/// The fastest target of each scenario, and the largest speed-up over the PyTorch baseline.
+fn fastest(input: &Input, rs: &[&TargetResult]) -> String {
+    let mut s = String::new();
+    // S1: the fastest decode at each target's longest prompt.
+    let best_s1 = rs
+        .iter()
+        .filter_map(|r| {
+            let (p, _) = lab_results::ratio::s1_prompts(r)
+                .into_iter()
+                .max_by_key(|(_, n)| *n)?;
+            let v = lab_results::ratio::s1_summary(r, &p, Metric::DecodeTokPerS)?.median;
+            Some((r.target.clone(), p, v))
+        })
+        .max_by(|a, b| a.2.total_cmp(&b.2));
+    match best_s1 {
+        Some((t, p, v)) => {
+            let _ = writeln!(
+                s,
+                "<li>One request at a time (S1): fastest decode <b>{}</b> at {} tok/s (prompt {}).</li>",
+                esc(&t),
+                fmt_num(v),
+                esc(&p)
+            );
+        }
+        None => s.push_str("<li>S1 (one request at a time): not in this run.</li>\n"),
+    }
+    if let Some((base, rows)) = speedups(input.results) {
+        if let Some((t, _, r)) = rows.iter().max_by(|a, b| a.2.value.total_cmp(&b.2.value)) {
+            let _ = writeln!(
+                s,
+                "<li>Largest decode speed-up over the PyTorch baseline ({}): <b>{}</b> {}.</li>",
+                esc(&base),
+                esc(t),
+                esc(&r.text())
+            );
+        }
+    }
+    for (id, name, prefix) in [
+        ("s2", "Batched throughput (S2)", "B"),
+        ("s3", "Concurrent requests (S3)", "C"),
+    ] {
+        let best = rs
+            .iter()
+            .filter_map(|r| {
+                let sc = r.stats.iter().find(|x| x.id == id)?;
+                let p = sc.points.iter().max_by_key(|p| p.level)?;
+                Some((r.target.clone(), p.level, p.value("output_tok_per_s")?))
+            })
+            .max_by(|a, b| a.2.total_cmp(&b.2));
+        if let Some((t, level, v)) = best {
+            let _ = writeln!(
+                s,
+                "<li>{name}: highest output <b>{}</b> at {} tok/s ({prefix} = {level}).</li>",
+                esc(&t),
+                fmt_num(v)
+            );
+        }
+    }
+    s
+}
+
+/// Correctness, the check against baselines and the published claims, one line each.
+fn verdicts(input: &Input, rs: &[&TargetResult]) -> String {
+    let mut s = String::new();
+    let judged: Vec<_> = rs.iter().filter_map(|r| r.correctness.as_ref()).collect();
+    if judged.is_empty() {
+        s.push_str("<li>Correctness: not measured in this run (no reference scenarios).</li>\n");
+    } else {
+        let pass = judged.iter().filter(|c| c.passes()).count();
+        let cls = if pass == judged.len() { "ok" } else { "bad" };
+        let _ = writeln!(
+            s,
+            "<li>Correctness against the reference: <span class=\"{cls}\">{pass} of {} targets pass</span>.</li>",
+            judged.len()
+        );
+    }
+    match input.check {
+        Some(c) => {
+            let cls = if c.outcome.starts_with("passed") {
+                "ok"
+            } else {
+                "bad"
+            };
+            let _ = writeln!(
+                s,
+                "<li>Check against baselines: <span class=\"{cls}\">{}</span>.</li>",
+                esc(&c.outcome)
+            );
+        }
+        None => s.push_str("<li>Check against baselines: not run on this run yet (<code>cargo xtask check --run &lt;this run&gt;</code>).</li>\n"),
+    }
+    let evals = evaluate(input.claims, input.manifest, input.results);
+    let count = |o: &str| evals.iter().filter(|e| e.outcome.label() == o).count();
+    let _ = writeln!(
+        s,
+        "<li>Published claims: {} confirmed, {} refuted, {} inconclusive, {} not measurable here.</li>",
+        count("confirmed"),
+        count("refuted"),
+        count("inconclusive"),
+        count("not measurable here")
+    );
+    s
+}
+
+/// The targets that did not complete, with their status and error.
+fn incomplete(m: &RunManifest) -> String {
+    let mut s = String::new();
+    let failed: Vec<_> = m
+        .targets
+        .iter()
+        .filter(|t| t.status != TargetStatus::Ok)
+        .collect();
+    if !failed.is_empty() {
+        let _ = writeln!(
+            s,
+            "<li class=\"bad\">Did not complete: {}.</li>",
+            failed
+                .iter()
+                .map(|t| format!(
+                    "{} ({:?}{})",
+                    esc(&t.target),
+                    t.status,
+                    t.error
+                        .as_ref()
+                        .map(|e| format!(": {}", esc(e)))
+                        .unwrap_or_default()
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    s
+}
