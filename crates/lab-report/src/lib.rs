@@ -1,6 +1,8 @@
-//! Reports rendered from a run's saved files: one [`Exporter`] per format, each a pure function
-//! of the [`Input`] (so a report can be re-rendered from `results/` at any time, also for runs
-//! recorded before a format existed): `report.md`, `charts/*.svg` and `index.html`; the
+//! Reports rendered from a run's saved files: the report model ([`model::Model`]: the figures
+//! several formats show, computed once), then one [`Exporter`] per format laying it out, each a
+//! pure function of the [`Input`] (so a report can be re-rendered from `results/` at any time,
+//! also for runs recorded before a format existed): `report.md`, `charts/*.svg` and
+//! `index.html`; the
 //! comparison of two runs ([`compare`]) and the cross-machine report ([`merged`]).
 //!
 //! This crate reads `lab-results` and never the harness: a report cannot run an engine.
@@ -8,6 +10,7 @@
 pub mod analyses;
 pub mod charts;
 pub mod compare;
+mod exporters;
 mod fmt;
 mod gpu;
 pub mod html;
@@ -15,30 +18,27 @@ mod input;
 mod load;
 mod markdown;
 pub mod merged;
+pub mod model;
 
 use std::path::Path;
 
+pub use exporters::{exporters, Html, Markdown, SvgFiles};
 pub use input::{Exporter, Input, HTML_FILE};
 use lab_results::check::read_check;
 use lab_results::claims;
 use lab_results::results::{write_atomic, RunManifest, TargetResult};
 use lab_results::{Error, Result};
-pub use markdown::{render as render_markdown, Markdown};
-
-/// Every report a run writes.
-pub fn exporters() -> Vec<Box<dyn Exporter>> {
-    vec![
-        Box::new(Markdown),
-        Box::new(charts::SvgFiles),
-        Box::new(html::Html),
-    ]
-}
+pub use markdown::render as render_markdown;
 
 /// Renders every report into `run_dir`. Everything is rendered in memory first, then each file
 /// is written atomically; chart files of an earlier rendering that this one no longer draws are
 /// removed.
 pub fn write_all(run_dir: &Path, input: &Input) -> Result<()> {
-    let files: Vec<(String, String)> = exporters().iter().flat_map(|e| e.render(input)).collect();
+    let model = model::Model::of(input.results);
+    let files: Vec<(String, String)> = exporters()
+        .iter()
+        .flat_map(|e| e.render_with(input, &model))
+        .collect();
     let charts = run_dir.join(charts::DIR);
     if files.iter().any(|(name, _)| name.starts_with(charts::DIR)) {
         std::fs::create_dir_all(&charts).map_err(|e| Error::io(&charts, e))?;

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::fmt::{fmt_num, mib};
-use crate::input::{Exporter, Input};
+use crate::input::Input;
 use lab_results::measure::MIN_SAMPLES;
 use lab_results::metric::Metric;
 use lab_results::provenance::Provenance;
@@ -12,10 +12,9 @@ use lab_results::results::{Correctness, RunManifest, TargetOutcome, TargetResult
 use lab_results::stats::Summary;
 use lab_results::BenchSpec;
 
-pub struct Markdown;
-
-impl Exporter for Markdown {
-    fn render(&self, input: &Input) -> Vec<(String, String)> {
+/// `report.md`: the summary table, then costs, claims and the check.
+pub(crate) fn document(input: &Input) -> String {
+    {
         let mut s = render(input.manifest, input.results);
         s.push_str(&cost_section(input));
         s.push_str(&claims_section(input));
@@ -26,7 +25,7 @@ impl Exporter for Markdown {
             super::charts::DIR,
             crate::input::HTML_FILE
         );
-        vec![("report.md".into(), s)]
+        s
     }
 }
 

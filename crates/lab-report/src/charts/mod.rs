@@ -16,7 +16,7 @@ mod speedup;
 use plotters::prelude::*;
 
 use lab_results::metric::Metric;
-use lab_results::ratio::speedups;
+use lab_results::ratio::{speedups, Speedup};
 use lab_results::results::{RunManifest, TargetResult};
 
 use line::line_chart;
@@ -26,19 +26,6 @@ use speedup::speedup_chart;
 
 /// Where the chart files go in a run directory.
 pub const DIR: &str = "charts";
-
-/// `charts/<id>.svg` for every chart.
-pub struct SvgFiles;
-
-impl crate::input::Exporter for SvgFiles {
-    fn render(&self, input: &crate::input::Input) -> Vec<(String, String)> {
-        render(input.manifest, input.results)
-            .charts
-            .into_iter()
-            .map(|c| (format!("{DIR}/{}.svg", c.id), c.svg))
-            .collect()
-    }
-}
 
 /// One chart: `charts/<id>.svg`.
 #[derive(Debug, Clone)]
@@ -101,6 +88,12 @@ fn colour_of(targets: &[String], target: &str) -> RGBColor {
 
 /// Every chart the results allow, in report order.
 pub fn render(_manifest: &RunManifest, results: &[TargetResult]) -> Charts {
+    draw(results, speedups(results).as_ref())
+}
+
+/// The charts, with the speed-ups over the PyTorch baseline already computed (the report
+/// model's).
+pub(crate) fn draw(results: &[TargetResult], speedups: Option<&(String, Vec<Speedup>)>) -> Charts {
     let first: Vec<&TargetResult> = results.iter().filter(|r| r.run() == 1).collect();
     let targets: Vec<String> = first.iter().map(|r| r.target.clone()).collect();
     let mut out = Charts::default();
@@ -108,7 +101,7 @@ pub fn render(_manifest: &RunManifest, results: &[TargetResult]) -> Charts {
 
     prompt_charts(&mut out, &first, &targets, has);
     if has("s1") {
-        s1_charts(&mut out, results, &first, &targets);
+        s1_charts(&mut out, speedups, &first, &targets);
     }
     if has("s2") {
         s2_chart(&mut out, &first, &targets);
@@ -190,7 +183,7 @@ fn prompt_charts(
 /// S1's end-to-end latency CDF and its decode speed-up over the PyTorch baseline.
 fn s1_charts(
     out: &mut Charts,
-    results: &[TargetResult],
+    speedups: Option<&(String, Vec<Speedup>)>,
     first: &[&TargetResult],
     targets: &[String],
 ) {
@@ -207,7 +200,7 @@ fn s1_charts(
         title.clone(),
         line_chart(&title, &axes, &series),
     );
-    if let Some((base, rows)) = speedups(results) {
+    if let Some((base, rows)) = speedups {
         let title = format!("S1 decode tok/s relative to the PyTorch baseline ({base})");
         add(
             out,
@@ -216,7 +209,7 @@ fn s1_charts(
             speedup_chart(
                 &title,
                 "speed-up (×, decode tok/s ÷ baseline's; bars: 95 % interval)",
-                &rows,
+                rows,
                 targets,
             ),
         );

@@ -4,11 +4,10 @@
 use std::fmt::Write as _;
 
 use super::esc;
-use crate::input::Input;
+use crate::charts::Charts;
 
 /// Every chart inline, then the list of charts not drawn.
-pub(super) fn charts(input: &Input) -> String {
-    let c = crate::charts::render(input.manifest, input.results);
+pub(super) fn charts(c: &Charts) -> String {
     let mut s = String::from("<h2 id=\"charts\">Charts</h2>\n");
     let _ = writeln!(
         s,

@@ -17,18 +17,11 @@ mod verdicts;
 use std::fmt::Write as _;
 
 use crate::fmt::fmt_num;
-use crate::input::{Exporter, Input};
+use crate::input::Input;
+use crate::model::Model;
 use lab_results::results::TargetResult;
 
 pub use compare::compare_page;
-
-pub struct Html;
-
-impl Exporter for Html {
-    fn render(&self, input: &Input) -> Vec<(String, String)> {
-        vec![(crate::input::HTML_FILE.into(), render(input))]
-    }
-}
 
 /// Escapes text for HTML content and attribute values.
 pub fn esc(s: &str) -> String {
@@ -106,6 +99,11 @@ fn first(results: &[TargetResult]) -> Vec<&TargetResult> {
 
 /// The page.
 pub fn render(input: &Input) -> String {
+    page(input, &Model::of(input.results))
+}
+
+/// The page, from the computed report model.
+pub fn page(input: &Input, model: &Model) -> String {
     let m = input.manifest;
     let st = &m.settings;
     let mut body = String::new();
@@ -143,9 +141,9 @@ pub fn render(input: &Input) -> String {
         let _ = write!(body, "<a href=\"#{id}\">{name}</a>");
     }
     body.push_str("</nav>\n");
-    body.push_str(&summary::summary(input));
+    body.push_str(&summary::summary(input, model));
     body.push_str(&scenarios::scenarios(input));
-    body.push_str(&charts::charts(input));
+    body.push_str(&charts::charts(&model.charts));
     body.push_str(&analyses::analyses(input));
     body.push_str(&cost::cost(input));
     body.push_str(&verdicts::claims(input));

@@ -3,18 +3,16 @@
 
 use std::fmt::Write as _;
 
-use super::{esc, first};
+use super::esc;
 use crate::fmt::fmt_num;
 use crate::input::Input;
+use crate::model::Model;
 use lab_results::claims::evaluate;
-use lab_results::metric::Metric;
-use lab_results::ratio::speedups;
 use lab_results::results::{RunManifest, TargetResult, TargetStatus};
 
 /// The question and what the run answers.
-pub(super) fn summary(input: &Input) -> String {
+pub(super) fn summary(input: &Input, model: &Model) -> String {
     let m = input.manifest;
-    let rs = first(input.results);
     let mut s = String::from("<h2 id=\"summary\">Summary</h2>\n");
     let _ = write!(
         s,
@@ -23,70 +21,49 @@ pub(super) fn summary(input: &Input) -> String {
         esc(&m.settings.device),
         esc(&m.provenance.host.cpu_model)
     );
-    s.push_str(&fastest(input, &rs));
-    s.push_str(&verdicts(input, &rs));
+    s.push_str(&fastest(model));
+    s.push_str(&verdicts(input, &model.first));
     s.push_str(&incomplete(m));
     s.push_str("</ul></div>\n");
     s
 }
 
 /// The fastest target of each scenario, and the largest speed-up over the PyTorch baseline.
-fn fastest(input: &Input, rs: &[&TargetResult]) -> String {
+fn fastest(model: &Model) -> String {
     let mut s = String::new();
-    // S1: the fastest decode at each target's longest prompt.
-    let best_s1 = rs
-        .iter()
-        .filter_map(|r| {
-            let (p, _) = lab_results::ratio::s1_prompts(r)
-                .into_iter()
-                .max_by_key(|(_, n)| *n)?;
-            let v = lab_results::ratio::s1_summary(r, &p, Metric::DecodeTokPerS)?.median;
-            Some((r.target.clone(), p, v))
-        })
-        .max_by(|a, b| a.2.total_cmp(&b.2));
-    match best_s1 {
-        Some((t, p, v)) => {
+    match &model.fastest_s1 {
+        Some(f) => {
             let _ = writeln!(
                 s,
                 "<li>One request at a time (S1): fastest decode <b>{}</b> at {} tok/s (prompt {}).</li>",
-                esc(&t),
-                fmt_num(v),
-                esc(&p)
+                esc(&f.target),
+                fmt_num(f.tok_per_s),
+                esc(&f.prompt)
             );
         }
         None => s.push_str("<li>S1 (one request at a time): not in this run.</li>\n"),
     }
-    if let Some((base, rows)) = speedups(input.results) {
+    if let Some((base, rows)) = &model.speedups {
         if let Some((t, _, r)) = rows.iter().max_by(|a, b| a.2.value.total_cmp(&b.2.value)) {
             let _ = writeln!(
                 s,
                 "<li>Largest decode speed-up over the PyTorch baseline ({}): <b>{}</b> {}.</li>",
-                esc(&base),
+                esc(base),
                 esc(t),
                 esc(&r.text())
             );
         }
     }
-    for (id, name, prefix) in [
-        ("s2", "Batched throughput (S2)", "B"),
-        ("s3", "Concurrent requests (S3)", "C"),
-    ] {
-        let best = rs
-            .iter()
-            .filter_map(|r| {
-                let sc = r.stats.iter().find(|x| x.id == id)?;
-                let p = sc.points.iter().max_by_key(|p| p.level)?;
-                Some((r.target.clone(), p.level, p.value("output_tok_per_s")?))
-            })
-            .max_by(|a, b| a.2.total_cmp(&b.2));
-        if let Some((t, level, v)) = best {
-            let _ = writeln!(
-                s,
-                "<li>{name}: highest output <b>{}</b> at {} tok/s ({prefix} = {level}).</li>",
-                esc(&t),
-                fmt_num(v)
-            );
-        }
+    for b in &model.best_load {
+        let _ = writeln!(
+            s,
+            "<li>{}: highest output <b>{}</b> at {} tok/s ({} = {}).</li>",
+            b.name,
+            esc(&b.target),
+            fmt_num(b.tok_per_s),
+            b.prefix,
+            b.level
+        );
     }
     s
 }
