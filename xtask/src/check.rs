@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use lab_report as report;
 use lab_results::baseline::{self, CheckOptions, Finding, Verdict};
-use lab_results::check::CheckRecord;
+use lab_results::check::{CheckOutcome, CheckRecord};
 use lab_results::correctness;
 use lab_results::metric::Metric;
 use lab_results::results::{self, RunManifest, TargetResult};
@@ -157,7 +157,7 @@ pub fn run(flags: Flags) -> Result<()> {
 
     // Correctness against the model's reference (independent of this machine's baselines).
     let mut findings = correctness_findings(&manifest, &results)?;
-    let keep = |against: String, outcome: String, findings: &[Finding]| {
+    let keep = |against: String, outcome: CheckOutcome, findings: &[Finding]| {
         if !flags.no_record {
             let rec = CheckRecord {
                 against,
@@ -171,7 +171,7 @@ pub fn run(flags: Flags) -> Result<()> {
         print_findings(&run_dir, &dir, &findings);
         keep(
             "no baseline".into(),
-            format!("no baseline: {missing}"),
+            CheckOutcome::NoBaseline(missing.clone()),
             &findings,
         );
         return Err(NoBaseline(format!(
@@ -189,18 +189,19 @@ pub fn run(flags: Flags) -> Result<()> {
         println!("check passed: {} comparisons", findings.len());
         keep(
             against,
-            format!("passed: {} comparisons", findings.len()),
+            CheckOutcome::Passed {
+                comparisons: findings.len(),
+            },
             &findings,
         );
         return Ok(());
     }
     keep(
         against,
-        format!(
-            "failed: {} of {} comparisons",
-            failing.len(),
-            findings.len()
-        ),
+        CheckOutcome::Failed {
+            failing: failing.len(),
+            comparisons: findings.len(),
+        },
         &findings,
     );
     if failing
@@ -242,7 +243,10 @@ fn record(run_dir: &Path, manifest: &RunManifest, results: &[TargetResult], rec:
     let rel = |s: &str| s.replace(&root, "");
     let rec = &CheckRecord {
         against: rel(&rec.against),
-        outcome: rel(&rec.outcome),
+        outcome: match &rec.outcome {
+            CheckOutcome::NoBaseline(why) => CheckOutcome::NoBaseline(rel(why)),
+            o => o.clone(),
+        },
         findings: rec
             .findings
             .iter()
@@ -429,16 +433,11 @@ mod tests {
             !text.contains(&root),
             "no path of this checkout in the record"
         );
-        assert_eq!(
-            verdict.is_ok(),
-            rec.outcome.starts_with("passed"),
-            "{}",
-            rec.outcome
-        );
+        assert_eq!(verdict.is_ok(), rec.outcome.passed(), "{}", rec.outcome);
         assert!(!rec.findings.is_empty());
         let html = std::fs::read_to_string(run.join(report::HTML_FILE)).unwrap();
         assert!(
-            html.contains(&report::html::esc(&rec.outcome)),
+            html.contains(&report::html::esc(&rec.outcome.to_string())),
             "the page shows the outcome"
         );
         let md = std::fs::read_to_string(run.join("report.md")).unwrap();

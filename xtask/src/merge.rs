@@ -74,7 +74,7 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<String> {
         "runs": loaded.iter().map(|(_, m, _)| serde_json::json!({
             "run_id": m.run_id,
             "hardware_profile": m.profile,
-            "device": m.settings.device,
+            "device": m.settings.device.to_string(),
             "model": m.settings.model.name,
             "git_rev": m.provenance.git_rev,
             "started_at": m.provenance.started_at,

@@ -85,7 +85,7 @@ impl BenchPlan {
         let s = &self.spec;
         RunSettings {
             model: self.model_info(),
-            device: s.device.to_string(),
+            device: s.device.clone(),
             threads: s.threads,
             scenarios: scenarios.iter().map(|s| s.id.clone()).collect(),
             warmup_iterations: s.warmup_iterations,

@@ -30,8 +30,10 @@ fn machine(m: &RunManifest) -> String {
                 .and_then(|r| r.split(',').nth(1))
                 .map(|n| n.trim().to_string())
         });
-    match (m.settings.device.as_str(), gpu) {
-        ("cpu", _) | (_, None) => format!("{} ({} threads)", p.host.cpu_model, m.settings.threads),
+    match (&m.settings.device, gpu) {
+        (lab_protocol::Device::Cpu, _) | (_, None) => {
+            format!("{} ({} threads)", p.host.cpu_model, m.settings.threads)
+        }
         (_, Some(g)) => g,
     }
 }

@@ -15,8 +15,79 @@ pub struct CheckRecord {
     /// The baseline directory compared with, or why there was none.
     pub against: String,
     /// `passed: 41 comparisons`, `failed: 2 of 41 comparisons`, `no baseline: …`.
-    pub outcome: String,
+    pub outcome: CheckOutcome,
     pub findings: Vec<Finding>,
+}
+
+/// What `check` concluded; written as text (`passed: 41 comparisons`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum CheckOutcome {
+    Passed {
+        comparisons: usize,
+    },
+    Failed {
+        failing: usize,
+        comparisons: usize,
+    },
+    /// Why there is no baseline to compare with.
+    NoBaseline(String),
+}
+
+impl CheckOutcome {
+    pub fn passed(&self) -> bool {
+        matches!(self, CheckOutcome::Passed { .. })
+    }
+}
+
+impl std::fmt::Display for CheckOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckOutcome::Passed { comparisons } => write!(f, "passed: {comparisons} comparisons"),
+            CheckOutcome::Failed {
+                failing,
+                comparisons,
+            } => write!(f, "failed: {failing} of {comparisons} comparisons"),
+            CheckOutcome::NoBaseline(why) => write!(f, "no baseline: {why}"),
+        }
+    }
+}
+
+impl From<CheckOutcome> for String {
+    fn from(o: CheckOutcome) -> String {
+        o.to_string()
+    }
+}
+
+impl TryFrom<String> for CheckOutcome {
+    type Error = String;
+
+    fn try_from(text: String) -> std::result::Result<CheckOutcome, String> {
+        let count = |s: &str| s.parse::<usize>().ok();
+        let parsed = if let Some(why) = text.strip_prefix("no baseline: ") {
+            Some(CheckOutcome::NoBaseline(why.to_string()))
+        } else if let Some(n) = text
+            .strip_prefix("passed: ")
+            .and_then(|r| r.strip_suffix(" comparisons"))
+        {
+            count(n).map(|comparisons| CheckOutcome::Passed { comparisons })
+        } else {
+            text.strip_prefix("failed: ")
+                .and_then(|r| r.strip_suffix(" comparisons"))
+                .and_then(|r| r.split_once(" of "))
+                .and_then(|(a, b)| {
+                    Some(CheckOutcome::Failed {
+                        failing: count(a)?,
+                        comparisons: count(b)?,
+                    })
+                })
+        };
+        parsed.ok_or_else(|| {
+            format!(
+                "outcome `{text}`: expected `passed: N comparisons`, `failed: N of M comparisons` or `no baseline: …`"
+            )
+        })
+    }
 }
 
 pub const CHECK_FILE: &str = "check.json";
@@ -57,4 +128,27 @@ pub fn throttled_beyond(results: &[TargetResult], max: f64) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_are_written_and_read_as_their_text() {
+        for o in [
+            CheckOutcome::Passed { comparisons: 41 },
+            CheckOutcome::Failed {
+                failing: 2,
+                comparisons: 41,
+            },
+            CheckOutcome::NoBaseline("no baseline for model `x`".into()),
+        ] {
+            let json = serde_json::to_string(&o).unwrap();
+            assert_eq!(json, format!("{:?}", o.to_string()));
+            assert_eq!(serde_json::from_str::<CheckOutcome>(&json).unwrap(), o);
+        }
+        assert!(serde_json::from_str::<CheckOutcome>("\"maybe\"").is_err());
+        assert!(CheckOutcome::Passed { comparisons: 1 }.passed());
+    }
 }

@@ -265,7 +265,8 @@ fn not(why: String) -> (Outcome, String) {
 }
 
 fn evaluate_one(c: &Claim, manifest: &RunManifest, results: &[TargetResult]) -> (Outcome, String) {
-    let run_device = manifest.settings.device.as_str();
+    let run_device = manifest.settings.device.to_string();
+    let run_device = run_device.as_str();
     let (metric, device) = match &c.check {
         Check::Analysis { analysis } => return evaluate_analysis(analysis, results),
         Check::Ratio { metric, device, .. }

@@ -117,7 +117,7 @@ pub fn page(input: &Input, model: &Model) -> String {
         "<h1>Run {}</h1>\n<p class=\"note\">{} on {} — {} threads, runtime {}, hardware profile <code>{}</code>, status {:?}{}</p>\n",
         esc(&m.run_id),
         esc(&st.model.name),
-        esc(&st.device),
+        esc(&st.device.to_string()),
         st.threads,
         esc(&st.runtime),
         esc(&m.profile),

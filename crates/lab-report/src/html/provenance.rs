@@ -40,7 +40,7 @@ fn settings(m: &RunManifest) -> Vec<(&'static str, String)> {
                     .join(", ")
             ),
         ),
-        ("device", m.settings.device.clone()),
+        ("device", m.settings.device.to_string()),
         ("threads", m.settings.threads.to_string()),
         ("runtime", m.settings.runtime.clone()),
         ("hardware profile", m.profile.clone()),

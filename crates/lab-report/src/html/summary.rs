@@ -18,7 +18,7 @@ pub(super) fn summary(input: &Input, model: &Model) -> String {
         s,
         "<p><b>Question:</b> which of these engines serves <b>{}</b> fastest on <b>{}</b> of this machine ({}), and are its outputs right?</p>\n<div class=\"verdict\"><ul>\n",
         esc(&m.settings.model.name),
-        esc(&m.settings.device),
+        esc(&m.settings.device.to_string()),
         esc(&m.provenance.host.cpu_model)
     );
     s.push_str(&fastest(model));
@@ -85,7 +85,7 @@ fn verdicts(input: &Input, rs: &[&TargetResult]) -> String {
     }
     match input.check {
         Some(c) => {
-            let cls = if c.outcome.starts_with("passed") {
+            let cls = if c.outcome.passed() {
                 "ok"
             } else {
                 "bad"
@@ -93,7 +93,7 @@ fn verdicts(input: &Input, rs: &[&TargetResult]) -> String {
             let _ = writeln!(
                 s,
                 "<li>Check against baselines: <span class=\"{cls}\">{}</span>.</li>",
-                esc(&c.outcome)
+                esc(&c.outcome.to_string())
             );
         }
         None => s.push_str("<li>Check against baselines: not run on this run yet (<code>cargo xtask check --run &lt;this run&gt;</code>).</li>\n"),

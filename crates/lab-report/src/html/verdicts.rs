@@ -99,7 +99,7 @@ pub(super) fn check(input: &Input) -> String {
         s,
         "<p>Against {}: <b>{}</b></p>",
         esc(&c.against),
-        esc(&c.outcome)
+        esc(&c.outcome.to_string())
     );
     let rows: Vec<Vec<String>> = c
         .findings

@@ -69,7 +69,7 @@ pub fn fixture() -> (RunManifest, Vec<TargetResult>) {
         profile: "cpu-fixture".into(),
         settings: RunSettings {
             model,
-            device: "cpu".into(),
+            device: Device::Cpu,
             threads: 2,
             scenarios: vec!["s1".into()],
             warmup_iterations: 1,

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use lab_protocol::Report;
+use lab_protocol::{Device, Report};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -41,7 +41,10 @@ pub struct ModelInfo {
 #[serde(deny_unknown_fields)]
 pub struct RunSettings {
     pub model: ModelInfo,
-    pub device: String,
+    /// `cpu` or `cuda:N` (written as text).
+    #[serde(with = "device_text")]
+    #[schemars(with = "String")]
+    pub device: Device,
     pub threads: usize,
     pub scenarios: Vec<String>,
     pub warmup_iterations: u32,
@@ -239,4 +242,34 @@ pub fn json_schemas() -> [(&'static str, String); 2] {
             serde_json::to_string_pretty(&result).expect("schema serializes") + "\n",
         ),
     ]
+}
+
+/// A device as `run.json` writes it: `cpu` or `cuda:N`.
+mod device_text {
+    use lab_protocol::Device;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Device, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(d)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Device, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "device `{text}`: expected `cpu` or `cuda:<ordinal>`"
+            ))
+        })
+    }
+
+    pub fn parse(text: &str) -> Option<Device> {
+        match text {
+            "cpu" => Some(Device::Cpu),
+            _ => text
+                .strip_prefix("cuda:")?
+                .parse()
+                .ok()
+                .map(|ordinal| Device::Cuda { ordinal }),
+        }
+    }
 }
