@@ -24,7 +24,7 @@ pub struct Flags {
 
 pub fn run(flags: Flags) -> Result<()> {
     let root = paths::root();
-    let engine = match container::RuntimeKind::parse(&flags.runtime)? {
+    let engine = match container::runtime_kind(&flags.runtime)? {
         Some(container::RuntimeKind::Native) => bail!("--runtime native builds no images"),
         Some(rt) => container::probe(&root, rt)
             .map_err(|why| anyhow::anyhow!("--runtime {}: {why}", rt.name()))?,

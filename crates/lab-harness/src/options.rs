@@ -269,7 +269,7 @@ fn parse_profile(s: &str) -> std::result::Result<Profile, String> {
 /// `auto`, `native`, `podman` or `docker`.
 fn parse_runtime(s: &str) -> Result<String> {
     let s = s.trim();
-    container::RuntimeKind::parse(s)?;
+    container::runtime_kind(s)?;
     Ok(s.to_string())
 }
 

@@ -16,6 +16,7 @@ use lab_results::correctness;
 use lab_results::measure::LoadSettings;
 use lab_results::provenance::Provenance;
 use lab_results::results::{ModelInfo, RunSettings};
+use lab_results::runtime::{RanUnder, Runtimes};
 use lab_results::spec::BenchSpec;
 
 /// A target ready to run: how to start it and what its binary is.
@@ -30,7 +31,7 @@ pub struct PreparedTarget {
     /// The image ID (`sha256:…` of its configuration) when the engine runs in a container.
     pub image_digest: Option<String>,
     /// How this target runs: `native`, `podman`, `docker`, or `native (fallback: why)`.
-    pub runtime: String,
+    pub runtime: RanUnder,
     /// Appended to the label and file name when one run compares runtimes (`@podman`), else
     /// empty.
     pub label_suffix: String,
@@ -65,7 +66,7 @@ pub struct BenchPlan {
     /// Selected targets that cannot run here, with the reason (recorded as skipped).
     pub skipped: Vec<(String, String)>,
     /// The runtimes the targets run under (`native`, `podman`, `native,podman`).
-    pub runtime: String,
+    pub runtime: Runtimes,
     pub profile: String,
     pub provenance: Provenance,
 }

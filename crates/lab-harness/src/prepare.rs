@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use lab_protocol::{Device, Dtype};
 use lab_results::provenance::Provenance;
+use lab_results::runtime::{RanUnder, RuntimeKind, Runtimes};
 
 use crate::catalog::{self, EngineKind, Target};
 use crate::model::{self, ResolvedModel};
@@ -120,11 +121,7 @@ pub fn prepare(
     }
     let profile = lab_results::provenance::hardware_profile(&prov.host, &spec.device, spec.threads);
     Ok(BenchPlan {
-        runtime: runtimes
-            .iter()
-            .map(runtime_name)
-            .collect::<Vec<_>>()
-            .join(","),
+        runtime: Runtimes(runtimes.iter().map(runtime_kind).collect()),
         spec,
         root,
         run_dir,
@@ -221,8 +218,8 @@ fn runnable_targets(spec: &BenchSpec, model: &ResolvedModel) -> Result<(Vec<Targ
     Ok((runnable, skipped))
 }
 
-fn runtime_name(e: &Option<container::Runtime>) -> &'static str {
-    e.as_ref().map_or("native", |e| e.kind.name())
+fn runtime_kind(e: &Option<container::Runtime>) -> RuntimeKind {
+    e.as_ref().map_or(RuntimeKind::Native, |e| e.kind)
 }
 
 /// What every target of one plan is prepared with.
@@ -273,9 +270,9 @@ fn prepare_target(
         binary,
         model_dir_for_engine: ctx.model.dir.display().to_string(),
         image_digest: None,
-        runtime: "native".into(),
+        runtime: RanUnder::plain(RuntimeKind::Native),
         label_suffix: if ctx.compare {
-            format!("@{}", runtime_name(&runtime.cloned()))
+            format!("@{}", runtime_kind(&runtime.cloned()))
         } else {
             String::new()
         },
@@ -316,7 +313,7 @@ fn prepare_target(
 /// `gpu` means a GPU run without prebuilt (`--image`) images: the images this xtask builds are
 /// CPU builds, so such a run stays native.
 pub fn choose_runtime(root: &Path, flag: &str, gpu: bool) -> Result<Option<container::Runtime>> {
-    match container::RuntimeKind::parse(flag)? {
+    match container::runtime_kind(flag)? {
         Some(container::RuntimeKind::Native) => {
             eprintln!("runtime: native (--runtime native)");
             Ok(None)

@@ -15,3 +15,10 @@ pub fn fmt_num(v: f64) -> String {
 pub fn mib(b: Option<u64>) -> String {
     b.map_or("-".into(), |b| format!("{:.1}", b as f64 / 1048576.0))
 }
+
+/// How a target ran, as text (`native` for results older than containers).
+pub fn ran_under(r: &lab_results::results::TargetResult) -> String {
+    r.runtime
+        .as_ref()
+        .map_or_else(|| "native".to_string(), |x| x.to_string())
+}

@@ -276,9 +276,7 @@ fn engine_lines(results: &[TargetResult]) -> String {
     let mut s = String::new();
     let placed: Vec<_> = results
         .iter()
-        .filter(|r| {
-            r.image_digest.is_some() || r.runtime.as_deref().unwrap_or("native") != "native"
-        })
+        .filter(|r| r.image_digest.is_some() || crate::fmt::ran_under(r) != "native")
         .collect();
     if !placed.is_empty() {
         let _ = writeln!(s, "- engines:");
@@ -287,7 +285,7 @@ fn engine_lines(results: &[TargetResult]) -> String {
                 s,
                 "  - {}: {}{}",
                 r.target,
-                r.runtime.as_deref().unwrap_or("native"),
+                crate::fmt::ran_under(r),
                 r.image_digest
                     .as_ref()
                     .map(|d| format!(", image {d}"))

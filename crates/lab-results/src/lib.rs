@@ -25,6 +25,7 @@ pub mod micro;
 pub mod provenance;
 pub mod ratio;
 pub mod results;
+pub mod runtime;
 pub mod scenario;
 pub mod settings;
 pub mod spec;

@@ -28,6 +28,7 @@ use lab_harness::{model, provenance, BenchPlan, BenchSpec, PreparedTarget};
 use lab_results::baseline::{self, CheckOptions, Verdict};
 use lab_results::correctness;
 use lab_results::results::{RunStatus, TargetResult, TargetStatus};
+use lab_results::runtime::{RanUnder, RuntimeKind, Runtimes};
 
 /// Must equal the generation length the committed baselines were accepted with (the default
 /// of `cargo xtask bench`), because token snapshots are compared exactly.
@@ -157,7 +158,7 @@ pub fn target(
         binary: binary.to_path_buf(),
         model_dir_for_engine: models_dir().join("smollm2-135m").display().to_string(),
         image_digest: None,
-        runtime: "native".into(),
+        runtime: RanUnder::plain(RuntimeKind::Native),
         label_suffix: String::new(),
         binary_sha256: None,
         image_bytes: None,
@@ -249,7 +250,7 @@ pub fn python_target(engine: &str, format: WeightFormat, dtype: Dtype) -> Prepar
         binary,
         model_dir_for_engine: models_dir().join("smollm2-135m").display().to_string(),
         image_digest: None,
-        runtime: "native".into(),
+        runtime: RanUnder::plain(RuntimeKind::Native),
         label_suffix: String::new(),
         binary_sha256: None,
         image_bytes: None,
@@ -310,7 +311,7 @@ pub fn s1_plan(
         model,
         targets,
         skipped: vec![],
-        runtime: "native".into(),
+        runtime: Runtimes(vec![RuntimeKind::Native]),
         profile,
         provenance: prov,
     }
@@ -341,10 +342,10 @@ pub fn run_s1_in_container(
         .map(|t| in_container(&engine, t))
         .collect();
     let mut plan = s1_plan(tag, targets, 0, 1, BASELINE_MAX_NEW_TOKENS);
-    plan.runtime = engine.kind.name().into();
+    plan.runtime = Runtimes(vec![engine.kind]);
     let (plan, results) = run_plan(plan);
     for r in &results {
-        assert_eq!(r.runtime.as_deref(), Some(engine.kind.name()));
+        assert_eq!(r.runtime, Some(RanUnder::plain(engine.kind)));
         assert!(r.image_digest.is_some(), "{}: no image recorded", r.target);
     }
     Some((plan, results))

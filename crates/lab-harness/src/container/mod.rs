@@ -21,9 +21,11 @@ pub use image::{
     Image, ImageSpec,
 };
 pub use runtime::{
-    detect, load_config, probe, Runtime, RuntimeConfig, RuntimeKind, RuntimeSettings,
+    detect, load_config, probe, runtime_kind, Runtime, RuntimeConfig, RuntimeKind, RuntimeSettings,
 };
 pub use sandbox::{launch, run_args, Sandbox};
+
+use lab_results::runtime::RanUnder;
 
 use crate::{Error, Result};
 
@@ -113,19 +115,24 @@ pub fn containerize(
         t.binary_sha256 = Some(label("lab.binary.sha256").unwrap_or_else(|| {
             format!("unknown (image {reference} has no lab.binary.sha256 label)")
         }));
-        let runtime = format!(
-            "{} (prebuilt image {reference}: revision {}, engine version {}, built by {}; the engine is the image's)",
-            rt.kind.name(),
+        let runtime = RanUnder::noted(
+            rt.kind,
+            format!(
+            "prebuilt image {reference}: revision {}, engine version {}, built by {}; the engine is the image's",
             label("org.opencontainers.image.revision").unwrap_or_else(|| "unknown".into()),
             label("lab.engine.version").unwrap_or_else(|| "unknown".into()),
             label("lab.built-by").unwrap_or_else(|| "the lab's xtask".into()),
+            ),
         );
         return Ok(into_image(rt, t, image, host_model_dir, sandbox, runtime));
     }
     if t.target.kind == crate::catalog::EngineKind::Python {
-        t.runtime = format!(
-            "native (fallback: no {} image for the Python engine; its pinned environment runs on the host)",
-            rt.kind.name()
+        t.runtime = RanUnder::noted(
+            RuntimeKind::Native,
+            format!(
+                "fallback: no {} image for the Python engine; its pinned environment runs on the host",
+                rt.kind.name()
+            ),
         );
         return Ok(t);
     }
@@ -137,7 +144,7 @@ pub fn containerize(
     let work = work_root.join(t.target.package);
     std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
     let image = build_image(root, rt, &spec, &work)?;
-    let runtime = rt.kind.name().to_string();
+    let runtime = RanUnder::plain(rt.kind);
     Ok(into_image(rt, t, image, host_model_dir, sandbox, runtime))
 }
 
@@ -147,7 +154,7 @@ fn into_image(
     image: Image,
     host_model_dir: &Path,
     sandbox: &Sandbox,
-    runtime: String,
+    runtime: RanUnder,
 ) -> crate::PreparedTarget {
     static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let name = format!(

@@ -9,38 +9,17 @@ use xshell::{cmd, Shell};
 use super::CONFIG_FILE;
 use crate::{Error, Result};
 
-/// How engines are started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RuntimeKind {
-    Native,
-    Podman,
-    Docker,
-}
+pub use lab_results::runtime::RuntimeKind;
 
-impl RuntimeKind {
-    /// `native`, `podman` or `docker`; `auto` is `None` (see [`detect`]).
-    pub fn parse(s: &str) -> Result<Option<RuntimeKind>> {
-        match s {
-            "auto" => Ok(None),
-            "native" => Ok(Some(RuntimeKind::Native)),
-            "podman" => Ok(Some(RuntimeKind::Podman)),
-            "docker" => Ok(Some(RuntimeKind::Docker)),
-            _ => Err(Error::msg(format!(
+/// `--runtime`: `native`, `podman` or `docker`; `auto` is `None` (see [`detect`]).
+pub fn runtime_kind(s: &str) -> Result<Option<RuntimeKind>> {
+    match s {
+        "auto" => Ok(None),
+        _ => RuntimeKind::from_name(s).map(Some).ok_or_else(|| {
+            Error::msg(format!(
                 "--runtime {s}: expected auto, native, podman or docker"
-            ))),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            RuntimeKind::Native => "native",
-            RuntimeKind::Podman => "podman",
-            RuntimeKind::Docker => "docker",
-        }
-    }
-
-    pub fn is_container(self) -> bool {
-        self != RuntimeKind::Native
+            ))
+        }),
     }
 }
 
@@ -158,12 +137,9 @@ mod tests {
     use super::*;
     #[test]
     fn runtimes_parse_and_the_committed_config_loads() {
-        assert_eq!(RuntimeKind::parse("auto").unwrap(), None);
-        assert_eq!(
-            RuntimeKind::parse("podman").unwrap(),
-            Some(RuntimeKind::Podman)
-        );
-        let e = RuntimeKind::parse("lxc").unwrap_err().to_string();
+        assert_eq!(runtime_kind("auto").unwrap(), None);
+        assert_eq!(runtime_kind("podman").unwrap(), Some(RuntimeKind::Podman));
+        let e = runtime_kind("lxc").unwrap_err().to_string();
         assert!(e.contains("--runtime lxc"), "{e}");
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let c = load_config(&root).unwrap();

@@ -119,7 +119,7 @@ pub fn page(input: &Input, model: &Model) -> String {
         esc(&st.model.name),
         esc(&st.device.to_string()),
         st.threads,
-        esc(&st.runtime),
+        esc(&st.runtime.to_string()),
         esc(&m.profile),
         m.status,
         esc(synthetic)

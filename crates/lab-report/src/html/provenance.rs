@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::{esc, first, opt, table};
+use crate::fmt::ran_under;
 use crate::input::Input;
 use lab_results::provenance::Provenance;
 use lab_results::results::RunManifest;
@@ -42,7 +43,7 @@ fn settings(m: &RunManifest) -> Vec<(&'static str, String)> {
         ),
         ("device", m.settings.device.to_string()),
         ("threads", m.settings.threads.to_string()),
-        ("runtime", m.settings.runtime.clone()),
+        ("runtime", m.settings.runtime.to_string()),
         ("hardware profile", m.profile.clone()),
         (
             "source revision",
@@ -129,7 +130,7 @@ fn engines(input: &Input) -> String {
                 esc(&r.target),
                 esc(&format!("{} {} ({})", e.name, e.version, e.backend)),
                 esc(&e.dtype),
-                esc(r.runtime.as_deref().unwrap_or("native")),
+                esc(&ran_under(r)),
                 esc(r.image_digest.as_deref().unwrap_or("-")),
                 esc(&r.engine_binary_sha256.chars().take(16).collect::<String>()),
                 opt(r.report.load.as_ref().map(|l| l.load_ms)),

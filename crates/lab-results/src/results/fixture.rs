@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::provenance::{Host, Provenance};
+use crate::runtime::{RanUnder, RuntimeKind, Runtimes};
 use lab_protocol::*;
 
 pub fn fixture() -> (RunManifest, Vec<TargetResult>) {
@@ -25,7 +26,7 @@ pub fn fixture() -> (RunManifest, Vec<TargetResult>) {
         engine_binary: "target/release/mock-engine".into(),
         engine_binary_sha256: "0".repeat(64),
         image_digest: None,
-        runtime: Some("native".into()),
+        runtime: Some(RanUnder::plain(RuntimeKind::Native)),
         process_wall_ms: 1000.0,
         provenance: provenance.clone(),
         stats: compute_stats(&report),
@@ -75,7 +76,7 @@ pub fn fixture() -> (RunManifest, Vec<TargetResult>) {
             warmup_iterations: 1,
             iterations: 3,
             max_new_tokens: 4,
-            runtime: "native".into(),
+            runtime: Runtimes(vec![RuntimeKind::Native]),
             timeout_s: 60,
         },
         provenance,

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::metric::Metric;
 use crate::provenance::Provenance;
+use crate::runtime::{RanUnder, Runtimes};
 use crate::spec::BenchSpec;
 use crate::stats::Summary;
 
@@ -50,7 +51,9 @@ pub struct RunSettings {
     pub warmup_iterations: u32,
     pub iterations: u32,
     pub max_new_tokens: u32,
-    pub runtime: String,
+    /// The runtimes the targets ran under (`native`, `podman`, `native,podman`).
+    #[schemars(with = "String")]
+    pub runtime: Runtimes,
     pub timeout_s: u64,
 }
 
@@ -147,7 +150,8 @@ pub struct TargetResult {
     /// How the engine ran (`native`, `podman`, `docker`, `native (fallback: …)`); absent in
     /// results written before containers existed (they ran natively).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub runtime: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub runtime: Option<RanUnder>,
     /// Wall time of the engine process as the harness saw it.
     pub process_wall_ms: f64,
     pub provenance: Provenance,

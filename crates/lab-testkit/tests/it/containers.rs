@@ -56,7 +56,7 @@ fn a_run_in_a_container_records_its_image() {
     let t = mock_in_container(&engine, "ok");
     let id = t.image_digest.clone().unwrap();
     assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
-    assert_eq!(t.runtime, engine.kind.name());
+    assert_eq!(t.runtime.to_string(), engine.kind.name());
     let name = container_name(&t);
     let p = plan("container-ok", vec![t], Duration::from_secs(120));
     let (m, res) = lab_harness::bench(&p, &AtomicBool::new(false)).unwrap();
@@ -73,7 +73,10 @@ fn a_run_in_a_container_records_its_image() {
         f.image_bytes.is_some_and(|b| b >= f.binary_bytes.unwrap()),
         "{f:?}"
     );
-    assert_eq!(res[0].runtime.as_deref(), Some(engine.kind.name()));
+    assert_eq!(
+        res[0].runtime.as_ref().map(|r| r.to_string()).as_deref(),
+        Some(engine.kind.name())
+    );
     assert_eq!(res[0].model.name, "smollm2-135m");
     assert!(!res[0].report.scenarios[0].prompts[0]
         .generated_token_ids
@@ -155,14 +158,11 @@ fn a_prebuilt_image_runs_as_given_and_a_missing_one_is_named() {
         .unwrap();
     let t = prepare(tag).unwrap();
     assert_eq!(t.image_digest.as_deref(), Some(id.as_str()));
-    assert!(t.runtime.contains("prebuilt image"), "{}", t.runtime);
+    let ran = t.runtime.to_string();
+    assert!(ran.contains("prebuilt image"), "{ran}");
     // Provenance from the image's labels (this image was built by the lab, so it has them).
     assert_eq!(t.binary_sha256.as_deref(), Some(host_sha.as_str()));
-    assert!(
-        t.runtime.contains("built by the lab's xtask"),
-        "{}",
-        t.runtime
-    );
+    assert!(ran.contains("built by the lab's xtask"), "{ran}");
     let p = plan("container-prebuilt", vec![t], Duration::from_secs(120));
     let (m, res) = lab_harness::bench(&p, &AtomicBool::new(false)).unwrap();
     assert_eq!(m.targets[0].status, TargetStatus::Ok, "{:?}", m.targets[0]);

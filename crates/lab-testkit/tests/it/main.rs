@@ -51,7 +51,7 @@ fn mock(variant_dtype: Dtype, mode: &str) -> PreparedTarget {
         binary,
         model_dir_for_engine: "/models/smollm2-135m".into(),
         image_digest: None,
-        runtime: "native".into(),
+        runtime: lab_results::runtime::RanUnder::plain(lab_results::runtime::RuntimeKind::Native),
         label_suffix: String::new(),
         binary_sha256: None,
         image_bytes: None,
