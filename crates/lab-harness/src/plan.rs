@@ -18,6 +18,7 @@ use lab_results::provenance::Provenance;
 use lab_results::results::{ModelInfo, RunSettings};
 use lab_results::runtime::{RanUnder, Runtimes};
 use lab_results::spec::BenchSpec;
+use lab_results::ScenarioId;
 
 /// A target ready to run: how to start it and what its binary is.
 #[derive(Debug, Clone)]
@@ -167,15 +168,16 @@ fn timed_generation(
     id: &str,
     max_new_tokens: u32,
 ) -> GenerationSettings {
+    let id = ScenarioId::parse(id);
     GenerationSettings {
         sampling: match id {
-            "sampling" => Sampling::Greedy,
+            Some(ScenarioId::Sampling) => Sampling::Greedy,
             _ => chosen.clone(),
         },
         kv_cache: match id {
-            "kv-on" => true,
-            "kv-off" => false,
-            "s1" | "s5" => !plan.spec.kv_cache_off,
+            Some(ScenarioId::KvOn) => true,
+            Some(ScenarioId::KvOff) => false,
+            Some(ScenarioId::S1 | ScenarioId::S5) => !plan.spec.kv_cache_off,
             _ => true,
         },
         ..generation(plan, max_new_tokens)
@@ -194,8 +196,9 @@ fn passage_parts(
     load: &LoadSettings,
     chosen: &Sampling,
 ) -> Result<Parts> {
-    let lengths: Option<Vec<usize>> = match (s.id, &load.long_lengths) {
-        ("s5", Some(l)) => Some(l.iter().map(|&n| n as usize).collect()),
+    let id = ScenarioId::parse(s.id);
+    let lengths: Option<Vec<usize>> = match (id, &load.long_lengths) {
+        (Some(ScenarioId::S5), Some(l)) => Some(l.iter().map(|&n| n as usize).collect()),
         _ => None,
     };
     let prompts = catalog::load_prompts_of_lengths(
@@ -204,10 +207,10 @@ fn passage_parts(
         &plan.model.tokenizer_json,
         lengths.as_deref(),
     )?;
-    let new_tokens = match s.id {
-        "s2" | "s3" => load.new_tokens,
-        "s5" => load.long_new_tokens,
-        "kv-on" | "kv-off" => load.kv_new_tokens,
+    let new_tokens = match id {
+        Some(ScenarioId::S2 | ScenarioId::S3) => load.new_tokens,
+        Some(ScenarioId::S5) => load.long_new_tokens,
+        Some(ScenarioId::KvOn | ScenarioId::KvOff) => load.kv_new_tokens,
         _ => plan.spec.max_new_tokens,
     };
     check_context(plan, s.id, file, &prompts, new_tokens)?;

@@ -10,6 +10,7 @@
 //! Across machines (different hardware profiles) the table is labelled as such: the ratio then
 //! mixes the engine and the machine.
 
+use lab_results::ScenarioId;
 use std::fmt::Write as _;
 
 use lab_results::baseline::DEFAULT_TOLERANCE;
@@ -132,7 +133,7 @@ pub fn compare(
                 }
                 continue;
             }
-            let prefix = if sa.id == "s3" { "C" } else { "B" };
+            let prefix = if sa.id == ScenarioId::S3 { "C" } else { "B" };
             for pa in &sa.points {
                 let Some(pb) = sb.points.iter().find(|p| p.level == pa.level) else {
                     continue;

@@ -2,6 +2,7 @@
 //! saw during the measured windows (see `lab_results::telemetry` for the windows and
 //! `lab_gpu::analysis` for the definitions).
 
+use lab_results::ScenarioId;
 use std::fmt::Write;
 
 use lab_results::results::TargetResult;
@@ -45,7 +46,7 @@ pub fn telemetry_section(results: &[TargetResult]) -> String {
         }
         for st in &t.scenarios {
             let scenario = match st.level {
-                Some(l) if st.scenario == "s2" => format!("{} b{l}", st.scenario),
+                Some(l) if st.scenario == ScenarioId::S2 => format!("{} b{l}", st.scenario),
                 Some(l) => format!("{} c{l}", st.scenario),
                 None => st.scenario.clone(),
             };

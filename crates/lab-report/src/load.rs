@@ -1,6 +1,7 @@
 //! The Markdown sections of the load scenarios (S2 throughput, S3 concurrency) and of memory
 //! (S4: peak RSS per load level and per long-context prompt).
 
+use lab_results::ScenarioId;
 use std::fmt::Write;
 
 use lab_results::results::load::{PointStats, SLO_TPOT_MS, SLO_TTFT_MS};
@@ -166,7 +167,7 @@ fn batches_of(r: &TargetResult, b: u32) -> usize {
     r.report
         .scenarios
         .iter()
-        .filter(|s| s.id == "s2")
+        .filter(|s| s.id == ScenarioId::S2)
         .flat_map(|s| s.points.iter())
         .find(|p| p.level == b)
         .map_or(0, |p| p.batches.len())
@@ -219,7 +220,11 @@ pub fn s4_section(results: &[TargetResult]) -> String {
     for r in results.iter().filter(|r| r.run() == 1) {
         for sc in &r.report.scenarios {
             for p in &sc.points {
-                let what = if sc.id == "s2" { "batch" } else { "C" };
+                let what = if sc.id == ScenarioId::S2 {
+                    "batch"
+                } else {
+                    "C"
+                };
                 rows.push((
                     r,
                     sc.id.as_str(),
@@ -227,7 +232,7 @@ pub fn s4_section(results: &[TargetResult]) -> String {
                     p.peak_rss_bytes,
                 ));
             }
-            if sc.id == "s5" {
+            if sc.id == ScenarioId::S5 {
                 for p in &sc.prompts {
                     rows.push((
                         r,
@@ -290,7 +295,7 @@ fn bandwidth(results: &[TargetResult]) -> String {
                 pct.unwrap_or_else(|| "-".into())
             ));
         };
-        for sc in r.stats.iter().filter(|s| s.id == "s1") {
+        for sc in r.stats.iter().filter(|s| s.id == ScenarioId::S1) {
             for p in &sc.prompts {
                 let decode = p
                     .get(lab_results::metric::Metric::DecodeTokPerS)
@@ -298,7 +303,7 @@ fn bandwidth(results: &[TargetResult]) -> String {
                 row(format!("s1 {} decode", p.prompt), decode);
             }
         }
-        for sc in r.report.scenarios.iter().filter(|s| s.id == "s2") {
+        for sc in r.report.scenarios.iter().filter(|s| s.id == ScenarioId::S2) {
             for p in &sc.points {
                 let steps: usize = p.batches.iter().map(|b| b.step_ns.len()).sum();
                 let ns = p

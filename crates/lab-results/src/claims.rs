@@ -7,6 +7,7 @@
 //! longest S1 prompt); ratios are taken at the longest S1 prompt both measured
 //! ([`super::ratio::s1_ratio`]) with the conservative interval of [`super::ratio::Ratio`].
 
+use crate::ScenarioId;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -281,7 +282,10 @@ fn evaluate_one(c: &Claim, manifest: &RunManifest, results: &[TargetResult]) -> 
             "the claim is about {device}; this run ran on {run_device}"
         ));
     }
-    if !results.iter().any(|r| r.stats.iter().any(|s| s.id == "s1")) {
+    if !results
+        .iter()
+        .any(|r| r.stats.iter().any(|s| s.id == ScenarioId::S1))
+    {
         return not("the run has no S1 results".into());
     }
     match &c.check {

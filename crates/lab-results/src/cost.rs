@@ -13,6 +13,7 @@
 
 use crate::metric::Metric;
 use crate::results::TargetResult;
+use crate::ScenarioId;
 
 pub use crate::settings::Price;
 
@@ -43,7 +44,7 @@ pub fn rows(results: &[TargetResult], price: Option<&Price>) -> Vec<CostRow> {
         };
         for sc in &r.stats {
             if sc.points.is_empty() {
-                if sc.id != "s1" && sc.id != "s5" {
+                if sc.id != ScenarioId::S1 && sc.id != ScenarioId::S5 {
                     continue;
                 }
                 for p in &sc.prompts {
@@ -69,7 +70,7 @@ pub fn rows(results: &[TargetResult], price: Option<&Price>) -> Vec<CostRow> {
                     let Some(tps) = p.value("output_tok_per_s") else {
                         continue;
                     };
-                    let (at, slo) = if sc.id == "s3" {
+                    let (at, slo) = if sc.id == ScenarioId::S3 {
                         (
                             format!("C={}", p.level),
                             p.value("goodput_requests_per_s").map(|g| g * 3600.0),

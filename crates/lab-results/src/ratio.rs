@@ -4,6 +4,7 @@
 use crate::metric::Metric;
 use crate::results::TargetResult;
 use crate::stats::Summary;
+use crate::ScenarioId;
 
 /// The 95 % interval of a median: the distribution-free interval where there is one, else the
 /// interval of the mean (a few samples), else the point itself.
@@ -53,7 +54,7 @@ pub fn engine_of(target: &str) -> &str {
 pub fn s1_summary<'a>(r: &'a TargetResult, prompt: &str, metric: Metric) -> Option<&'a Summary> {
     r.stats
         .iter()
-        .find(|s| s.id == "s1")?
+        .find(|s| s.id == ScenarioId::S1)?
         .prompts
         .iter()
         .find(|p| p.prompt == prompt)?
@@ -64,7 +65,7 @@ pub fn s1_summary<'a>(r: &'a TargetResult, prompt: &str, metric: Metric) -> Opti
 pub fn s1_prompts(r: &TargetResult) -> Vec<(String, u32)> {
     r.stats
         .iter()
-        .filter(|s| s.id == "s1")
+        .filter(|s| s.id == ScenarioId::S1)
         .flat_map(|s| {
             s.prompts
                 .iter()

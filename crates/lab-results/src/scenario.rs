@@ -80,6 +80,25 @@ impl fmt::Display for ScenarioId {
     }
 }
 
+/// `s.id == ScenarioId::S1`: an id as files write it compared with a scenario.
+impl PartialEq<ScenarioId> for String {
+    fn eq(&self, other: &ScenarioId) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<ScenarioId> for str {
+    fn eq(&self, other: &ScenarioId) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<ScenarioId> for &str {
+    fn eq(&self, other: &ScenarioId) -> bool {
+        *self == other.as_str()
+    }
+}
+
 /// Ids of the correctness scenarios (their timings are not statistics).
 pub fn is_correctness_scenario(id: &str) -> bool {
     ScenarioId::parse(id).is_some_and(ScenarioId::is_correctness)

@@ -13,6 +13,7 @@ mod phases;
 mod series;
 mod speedup;
 
+use lab_results::ScenarioId;
 use plotters::prelude::*;
 
 use lab_results::metric::Metric;
@@ -153,7 +154,7 @@ fn prompt_charts(
             Metric::PrefillTokPerS,
             Metric::TtftMs,
         ] {
-            if scenario == "s5" && metric == Metric::TtftMs {
+            if scenario == ScenarioId::S5 && metric == Metric::TtftMs {
                 continue;
             }
             let series = prompt_series(first, targets, scenario, metric);

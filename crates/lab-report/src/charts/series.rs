@@ -3,6 +3,7 @@
 
 use lab_results::metric::Metric;
 use lab_results::results::TargetResult;
+use lab_results::ScenarioId;
 
 use super::{colour_of, Pt, Series};
 
@@ -81,7 +82,7 @@ pub(super) fn level_series(
 pub(super) fn latency_cdf(first: &[&TargetResult], targets: &[String]) -> (String, Vec<Series>) {
     let common = first
         .iter()
-        .filter(|r| r.stats.iter().any(|s| s.id == "s1"))
+        .filter(|r| r.stats.iter().any(|s| s.id == ScenarioId::S1))
         .map(|r| lab_results::ratio::s1_prompts(r))
         .reduce(|a, b| a.into_iter().filter(|p| b.contains(p)).collect())
         .unwrap_or_default();
@@ -89,7 +90,7 @@ pub(super) fn latency_cdf(first: &[&TargetResult], targets: &[String]) -> (Strin
         return ("S1 end-to-end latency CDF".into(), Vec::new());
     };
     let series = per_target(first, targets, |r| {
-        let sc = r.report.scenarios.iter().find(|s| s.id == "s1")?;
+        let sc = r.report.scenarios.iter().find(|s| s.id == ScenarioId::S1)?;
         let p = sc.prompts.iter().find(|p| p.prompt == prompt)?;
         let mut v = Metric::E2eMs.samples(p);
         v.sort_by(f64::total_cmp);
@@ -139,7 +140,7 @@ pub(super) fn telemetry_series(
 /// concurrency.
 pub(super) fn pareto_series(first: &[&TargetResult], targets: &[String]) -> Vec<Series> {
     per_target(first, targets, |r| {
-        let s = r.stats.iter().find(|s| s.id == "s3")?;
+        let s = r.stats.iter().find(|s| s.id == ScenarioId::S3)?;
         let points: Vec<Pt> = s
             .points
             .iter()

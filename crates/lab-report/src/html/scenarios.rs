@@ -1,6 +1,7 @@
 //! The HTML report's scenario tables: S1 and S5 per prompt, S2 per batch size and S3 per
 //! concurrency, each sortable, with the 95 % interval of every median.
 
+use lab_results::ScenarioId;
 use std::fmt::Write as _;
 
 use super::{esc, first, opt, table};
@@ -112,7 +113,7 @@ fn s2_table(rs: &[&TargetResult]) -> String {
     let mut s = String::new();
     let mut rows = Vec::new();
     for r in rs {
-        let Some(sc) = r.stats.iter().find(|x| x.id == "s2") else {
+        let Some(sc) = r.stats.iter().find(|x| x.id == ScenarioId::S2) else {
             continue;
         };
         for p in &sc.points {
@@ -158,7 +159,7 @@ fn s3_table(rs: &[&TargetResult]) -> String {
     let mut s = String::new();
     let mut rows = Vec::new();
     for r in rs {
-        let Some(sc) = r.stats.iter().find(|x| x.id == "s3") else {
+        let Some(sc) = r.stats.iter().find(|x| x.id == ScenarioId::S3) else {
             continue;
         };
         for p in &sc.points {
