@@ -52,7 +52,11 @@ impl Gguf {
     /// name the byte offset and the key or tensor), keeping the tensors this engine computes
     /// with.
     pub fn parse(bytes: &[u8]) -> Result<Self> {
-        let h = gguf::walk_bytes(bytes).map_err(|e| format!("GGUF {e}"))?;
+        // `GGUF byte N: …`, or a tensor's extent beyond the file (`tensor `x`: …`).
+        let h = gguf::walk_bytes(bytes).map_err(|e| match e.at {
+            Some(_) => format!("GGUF {e}"),
+            None => e.message,
+        })?;
         let mut tensors = BTreeMap::new();
         for t in h.tensors {
             let ty = GgmlType::from_id(t.ggml_type).ok_or_else(|| {
