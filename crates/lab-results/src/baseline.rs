@@ -616,9 +616,24 @@ pub fn dir_for(root: &Path, profile: &str, model: &str) -> PathBuf {
     root.join(profile).join(model)
 }
 
+/// The file that makes two weight maps (file name → sha256) other weights: one both record with
+/// different hashes, or, when they share no file, any; `None` when either is empty or every
+/// shared file agrees. Files the volume gained since (derived GGUF levels) do not make the model
+/// another.
+fn other_weights(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Option<String> {
+    if a.is_empty() || b.is_empty() {
+        return None;
+    }
+    let mut shared = a.iter().filter(|(f, _)| b.contains_key(*f)).peekable();
+    if shared.peek().is_none() {
+        return a.keys().next().cloned();
+    }
+    shared.find(|(f, h)| b[*f] != **h).map(|(f, _)| f.clone())
+}
+
 /// Refuses to compare with baselines of another machine or other weights: every metrics file of
-/// `dir` that records a hardware profile, a model or its sha256 must match the run's. One line
-/// naming the file.
+/// `dir` that records a hardware profile, a model or its sha256 must match the run's (every
+/// weight file both record has the same sha256). One line naming the file.
 pub fn ensure_comparable(
     dir: &Path,
     profile: &str,
@@ -648,10 +663,9 @@ pub fn ensure_comparable(
                 lab_protocol::one_line(m)
             )));
         }
-        if !b.model_sha256.is_empty() && !model_sha256.is_empty() && b.model_sha256 != *model_sha256
-        {
+        if let Some(file) = other_weights(&b.model_sha256, model_sha256) {
             return Err(Error::msg(format!(
-                "{}: accepted with other weights of `{model}` (sha256 differs): refusing to compare different models",
+                "{}: accepted with other weights of `{model}` ({file}: sha256 differs): refusing to compare different models",
                 path.display()
             )));
         }
@@ -704,7 +718,14 @@ mod tests {
         assert!(err("cpu-fixture", "tiny", &sha)
             .contains("accepted for model `smollm2-135m`, this run measured `tiny`"));
         let other = [("model.gguf".to_string(), "bb".repeat(32))].into();
-        assert!(err("cpu-fixture", "smollm2-135m", &other).contains("other weights"));
+        assert!(err("cpu-fixture", "smollm2-135m", &other)
+            .contains("other weights of `smollm2-135m` (model.gguf: sha256 differs)"));
+        // A file the volume gained since the baseline (a derived level) is the same model.
+        let mut grown = sha.clone();
+        grown.insert("model-q8_0.gguf".into(), "cc".repeat(32));
+        ensure_comparable(&dir, "cpu-fixture", "smollm2-135m", &grown).unwrap();
+        let unrelated = [("model.safetensors".to_string(), "aa".repeat(32))].into();
+        assert!(err("cpu-fixture", "smollm2-135m", &unrelated).contains("other weights"));
         // What accept wrote: the run's numbers, their intervals and where they came from.
         let b: MetricsBaseline = read_json(&dir.join("mock.hf-f32.s1.metrics.json")).unwrap();
         assert_eq!(b.measure.as_deref(), Some("standard"));
