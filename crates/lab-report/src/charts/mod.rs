@@ -8,6 +8,7 @@
 //! This module picks the charts and their titles; each kind of chart is drawn in its own file
 //! (`line`, `speedup`, `phases`) from the series that `series` picks from the results.
 
+mod bars;
 mod line;
 mod phases;
 mod series;

@@ -4,6 +4,7 @@
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 
+use super::bars::bar_frame;
 use super::{colour_of, err, H, W};
 
 /// The phases' colours: forward, backward, optimizer.
@@ -43,26 +44,14 @@ pub(super) fn phases_chart(
         let height = (H).max(100 + 40 * n as u32);
         let root = SVGBackend::with_string(&mut svg, (W, height)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 16))
-            .margin(12)
-            .x_label_area_size(42)
-            .y_label_area_size(170)
-            .build_cartesian_2d(0f64..hi.max(1e-9), (0..n).into_segmented())
-            .map_err(err)?;
-        let label = |v: &SegmentValue<i32>| match v {
-            SegmentValue::CenterOf(i) => names.get(*i as usize).cloned().unwrap_or_default(),
-            _ => String::new(),
-        };
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .y_labels(n as usize)
-            .y_label_formatter(&label)
-            .x_desc("ms per step (forward | backward | optimizer)")
-            .light_line_style(RGBColor(235, 235, 235))
-            .draw()
-            .map_err(err)?;
+        let mut chart = bar_frame(
+            &root,
+            title,
+            &names,
+            170,
+            hi.max(1e-9),
+            "ms per step (forward | backward | optimizer)",
+        )?;
         for (k, (shade, name)) in SHADES
             .iter()
             .zip(["forward", "backward", "optimizer"])

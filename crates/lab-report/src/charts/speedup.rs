@@ -4,6 +4,7 @@
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 
+use super::bars::bar_frame;
 use super::{colour_of, err, H, W};
 
 /// Room for the longest of `names` left of a chart (sans-serif 12: about 7 px a character).
@@ -33,26 +34,7 @@ pub(super) fn speedup_chart(
         let height = (H).max(80 + 28 * n as u32);
         let root = SVGBackend::with_string(&mut svg, (W, height)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 16))
-            .margin(12)
-            .x_label_area_size(42)
-            .y_label_area_size(label_area(&names))
-            .build_cartesian_2d(0f64..hi, (0..n).into_segmented())
-            .map_err(err)?;
-        let label = |v: &SegmentValue<i32>| match v {
-            SegmentValue::CenterOf(i) => names.get(*i as usize).cloned().unwrap_or_default(),
-            _ => String::new(),
-        };
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .y_labels(n as usize)
-            .y_label_formatter(&label)
-            .x_desc(x_desc)
-            .light_line_style(RGBColor(235, 235, 235))
-            .draw()
-            .map_err(err)?;
+        let mut chart = bar_frame(&root, title, &names, label_area(&names), hi, x_desc)?;
         chart
             .draw_series(rows.iter().enumerate().map(|(i, (t, _, r))| {
                 let i = i as i32;
