@@ -39,6 +39,10 @@ pub struct Flags {
     /// Do not keep the verdicts beside the run (`check.json`, shown by its reports).
     #[arg(long)]
     pub no_record: bool,
+    /// Print every comparison as a table (the summary names only what failed or could not be
+    /// judged; `check.json` keeps them all).
+    #[arg(long)]
+    pub table: bool,
     #[command(flatten)]
     pub rules: Rules,
 }
@@ -52,10 +56,14 @@ pub struct Rules {
     /// A metric's own threshold (`decode_tok_per_s=0.2`: a 20 % drop fails); repeatable.
     #[arg(long = "threshold", value_name = "METRIC=FRACTION")]
     pub thresholds: Vec<String>,
-    /// A metric noisier than this (robust CV within a run, CV of the run medians across runs)
-    /// is not comparable.
+    /// A run whose robust CV within itself (over 5 or more samples) is above this was
+    /// disturbed: its number is not compared.
     #[arg(long, default_value_t = baseline::DEFAULT_MAX_CV)]
     pub max_cv: f64,
+    /// The widest alarm threshold at which a number is judged: where this machine's between-run
+    /// spread (the gate study's) puts it beyond, the verdict is "cannot judge here".
+    #[arg(long, default_value_t = lab_results::gate::DEFAULT_MAX_THRESHOLD)]
+    pub max_threshold: f64,
     /// The largest share of a scenario's measured windows that may have run throttled (power
     /// cap, thermal, HW slowdown; from GPU telemetry) for its numbers to be compared.
     #[arg(long, default_value_t = lab_results::check::DEFAULT_MAX_THROTTLED)]
@@ -70,9 +78,16 @@ impl Rules {
                 self.max_throttled
             );
         }
+        if !(self.max_threshold > 0.0 && self.max_threshold.is_finite()) {
+            bail!(
+                "--max-threshold {}: a positive fraction (0.15 = 15 %)",
+                self.max_threshold
+            );
+        }
         let mut opts = CheckOptions {
             tolerance: self.tolerance,
             max_cv: self.max_cv,
+            max_threshold: self.max_threshold,
             exact_only,
             ..CheckOptions::default()
         };
@@ -181,43 +196,195 @@ pub fn run(flags: Flags) -> Result<()> {
         .into());
     }
     baseline::ensure_comparable(&dir, &profile, &model.name, &model.sha256)?;
-    findings.extend(baseline::check(&results, &dir, opts)?);
-    print_findings(&run_dir, &dir, &findings);
-    let failing: Vec<_> = findings.iter().filter(|f| f.verdict.fails()).collect();
-    let against = format!("{} ({profile}, {})", dir.display(), model.name);
-    if failing.is_empty() {
-        println!("check passed: {} comparisons", findings.len());
-        keep(
-            against,
-            CheckOutcome::Passed {
-                comparisons: findings.len(),
-            },
-            &findings,
-        );
-        return Ok(());
-    }
-    keep(
-        against,
-        CheckOutcome::Failed {
-            failing: failing.len(),
-            comparisons: findings.len(),
+    let study = baseline::read_spread(&dir)?;
+    findings.extend(baseline::check(
+        &results,
+        &dir,
+        CheckOptions {
+            spread: study.clone(),
+            ..opts
         },
-        &findings,
-    );
-    if failing
-        .iter()
-        .any(|f| f.verdict == Verdict::MissingBaseline)
-    {
-        eprintln!(
-            "hint: review the run, then `cargo xtask check --accept --run {}` writes a baseline",
-            run_dir.display()
-        );
+    )?);
+    if flags.table {
+        print_findings(&run_dir, &dir, &findings);
     }
-    bail!(
-        "check failed: {} of {} comparisons",
-        failing.len(),
-        findings.len()
-    )
+    let against = format!("{} ({profile}, {})", dir.display(), model.name);
+    let summary = Summary::of(&findings);
+    summary.print(&run_dir, &dir, study.as_ref(), &manifest, &findings);
+    let outcome = summary.outcome();
+    keep(against, outcome.clone(), &findings);
+    match outcome {
+        CheckOutcome::Passed { .. } => {
+            println!("check {outcome}");
+            Ok(())
+        }
+        CheckOutcome::Incomplete { .. } => Err(NoBaseline(format!(
+            "check {outcome} ({}); review the run, then `cargo xtask check --accept --run {}` writes them",
+            summary.missing_scenarios(&findings),
+            run_dir.display()
+        ))
+        .into()),
+        _ => bail!("check {outcome}"),
+    }
+}
+
+/// What a person reads after `check`: counts per verdict, one line per target, and only the
+/// comparisons that failed or could not be judged.
+struct Summary {
+    comparisons: usize,
+    failing: usize,
+    missing: usize,
+    unjudged: usize,
+}
+
+impl Summary {
+    fn of(findings: &[Finding]) -> Summary {
+        let count = |f: &dyn Fn(Verdict) -> bool| findings.iter().filter(|x| f(x.verdict)).count();
+        Summary {
+            comparisons: findings.len(),
+            failing: count(&|v| v.fails() && v != Verdict::MissingBaseline),
+            missing: count(&|v| v == Verdict::MissingBaseline),
+            unjudged: count(&|v| matches!(v, Verdict::CannotJudge | Verdict::TooNoisy)),
+        }
+    }
+
+    fn outcome(&self) -> CheckOutcome {
+        if self.failing > 0 {
+            CheckOutcome::Failed {
+                failing: self.failing + self.missing,
+                comparisons: self.comparisons,
+            }
+        } else if self.missing > 0 {
+            CheckOutcome::Incomplete {
+                missing: self.missing,
+                comparisons: self.comparisons,
+            }
+        } else {
+            CheckOutcome::Passed {
+                comparisons: self.comparisons,
+                unjudged: self.unjudged,
+            }
+        }
+    }
+
+    /// `s2, s3 and s5 of 10 targets`.
+    fn missing_scenarios(&self, findings: &[Finding]) -> String {
+        let mut scenarios: Vec<&str> = Vec::new();
+        let mut targets: Vec<&str> = Vec::new();
+        for f in findings.iter().filter(|f| f.verdict == Verdict::MissingBaseline) {
+            if !scenarios.contains(&f.scenario.as_str()) {
+                scenarios.push(&f.scenario);
+            }
+            if !targets.contains(&f.target.as_str()) {
+                targets.push(&f.target);
+            }
+        }
+        format!(
+            "no baseline for {} of {} target{}",
+            scenarios.join(", "),
+            targets.len(),
+            if targets.len() == 1 { "" } else { "s" }
+        )
+    }
+
+    fn print(
+        &self,
+        run_dir: &Path,
+        dir: &Path,
+        study: Option<&lab_results::gate::SpreadFile>,
+        manifest: &RunManifest,
+        findings: &[Finding],
+    ) {
+        println!("check {} against {}", run_dir.display(), dir.display());
+        match study {
+            Some(s) => println!(
+                "evidence: the gate study over {} runs of this profile ({}); numbers it has no spread for are judged only on this run's repeats",
+                s.runs.len(),
+                dir.join(lab_results::gate::SPREAD_FILE).display()
+            ),
+            None => println!(
+                "evidence: no gate study for this profile ({} is missing): numbers are judged only on this run's repeats (--repeat 3 or more), else not at all",
+                dir.join(lab_results::gate::SPREAD_FILE).display()
+            ),
+        }
+        if let Some(plan) = &manifest.plan {
+            println!("measured with the `{}` profile", plan.measure.name());
+        }
+        // One line per target: verdict counts and the change it can detect on S1 decode.
+        let mut targets: Vec<&str> = Vec::new();
+        for f in findings {
+            if !targets.contains(&f.target.as_str()) {
+                targets.push(&f.target);
+            }
+        }
+        for t in targets {
+            let mine: Vec<&Finding> = findings.iter().filter(|f| f.target == t).collect();
+            let mut counts: Vec<(Verdict, usize)> = Vec::new();
+            for f in &mine {
+                match counts.iter_mut().find(|(v, _)| *v == f.verdict) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((f.verdict, 1)),
+                }
+            }
+            let counts: Vec<String> = counts
+                .iter()
+                .map(|(v, n)| format!("{n} {}", v.label()))
+                .collect();
+            let detects = detectable_decode(&mine)
+                .map(|d| format!("; detects S1 decode changes ≥ {d}"))
+                .unwrap_or_default();
+            println!("  {t}: {}{detects}", counts.join(", "));
+        }
+        for f in findings.iter().filter(|f| f.verdict.fails() && f.verdict != Verdict::MissingBaseline) {
+            println!(
+                "  {}: {} {} {} {}: {}",
+                f.verdict.label(),
+                f.target,
+                f.scenario,
+                f.prompt,
+                f.metric,
+                f.detail
+            );
+        }
+        if self.unjudged > 0 {
+            let example = findings
+                .iter()
+                .find(|f| f.verdict == Verdict::CannotJudge)
+                .or_else(|| findings.iter().find(|f| f.verdict == Verdict::TooNoisy));
+            println!(
+                "  not judged on this machine: {} of {} comparisons (--table lists them){}",
+                self.unjudged,
+                self.comparisons,
+                example
+                    .map(|f| format!(
+                        "; e.g. {} {} {} {}: {}",
+                        f.target,
+                        f.scenario,
+                        f.prompt,
+                        f.metric,
+                        f.detail.rsplit("; ").next().unwrap_or(&f.detail)
+                    ))
+                    .unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// The median over prompts of the detectable S1 decode change a target's findings state.
+fn detectable_decode(findings: &[&Finding]) -> Option<String> {
+    let mut d: Vec<f64> = findings
+        .iter()
+        .filter(|f| f.scenario == "s1" && f.metric == Metric::DecodeTokPerS.name())
+        .filter_map(|f| {
+            let (_, tail) = f.detail.split_once("detects ")?;
+            tail.split_once(" %")?.0.parse::<f64>().ok()
+        })
+        .collect();
+    if d.is_empty() {
+        return None;
+    }
+    d.sort_by(f64::total_cmp);
+    Some(format!("{:.1} %", d[d.len() / 2]))
 }
 
 /// Refuses a run whose GPU was throttled in more than `max` of a scenario's windows: its

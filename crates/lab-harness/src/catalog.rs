@@ -360,6 +360,15 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// A default run (`bench --all`) measures S1–S5 and correctness; the analyses run when named.
+    pub fn in_default_run(&self) -> bool {
+        self.is_correctness()
+            || matches!(
+                ScenarioId::parse(self.id),
+                Some(ScenarioId::S1 | ScenarioId::S2 | ScenarioId::S3 | ScenarioId::S5)
+            )
+    }
+
     /// Correctness scenarios are compared with the reference, not timed against baselines.
     pub fn is_correctness(&self) -> bool {
         matches!(
@@ -449,11 +458,9 @@ pub fn scenarios() -> Vec<Scenario> {
 pub fn select_scenarios(specs: &[String]) -> Result<Vec<Scenario>> {
     let all = scenarios();
     if specs.is_empty() {
-        // The microbenchmarks are a named analysis of their own (minutes per framework).
-        return Ok(all
-            .into_iter()
-            .filter(|s| !matches!(s.kind, ScenarioKind::Micro | ScenarioKind::LoraStep))
-            .collect());
+        // The mission's scenarios and correctness; the analyses (KV cache, sampling,
+        // microbenchmarks, LoRA) are asked for by name: each costs minutes per engine.
+        return Ok(all.into_iter().filter(Scenario::in_default_run).collect());
     }
     let mut out: Vec<Scenario> = Vec::new();
     for s in specs {
@@ -740,6 +747,9 @@ mod tests {
             "{e}"
         );
         assert_eq!(select_scenarios(&["S1".into()]).unwrap()[0].id, "s1");
+        // A default run is the mission's scenarios and correctness; analyses run when named.
+        let default: Vec<&str> = select_scenarios(&[]).unwrap().iter().map(|s| s.id).collect();
+        assert_eq!(default, ["s1", "s2", "s3", "s5", "ref-greedy", "ref-tf"]);
         let r = select_scenarios(&["ref".into(), "ref-tf".into()]).unwrap();
         assert_eq!(
             r.iter().map(|s| s.id).collect::<Vec<_>>(),

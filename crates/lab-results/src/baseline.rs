@@ -8,10 +8,13 @@
 //! - `<engine>.<variant>.<scenario>.metrics.json`: the measured numbers (medians, or the mean of
 //!   the run medians under `--repeat`) with their 95 % intervals.
 //!
-//! A number is compared criterion-style ([`classify`]): too noisy (robust CV within one run, CV
-//! of run medians across runs, above `max_cv`) is not comparable; a shift within the metric's
-//! threshold passes; a larger shift whose interval still overlaps the baseline's is noise; only a
-//! larger shift with separate intervals is a regression (or an improvement).
+//! A number is compared with the evidence of what this machine resolves ([`crate::gate`]): its
+//! alarm threshold is the larger of the tolerance and what A/A runs produce (from the gate
+//! study's between-run spread, or the run's own repeats); a shift inside it is never a change,
+//! a larger one is a regression (or an improvement); where the threshold is beyond
+//! `max_threshold`, or there is no evidence at all, the verdict is "cannot judge on this
+//! machine", with what would make it judgeable. A run's within-run noise (robust CV) only
+//! refuses a disturbed run ("too noisy"); it says nothing about the drift between sessions.
 //!
 //! A run never rewrites them: only `cargo xtask check --accept` does.
 
@@ -21,6 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use crate::findings::{Finding, Verdict};
+use crate::gate::{self, Evidence, Form, SpreadFile};
 use crate::metric::Metric;
 use crate::results::{read_json, write_atomic, write_json_atomic, TargetResult};
 use crate::{Error, Result};
@@ -51,6 +55,13 @@ pub struct MetricsBaseline {
     pub measure: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runs: Option<usize>,
+    /// How the target ran (`native`, `podman`, `docker`; absent in older baselines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    /// The read bandwidth the run measured, GB/s (the normalised form's divisor; absent in older
+    /// baselines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_bandwidth_gb_per_s: Option<f64>,
     /// prompt -> metric -> median (the mean of the run medians for several runs).
     pub medians: BTreeMap<String, BTreeMap<String, f64>>,
     /// prompt -> metric -> 95 % interval of that value (absent in older baselines).
@@ -250,7 +261,13 @@ pub struct CheckOptions {
     pub tolerance: f64,
     /// Per-metric thresholds instead of `tolerance` (`decode_tok_per_s` -> 0.20).
     pub thresholds: BTreeMap<Metric, f64>,
+    /// Within-run robust CV above which a run was disturbed ("too noisy").
     pub max_cv: f64,
+    /// The largest alarm threshold at which a number is judged ([`crate::gate`]).
+    pub max_threshold: f64,
+    /// What the gate study measured on this machine (`spread.json` beside the baselines);
+    /// [`check`] reads it from the baseline directory when this is `None`.
+    pub spread: Option<SpreadFile>,
     /// Compare only the deterministic part (token ids and counts).
     pub exact_only: bool,
 }
@@ -261,6 +278,8 @@ impl Default for CheckOptions {
             tolerance: DEFAULT_TOLERANCE,
             thresholds: BTreeMap::new(),
             max_cv: DEFAULT_MAX_CV,
+            max_threshold: gate::DEFAULT_MAX_THRESHOLD,
+            spread: None,
             exact_only: false,
         }
     }
@@ -374,9 +393,22 @@ impl Expectations for EarlierRun {
     }
 }
 
-/// Compares results with `baselines/<profile>/<model>` (`dir`).
-pub fn check(results: &[TargetResult], dir: &Path, opts: CheckOptions) -> Result<Vec<Finding>> {
+/// Compares results with `baselines/<profile>/<model>` (`dir`), with the gate study's evidence
+/// of `dir` (its `spread.json`) unless `opts` brings its own.
+pub fn check(results: &[TargetResult], dir: &Path, mut opts: CheckOptions) -> Result<Vec<Finding>> {
+    if opts.spread.is_none() {
+        opts.spread = read_spread(dir)?;
+    }
     compare(results, &BaselineDir(dir), &opts)
+}
+
+/// The gate study's evidence beside a profile's baselines, if it ran there.
+pub fn read_spread(dir: &Path) -> Result<Option<SpreadFile>> {
+    let path = dir.join(gate::SPREAD_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    read_json(&path).map(Some)
 }
 
 /// Compares results (one run of the plan or several) with `expected`: token ids exactly (and
@@ -413,6 +445,7 @@ pub fn compare(
                     continue;
                 }
             };
+            let runtime_note = runtime_note(&base, runs[0]);
             for pr in &sc.prompts {
                 for metric in Metric::CHECKED {
                     let Some(want) = base
@@ -429,11 +462,6 @@ pub fn compare(
                         ));
                         continue;
                     };
-                    let want_interval = base
-                        .intervals
-                        .get(&pr.prompt)
-                        .and_then(|m| m.get(metric.name()))
-                        .copied();
                     let Some(got) = observe(&runs, &sc.id, &pr.prompt, metric) else {
                         findings.push(f(
                             &pr.prompt,
@@ -443,13 +471,71 @@ pub fn compare(
                         ));
                         continue;
                     };
-                    let (verdict, detail) = classify(metric, want, want_interval, &got, opts);
+                    let key = gate::key(&stem, &sc.id, &pr.prompt, metric.name());
+                    let evidence = evidence_for(opts, &key, &got);
+                    let bandwidths = Bandwidths {
+                        baseline: base.read_bandwidth_gb_per_s,
+                        run: runs[0].provenance.read_bandwidth_gb_per_s,
+                    };
+                    let (verdict, mut detail) = classify(
+                        metric,
+                        want,
+                        &got,
+                        base.runs.unwrap_or(1),
+                        evidence.as_ref(),
+                        bandwidths,
+                        opts,
+                    );
+                    if let Some(note) = &runtime_note {
+                        detail = format!("{note}; {detail}");
+                    }
                     findings.push(f(&pr.prompt, metric.name(), verdict, detail));
                 }
             }
         }
     }
     Ok(findings)
+}
+
+/// Says when the baseline was measured under another runtime (container or not) than the run.
+fn runtime_note(base: &MetricsBaseline, run: &TargetResult) -> Option<String> {
+    let then = base.runtime.as_deref()?;
+    let now = run.runtime.as_ref().map(|r| r.kind.to_string())?;
+    (then != now).then(|| format!("baseline measured under {then}, this run under {now}"))
+}
+
+/// What the gate knows of a number's spread: the study's, widened by the run's own repeats
+/// when they spread more; the repeats alone (one session) when there is no study.
+fn evidence_for(opts: &CheckOptions, key: &str, got: &Observed) -> Option<Evidence> {
+    let study = opts
+        .spread
+        .as_ref()
+        .and_then(|s| s.entries.get(key))
+        .map(Evidence::from_study);
+    let repeats = (got.runs >= gate::MIN_RUNS).then(|| Evidence {
+        cv: got.noise,
+        form: Form::Raw,
+        source: format!(
+            "this run's {} repeats (one session: the drift between sessions is not in them)",
+            got.runs
+        ),
+    });
+    match (study, repeats) {
+        (Some(s), Some(r)) if r.cv > s.cv => Some(Evidence {
+            cv: r.cv,
+            form: Form::Raw,
+            source: format!("{}, wider than the {}", r.source, s.source),
+        }),
+        (Some(s), _) => Some(s),
+        (None, r) => r,
+    }
+}
+
+/// The read bandwidths the normalised form divides by.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Bandwidths {
+    pub baseline: Option<f64>,
+    pub run: Option<f64>,
 }
 
 /// The token ids of a target's first run against the expected snapshot (or why there is none),
@@ -483,55 +569,86 @@ fn token_verdicts(
     out
 }
 
-/// One number against its expectation (see the module docs).
+/// One number against its expectation (see the module docs): `expected` over `base_runs` runs,
+/// `got` as the run measured it, judged in the evidence's form.
 pub fn classify(
     metric: Metric,
     expected: f64,
-    expected_interval: Option<[f64; 2]>,
     got: &Observed,
+    base_runs: usize,
+    evidence: Option<&Evidence>,
+    bw: Bandwidths,
     opts: &CheckOptions,
 ) -> (Verdict, String) {
-    let rel = (got.value - expected) / expected;
-    let threshold = opts.threshold(metric);
+    let tolerance = opts.threshold(metric);
+    let raw_rel = (got.value - expected) / expected;
     let mut detail = format!(
-        "{} {:.4} vs {expected:.4} ({:+.1} %, threshold {:.0} %), {} {:.1} %",
+        "{} {:.4} vs {expected:.4} ({:+.1} %)",
         if got.runs > 1 {
-            "mean of run medians"
+            format!("mean of {} run medians", got.runs)
         } else {
-            "median"
+            "median".to_string()
         },
         got.value,
-        rel * 100.0,
-        threshold * 100.0,
-        got.noise_name(),
-        got.noise * 100.0
+        raw_rel * 100.0,
     );
-    if got.runs > 1 {
-        detail += &format!(" over {} runs", got.runs);
-    }
-    if got.noise > opts.max_cv {
-        detail += &format!(": above {:.1} %, not comparable", opts.max_cv * 100.0);
+    // A run disturbed within itself (enough samples to say so) is not comparable.
+    if got.runs == 1 && got.samples >= MIN_NOISE_SAMPLES && got.noise > opts.max_cv {
+        detail += &format!(
+            "; {} {:.1} % above {:.1} %: the run was disturbed, not comparable",
+            got.noise_name(),
+            got.noise * 100.0,
+            opts.max_cv * 100.0
+        );
         return (Verdict::TooNoisy, detail);
     }
-    if rel.abs() <= threshold {
-        let v = if rel == 0.0 {
-            Verdict::Pass
-        } else {
-            Verdict::WithinNoise
-        };
-        return (v, detail);
-    }
-    if let (Some([a, b]), Some([c, d])) = (got.interval, expected_interval) {
-        if a <= d && c <= b {
-            detail += ": beyond the threshold, but the 95 % intervals overlap";
-            return (Verdict::WithinNoise, detail);
-        }
-    }
-    let better = if metric.higher_is_better() {
-        rel > 0.0
-    } else {
-        rel < 0.0
+    let Some(ev) = evidence else {
+        detail += "; cannot judge on this machine: no evidence of its between-run spread (run `cargo xtask gate-study` over 3 or more runs of this profile, or bench with --repeat 3)";
+        return (Verdict::CannotJudge, detail);
     };
+    let higher = metric.higher_is_better();
+    let (rel, form) = match (
+        ev.form.apply(got.value, higher, bw.run),
+        ev.form.apply(expected, higher, bw.baseline),
+    ) {
+        (Some(g), Some(e)) if ev.form != Form::Raw => ((g - e) / e, ev.form),
+        _ => (raw_rel, Form::Raw),
+    };
+    if form != Form::Raw {
+        detail += &format!(", {} {:+.1} %", form.name(), rel * 100.0);
+    } else if ev.form != Form::Raw {
+        detail += ", raw (a bandwidth is missing for the study's normalised form)";
+    }
+    let threshold = gate::alarm_threshold(tolerance, ev.cv, got.runs, base_runs);
+    let detectable = gate::detectable_change(tolerance, ev.cv, got.runs, base_runs);
+    detail += &format!(
+        "; between-run CV {:.1} % ({}): alarm beyond ±{:.1} %, detects {:.1} % at 95 % power",
+        ev.cv * 100.0,
+        ev.source,
+        threshold * 100.0,
+        detectable * 100.0
+    );
+    if threshold > opts.max_threshold {
+        detail += &match gate::repeats_needed(ev.cv, opts.max_threshold) {
+            Some(n) => format!(
+                "; cannot judge on this machine at {:.0} %: needs --repeat {n} for the run and the baseline",
+                opts.max_threshold * 100.0
+            ),
+            None => format!(
+                "; cannot judge on this machine at {:.0} %: more than 20 runs a side would be needed",
+                opts.max_threshold * 100.0
+            ),
+        };
+        return (Verdict::CannotJudge, detail);
+    }
+    if rel.abs() <= tolerance {
+        return (Verdict::Pass, detail);
+    }
+    if rel.abs() <= threshold {
+        detail += ": beyond the tolerance, inside what A/A runs produce here";
+        return (Verdict::WithinNoise, detail);
+    }
+    let better = if higher { rel > 0.0 } else { rel < 0.0 };
     let v = if better {
         Verdict::Improved
     } else {
@@ -539,6 +656,10 @@ pub fn classify(
     };
     (v, detail)
 }
+
+/// Fewest samples of one run whose robust CV says anything about the run (nvbench's minimum
+/// for a noise estimate).
+pub const MIN_NOISE_SAMPLES: usize = 5;
 
 fn first_difference(expected: &str, actual: &str) -> String {
     for (i, (e, a)) in expected.lines().zip(actual.lines()).enumerate() {
@@ -603,12 +724,51 @@ fn metrics_baseline(runs: &[&TargetResult], scenario: &str) -> MetricsBaseline {
         cpu_model: first.provenance.host.cpu_model.clone(),
         profile: Some(first.profile.clone()),
         model: Some(first.model.name.clone()),
-        model_sha256: first.model.sha256.clone(),
+        model_sha256: files_read(&first.target)
+            .map(|files| {
+                first
+                    .model
+                    .sha256
+                    .iter()
+                    .filter(|(f, _)| files.contains(&f.as_str()))
+                    .map(|(f, h)| (f.clone(), h.clone()))
+                    .collect()
+            })
+            .unwrap_or_else(|| first.model.sha256.clone()),
         measure: None,
         runs: Some(runs.len()),
+        runtime: first.runtime.as_ref().map(|r| r.kind.to_string()),
+        read_bandwidth_gb_per_s: first.provenance.read_bandwidth_gb_per_s,
         medians,
         intervals,
     }
+}
+
+/// The volume files a target reads (`candle:gguf-q8_0` -> the configuration, the tokenizer and
+/// `model-q8_0.gguf`): what its baseline is tied to. `None` for a variant this does not know
+/// (its baseline then records every file).
+pub fn files_read(target_label: &str) -> Option<Vec<&'static str>> {
+    use lab_protocol::Dtype;
+    let (_, variant) = target_label.split_once(':')?;
+    let dtype = |name: &str| {
+        [
+            Dtype::F32,
+            Dtype::F16,
+            Dtype::Bf16,
+            Dtype::Q4_1,
+            Dtype::Q8_0,
+            Dtype::Q4_0,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == name)
+    };
+    let weights = if let Some(d) = variant.strip_prefix("gguf-") {
+        dtype(d)?.gguf_file()?
+    } else {
+        variant.strip_prefix("hf-").and_then(dtype)?;
+        "model.safetensors"
+    };
+    Some(vec!["config.json", "tokenizer.json", weights])
 }
 
 /// The baseline directory of a run: `<root>/<profile>/<model>`.
@@ -702,7 +862,12 @@ mod tests {
     #[test]
     fn baselines_of_another_machine_or_other_weights_are_refused() {
         let (_, mut r) = fixture();
-        r[0].model.sha256 = [("model.gguf".to_string(), "aa".repeat(32))].into();
+        // The target reads the safetensors; the GGUF is another target's file.
+        r[0].model.sha256 = [
+            ("model.safetensors".to_string(), "aa".repeat(32)),
+            ("model.gguf".to_string(), "dd".repeat(32)),
+        ]
+        .into();
         let dir = std::env::temp_dir().join(format!("lab-baseline-ok-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         accept(&r, &dir, Some("standard")).unwrap();
@@ -717,14 +882,24 @@ mod tests {
             .contains("accepted on hardware profile `cpu-fixture`, this run is `cpu-other`"));
         assert!(err("cpu-fixture", "tiny", &sha)
             .contains("accepted for model `smollm2-135m`, this run measured `tiny`"));
-        let other = [("model.gguf".to_string(), "bb".repeat(32))].into();
+        let other = [("model.safetensors".to_string(), "bb".repeat(32))].into();
         assert!(err("cpu-fixture", "smollm2-135m", &other)
-            .contains("other weights of `smollm2-135m` (model.gguf: sha256 differs)"));
+            .contains("other weights of `smollm2-135m` (model.safetensors: sha256 differs)"));
+        // The baseline is tied to the files its target reads: another file of the volume
+        // changing (a re-quantized GGUF) does not orphan it.
+        let b: MetricsBaseline = read_json(&dir.join("mock.hf-f32.s1.metrics.json")).unwrap();
+        assert_eq!(
+            b.model_sha256.keys().collect::<Vec<_>>(),
+            ["model.safetensors"]
+        );
+        let mut requantized = sha.clone();
+        requantized.insert("model.gguf".into(), "ee".repeat(32));
+        ensure_comparable(&dir, "cpu-fixture", "smollm2-135m", &requantized).unwrap();
         // A file the volume gained since the baseline (a derived level) is the same model.
         let mut grown = sha.clone();
         grown.insert("model-q8_0.gguf".into(), "cc".repeat(32));
         ensure_comparable(&dir, "cpu-fixture", "smollm2-135m", &grown).unwrap();
-        let unrelated = [("model.safetensors".to_string(), "aa".repeat(32))].into();
+        let unrelated = [("model-q8_0.gguf".to_string(), "aa".repeat(32))].into();
         assert!(err("cpu-fixture", "smollm2-135m", &unrelated).contains("other weights"));
         // What accept wrote: the run's numbers, their intervals and where they came from.
         let b: MetricsBaseline = read_json(&dir.join("mock.hf-f32.s1.metrics.json")).unwrap();
@@ -735,6 +910,109 @@ mod tests {
         );
         assert_eq!(b.medians["p10"]["decode_tok_per_s"], 20.0);
         assert_eq!(b.intervals["p10"]["decode_tok_per_s"], [20.0, 25.0]);
+        assert_eq!(b.read_bandwidth_gb_per_s, Some(20.0));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_files_a_target_reads_come_from_its_variant() {
+        assert_eq!(
+            files_read("candle:gguf-q8_0").unwrap(),
+            ["config.json", "tokenizer.json", "model-q8_0.gguf"]
+        );
+        assert_eq!(files_read("llamacpp:gguf-q4_1").unwrap()[2], "model.gguf");
+        assert_eq!(files_read("pytorch:hf-bf16").unwrap()[2], "model.safetensors");
+        assert_eq!(files_read("x:onnx"), None);
+        assert_eq!(files_read("nolabel"), None);
+    }
+
+    fn observed(value: f64, runs: usize, samples: usize, noise: f64) -> Observed {
+        Observed {
+            value,
+            interval: None,
+            noise,
+            runs,
+            samples,
+        }
+    }
+
+    fn study(cv: f64, form: Form) -> Evidence {
+        Evidence {
+            cv,
+            form,
+            source: "gate study over 6 runs (3 sessions)".into(),
+        }
+    }
+
+    #[test]
+    fn verdicts_come_from_the_evidence_of_what_this_machine_resolves() {
+        let opts = CheckOptions::default();
+        let m = Metric::DecodeTokPerS;
+        let bw = Bandwidths::default();
+        let v = |got: f64, ev: Option<&Evidence>| {
+            classify(m, 100.0, &observed(got, 1, 10, 0.01), 1, ev, bw, &opts)
+        };
+        // No evidence: never a pass, never a change.
+        let (verdict, detail) = v(70.0, None);
+        assert_eq!(verdict, Verdict::CannotJudge);
+        assert!(detail.contains("gate-study"), "{detail}");
+        // σ 2 %: alarm at ±5.5 %; 4 % passes, 5.3 % is within noise, 8 % is a regression.
+        let quiet = study(0.02, Form::Raw);
+        assert_eq!(v(96.0, Some(&quiet)).0, Verdict::Pass);
+        assert_eq!(v(94.7, Some(&quiet)).0, Verdict::WithinNoise);
+        assert_eq!(v(92.0, Some(&quiet)).0, Verdict::Regressed);
+        assert_eq!(v(108.0, Some(&quiet)).0, Verdict::Improved);
+        // σ 12 %: a 30 % drop is not absorbed as noise: this machine cannot judge it.
+        let noisy = study(0.12, Form::Raw);
+        let (verdict, detail) = v(70.0, Some(&noisy));
+        assert_eq!(verdict, Verdict::CannotJudge);
+        assert!(detail.contains("needs --repeat 5"), "{detail}");
+        // The same σ over 5 runs a side is judged, and the drop is found.
+        let got = observed(70.0, 5, 10, 0.1);
+        let (verdict, _) = classify(m, 100.0, &got, 5, Some(&noisy), bw, &opts);
+        assert_eq!(verdict, Verdict::Regressed);
+        // A disturbed run (robust CV over enough samples) is refused; two samples say nothing.
+        let disturbed = observed(100.0, 1, 10, 0.2);
+        let thin = observed(100.0, 1, 2, 0.0);
+        assert_eq!(
+            classify(m, 100.0, &disturbed, 1, Some(&quiet), bw, &opts).0,
+            Verdict::TooNoisy
+        );
+        assert_eq!(
+            classify(m, 100.0, &thin, 1, Some(&quiet), bw, &opts).0,
+            Verdict::Pass
+        );
+        // Normalised by bandwidth: the machine was 20 % slower, and so was the engine.
+        let per_bw = study(0.02, Form::PerBandwidth);
+        let slow_day = Bandwidths {
+            baseline: Some(10.0),
+            run: Some(8.0),
+        };
+        let (verdict, detail) = classify(
+            m,
+            100.0,
+            &observed(80.0, 1, 10, 0.01),
+            1,
+            Some(&per_bw),
+            slow_day,
+            &opts,
+        );
+        assert_eq!(verdict, Verdict::Pass, "{detail}");
+        assert!(detail.contains("per GB/s of read bandwidth +0.0 %"), "{detail}");
+        // Without a bandwidth the raw number is judged, and the detail says so.
+        let (verdict, detail) = v(80.0, Some(&per_bw));
+        assert_eq!(verdict, Verdict::Regressed);
+        assert!(detail.contains("raw (a bandwidth is missing"), "{detail}");
+        // A latency's regression is a larger number.
+        let (verdict, _) = classify(
+            Metric::TtftMs,
+            100.0,
+            &observed(120.0, 1, 10, 0.01),
+            1,
+            Some(&quiet),
+            bw,
+            &opts,
+        );
+        assert_eq!(verdict, Verdict::Regressed);
     }
 }

@@ -23,7 +23,15 @@ pub struct CheckRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub enum CheckOutcome {
+    /// Every judged number unchanged and every token id as expected; `unjudged` numbers this
+    /// machine could not judge (said, not passed).
     Passed {
+        comparisons: usize,
+        unjudged: usize,
+    },
+    /// Nothing failed, but some comparisons have no baseline (exit status 2).
+    Incomplete {
+        missing: usize,
         comparisons: usize,
     },
     Failed {
@@ -43,7 +51,24 @@ impl CheckOutcome {
 impl std::fmt::Display for CheckOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CheckOutcome::Passed { comparisons } => write!(f, "passed: {comparisons} comparisons"),
+            CheckOutcome::Passed {
+                comparisons,
+                unjudged: 0,
+            } => write!(f, "passed: {comparisons} comparisons"),
+            CheckOutcome::Passed {
+                comparisons,
+                unjudged,
+            } => write!(
+                f,
+                "passed: {comparisons} comparisons ({unjudged} not judged on this machine)"
+            ),
+            CheckOutcome::Incomplete {
+                missing,
+                comparisons,
+            } => write!(
+                f,
+                "incomplete: {missing} of {comparisons} comparisons have no baseline"
+            ),
             CheckOutcome::Failed {
                 failing,
                 comparisons,
@@ -66,11 +91,30 @@ impl TryFrom<String> for CheckOutcome {
         let count = |s: &str| s.parse::<usize>().ok();
         let parsed = if let Some(why) = text.strip_prefix("no baseline: ") {
             Some(CheckOutcome::NoBaseline(why.to_string()))
-        } else if let Some(n) = text
-            .strip_prefix("passed: ")
-            .and_then(|r| r.strip_suffix(" comparisons"))
-        {
-            count(n).map(|comparisons| CheckOutcome::Passed { comparisons })
+        } else if let Some(rest) = text.strip_prefix("passed: ") {
+            let (n, unjudged) = match rest.split_once(" comparisons (") {
+                Some((n, tail)) => (
+                    n,
+                    tail.strip_suffix(" not judged on this machine)")
+                        .and_then(count),
+                ),
+                None => (rest.strip_suffix(" comparisons").unwrap_or(""), Some(0)),
+            };
+            count(n)
+                .zip(unjudged)
+                .map(|(comparisons, unjudged)| CheckOutcome::Passed {
+                    comparisons,
+                    unjudged,
+                })
+        } else if let Some(rest) = text.strip_prefix("incomplete: ") {
+            rest.strip_suffix(" comparisons have no baseline")
+                .and_then(|r| r.split_once(" of "))
+                .and_then(|(a, b)| {
+                    Some(CheckOutcome::Incomplete {
+                        missing: count(a)?,
+                        comparisons: count(b)?,
+                    })
+                })
         } else {
             text.strip_prefix("failed: ")
                 .and_then(|r| r.strip_suffix(" comparisons"))
@@ -84,7 +128,7 @@ impl TryFrom<String> for CheckOutcome {
         };
         parsed.ok_or_else(|| {
             format!(
-                "outcome `{text}`: expected `passed: N comparisons`, `failed: N of M comparisons` or `no baseline: …`"
+                "outcome `{text}`: expected `passed: N comparisons`, `incomplete: N of M comparisons have no baseline`, `failed: N of M comparisons` or `no baseline: …`"
             )
         })
     }
@@ -137,7 +181,18 @@ mod tests {
     #[test]
     fn outcomes_are_written_and_read_as_their_text() {
         for o in [
-            CheckOutcome::Passed { comparisons: 41 },
+            CheckOutcome::Passed {
+                comparisons: 41,
+                unjudged: 0,
+            },
+            CheckOutcome::Passed {
+                comparisons: 41,
+                unjudged: 12,
+            },
+            CheckOutcome::Incomplete {
+                missing: 60,
+                comparisons: 220,
+            },
             CheckOutcome::Failed {
                 failing: 2,
                 comparisons: 41,
@@ -149,6 +204,18 @@ mod tests {
             assert_eq!(serde_json::from_str::<CheckOutcome>(&json).unwrap(), o);
         }
         assert!(serde_json::from_str::<CheckOutcome>("\"maybe\"").is_err());
-        assert!(CheckOutcome::Passed { comparisons: 1 }.passed());
+        assert!(CheckOutcome::Passed {
+            comparisons: 1,
+            unjudged: 0
+        }
+        .passed());
+        // Records written before `unjudged` existed still read.
+        assert_eq!(
+            serde_json::from_str::<CheckOutcome>("\"passed: 7 comparisons\"").unwrap(),
+            CheckOutcome::Passed {
+                comparisons: 7,
+                unjudged: 0
+            }
+        );
     }
 }

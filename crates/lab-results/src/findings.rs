@@ -11,7 +11,11 @@ pub enum Verdict {
     WithinNoise,
     Improved,
     Regressed,
+    /// The run was disturbed within itself (its robust CV over enough samples): not compared.
     TooNoisy,
+    /// This machine cannot resolve the number at the requested tolerance (or there is no
+    /// evidence of how far it can): said with what would make it judgeable. Not a pass.
+    CannotJudge,
     TokenMismatch,
     /// Below the correctness gate against the reference.
     Incorrect,
@@ -20,8 +24,34 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// A verdict that fails `check` (exit 1, or 2 when every failure is a missing baseline).
+    /// Numbers that could not be judged do not fail it; they are counted and said.
     pub fn fails(self) -> bool {
-        !matches!(self, Verdict::Pass | Verdict::WithinNoise)
+        !matches!(
+            self,
+            Verdict::Pass | Verdict::WithinNoise | Verdict::TooNoisy | Verdict::CannotJudge
+        )
+    }
+
+    /// A number compared and found unchanged.
+    pub fn passes(self) -> bool {
+        matches!(self, Verdict::Pass | Verdict::WithinNoise)
+    }
+
+    /// What a person reads (`cannot judge here`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::WithinNoise => "within noise",
+            Verdict::Improved => "improved",
+            Verdict::Regressed => "regressed",
+            Verdict::TooNoisy => "too noisy (disturbed run)",
+            Verdict::CannotJudge => "cannot judge here",
+            Verdict::TokenMismatch => "token mismatch",
+            Verdict::Incorrect => "incorrect",
+            Verdict::MissingBaseline => "missing baseline",
+            Verdict::MissingResult => "missing result",
+        }
     }
 }
 

@@ -18,6 +18,7 @@ pub mod correctness;
 pub mod cost;
 pub mod findings;
 pub mod footprint;
+pub mod gate;
 pub mod limits;
 pub mod measure;
 pub mod metric;

@@ -1,0 +1,451 @@
+//! What this machine can resolve, from evidence: the between-run spread of every gated number
+//! over runs of the same build in different sessions (the gate study, `cargo xtask gate-study`),
+//! the thresholds `check` derives from it, and the study's own figures (A/A false alarms, A/B
+//! detection, minimum detectable change).
+//!
+//! Definitions, written once here:
+//! - **between-run CV** σ of a number: the sample standard deviation of its value over runs ÷
+//!   their mean, each run one sample (its median, or the mean of its run medians under
+//!   `--repeat`). Runs from different sessions carry the machine's day-to-day drift; repeats in
+//!   one session do not, so a run's own repeats are weaker evidence and said so.
+//! - **alarm threshold** of a comparison of a candidate over `r` runs with a baseline over `b`:
+//!   `max(tolerance, 1.96 · σ · √(1/r + 1/b))` — a shift inside it is what A/A runs produce at a
+//!   two-sided 5 % false-alarm rate, and is never called "improved" or "regressed".
+//! - **minimum detectable change** (95 % power): the alarm threshold + `1.645 · σ · √(1/r + 1/b)`.
+//! - **judgeable**: the alarm threshold is at most `max_threshold` (15 % by default). Where it is
+//!   not, the verdict is "cannot judge on this machine", with the repeats that would make it
+//!   judgeable — never "pass".
+//! - **normalised form** of a number: a throughput ÷ (a latency ×) the read bandwidth measured in
+//!   the same run, GB/s; the gate judges it instead of the raw number where the study found its σ
+//!   lower by at least [`NORMALISE_GAIN`], and says which form each verdict used.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// z of a two-sided 5 % false-alarm rate.
+pub const Z_ALARM: f64 = 1.96;
+/// z of 95 % power (one-sided).
+pub const Z_POWER: f64 = 1.645;
+/// The largest alarm threshold at which a number is judged at all.
+pub const DEFAULT_MAX_THRESHOLD: f64 = 0.15;
+/// The evidence file beside a profile's baselines (`baselines/<profile>/<model>/spread.json`).
+pub const SPREAD_FILE: &str = "spread.json";
+/// Fewest runs a between-run CV is taken from.
+pub const MIN_RUNS: usize = 3;
+/// The normalised form is used where it lowers σ by at least this share (a lower estimate
+/// from the same few runs is otherwise as likely luck as signal).
+pub const NORMALISE_GAIN: f64 = 0.10;
+/// The slowdown the study's A/B trials inject (each step 10 % longer).
+pub const DEFAULT_SLOWDOWN: f64 = 0.10;
+
+/// Which form of a number the gate judges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Form {
+    #[default]
+    Raw,
+    /// ÷ (throughput) or × (latency) the run's read bandwidth.
+    PerBandwidth,
+}
+
+impl Form {
+    pub fn name(self) -> &'static str {
+        match self {
+            Form::Raw => "raw",
+            Form::PerBandwidth => "per GB/s of read bandwidth",
+        }
+    }
+
+    /// `value` in this form, with the run's bandwidth; `None` when the form needs a bandwidth
+    /// the run did not measure.
+    pub fn apply(self, value: f64, higher_is_better: bool, bandwidth: Option<f64>) -> Option<f64> {
+        match self {
+            Form::Raw => Some(value),
+            Form::PerBandwidth => {
+                let bw = bandwidth.filter(|b| *b > 0.0 && b.is_finite())?;
+                Some(if higher_is_better {
+                    value / bw
+                } else {
+                    value * bw
+                })
+            }
+        }
+    }
+}
+
+/// One gated number's between-run spread on this machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpreadEntry {
+    /// Runs (and distinct session days among them) the spread comes from.
+    pub runs: usize,
+    pub sessions: usize,
+    /// The form the gate judges, and its between-run CV.
+    pub form: Form,
+    pub cv: f64,
+    /// The CV of the raw number, and of the normalised one where every run measured bandwidth.
+    pub cv_raw: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cv_per_bandwidth: Option<f64>,
+}
+
+/// `baselines/<profile>/<model>/spread.json`: what the gate study measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpreadFile {
+    pub profile: String,
+    pub model: String,
+    /// The runs the spreads were computed from (run ids).
+    pub runs: Vec<String>,
+    /// `<engine>.<variant>/<scenario>/<prompt>/<metric>` -> spread.
+    pub entries: BTreeMap<String, SpreadEntry>,
+}
+
+/// The key of one gated number.
+pub fn key(stem: &str, scenario: &str, prompt: &str, metric: &str) -> String {
+    format!("{stem}/{scenario}/{prompt}/{metric}")
+}
+
+/// What the gate knows about a number's between-run spread, and where it learned it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evidence {
+    pub cv: f64,
+    pub form: Form,
+    /// `gate study over 7 runs (5 sessions)`, `this run's 3 repeats (one session)`.
+    pub source: String,
+}
+
+impl Evidence {
+    pub fn from_study(e: &SpreadEntry) -> Evidence {
+        Evidence {
+            cv: e.cv,
+            form: e.form,
+            source: format!(
+                "gate study over {} runs ({} session{})",
+                e.runs,
+                e.sessions,
+                if e.sessions == 1 { "" } else { "s" }
+            ),
+        }
+    }
+}
+
+/// `1/r + 1/b` under the square root of every threshold.
+fn spread_factor(r: usize, b: usize) -> f64 {
+    (1.0 / r.max(1) as f64 + 1.0 / b.max(1) as f64).sqrt()
+}
+
+/// The alarm threshold (module docs).
+pub fn alarm_threshold(tolerance: f64, cv: f64, r: usize, b: usize) -> f64 {
+    tolerance.max(Z_ALARM * cv * spread_factor(r, b))
+}
+
+/// The minimum detectable change at 95 % power (module docs).
+pub fn detectable_change(tolerance: f64, cv: f64, r: usize, b: usize) -> f64 {
+    alarm_threshold(tolerance, cv, r, b) + Z_POWER * cv * spread_factor(r, b)
+}
+
+/// Runs per side (candidate and baseline alike) that bring the alarm threshold to
+/// `max_threshold`; `None` beyond 20 (this machine cannot, at any sensible cost).
+pub fn repeats_needed(cv: f64, max_threshold: f64) -> Option<usize> {
+    (1..=20).find(|&n| Z_ALARM * cv * spread_factor(n, n) <= max_threshold)
+}
+
+/// One run's value of one number, for the study.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub run_id: String,
+    /// The day the run started (`2026-11-29`): runs of one day share a session's drift.
+    pub session: String,
+    pub value: f64,
+    pub bandwidth: Option<f64>,
+    /// The slowdown the run injected (0 for an unchanged build).
+    pub slowdown: f64,
+}
+
+/// CV of `values` (sample std / mean); `None` below [`MIN_RUNS`] values.
+pub fn cv_of(values: &[f64]) -> Option<f64> {
+    if values.len() < MIN_RUNS {
+        return None;
+    }
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    if mean == 0.0 || !mean.is_finite() {
+        return None;
+    }
+    let var = values.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    Some(var.sqrt() / mean.abs())
+}
+
+/// The spread of one number over the unchanged runs of `points`; `None` below [`MIN_RUNS`].
+pub fn spread_of(points: &[Point], higher_is_better: bool) -> Option<SpreadEntry> {
+    let plain: Vec<&Point> = points.iter().filter(|p| p.slowdown == 0.0).collect();
+    let raw: Vec<f64> = plain.iter().map(|p| p.value).collect();
+    let cv_raw = cv_of(&raw)?;
+    let norm: Option<Vec<f64>> = plain
+        .iter()
+        .map(|p| Form::PerBandwidth.apply(p.value, higher_is_better, p.bandwidth))
+        .collect();
+    let cv_per_bandwidth = norm.as_deref().and_then(cv_of);
+    let form = match cv_per_bandwidth {
+        Some(n) if n < cv_raw * (1.0 - NORMALISE_GAIN) => Form::PerBandwidth,
+        _ => Form::Raw,
+    };
+    let mut sessions: Vec<&str> = plain.iter().map(|p| p.session.as_str()).collect();
+    sessions.sort();
+    sessions.dedup();
+    Some(SpreadEntry {
+        runs: plain.len(),
+        sessions: sessions.len(),
+        form,
+        cv: if form == Form::PerBandwidth {
+            cv_per_bandwidth.unwrap_or(cv_raw)
+        } else {
+            cv_raw
+        },
+        cv_raw,
+        cv_per_bandwidth,
+    })
+}
+
+/// The study's figures for one number.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trials {
+    /// A/A: ordered pairs of unchanged runs, one the baseline, the other the candidate.
+    pub aa_judged: usize,
+    pub aa_flagged: usize,
+    /// Pairs whose threshold was beyond `max_threshold` ("cannot judge").
+    pub aa_unjudged: usize,
+    /// A/B with the slowdown applied to the candidate's value (the slowdown's exact effect on
+    /// a step-bound number: throughput ÷ (1 + s), latency × (1 + s)).
+    pub ab_judged: usize,
+    pub ab_detected: usize,
+    pub ab_unjudged: usize,
+    /// A/B against runs that really injected the slowdown (`bench --slowdown`), when any.
+    pub real_ab_judged: usize,
+    pub real_ab_detected: usize,
+    pub real_ab_unjudged: usize,
+}
+
+impl Trials {
+    pub fn add(&mut self, o: &Trials) {
+        self.aa_judged += o.aa_judged;
+        self.aa_flagged += o.aa_flagged;
+        self.aa_unjudged += o.aa_unjudged;
+        self.ab_judged += o.ab_judged;
+        self.ab_detected += o.ab_detected;
+        self.ab_unjudged += o.ab_unjudged;
+        self.real_ab_judged += o.real_ab_judged;
+        self.real_ab_detected += o.real_ab_detected;
+        self.real_ab_unjudged += o.real_ab_unjudged;
+    }
+}
+
+/// How a study judges: the check's own rules.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StudyRules {
+    pub tolerance: f64,
+    pub max_threshold: f64,
+    pub slowdown: f64,
+}
+
+impl Default for StudyRules {
+    fn default() -> Self {
+        StudyRules {
+            tolerance: crate::baseline::DEFAULT_TOLERANCE,
+            max_threshold: DEFAULT_MAX_THRESHOLD,
+            slowdown: DEFAULT_SLOWDOWN,
+        }
+    }
+}
+
+/// A slowdown `s` (each step `s` longer) applied to a number.
+pub fn slowed(value: f64, higher_is_better: bool, s: f64) -> f64 {
+    if higher_is_better {
+        value / (1.0 + s)
+    } else {
+        value * (1.0 + s)
+    }
+}
+
+/// A/A and A/B trials of one number, judged exactly as `check` judges one run against a
+/// one-run baseline: every ordered pair of unchanged runs (baseline, candidate), the spread
+/// estimated from the *other* runs only (leave-two-out, so a pair never sets its own threshold).
+pub fn trials(points: &[Point], higher_is_better: bool, rules: &StudyRules) -> Trials {
+    let mut t = Trials::default();
+    let plain: Vec<&Point> = points.iter().filter(|p| p.slowdown == 0.0).collect();
+    let slowed_runs: Vec<&Point> = points.iter().filter(|p| p.slowdown > 0.0).collect();
+    for (i, base) in plain.iter().enumerate() {
+        let others_for = |skip: &[usize]| -> Vec<Point> {
+            plain
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| !skip.contains(k))
+                .map(|(_, p)| (*p).clone())
+                .collect()
+        };
+        // Real A/B: a slowed run against this baseline, spread from the other plain runs.
+        for cand in &slowed_runs {
+            let Some(ev) = spread_of(&others_for(&[i]), higher_is_better) else {
+                continue;
+            };
+            match judge(base, cand, &ev, higher_is_better, rules) {
+                None => t.real_ab_unjudged += 1,
+                Some(rel) => {
+                    t.real_ab_judged += 1;
+                    t.real_ab_detected += usize::from(worse(rel, higher_is_better));
+                }
+            }
+        }
+        for (j, cand) in plain.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            let Some(ev) = spread_of(&others_for(&[i, j]), higher_is_better) else {
+                continue;
+            };
+            match judge(base, cand, &ev, higher_is_better, rules) {
+                None => t.aa_unjudged += 1,
+                Some(rel) => {
+                    t.aa_judged += 1;
+                    t.aa_flagged += usize::from(rel != 0.0);
+                }
+            }
+            let mut ab = (*cand).clone();
+            ab.value = slowed(ab.value, higher_is_better, rules.slowdown);
+            match judge(base, &ab, &ev, higher_is_better, rules) {
+                None => t.ab_unjudged += 1,
+                Some(rel) => {
+                    t.ab_judged += 1;
+                    t.ab_detected += usize::from(worse(rel, higher_is_better));
+                }
+            }
+        }
+    }
+    t
+}
+
+fn worse(rel: f64, higher_is_better: bool) -> bool {
+    if higher_is_better {
+        rel < 0.0
+    } else {
+        rel > 0.0
+    }
+}
+
+/// `None`: cannot judge (threshold beyond `max_threshold`, or the form needs a bandwidth a run
+/// lacks); `Some(0.0)`: inside the threshold; otherwise the relative shift that was flagged.
+fn judge(
+    base: &Point,
+    cand: &Point,
+    ev: &SpreadEntry,
+    higher_is_better: bool,
+    rules: &StudyRules,
+) -> Option<f64> {
+    let threshold = alarm_threshold(rules.tolerance, ev.cv, 1, 1);
+    if threshold > rules.max_threshold {
+        return None;
+    }
+    let b = ev.form.apply(base.value, higher_is_better, base.bandwidth)?;
+    let c = ev.form.apply(cand.value, higher_is_better, cand.bandwidth)?;
+    let rel = (c - b) / b;
+    Some(if rel.abs() > threshold { rel } else { 0.0 })
+}
+
+/// `part` of `whole` as a percentage text (`3 of 60 (5.0 %)`), or `none judged`.
+pub fn rate(part: usize, whole: usize) -> String {
+    if whole == 0 {
+        "none judged".into()
+    } else {
+        format!(
+            "{part} of {whole} ({:.1} %)",
+            100.0 * part as f64 / whole as f64
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pts(values: &[f64], bw: &[f64]) -> Vec<Point> {
+        values
+            .iter()
+            .zip(bw)
+            .enumerate()
+            .map(|(i, (v, b))| Point {
+                run_id: format!("r{i}"),
+                session: format!("2026-11-{:02}", 20 + i / 2),
+                value: *v,
+                bandwidth: Some(*b),
+                slowdown: 0.0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn thresholds_follow_the_spread_and_the_runs_behind_each_side() {
+        // σ 1 %: the tolerance decides.
+        assert_eq!(alarm_threshold(0.05, 0.01, 1, 1), 0.05);
+        // σ 5 %, one run a side: 1.96 · 5 % · √2 = 13.9 %.
+        assert!((alarm_threshold(0.05, 0.05, 1, 1) - 0.1386).abs() < 1e-3);
+        // More runs a side narrow it; the detectable change is larger than the alarm.
+        assert!(alarm_threshold(0.05, 0.05, 4, 4) < alarm_threshold(0.05, 0.05, 1, 1));
+        assert!(detectable_change(0.05, 0.05, 1, 1) > alarm_threshold(0.05, 0.05, 1, 1));
+        // σ 12 % needs 5 runs a side to resolve 15 %; σ 100 % never does.
+        assert_eq!(repeats_needed(0.12, 0.15), Some(5));
+        assert_eq!(repeats_needed(0.05, 0.15), Some(1));
+        assert_eq!(repeats_needed(1.0, 0.15), None);
+    }
+
+    #[test]
+    fn normalising_is_chosen_only_where_it_lowers_the_spread() {
+        // The value follows the bandwidth exactly: per GB/s it does not move at all.
+        let p = pts(&[100.0, 120.0, 90.0, 110.0], &[10.0, 12.0, 9.0, 11.0]);
+        let s = spread_of(&p, true).unwrap();
+        assert_eq!(s.form, Form::PerBandwidth);
+        assert!(s.cv < 1e-9 && s.cv_raw > 0.1, "{s:?}");
+        assert_eq!((s.runs, s.sessions), (4, 2));
+        // Bandwidth unrelated to the value: raw stays.
+        let p = pts(&[100.0, 101.0, 99.0, 100.5], &[10.0, 14.0, 8.0, 12.0]);
+        assert_eq!(spread_of(&p, true).unwrap().form, Form::Raw);
+        // A latency is multiplied by the bandwidth.
+        assert_eq!(Form::PerBandwidth.apply(10.0, false, Some(2.0)), Some(20.0));
+        assert_eq!(Form::PerBandwidth.apply(10.0, true, None), None);
+        // Too few runs: no evidence.
+        assert!(spread_of(&p[..2], true).is_none());
+    }
+
+    #[test]
+    fn trials_count_false_alarms_and_detections_against_left_out_spreads() {
+        // Quiet runs (±1 %): no A/A alarm, every 10 % slowdown found.
+        let quiet = pts(
+            &[100.0, 101.0, 99.0, 100.5, 99.5, 100.2],
+            &[10.0, 10.0, 10.0, 10.0, 10.0, 10.0],
+        );
+        let t = trials(&quiet, true, &StudyRules::default());
+        assert_eq!((t.aa_judged, t.aa_flagged, t.aa_unjudged), (30, 0, 0));
+        assert_eq!((t.ab_judged, t.ab_detected), (30, 30));
+        // Noisy runs (±20 %): nothing is judged at a 15 % ceiling, so nothing is called.
+        let noisy = pts(&[100.0, 130.0, 80.0, 120.0, 90.0], &[10.0; 5]);
+        let t = trials(&noisy, true, &StudyRules::default());
+        assert_eq!((t.aa_judged, t.ab_judged), (0, 0));
+        assert_eq!(t.aa_unjudged, 20);
+        // A run that really ran slower is a real A/B trial.
+        let mut with_slow = quiet.clone();
+        with_slow.push(Point {
+            run_id: "slow".into(),
+            session: "2026-11-30".into(),
+            value: 90.0,
+            bandwidth: Some(10.0),
+            slowdown: 0.1,
+        });
+        let t = trials(&with_slow, true, &StudyRules::default());
+        assert_eq!((t.real_ab_judged, t.real_ab_detected), (6, 6));
+        // For a latency a slowdown is a larger number.
+        assert!((slowed(10.0, false, 0.1) - 11.0).abs() < 1e-12);
+        assert_eq!(rate(3, 60), "3 of 60 (5.0 %)");
+    }
+}
