@@ -111,6 +111,9 @@ pub fn build_packages(packages: &[&str], gpu: bool) -> Result<()> {
 
 pub fn run(flags: Flags) -> Result<()> {
     let root = paths::root();
+    if flags.run.runtime.iter().all(|r| r == "auto") && !flags.run.dry_run {
+        crate::deps::ensure_container_runtime();
+    }
     let mut prov = provenance::collect(
         &root,
         lab_results::provenance::rfc3339(lab_results::provenance::now_unix()),

@@ -271,7 +271,10 @@ impl Summary {
     fn missing_scenarios(&self, findings: &[Finding]) -> String {
         let mut scenarios: Vec<&str> = Vec::new();
         let mut targets: Vec<&str> = Vec::new();
-        for f in findings.iter().filter(|f| f.verdict == Verdict::MissingBaseline) {
+        for f in findings
+            .iter()
+            .filter(|f| f.verdict == Verdict::MissingBaseline)
+        {
             if !scenarios.contains(&f.scenario.as_str()) {
                 scenarios.push(&f.scenario);
             }
@@ -335,7 +338,10 @@ impl Summary {
                 .unwrap_or_default();
             println!("  {t}: {}{detects}", counts.join(", "));
         }
-        for f in findings.iter().filter(|f| f.verdict.fails() && f.verdict != Verdict::MissingBaseline) {
+        for f in findings
+            .iter()
+            .filter(|f| f.verdict.fails() && f.verdict != Verdict::MissingBaseline)
+        {
             println!(
                 "  {}: {} {} {} {}: {}",
                 f.verdict.label(),
@@ -665,6 +671,7 @@ mod tests {
                 tolerance: 0.05,
                 thresholds: t.iter().map(|s| s.to_string()).collect(),
                 max_cv: 0.05,
+                max_threshold: 0.15,
                 max_throttled: 0.05,
             }
             .options(false)

@@ -85,3 +85,40 @@ pub fn ensure_for(packages: &[&str]) -> Result<()> {
     .run()?;
     Ok(())
 }
+
+/// `bench --runtime auto` on a machine with neither podman nor docker: as root on a
+/// Debian-like machine podman (with runc, which Debian's podman needs on such VMs) is installed
+/// the way cmake is, announced; otherwise one line says the one command and that the engines
+/// will run as native processes. A failed install is said and the run goes on natively (the
+/// run's first lines say which runtime each engine got and why).
+pub fn ensure_container_runtime() {
+    if on_path("podman") || on_path("docker") {
+        return;
+    }
+    let root = paths::shell()
+        .ok()
+        .and_then(|sh| cmd!(sh, "id -u").quiet().read().ok())
+        .is_some_and(|u| u.trim() == "0");
+    if !(root && on_path("apt-get")) {
+        eprintln!(
+            "podman is not installed, so every engine will run as a native process: install it for per-engine containers (Debian/Ubuntu, as root: `apt-get install podman runc`)"
+        );
+        return;
+    }
+    eprintln!("installing podman for per-engine containers with apt-get: podman runc");
+    let installed = paths::shell().and_then(|sh| {
+        cmd!(sh, "apt-get update -qq").run()?;
+        cmd!(
+            sh,
+            "apt-get install -y -qq --no-install-recommends podman runc"
+        )
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .run()?;
+        Ok(())
+    });
+    if let Err(e) = installed {
+        eprintln!(
+            "warning: podman could not be installed ({e:#}): engines run as native processes"
+        );
+    }
+}

@@ -6,6 +6,7 @@ mod check;
 mod compare;
 mod cuda_check;
 mod deps;
+mod gate_study;
 mod gpu;
 mod images;
 mod merge;
@@ -38,6 +39,9 @@ enum Cmd {
     Bench(Box<bench::Flags>),
     /// Compare a run with baselines/<profile>/<model>/ (or accept it as the new baseline with --accept).
     Check(check::Flags),
+    /// How often `check` cries wolf here and how large a slowdown it catches, from recorded
+    /// runs (A/A and A/B trials); `--write-spread` makes it the evidence `check` judges with.
+    GateStudy(gate_study::Flags),
     /// Re-run exactly what a recorded run ran (its plan), say how the environment differs, and
     /// judge every number against the recorded one.
     Reproduce(reproduce::Flags),
@@ -68,6 +72,7 @@ fn main() {
         Cmd::Models(f) => models::run(f),
         Cmd::Bench(f) => bench::run(*f),
         Cmd::Check(f) => check::run(f),
+        Cmd::GateStudy(f) => gate_study::run(f),
         Cmd::Reproduce(f) => reproduce::run(f),
         Cmd::Test(f) => test::run(f),
         Cmd::Images(f) => images::run(f),

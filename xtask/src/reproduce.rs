@@ -188,6 +188,16 @@ fn judge(
     opts: &CheckOptions,
 ) -> Result<()> {
     let expected = EarlierRun::of(old_results);
+    // The machine's evidence (the gate study beside its baselines), when the profile has it.
+    let mut opts = opts.clone();
+    if opts.spread.is_none() {
+        opts.spread = baseline::read_spread(&baseline::dir_for(
+            &crate::paths::root().join("baselines"),
+            &new.profile,
+            &new.settings.model.name,
+        ))?;
+    }
+    let opts = &opts;
     let findings = baseline::compare(new_results, &expected, opts)?;
     // The engines themselves: library versions as the engines reported them.
     let mut versions = Vec::new();
@@ -215,17 +225,18 @@ fn judge(
     println!("| target | scenario | prompt | metric | verdict |");
     println!("|---|---|---|---|---|");
     let mut not = 0;
+    let mut unjudged = 0;
     for f in &findings {
         let verdict = match f.verdict {
             Verdict::Pass | Verdict::WithinNoise => {
                 match lab_results::metric::Metric::from_name(&f.metric) {
-                    Some(m) => format!(
-                        "reproduced within {:.0} %: {}",
-                        opts.threshold(m) * 100.0,
-                        f.detail
-                    ),
+                    Some(_) => format!("reproduced: {}", f.detail),
                     None => format!("reproduced exactly: {}", f.detail),
                 }
+            }
+            Verdict::CannotJudge | Verdict::TooNoisy => {
+                unjudged += 1;
+                format!("{}: {}", f.verdict.label(), f.detail)
             }
             _ => {
                 not += 1;
@@ -244,9 +255,17 @@ fn judge(
             new.run_id
         );
     }
-    println!(
-        "\nreproduced: all {} comparisons (token ids and numbers)",
-        findings.len()
-    );
+    if unjudged > 0 {
+        println!(
+            "\nreproduced: every judged comparison ({} of {}); {unjudged} could not be judged on this machine (see each line)",
+            findings.len() - unjudged,
+            findings.len()
+        );
+    } else {
+        println!(
+            "\nreproduced: all {} comparisons (token ids and numbers)",
+            findings.len()
+        );
+    }
     Ok(())
 }

@@ -26,6 +26,7 @@ pub mod process;
 mod rss;
 mod sampling;
 pub mod scenario;
+pub mod slowdown;
 mod stepwise;
 pub mod train;
 

@@ -205,7 +205,9 @@ fn step(
         .iter()
         .map(|s| (s.slot, *s.tokens.last().expect("first token")))
         .collect();
+    let started = std::time::Instant::now();
     engine.decode_slots(&batch, logits)?;
+    crate::slowdown::stretch(started);
     let vocab = logits.len() / batch.len().max(1);
     if vocab == 0 || logits.len() != vocab * batch.len() {
         return Err(format!(
@@ -317,7 +319,9 @@ fn one_batch(
             tokens: Vec::new(),
             sampler: Sampler::new(&g.sampling),
         }));
+        let started = std::time::Instant::now();
         engine.prefill_batch(&prompts, logits)?;
+        crate::slowdown::stretch(started);
         let vocab = logits.len() / group.len().max(1);
         if vocab == 0 || logits.len() != vocab * group.len() {
             return Err(format!(

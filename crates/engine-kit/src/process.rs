@@ -300,6 +300,10 @@ where
         .map_err(KitError::Stdin)?;
     let request = parse_request(&input)?;
     *parsed = Some(request.clone());
+    crate::slowdown::factor().map_err(|message| KitError::InvalidScenario {
+        scenario: "*".into(),
+        message,
+    })?;
 
     eprintln!(
         "loading {} ({:?}, {}) on {}",

@@ -40,6 +40,7 @@ pub(crate) fn one_sequence<E: Engine>(
         tops.push(TopLogits::of(logits, TOP_K));
     }
     engine.synchronize().map_err(wrap("prefill"))?;
+    crate::slowdown::stretch(start);
     let mut last = Instant::now();
     crate::phase::first_token_at(last);
     let ttft_ns = (last - start).as_nanos() as u64;
@@ -67,6 +68,7 @@ pub(crate) fn one_sequence<E: Engine>(
             tops.push(TopLogits::of(logits, TOP_K));
         }
         engine.synchronize().map_err(wrap("decode"))?;
+        crate::slowdown::stretch(last);
         let now = Instant::now();
         inter_token_ns.push((now - last).as_nanos() as u64);
         last = now;

@@ -66,6 +66,16 @@ pub fn kv_cache_off_unsupported(engine: &str) -> Option<&'static str> {
     }
 }
 
+/// Why `engine` cannot run with an injected slowdown (`bench --slowdown`, the gate study's
+/// A/B), or `None` when it can: the kit stretches the steps it times, the Python engine its
+/// forward passes; mistral.rs runs its steps inside its own engine loop.
+pub fn slowdown_unsupported(engine: &str) -> Option<&'static str> {
+    match engine {
+        "mistralrs" => Some("mistral.rs runs its forward steps inside its own engine loop, which the kit cannot stretch"),
+        _ => None,
+    }
+}
+
 /// Every target the lab knows on CPU, in run order.
 pub fn targets() -> Vec<Target> {
     vec![
@@ -748,7 +758,11 @@ mod tests {
         );
         assert_eq!(select_scenarios(&["S1".into()]).unwrap()[0].id, "s1");
         // A default run is the mission's scenarios and correctness; analyses run when named.
-        let default: Vec<&str> = select_scenarios(&[]).unwrap().iter().map(|s| s.id).collect();
+        let default: Vec<&str> = select_scenarios(&[])
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
         assert_eq!(default, ["s1", "s2", "s3", "s5", "ref-greedy", "ref-tf"]);
         let r = select_scenarios(&["ref".into(), "ref-tf".into()]).unwrap();
         assert_eq!(

@@ -116,6 +116,11 @@ pub struct Options {
     /// every step (refused when a selected engine cannot). The `kv` analysis runs both.
     #[arg(long, value_enum, default_value_t = KvCache::On)]
     pub kv_cache: KvCache,
+    /// Stretch every forward step by this share of its own duration (0.1 = 10 % slower
+    /// steps): a known regression for the gate study's A/B trials, recorded in the run
+    /// (refused when a selected engine cannot).
+    #[arg(long)]
+    pub slowdown: Option<f64>,
     /// Tokens the KV-cache analysis (`--scenario kv`) generates [default: 64 in quick/budget,
     /// 512 in standard/full].
     #[arg(long)]
@@ -435,6 +440,7 @@ pub fn resolve(
         price,
         sampling: sampling(o)?,
         kv_cache_off: kv_cache_off(o, &targets)?,
+        slowdown: slowdown(o, &targets)?,
         startup: startup(o)?,
         micro,
         lora,
@@ -657,6 +663,26 @@ fn kv_cache_off(o: &Options, targets: &[Target]) -> Result<bool> {
             Ok(true)
         }
     }
+}
+
+/// `--slowdown S`: a share between 0 (exclusive) and 1, and every selected engine able to.
+fn slowdown(o: &Options, targets: &[Target]) -> Result<Option<f64>> {
+    let Some(s) = o.slowdown else {
+        return Ok(None);
+    };
+    if !(s > 0.0 && s <= 1.0) {
+        bail!("--slowdown {s}: a share of each step's duration, above 0 and at most 1 (0.1 = 10 % slower steps)");
+    }
+    if let Some((t, why)) = targets
+        .iter()
+        .find_map(|t| catalog::slowdown_unsupported(t.engine).map(|w| (t, w)))
+    {
+        bail!(
+            "--slowdown: {} cannot: {why}; leave it out (`--engine`)",
+            t.label()
+        );
+    }
+    Ok(Some(s))
 }
 
 /// `--analysis`: the named analyses; `cold-start` is refused here when the page cache cannot be

@@ -95,6 +95,7 @@ impl BenchPlan {
             max_new_tokens: s.max_new_tokens,
             runtime: self.runtime.clone(),
             timeout_s: s.timeout_s,
+            slowdown: s.slowdown,
         }
     }
 

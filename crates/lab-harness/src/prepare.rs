@@ -260,6 +260,11 @@ fn prepare_target(
     };
     let placement = Placement::of(spec);
     launch.env.extend(placement.env(t.kind));
+    if let Some(s) = spec.slowdown {
+        launch
+            .env
+            .push((lab_protocol::SLOWDOWN_ENV.into(), s.to_string()));
+    }
     launch.limits = container::native_limits(spec);
     if runtime.is_none() {
         placement.pin_native(&mut launch);

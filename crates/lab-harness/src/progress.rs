@@ -21,6 +21,8 @@ struct Inner {
     total: usize,
     done: AtomicUsize,
     started: Instant,
+    /// Each engine run's time in an earlier run of the same plan here, where there was one.
+    expected: Vec<Option<Duration>>,
 }
 
 /// The remaining time when `done` of `total` equal steps took `elapsed`; `None` before the first.
@@ -29,6 +31,25 @@ pub fn eta(elapsed: Duration, done: usize, total: usize) -> Option<Duration> {
         return None;
     }
     Some(elapsed.mul_f64(total.saturating_sub(done) as f64 / done as f64))
+}
+
+/// The remaining time from the engine runs' times in an earlier run of the same plan
+/// (`expected`, one per engine run, in order), scaled by how much slower or faster the finished
+/// ones went this time (by at most 2×); the plain extrapolation [`eta`] where an engine run has
+/// no earlier time.
+pub fn eta_from(elapsed: Duration, done: usize, expected: &[Option<Duration>]) -> Option<Duration> {
+    let sum = |v: &[Option<Duration>]| -> Option<Duration> { v.iter().copied().sum() };
+    let (finished, remaining) = expected.split_at(done.min(expected.len()));
+    let Some(rest) = sum(remaining) else {
+        return eta(elapsed, done, expected.len());
+    };
+    let scale = match sum(finished) {
+        Some(before) if done > 0 && !before.is_zero() => {
+            (elapsed.as_secs_f64() / before.as_secs_f64()).clamp(0.5, 2.0)
+        }
+        _ => 1.0,
+    };
+    Some(rest.mul_f64(scale))
 }
 
 /// `1h02m`, `3m05s`, `42s`.
@@ -73,7 +94,35 @@ impl Progress {
                 total,
                 done: AtomicUsize::new(0),
                 started: Instant::now(),
+                expected: Vec::new(),
             }),
+        }
+    }
+
+    /// ETAs from each engine run's time in an earlier run (`source`, said at the start with the
+    /// estimated total); without one the ETA comes after the first engine.
+    pub fn expecting(self, expected: Option<(Vec<Option<Duration>>, String)>) -> Progress {
+        let Some((expected, source)) = expected else {
+            self.println("estimated total: after the first engine (no earlier run of this plan on this machine to estimate from)");
+            return self;
+        };
+        let known = expected.iter().flatten().count();
+        let line = match expected.iter().copied().sum::<Option<Duration>>() {
+            Some(total) => format!(
+                "estimated total: {} (each engine's time in {source})",
+                fmt_duration(total)
+            ),
+            None => format!(
+                "estimated total: after the first engine ({known} of {} engine runs have a time in {source})",
+                expected.len()
+            ),
+        };
+        self.println(&line);
+        let mut inner =
+            Arc::try_unwrap(self.inner).unwrap_or_else(|_| unreachable!("not shared yet"));
+        inner.expected = expected;
+        Progress {
+            inner: Arc::new(inner),
         }
     }
 
@@ -82,9 +131,13 @@ impl Progress {
         let i = &self.inner;
         let done = i.done.load(Ordering::SeqCst);
         let elapsed = i.started.elapsed();
-        let eta = eta(elapsed, done, i.total)
-            .map(|d| format!("ETA {}", fmt_duration(d)))
-            .unwrap_or_else(|| "ETA after the first engine".into());
+        let eta = (if i.expected.len() == i.total {
+            eta_from(elapsed, done, &i.expected)
+        } else {
+            eta(elapsed, done, i.total)
+        })
+        .map(|d| format!("ETA {}", fmt_duration(d)))
+        .unwrap_or_else(|| "ETA after the first engine".into());
         let line = format!(
             "== [{}/{}] {heading} · {} elapsed, {eta} ==",
             done + 1,
@@ -149,6 +202,17 @@ mod tests {
             Some(Duration::from_secs(180))
         );
         assert_eq!(eta(Duration::from_secs(60), 4, 4), Some(Duration::ZERO));
+        // From an earlier run: its remaining times, scaled by this run's pace (at most 2×).
+        let m = |s: u64| Some(Duration::from_secs(s * 60));
+        let earlier = [m(2), m(4), m(6)];
+        assert_eq!(eta_from(Duration::ZERO, 0, &earlier), m(12));
+        assert_eq!(eta_from(Duration::from_secs(180), 1, &earlier), m(15));
+        assert_eq!(eta_from(Duration::from_secs(3600), 1, &earlier), m(20));
+        // An engine run without an earlier time: the plain extrapolation.
+        assert_eq!(
+            eta_from(Duration::from_secs(60), 1, &[m(2), None, m(6)]),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(fmt_duration(Duration::from_secs(42)), "42s");
         assert_eq!(fmt_duration(Duration::from_secs(185)), "3m05s");
         assert_eq!(fmt_duration(Duration::from_secs(3720)), "1h02m");

@@ -60,7 +60,8 @@ pub fn bench_with(
         .collect();
     let mut sink = RunSink::create(plan, &requests)?;
     let repeat = plan.spec.repeat.max(1);
-    let progress = Progress::new(plan.targets.len() * repeat as usize);
+    let progress =
+        Progress::new(plan.targets.len() * repeat as usize).expecting(earlier_times(plan));
     announce(plan, &requests, &progress);
     for run in 1..=repeat {
         if run > 1 && !cool_down(plan, interrupted, &progress) {
@@ -107,6 +108,61 @@ pub fn bench_with(
     // Ctrl-C from here on lets the reports be written (milliseconds); the xtask exits 130.
     pause_at("write", interrupted);
     sink.finish(RunStatus::Complete)
+}
+
+/// Each engine run's process time in the latest complete run of the same plan on this machine
+/// (same hardware profile, model, measurement profile, scenarios and runtimes) under the run's
+/// results directory, and that run's directory name; `None` when there is none.
+fn earlier_times(plan: &BenchPlan) -> Option<(Vec<Option<std::time::Duration>>, String)> {
+    let parent = plan.run_dir.parent()?;
+    let measure = plan.spec.measure.name();
+    let mut best: Option<(String, std::path::PathBuf)> = None;
+    for e in std::fs::read_dir(parent).ok()?.flatten() {
+        let dir = e.path();
+        if dir == plan.run_dir {
+            continue;
+        }
+        let Ok(m) = lab_results::results::read_json::<RunManifest>(&dir.join("run.json")) else {
+            continue;
+        };
+        let same = m.status == RunStatus::Complete
+            && m.profile == plan.profile
+            && m.settings.model.name == plan.model.name
+            && m.plan.as_ref().is_some_and(|p| {
+                p.measure.name() == measure
+                    && p.scenarios == plan.spec.scenarios
+                    && p.runtimes == plan.spec.runtimes
+                    && p.repeat == plan.spec.repeat
+            });
+        if same
+            && best
+                .as_ref()
+                .is_none_or(|(t, _)| *t < m.provenance.started_at)
+        {
+            best = Some((m.provenance.started_at.clone(), dir));
+        }
+    }
+    let (_, dir) = best?;
+    let (_, results) = lab_results::results::load_run(&dir).ok()?;
+    let mut times = Vec::new();
+    for run in 1..=plan.spec.repeat.max(1) {
+        for t in &plan.targets {
+            let label = t.label();
+            times.push(
+                results
+                    .iter()
+                    .find(|r| r.target == label && r.run() == run)
+                    .map(|r| std::time::Duration::from_secs_f64(r.process_wall_ms / 1e3)),
+            );
+        }
+    }
+    Some((
+        times,
+        format!(
+            "{} (same machine profile and plan)",
+            dir.file_name()?.to_string_lossy()
+        ),
+    ))
 }
 
 /// A fault-injection hook for tests: with `LAB_FAULT_PAUSE_AT=<phase>` (`volume`, `build`,

@@ -28,6 +28,11 @@ use serde::{Deserialize, Serialize};
 /// Bumped on every incompatible change of [`Request`] or [`Report`].
 pub const SCHEMA_VERSION: u32 = 6;
 
+/// The environment variable by which the harness asks an engine to stretch every forward step
+/// by a share of its duration (`bench --slowdown`: the gate study's injected regression). The
+/// kit implements it (`engine_kit::slowdown`), the Python engine ports it.
+pub const SLOWDOWN_ENV: &str = "LAB_SLOWDOWN";
+
 /// What the harness asks an engine to do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -12,6 +12,7 @@ pub mod charts;
 pub mod compare;
 mod exporters;
 mod fmt;
+pub mod gate_study;
 mod gpu;
 pub mod html;
 mod input;

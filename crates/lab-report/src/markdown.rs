@@ -104,8 +104,13 @@ fn check_section(input: &Input) -> String {
     for f in failing {
         let _ = writeln!(
             s,
-            "- {:?}: {} {} {} {}: {}",
-            f.verdict, f.target, f.scenario, f.prompt, f.metric, f.detail
+            "- {}: {} {} {} {}: {}",
+            f.verdict.label(),
+            f.target,
+            f.scenario,
+            f.prompt,
+            f.metric,
+            f.detail
         );
     }
     s

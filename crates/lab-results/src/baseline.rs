@@ -29,7 +29,7 @@ use crate::metric::Metric;
 use crate::results::{read_json, write_atomic, write_json_atomic, TargetResult};
 use crate::{Error, Result};
 
-pub const DEFAULT_TOLERANCE: f64 = 0.05;
+pub const DEFAULT_TOLERANCE: f64 = gate::DEFAULT_TOLERANCE;
 pub const DEFAULT_MAX_CV: f64 = 0.05;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -514,6 +514,7 @@ fn evidence_for(opts: &CheckOptions, key: &str, got: &Observed) -> Option<Eviden
         .map(Evidence::from_study);
     let repeats = (got.runs >= gate::MIN_RUNS).then(|| Evidence {
         cv: got.noise,
+        runs: got.runs,
         form: Form::Raw,
         source: format!(
             "this run's {} repeats (one session: the drift between sessions is not in them)",
@@ -523,6 +524,7 @@ fn evidence_for(opts: &CheckOptions, key: &str, got: &Observed) -> Option<Eviden
     match (study, repeats) {
         (Some(s), Some(r)) if r.cv > s.cv => Some(Evidence {
             cv: r.cv,
+            runs: r.runs,
             form: Form::Raw,
             source: format!("{}, wider than the {}", r.source, s.source),
         }),
@@ -619,8 +621,8 @@ pub fn classify(
     } else if ev.form != Form::Raw {
         detail += ", raw (a bandwidth is missing for the study's normalised form)";
     }
-    let threshold = gate::alarm_threshold(tolerance, ev.cv, got.runs, base_runs);
-    let detectable = gate::detectable_change(tolerance, ev.cv, got.runs, base_runs);
+    let threshold = gate::alarm_threshold(tolerance, ev.cv, ev.runs, got.runs, base_runs);
+    let detectable = gate::detectable_change(tolerance, ev.cv, ev.runs, got.runs, base_runs);
     detail += &format!(
         "; between-run CV {:.1} % ({}): alarm beyond ±{:.1} %, detects {:.1} % at 95 % power",
         ev.cv * 100.0,
@@ -628,8 +630,9 @@ pub fn classify(
         threshold * 100.0,
         detectable * 100.0
     );
-    if threshold > opts.max_threshold {
-        detail += &match gate::repeats_needed(ev.cv, opts.max_threshold) {
+    // A requested tolerance wider than the ceiling is the user's to ask for.
+    if threshold > opts.max_threshold.max(tolerance) {
+        detail += &match gate::repeats_needed(ev.cv, ev.runs, opts.max_threshold) {
             Some(n) => format!(
                 "; cannot judge on this machine at {:.0} %: needs --repeat {n} for the run and the baseline",
                 opts.max_threshold * 100.0
@@ -921,7 +924,10 @@ mod tests {
             ["config.json", "tokenizer.json", "model-q8_0.gguf"]
         );
         assert_eq!(files_read("llamacpp:gguf-q4_1").unwrap()[2], "model.gguf");
-        assert_eq!(files_read("pytorch:hf-bf16").unwrap()[2], "model.safetensors");
+        assert_eq!(
+            files_read("pytorch:hf-bf16").unwrap()[2],
+            "model.safetensors"
+        );
         assert_eq!(files_read("x:onnx"), None);
         assert_eq!(files_read("nolabel"), None);
     }
@@ -939,6 +945,7 @@ mod tests {
     fn study(cv: f64, form: Form) -> Evidence {
         Evidence {
             cv,
+            runs: 31,
             form,
             source: "gate study over 6 runs (3 sessions)".into(),
         }
@@ -998,7 +1005,10 @@ mod tests {
             &opts,
         );
         assert_eq!(verdict, Verdict::Pass, "{detail}");
-        assert!(detail.contains("per GB/s of read bandwidth +0.0 %"), "{detail}");
+        assert!(
+            detail.contains("per GB/s of read bandwidth +0.0 %"),
+            "{detail}"
+        );
         // Without a bandwidth the raw number is judged, and the detail says so.
         let (verdict, detail) = v(80.0, Some(&per_bw));
         assert_eq!(verdict, Verdict::Regressed);

@@ -394,10 +394,20 @@ fn order_claim(
                 .filter_map(|e| best_of(results, e, metric))
                 .collect::<Vec<_>>()
         })
-        .filter(|t: &Vec<&TargetResult>| !t.is_empty())
         .collect();
-    if present.len() < 2 {
-        return not("fewer than two of the claim's tiers ran S1 in this run".into());
+    // A claim about tiers needs every tier it names: an order of two of three is another claim.
+    let absent: Vec<String> = tiers
+        .iter()
+        .zip(&present)
+        .filter(|(_, p)| p.is_empty())
+        .map(|(t, _)| t.join("/"))
+        .collect();
+    if !absent.is_empty() {
+        return not(format!(
+            "tier{} {} did not run S1 in this run",
+            if absent.len() == 1 { "" } else { "s" },
+            absent.join(", ")
+        ));
     }
     let mut all_separate = true;
     let mut violated = Vec::new();
@@ -677,6 +687,20 @@ mod tests {
         assert!(
             measured.starts_with("llamacpp:gguf-q4_1") && measured.contains("> pytorch:hf-f32"),
             "{measured}"
+        );
+        // Without PyTorch the claim's last tier is missing: not measurable, never confirmed.
+        let no_pytorch: Vec<TargetResult> = results
+            .iter()
+            .filter(|r| !r.target.starts_with("pytorch"))
+            .cloned()
+            .collect();
+        let (o, measured) = by(
+            &evaluate(&Claims::builtin(), &manifest, &no_pytorch),
+            "engine-hierarchy",
+        );
+        assert!(
+            matches!(&o, Outcome::NotMeasurable(why) if why.contains("pytorch") && why.contains("did not run")),
+            "{o:?} {measured}"
         );
 
         // The same run with the native engine at 1.5× PyTorch: refuted, and out of order

@@ -8,12 +8,14 @@
 //!   their mean, each run one sample (its median, or the mean of its run medians under
 //!   `--repeat`). Runs from different sessions carry the machine's day-to-day drift; repeats in
 //!   one session do not, so a run's own repeats are weaker evidence and said so.
-//! - **alarm threshold** of a comparison of a candidate over `r` runs with a baseline over `b`:
-//!   `max(tolerance, 1.96 · σ · √(1/r + 1/b))` — a shift inside it is what A/A runs produce at a
-//!   two-sided 5 % false-alarm rate, and is never called "improved" or "regressed".
+//! - **alarm threshold** of a comparison of a candidate over `r` runs with a baseline over `b`,
+//!   σ estimated from `k` runs: `max(tolerance, t(0.975, k − 1) · σ · √(1/r + 1/b))` — the
+//!   prediction interval of a new run's value: a shift inside it is what A/A runs produce at a
+//!   two-sided 5 % false-alarm rate (Student's t, because σ itself comes from few runs), and is
+//!   never called "improved" or "regressed".
 //! - **minimum detectable change** (95 % power): the alarm threshold + `1.645 · σ · √(1/r + 1/b)`.
-//! - **judgeable**: the alarm threshold is at most `max_threshold` (15 % by default). Where it is
-//!   not, the verdict is "cannot judge on this machine", with the repeats that would make it
+//! - **judgeable**: the alarm threshold is at most `max_threshold` (15 % by default, or the
+//!   tolerance when a wider one is asked for). Where it is not, the verdict is "cannot judge on this machine", with the repeats that would make it
 //!   judgeable — never "pass".
 //! - **normalised form** of a number: a throughput ÷ (a latency ×) the read bandwidth measured in
 //!   the same run, GB/s; the gate judges it instead of the raw number where the study found its σ
@@ -23,8 +25,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// z of a two-sided 5 % false-alarm rate.
-pub const Z_ALARM: f64 = 1.96;
+/// The relative shift a number may show without being a change, where the machine resolves it.
+pub const DEFAULT_TOLERANCE: f64 = 0.05;
 /// z of 95 % power (one-sided).
 pub const Z_POWER: f64 = 1.645;
 /// The largest alarm threshold at which a number is judged at all.
@@ -111,6 +113,8 @@ pub fn key(stem: &str, scenario: &str, prompt: &str, metric: &str) -> String {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evidence {
     pub cv: f64,
+    /// Runs the CV was estimated from (its degrees of freedom + 1).
+    pub runs: usize,
     pub form: Form,
     /// `gate study over 7 runs (5 sessions)`, `this run's 3 repeats (one session)`.
     pub source: String,
@@ -120,6 +124,7 @@ impl Evidence {
     pub fn from_study(e: &SpreadEntry) -> Evidence {
         Evidence {
             cv: e.cv,
+            runs: e.runs,
             form: e.form,
             source: format!(
                 "gate study over {} runs ({} session{})",
@@ -136,20 +141,21 @@ fn spread_factor(r: usize, b: usize) -> f64 {
     (1.0 / r.max(1) as f64 + 1.0 / b.max(1) as f64).sqrt()
 }
 
-/// The alarm threshold (module docs).
-pub fn alarm_threshold(tolerance: f64, cv: f64, r: usize, b: usize) -> f64 {
-    tolerance.max(Z_ALARM * cv * spread_factor(r, b))
+/// The alarm threshold (module docs): σ = `cv` estimated from `k` runs.
+pub fn alarm_threshold(tolerance: f64, cv: f64, k: usize, r: usize, b: usize) -> f64 {
+    tolerance.max(crate::stats::t975(k.saturating_sub(1)) * cv * spread_factor(r, b))
 }
 
 /// The minimum detectable change at 95 % power (module docs).
-pub fn detectable_change(tolerance: f64, cv: f64, r: usize, b: usize) -> f64 {
-    alarm_threshold(tolerance, cv, r, b) + Z_POWER * cv * spread_factor(r, b)
+pub fn detectable_change(tolerance: f64, cv: f64, k: usize, r: usize, b: usize) -> f64 {
+    alarm_threshold(tolerance, cv, k, r, b) + Z_POWER * cv * spread_factor(r, b)
 }
 
 /// Runs per side (candidate and baseline alike) that bring the alarm threshold to
-/// `max_threshold`; `None` beyond 20 (this machine cannot, at any sensible cost).
-pub fn repeats_needed(cv: f64, max_threshold: f64) -> Option<usize> {
-    (1..=20).find(|&n| Z_ALARM * cv * spread_factor(n, n) <= max_threshold)
+/// `max_threshold`, σ from `k` runs; `None` beyond 20 (this machine cannot, at any sensible
+/// cost).
+pub fn repeats_needed(cv: f64, k: usize, max_threshold: f64) -> Option<usize> {
+    (1..=20).find(|&n| alarm_threshold(0.0, cv, k, n, n) <= max_threshold)
 }
 
 /// One run's value of one number, for the study.
@@ -254,7 +260,7 @@ pub struct StudyRules {
 impl Default for StudyRules {
     fn default() -> Self {
         StudyRules {
-            tolerance: crate::baseline::DEFAULT_TOLERANCE,
+            tolerance: DEFAULT_TOLERANCE,
             max_threshold: DEFAULT_MAX_THRESHOLD,
             slowdown: DEFAULT_SLOWDOWN,
         }
@@ -344,12 +350,16 @@ fn judge(
     higher_is_better: bool,
     rules: &StudyRules,
 ) -> Option<f64> {
-    let threshold = alarm_threshold(rules.tolerance, ev.cv, 1, 1);
-    if threshold > rules.max_threshold {
+    let threshold = alarm_threshold(rules.tolerance, ev.cv, ev.runs, 1, 1);
+    if threshold > rules.max_threshold.max(rules.tolerance) {
         return None;
     }
-    let b = ev.form.apply(base.value, higher_is_better, base.bandwidth)?;
-    let c = ev.form.apply(cand.value, higher_is_better, cand.bandwidth)?;
+    let b = ev
+        .form
+        .apply(base.value, higher_is_better, base.bandwidth)?;
+    let c = ev
+        .form
+        .apply(cand.value, higher_is_better, cand.bandwidth)?;
     let rel = (c - b) / b;
     Some(if rel.abs() > threshold { rel } else { 0.0 })
 }
@@ -388,16 +398,18 @@ mod tests {
     #[test]
     fn thresholds_follow_the_spread_and_the_runs_behind_each_side() {
         // σ 1 %: the tolerance decides.
-        assert_eq!(alarm_threshold(0.05, 0.01, 1, 1), 0.05);
-        // σ 5 %, one run a side: 1.96 · 5 % · √2 = 13.9 %.
-        assert!((alarm_threshold(0.05, 0.05, 1, 1) - 0.1386).abs() < 1e-3);
+        assert_eq!(alarm_threshold(0.05, 0.01, 30, 1, 1), 0.05);
+        // σ 5 % from 31 runs, one run a side: 1.96 · 5 % · √2 = 13.9 %.
+        assert!((alarm_threshold(0.05, 0.05, 31, 1, 1) - 0.1386).abs() < 1e-3);
+        // σ from 4 runs is uncertain: Student's t (3.182) widens it to 22.5 %.
+        assert!((alarm_threshold(0.05, 0.05, 4, 1, 1) - 0.225).abs() < 1e-3);
         // More runs a side narrow it; the detectable change is larger than the alarm.
-        assert!(alarm_threshold(0.05, 0.05, 4, 4) < alarm_threshold(0.05, 0.05, 1, 1));
-        assert!(detectable_change(0.05, 0.05, 1, 1) > alarm_threshold(0.05, 0.05, 1, 1));
-        // σ 12 % needs 5 runs a side to resolve 15 %; σ 100 % never does.
-        assert_eq!(repeats_needed(0.12, 0.15), Some(5));
-        assert_eq!(repeats_needed(0.05, 0.15), Some(1));
-        assert_eq!(repeats_needed(1.0, 0.15), None);
+        assert!(alarm_threshold(0.05, 0.05, 31, 4, 4) < alarm_threshold(0.05, 0.05, 31, 1, 1));
+        assert!(detectable_change(0.05, 0.05, 31, 1, 1) > alarm_threshold(0.05, 0.05, 31, 1, 1));
+        // σ 12 % (from 31 runs) needs 5 runs a side to resolve 15 %; σ 100 % never does.
+        assert_eq!(repeats_needed(0.12, 31, 0.15), Some(5));
+        assert_eq!(repeats_needed(0.05, 31, 0.15), Some(1));
+        assert_eq!(repeats_needed(1.0, 31, 0.15), None);
     }
 
     #[test]

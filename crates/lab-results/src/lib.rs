@@ -32,6 +32,7 @@ pub mod settings;
 pub mod spec;
 pub mod startup;
 pub mod stats;
+pub mod study;
 pub mod telemetry;
 pub mod train;
 

@@ -75,6 +75,10 @@ pub struct BenchSpec {
     /// prefix). The `kv-on`/`kv-off` analysis sets its own.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub kv_cache_off: bool,
+    /// `--slowdown S`: every forward step stretched by the share S (the gate study's injected
+    /// regression); absent for an unchanged build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slowdown: Option<f64>,
     /// `--analysis cold-start`: how many extra starts per target on a cold and a warm page cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup: Option<crate::startup::StartSettings>,

@@ -65,15 +65,17 @@ fn train_of(r: &TargetResult) -> Option<Result<&TrainReport, String>> {
     })
 }
 
-/// The largest relative difference between two sets of gradient checksums.
-fn grad_diff(a: &[(String, OpChecksum)], b: &[(String, OpChecksum)]) -> Option<f64> {
+/// The largest relative difference between two sets of gradient checksums; infinite when the
+/// sets do not match (another count, another adapter, another shape) or either is empty: an
+/// engine that reports no gradients has not agreed with anything.
+fn grad_diff(a: &[(String, OpChecksum)], b: &[(String, OpChecksum)]) -> f64 {
     if a.len() != b.len() || a.is_empty() {
-        return None;
+        return f64::INFINITY;
     }
     let mut worst: f64 = 0.0;
     for ((na, x), (nb, y)) in a.iter().zip(b) {
         if na != nb || x.elements != y.elements {
-            return Some(f64::INFINITY);
+            return f64::INFINITY;
         }
         let scale = x.sum_abs.max(y.sum_abs);
         if scale == 0.0 {
@@ -83,7 +85,7 @@ fn grad_diff(a: &[(String, OpChecksum)], b: &[(String, OpChecksum)]) -> Option<f
             .max((x.sum_abs - y.sum_abs).abs() / scale)
             .max((x.sum - y.sum).abs() / scale);
     }
-    Some(worst)
+    worst
 }
 
 /// The LoRA table of a run (first run of each target), and the targets that could not.
@@ -144,7 +146,7 @@ pub fn rows(results: &[TargetResult]) -> (Vec<TrainRow>, Vec<TrainMissing>) {
                 grads0 = Some(grads.clone());
                 None
             }
-            Some(g0) => grad_diff(g0, &grads),
+            Some(g0) => Some(grad_diff(g0, &grads)),
         };
         rows.push(TrainRow {
             target: r.target.clone(),
@@ -172,4 +174,40 @@ pub fn rows(results: &[TargetResult]) -> (Vec<TrainRow>, Vec<TrainMissing>) {
         }
     }
     (rows, missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(name: &str, elements: u64, sum: f64) -> (String, OpChecksum) {
+        (
+            name.into(),
+            OpChecksum {
+                elements,
+                sum,
+                sum_abs: sum.abs(),
+            },
+        )
+    }
+
+    #[test]
+    fn gradients_agree_only_when_both_sets_are_there_and_match() {
+        let a = [g("0.q.a", 8, 1.0), g("0.q.b", 8, 2.0)];
+        assert_eq!(grad_diff(&a, &a), 0.0);
+        let close = [g("0.q.a", 8, 1.01), g("0.q.b", 8, 2.0)];
+        assert!((grad_diff(&a, &close) - 0.0099).abs() < 1e-3);
+        // No gradients, fewer, another adapter or another shape: no agreement.
+        assert_eq!(grad_diff(&a, &[]), f64::INFINITY);
+        assert_eq!(grad_diff(&[], &[]), f64::INFINITY);
+        assert_eq!(grad_diff(&a, &a[..1]), f64::INFINITY);
+        assert_eq!(
+            grad_diff(&a, &[g("0.v.a", 8, 1.0), g("0.q.b", 8, 2.0)]),
+            f64::INFINITY
+        );
+        assert_eq!(
+            grad_diff(&a, &[g("0.q.a", 4, 1.0), g("0.q.b", 8, 2.0)]),
+            f64::INFINITY
+        );
+    }
 }

@@ -300,6 +300,7 @@ pub fn s1_plan(
             price: None,
             sampling: None,
             kv_cache_off: false,
+            slowdown: None,
             startup: None,
             micro: None,
             lora: None,

@@ -36,6 +36,35 @@ PROCESS_START_NS = time.perf_counter_ns()
 PROCESS_START_UNIX_NS = time.time_ns()
 # The cold-start breakdown (engine-kit's `phase` module): phase name -> perf_counter_ns, and the
 # process's first token.
+def slowdown_from_env():
+    """`LAB_SLOWDOWN` (set by `bench --slowdown S`): the gate study's injected regression, every
+    forward pass stretched by the share S of its own duration (0 <= S <= 1). Anything else is an
+    error, never ignored."""
+    text = os.environ.get("LAB_SLOWDOWN", "")
+    if not text:
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise SystemExit(f"LAB_SLOWDOWN={text!r}: expected a share between 0 and 1 (0.1 = 10 % slower steps)")
+    return value
+
+
+SLOWDOWN = slowdown_from_env()
+
+
+def stretch(started_ns):
+    """Spins until the step that started at `started_ns` took (1 + SLOWDOWN) times as long (the
+    kit's `slowdown::stretch`, ported)."""
+    if SLOWDOWN > 0.0:
+        now = time.perf_counter_ns()
+        until = now + int((now - started_ns) * SLOWDOWN)
+        while time.perf_counter_ns() < until:
+            pass
+
+
 PHASES = {}
 FIRST_TOKEN_NS = [None]
 
@@ -387,7 +416,14 @@ class TorchEngine:
 
         self.cache = DynamicCache()
 
+    def _stretch(self, started):
+        """`stretch` after the device finished the step (a GPU runs it asynchronously)."""
+        if SLOWDOWN > 0.0:
+            self.synchronize()
+            stretch(started)
+
     def _forward(self, ids):
+        started = time.perf_counter_ns()
         out = self.model(
             input_ids=self.torch.tensor([ids], dtype=self.torch.long, device=self.device),
             past_key_values=self.cache,
@@ -395,19 +431,24 @@ class TorchEngine:
             logits_to_keep=1,
         )
         self.cache = out.past_key_values
-        return out.logits[0, -1].float()
+        logits = out.logits[0, -1].float()
+        self._stretch(started)
+        return logits
 
     def prefill(self, prompt):
         return self._forward(prompt)
 
     def recompute(self, ids):
         """The logits after `ids` without a KV cache (`use_cache=False`): the whole prefix again."""
+        started = time.perf_counter_ns()
         out = self.model(
             input_ids=self.torch.tensor([ids], dtype=self.torch.long, device=self.device),
             use_cache=False,
             logits_to_keep=1,
         )
-        return out.logits[0, -1].float()
+        logits = out.logits[0, -1].float()
+        self._stretch(started)
+        return logits
 
     def decode(self, token):
         return self._forward([token])
@@ -442,6 +483,7 @@ class TorchEngine:
             """One forward pass over the batch (the cache grows), then each unfinished sequence
             samples its next token from its last position's logits."""
             nonlocal cache
+            started = time.perf_counter_ns()
             out = self.model(
                 input_ids=ids,
                 attention_mask=mask,
@@ -452,6 +494,7 @@ class TorchEngine:
             )
             cache = out.past_key_values
             logits = out.logits[:, -1].float()
+            self._stretch(started)
             for i, sampler in enumerate(samplers):
                 if ended[i] is not None:
                     continue

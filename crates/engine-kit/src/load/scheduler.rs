@@ -217,9 +217,11 @@ impl<'a> Scheduler<'a> {
             let slot = self.free.pop().expect("a free slot below the limit");
             self.records[index].admit_ns = Some(ns(self.origin));
             let prompt = &self.scenario.prompts[index % self.scenario.prompts.len()];
+            let started = std::time::Instant::now();
             let prefilled = engine
                 .prefill_slot(slot, &prompt.token_ids, &mut self.logits)
                 .and_then(|()| engine.synchronize());
+            crate::slowdown::stretch(started);
             if let Err(e) = prefilled {
                 engine.release_slot(slot);
                 self.free.push(slot);

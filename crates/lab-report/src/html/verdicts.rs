@@ -105,14 +105,20 @@ pub(super) fn check(input: &Input) -> String {
         .findings
         .iter()
         .map(|f| {
-            let v = format!("{:?}", f.verdict);
-            let cls = if f.verdict.fails() { "bad" } else { "ok" };
+            let v = f.verdict.label();
+            let cls = if f.verdict.fails() {
+                "bad"
+            } else if f.verdict.passes() {
+                "ok"
+            } else {
+                "meh"
+            };
             vec![
                 esc(&f.target),
                 esc(&f.scenario),
                 esc(&f.prompt),
                 esc(&f.metric),
-                format!("<span class=\"{cls}\">{}</span>", esc(&v)),
+                format!("<span class=\"{cls}\">{}</span>", esc(v)),
                 esc(&f.detail),
             ]
         })

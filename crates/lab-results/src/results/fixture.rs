@@ -78,6 +78,7 @@ pub fn fixture() -> (RunManifest, Vec<TargetResult>) {
             max_new_tokens: 4,
             runtime: Runtimes(vec![RuntimeKind::Native]),
             timeout_s: 60,
+            slowdown: None,
         },
         provenance,
         plan: None,

@@ -55,6 +55,10 @@ pub struct RunSettings {
     #[schemars(with = "String")]
     pub runtime: Runtimes,
     pub timeout_s: u64,
+    /// The share by which every forward step was stretched (`bench --slowdown`: the gate
+    /// study's injected regression); absent for an unchanged build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slowdown: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -304,13 +304,23 @@ fn the_committed_reference_is_reproducible() {
     );
     assert!(out.status.success());
     let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for (want, got) in picked.iter().zip(again["prompts"].as_array().unwrap()) {
+    // Every list is compared whole: a zip alone would pass a shorter regeneration.
+    let prompts = again["prompts"].as_array().unwrap();
+    assert_eq!(prompts.len(), picked.len(), "prompts regenerated");
+    for (want, got) in picked.iter().zip(prompts) {
         let greedy: Vec<u32> = serde_json::from_value(got["greedy"].clone()).unwrap();
         assert_eq!(greedy, want.greedy, "{}", want.name);
         let tf: Vec<lab_protocol::TopLogits> =
             serde_json::from_value(got["teacher_forced"].clone()).unwrap();
+        assert_eq!(
+            tf.len(),
+            want.teacher_forced.len(),
+            "{}: teacher-forced positions",
+            want.name
+        );
         for (i, (a, b)) in tf.iter().zip(&want.teacher_forced).enumerate() {
             assert_eq!(a.ids, b.ids, "{} position {i}", want.name);
+            assert_eq!(a.logits.len(), b.logits.len(), "{} position {i}", want.name);
             for (x, y) in a.logits.iter().zip(&b.logits) {
                 assert!(
                     (x - y).abs() <= 1e-4,

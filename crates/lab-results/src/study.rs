@@ -1,0 +1,256 @@
+//! The gate study over recorded runs of one hardware profile and model: every gated number's
+//! between-run spread ([`crate::gate::spread_of`]), A/A and A/B trials judged by the gate's own rules
+//! ([`crate::gate::trials`]), and what the gate can detect per target. Its [`SpreadFile`] is the
+//! evidence `check` judges with.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::baseline::{by_target, observe, stem_of};
+use crate::gate::{self, Point, SpreadEntry, SpreadFile, StudyRules, Trials};
+use crate::metric::Metric;
+use crate::results::{RunManifest, TargetResult};
+
+/// One run the study drew on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudyRun {
+    pub run_id: String,
+    pub started_at: String,
+    /// Measurement profile (`budget`, `standard`, …; `unrecorded` for runs before plans).
+    pub measure: String,
+    pub git_rev: String,
+    pub git_dirty: bool,
+    /// The runtimes its targets ran under (`native`, `podman`, …).
+    pub runtime: String,
+    pub read_bandwidth_gb_per_s: Option<f64>,
+    pub slowdown: Option<f64>,
+}
+
+/// One gated number's figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudyRow {
+    pub target: String,
+    pub scenario: String,
+    pub prompt: String,
+    pub metric: String,
+    pub spread: SpreadEntry,
+    /// One run against a one-run baseline: the alarm threshold and the minimum detectable
+    /// change at 95 % power.
+    pub alarm: f64,
+    pub detectable: f64,
+    /// Runs a side that would make it judgeable at the study's `max_threshold` (1 when it is).
+    pub repeats_needed: Option<usize>,
+    pub trials: Trials,
+}
+
+/// The whole study (`study.json` of a gate-study run).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Study {
+    pub profile: String,
+    pub model: String,
+    pub tolerance: f64,
+    pub max_threshold: f64,
+    pub slowdown: f64,
+    pub runs: Vec<StudyRun>,
+    pub rows: Vec<StudyRow>,
+    /// Every row's trials summed, and per target.
+    pub totals: Trials,
+    pub per_target: BTreeMap<String, Trials>,
+}
+
+impl Study {
+    /// The evidence `check` reads (`spread.json`).
+    pub fn spread_file(&self) -> SpreadFile {
+        SpreadFile {
+            profile: self.profile.clone(),
+            model: self.model.clone(),
+            runs: self
+                .runs
+                .iter()
+                .filter(|r| r.slowdown.is_none())
+                .map(|r| r.run_id.clone())
+                .collect(),
+            entries: self
+                .rows
+                .iter()
+                .map(|r| {
+                    (
+                        gate::key(&stem_of(&r.target), &r.scenario, &r.prompt, &r.metric),
+                        r.spread.clone(),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The runtimes of a run's targets, as text (`native`, `podman`, `native,podman`).
+fn runtimes(results: &[TargetResult]) -> String {
+    let mut kinds: Vec<String> = results
+        .iter()
+        .map(|r| {
+            r.runtime
+                .as_ref()
+                .map(|k| k.kind.to_string())
+                .unwrap_or_else(|| "native".into())
+        })
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    kinds.join(",")
+}
+
+/// The study of `runs` (each a manifest and its results; all of one profile and model, which
+/// the caller selected), judged by `rules`.
+pub fn study(
+    profile: &str,
+    model: &str,
+    runs: &[(RunManifest, Vec<TargetResult>)],
+    rules: &StudyRules,
+) -> Study {
+    // (target, scenario, prompt, metric) -> one point per run.
+    let mut series: BTreeMap<(String, String, String, Metric), Vec<Point>> = BTreeMap::new();
+    for (m, results) in runs {
+        let slowdown = m.settings.slowdown.unwrap_or(0.0);
+        for (target, group) in by_target(results) {
+            for sc in &group[0].stats {
+                if crate::scenario::is_correctness_scenario(&sc.id) {
+                    continue;
+                }
+                for p in &sc.prompts {
+                    for metric in Metric::CHECKED {
+                        let Some(o) = observe(&group, &sc.id, &p.prompt, metric) else {
+                            continue;
+                        };
+                        series
+                            .entry((target.clone(), sc.id.clone(), p.prompt.clone(), metric))
+                            .or_default()
+                            .push(Point {
+                                run_id: m.run_id.clone(),
+                                session: m.provenance.started_at.chars().take(10).collect(),
+                                value: o.value,
+                                bandwidth: m.provenance.read_bandwidth_gb_per_s,
+                                slowdown,
+                            });
+                    }
+                }
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    let mut totals = Trials::default();
+    let mut per_target: BTreeMap<String, Trials> = BTreeMap::new();
+    for ((target, scenario, prompt, metric), points) in series {
+        let higher = metric.higher_is_better();
+        let Some(spread) = gate::spread_of(&points, higher) else {
+            continue;
+        };
+        let trials = gate::trials(&points, higher, rules);
+        totals.add(&trials);
+        per_target.entry(target.clone()).or_default().add(&trials);
+        rows.push(StudyRow {
+            alarm: gate::alarm_threshold(rules.tolerance, spread.cv, spread.runs, 1, 1),
+            detectable: gate::detectable_change(rules.tolerance, spread.cv, spread.runs, 1, 1),
+            repeats_needed: gate::repeats_needed(spread.cv, spread.runs, rules.max_threshold),
+            target,
+            scenario,
+            prompt,
+            metric: metric.name().to_string(),
+            spread,
+            trials,
+        });
+    }
+    Study {
+        profile: profile.to_string(),
+        model: model.to_string(),
+        tolerance: rules.tolerance,
+        max_threshold: rules.max_threshold,
+        slowdown: rules.slowdown,
+        runs: runs
+            .iter()
+            .map(|(m, results)| StudyRun {
+                run_id: m.run_id.clone(),
+                started_at: m.provenance.started_at.clone(),
+                measure: m
+                    .plan
+                    .as_ref()
+                    .map(|p| p.measure.name().to_string())
+                    .unwrap_or_else(|| "unrecorded".into()),
+                git_rev: m.provenance.git_rev.clone(),
+                git_dirty: m.provenance.git_dirty,
+                runtime: runtimes(results),
+                read_bandwidth_gb_per_s: m.provenance.read_bandwidth_gb_per_s,
+                slowdown: m.settings.slowdown,
+            })
+            .collect(),
+        rows,
+        totals,
+        per_target,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::fixture::fixture;
+
+    /// Runs of the fixture, one per scale: throughputs × the scale, latencies ÷ it.
+    fn runs(scales: &[f64], slowdown: Option<f64>) -> Vec<(RunManifest, Vec<TargetResult>)> {
+        let (m, r) = fixture();
+        scales
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut m = m.clone();
+                let mut r = r.clone();
+                m.run_id = format!("run{i}");
+                m.provenance.started_at = format!("2026-12-0{}T10:00:00Z", 1 + i % 3);
+                m.settings.slowdown = slowdown;
+                for st in r.iter_mut().flat_map(|t| t.stats.iter_mut()) {
+                    for p in &mut st.prompts {
+                        for (name, v) in p.metrics.iter_mut() {
+                            // Faster throughput is a shorter latency.
+                            match Metric::from_name(name).map(Metric::higher_is_better) {
+                                Some(false) => v.median /= s,
+                                _ => v.median *= s,
+                            }
+                        }
+                    }
+                }
+                (m, r)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_study_of_quiet_runs_flags_nothing_and_finds_the_slowdown() {
+        let mut all = runs(&[1.0, 1.01, 0.99, 1.005, 0.995], None);
+        all.extend(runs(&[1.0 / 1.1], Some(0.1)));
+        let s = study("cpu-fixture", "smollm2-135m", &all, &StudyRules::default());
+        assert!(!s.rows.is_empty());
+        assert_eq!(s.totals.aa_flagged, 0, "{:?}", s.totals);
+        let unjudged: Vec<_> = s.rows.iter().filter(|r| r.trials.aa_unjudged > 0).collect();
+        assert!(unjudged.is_empty(), "{unjudged:#?}");
+        assert!(s.totals.aa_judged > 0);
+        assert_eq!(s.totals.ab_detected, s.totals.ab_judged);
+        assert_eq!(s.totals.real_ab_detected, s.totals.real_ab_judged);
+        assert!(s.totals.real_ab_judged > 0);
+        // Every row comes from the five unchanged runs over three sessions.
+        assert!(s
+            .rows
+            .iter()
+            .all(|r| r.spread.runs == 5 && r.spread.sessions == 3));
+        let spread = s.spread_file();
+        assert_eq!(spread.runs.len(), 5);
+        assert!(spread
+            .entries
+            .keys()
+            .any(|k| k == "mock.hf-f32/s1/p10/decode_tok_per_s"));
+        assert_eq!(s.runs[5].slowdown, Some(0.1));
+        assert_eq!(s.per_target.len(), 1);
+    }
+}
