@@ -70,6 +70,8 @@ pub struct BenchPlan {
     pub runtime: Runtimes,
     pub profile: String,
     pub provenance: Provenance,
+    /// `native-membw`, run just before and after every engine (the drift control), when built.
+    pub probe: Option<PathBuf>,
 }
 
 impl BenchPlan {

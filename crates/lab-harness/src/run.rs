@@ -84,8 +84,24 @@ pub fn bench_with(
                 progress: &progress,
                 sampling,
             };
-            match run_target(&ctx, t, interrupted)? {
-                TargetRun::Finished(outcome, result) => {
+            let before = plan
+                .probe
+                .as_deref()
+                .and_then(|b| crate::prepare::probe_bandwidth(b, plan.spec.threads));
+            let finished = run_target(&ctx, t, interrupted)?;
+            let after = plan
+                .probe
+                .as_deref()
+                .filter(|_| matches!(finished, TargetRun::Finished(..)))
+                .and_then(|b| crate::prepare::probe_bandwidth(b, plan.spec.threads));
+            match finished {
+                TargetRun::Finished(outcome, mut result) => {
+                    if let Some(r) = result.as_deref_mut().filter(|_| plan.probe.is_some()) {
+                        r.probe = Some(lab_results::provenance::Probe {
+                            read_bandwidth_before_gb_per_s: before,
+                            read_bandwidth_after_gb_per_s: after,
+                        });
+                    }
                     let current = (outcome.target.clone(), outcome.repetition);
                     if let Err(e) = sink.record(outcome, result) {
                         progress.finish();
@@ -382,6 +398,7 @@ pub fn run_target(
         footprint: Some(crate::footprint::of(t)),
         startup: None,
         limits: Some(t.launch.limits.clone()),
+        probe: None,
         report,
     };
     if let Some(raw) = raw {

@@ -475,7 +475,7 @@ pub fn compare(
                     let evidence = evidence_for(opts, &key, &got);
                     let bandwidths = Bandwidths {
                         baseline: base.read_bandwidth_gb_per_s,
-                        run: runs[0].provenance.read_bandwidth_gb_per_s,
+                        run: runs[0].read_bandwidth_gb_per_s(),
                     };
                     let (verdict, mut detail) = classify(
                         metric,
@@ -741,7 +741,7 @@ fn metrics_baseline(runs: &[&TargetResult], scenario: &str) -> MetricsBaseline {
         measure: None,
         runs: Some(runs.len()),
         runtime: first.runtime.as_ref().map(|r| r.kind.to_string()),
-        read_bandwidth_gb_per_s: first.provenance.read_bandwidth_gb_per_s,
+        read_bandwidth_gb_per_s: first.read_bandwidth_gb_per_s(),
         medians,
         intervals,
     }

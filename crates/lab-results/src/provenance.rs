@@ -30,6 +30,28 @@ pub struct Provenance {
     pub gpu_clocks: Option<String>,
 }
 
+/// The machine measured right around one engine run (the drift control): read bandwidth just
+/// before the engine started and just after it ended, with the run's threads (`native-membw`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    pub read_bandwidth_before_gb_per_s: Option<f64>,
+    pub read_bandwidth_after_gb_per_s: Option<f64>,
+}
+
+impl Probe {
+    /// The mean of what was measured around the engine, if anything.
+    pub fn read_bandwidth_gb_per_s(&self) -> Option<f64> {
+        match (
+            self.read_bandwidth_before_gb_per_s,
+            self.read_bandwidth_after_gb_per_s,
+        ) {
+            (Some(a), Some(b)) => Some((a + b) / 2.0),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Host {

@@ -133,7 +133,7 @@ pub fn study(
                                 run_id: m.run_id.clone(),
                                 session: m.provenance.started_at.chars().take(10).collect(),
                                 value: o.value,
-                                bandwidth: m.provenance.read_bandwidth_gb_per_s,
+                                bandwidth: group[0].read_bandwidth_gb_per_s(),
                                 slowdown,
                             });
                     }

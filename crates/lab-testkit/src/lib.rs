@@ -315,6 +315,7 @@ pub fn s1_plan(
         runtime: Runtimes(vec![RuntimeKind::Native]),
         profile,
         provenance: prov,
+        probe: None,
     }
 }
 

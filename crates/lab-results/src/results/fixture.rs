@@ -38,6 +38,7 @@ pub fn fixture() -> (RunManifest, Vec<TargetResult>) {
         }),
         startup: None,
         limits: None,
+        probe: None,
         correctness: Some(Correctness {
             target: "mock:hf-f32".into(),
             dtype: "f32".into(),

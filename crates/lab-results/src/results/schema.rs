@@ -178,6 +178,20 @@ pub struct TargetResult {
     /// The resource limits the engine ran under (absent in results written before limits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<crate::limits::Limits>,
+    /// The machine's read bandwidth measured just before and just after this engine ran (CPU
+    /// runs that build engine-native; absent in older results).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<crate::provenance::Probe>,
+}
+
+impl TargetResult {
+    /// The read bandwidth of the machine while this engine ran: its own probe, else the run's
+    /// one measurement before the engines.
+    pub fn read_bandwidth_gb_per_s(&self) -> Option<f64> {
+        self.probe
+            .and_then(|p| p.read_bandwidth_gb_per_s())
+            .or(self.provenance.read_bandwidth_gb_per_s)
+    }
 }
 
 impl TargetResult {
