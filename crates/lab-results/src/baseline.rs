@@ -727,13 +727,13 @@ fn metrics_baseline(runs: &[&TargetResult], scenario: &str) -> MetricsBaseline {
         cpu_model: first.provenance.host.cpu_model.clone(),
         profile: Some(first.profile.clone()),
         model: Some(first.model.name.clone()),
-        model_sha256: files_read(&first.target)
-            .map(|files| {
+        model_sha256: weights_read(&first.target)
+            .map(|file| {
                 first
                     .model
                     .sha256
                     .iter()
-                    .filter(|(f, _)| files.contains(&f.as_str()))
+                    .filter(|(f, _)| f.as_str() == file)
                     .map(|(f, h)| (f.clone(), h.clone()))
                     .collect()
             })
@@ -747,10 +747,12 @@ fn metrics_baseline(runs: &[&TargetResult], scenario: &str) -> MetricsBaseline {
     }
 }
 
-/// The volume files a target reads (`candle:gguf-q8_0` -> the configuration, the tokenizer and
-/// `model-q8_0.gguf`): what its baseline is tied to. `None` for a variant this does not know
-/// (its baseline then records every file).
-pub fn files_read(target_label: &str) -> Option<Vec<&'static str>> {
+/// The weights file a target reads (`candle:gguf-q8_0` -> `model-q8_0.gguf`): what its baseline
+/// is tied to by sha256. The configuration and tokenizer it reads too are not: a rewrite of
+/// either that changes nothing (key order, a field added) must not orphan every baseline, and one
+/// that changes the model's behaviour changes its token ids, which the snapshots compare
+/// exactly. `None` for a variant this does not know (its baseline then records every file).
+pub fn weights_read(target_label: &str) -> Option<&'static str> {
     use lab_protocol::Dtype;
     let (_, variant) = target_label.split_once(':')?;
     let dtype = |name: &str| {
@@ -765,13 +767,12 @@ pub fn files_read(target_label: &str) -> Option<Vec<&'static str>> {
         .into_iter()
         .find(|d| d.as_str() == name)
     };
-    let weights = if let Some(d) = variant.strip_prefix("gguf-") {
-        dtype(d)?.gguf_file()?
+    if let Some(d) = variant.strip_prefix("gguf-") {
+        dtype(d)?.gguf_file()
     } else {
         variant.strip_prefix("hf-").and_then(dtype)?;
-        "model.safetensors"
-    };
-    Some(vec!["config.json", "tokenizer.json", weights])
+        Some("model.safetensors")
+    }
 }
 
 /// The baseline directory of a run: `<root>/<profile>/<model>`.
@@ -779,13 +780,23 @@ pub fn dir_for(root: &Path, profile: &str, model: &str) -> PathBuf {
     root.join(profile).join(model)
 }
 
-/// The file that makes two weight maps (file name → sha256) other weights: one both record with
-/// different hashes, or, when they share no file, any; `None` when either is empty or every
-/// shared file agrees. Files the volume gained since (derived GGUF levels) do not make the model
+/// The file that makes two weight maps (file name → sha256) other weights: the target's own
+/// `weights` file when both record it, else any file both record with different hashes, or, when
+/// they share no file, any; `None` when either is empty or what is compared agrees. Files the
+/// volume gained since (derived GGUF levels) and, for a target whose weights file is known,
+/// every other file (configuration, tokenizer: the token ids judge them) do not make the model
 /// another.
-fn other_weights(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Option<String> {
+fn other_weights(
+    a: &BTreeMap<String, String>,
+    b: &BTreeMap<String, String>,
+    weights: Option<&str>,
+) -> Option<String> {
     if a.is_empty() || b.is_empty() {
         return None;
+    }
+    // The target's own weights file, where both record it, is the whole question.
+    if let Some((w, h)) = weights.and_then(|w| Some((w, a.get(w)?)).filter(|_| b.contains_key(w))) {
+        return (b[w] != *h).then(|| w.to_string());
     }
     let mut shared = a.iter().filter(|(f, _)| b.contains_key(*f)).peekable();
     if shared.peek().is_none() {
@@ -826,7 +837,7 @@ pub fn ensure_comparable(
                 lab_protocol::one_line(m)
             )));
         }
-        if let Some(file) = other_weights(&b.model_sha256, model_sha256) {
+        if let Some(file) = other_weights(&b.model_sha256, model_sha256, weights_read(&b.target)) {
             return Err(Error::msg(format!(
                 "{}: accepted with other weights of `{model}` ({file}: sha256 differs): refusing to compare different models",
                 path.display()
@@ -897,7 +908,17 @@ mod tests {
         );
         let mut requantized = sha.clone();
         requantized.insert("model.gguf".into(), "ee".repeat(32));
+        // A rewritten configuration does not either (the token ids judge what it changes),
+        // also against an older baseline that recorded the whole volume.
+        let mut whole = b.clone();
+        whole.model_sha256 = sha.clone();
+        whole
+            .model_sha256
+            .insert("config.json".into(), "ab".repeat(32));
+        write_json_atomic(&dir.join("mock.hf-f32.s1.metrics.json"), &whole).unwrap();
+        requantized.insert("config.json".into(), "ff".repeat(32));
         ensure_comparable(&dir, "cpu-fixture", "smollm2-135m", &requantized).unwrap();
+        write_json_atomic(&dir.join("mock.hf-f32.s1.metrics.json"), &b).unwrap();
         // A file the volume gained since the baseline (a derived level) is the same model.
         let mut grown = sha.clone();
         grown.insert("model-q8_0.gguf".into(), "cc".repeat(32));
@@ -918,18 +939,12 @@ mod tests {
     }
 
     #[test]
-    fn the_files_a_target_reads_come_from_its_variant() {
-        assert_eq!(
-            files_read("candle:gguf-q8_0").unwrap(),
-            ["config.json", "tokenizer.json", "model-q8_0.gguf"]
-        );
-        assert_eq!(files_read("llamacpp:gguf-q4_1").unwrap()[2], "model.gguf");
-        assert_eq!(
-            files_read("pytorch:hf-bf16").unwrap()[2],
-            "model.safetensors"
-        );
-        assert_eq!(files_read("x:onnx"), None);
-        assert_eq!(files_read("nolabel"), None);
+    fn the_weights_a_target_reads_come_from_its_variant() {
+        assert_eq!(weights_read("candle:gguf-q8_0"), Some("model-q8_0.gguf"));
+        assert_eq!(weights_read("llamacpp:gguf-q4_1"), Some("model.gguf"));
+        assert_eq!(weights_read("pytorch:hf-bf16"), Some("model.safetensors"));
+        assert_eq!(weights_read("x:onnx"), None);
+        assert_eq!(weights_read("nolabel"), None);
     }
 
     fn observed(value: f64, runs: usize, samples: usize, noise: f64) -> Observed {
