@@ -127,8 +127,9 @@ pub fn bench_with(
 }
 
 /// Each engine run's process time in the latest complete run of the same plan on this machine
-/// (same hardware profile, model, measurement profile, scenarios and runtimes) under the run's
-/// results directory, and that run's directory name; `None` when there is none.
+/// (same hardware profile, model, measurement profile, targets, scenarios, runtimes, repeats and
+/// slowdown) under the run's results directory, and that run's directory name; `None` when
+/// there is none.
 fn earlier_times(plan: &BenchPlan) -> Option<(Vec<Option<std::time::Duration>>, String)> {
     let parent = plan.run_dir.parent()?;
     let measure = plan.spec.measure.name();
@@ -146,9 +147,11 @@ fn earlier_times(plan: &BenchPlan) -> Option<(Vec<Option<std::time::Duration>>, 
             && m.settings.model.name == plan.model.name
             && m.plan.as_ref().is_some_and(|p| {
                 p.measure.name() == measure
+                    && p.targets == plan.spec.targets
                     && p.scenarios == plan.spec.scenarios
                     && p.runtimes == plan.spec.runtimes
                     && p.repeat == plan.spec.repeat
+                    && p.slowdown == plan.spec.slowdown
             });
         if same
             && best

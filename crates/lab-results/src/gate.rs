@@ -80,13 +80,14 @@ impl Form {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpreadEntry {
-    /// Runs (and distinct session days among them) the spread comes from.
+    /// Runs (and distinct session days among them) the judged form's spread comes from.
     pub runs: usize,
     pub sessions: usize,
     /// The form the gate judges, and its between-run CV.
     pub form: Form,
     pub cv: f64,
-    /// The CV of the raw number, and of the normalised one where every run measured bandwidth.
+    /// The CV of the raw number over every run, and of the normalised one over the runs that
+    /// measured bandwidth (3 or more).
     pub cv_raw: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cv_per_bandwidth: Option<f64>,
@@ -189,20 +190,33 @@ pub fn spread_of(points: &[Point], higher_is_better: bool) -> Option<SpreadEntry
     let plain: Vec<&Point> = points.iter().filter(|p| p.slowdown == 0.0).collect();
     let raw: Vec<f64> = plain.iter().map(|p| p.value).collect();
     let cv_raw = cv_of(&raw)?;
-    let norm: Option<Vec<f64>> = plain
+    // The normalised form over the runs that measured bandwidth, against the raw form over
+    // the same runs (a fair comparison of the two).
+    let measured: Vec<&Point> = plain
         .iter()
-        .map(|p| Form::PerBandwidth.apply(p.value, higher_is_better, p.bandwidth))
+        .copied()
+        .filter(|p| p.bandwidth.is_some())
         .collect();
-    let cv_per_bandwidth = norm.as_deref().and_then(cv_of);
-    let form = match cv_per_bandwidth {
-        Some(n) if n < cv_raw * (1.0 - NORMALISE_GAIN) => Form::PerBandwidth,
+    let norm: Vec<f64> = measured
+        .iter()
+        .filter_map(|p| Form::PerBandwidth.apply(p.value, higher_is_better, p.bandwidth))
+        .collect();
+    let cv_per_bandwidth = cv_of(&norm);
+    let raw_same_runs = cv_of(&measured.iter().map(|p| p.value).collect::<Vec<_>>());
+    let form = match (cv_per_bandwidth, raw_same_runs) {
+        (Some(n), Some(r)) if n < r * (1.0 - NORMALISE_GAIN) => Form::PerBandwidth,
         _ => Form::Raw,
     };
-    let mut sessions: Vec<&str> = plain.iter().map(|p| p.session.as_str()).collect();
+    let used: &[&Point] = if form == Form::PerBandwidth {
+        &measured
+    } else {
+        &plain
+    };
+    let mut sessions: Vec<&str> = used.iter().map(|p| p.session.as_str()).collect();
     sessions.sort();
     sessions.dedup();
     Some(SpreadEntry {
-        runs: plain.len(),
+        runs: used.len(),
         sessions: sessions.len(),
         form,
         cv: if form == Form::PerBandwidth {
@@ -428,6 +442,16 @@ mod tests {
         assert_eq!(Form::PerBandwidth.apply(10.0, true, None), None);
         // Too few runs: no evidence.
         assert!(spread_of(&p[..2], true).is_none());
+        // A run without a bandwidth: the normalised form over the others, compared with the
+        // raw form over the same runs.
+        let mut partly = pts(
+            &[100.0, 120.0, 90.0, 110.0, 50.0],
+            &[10.0, 12.0, 9.0, 11.0, 1.0],
+        );
+        partly[4].bandwidth = None;
+        let s = spread_of(&partly, true).unwrap();
+        assert_eq!((s.form, s.runs), (Form::PerBandwidth, 4));
+        assert!(s.cv_raw > 0.2, "{s:?}");
     }
 
     #[test]
