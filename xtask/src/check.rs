@@ -306,7 +306,7 @@ impl Summary {
                 dir.join(lab_results::gate::SPREAD_FILE).display()
             ),
             None => println!(
-                "evidence: no gate study for this profile ({} is missing): numbers are judged only on this run's repeats (--repeat 3 or more), else not at all",
+                "evidence: no gate study for this profile ({} is missing): numbers are judged only on this run's repeats (--repeat 5 or more), else not at all",
                 dir.join(lab_results::gate::SPREAD_FILE).display()
             ),
         }
@@ -548,9 +548,12 @@ fn accept(
                     let Some(o) = baseline::observe(&runs, &sc.id, &p.prompt, m) else {
                         continue;
                     };
-                    if o.noise > flags.rules.max_cv {
+                    if o.runs == 1
+                        && o.samples >= baseline::MIN_NOISE_SAMPLES
+                        && o.noise > flags.rules.max_cv
+                    {
                         eprintln!(
-                            "warning: {target} {} {} {m} varies by {:.1} % (> {:.1} %): check will call it too noisy on this machine",
+                            "warning: {target} {} {} {m} varies by {:.1} % within the run (> {:.1} %): check calls a run this disturbed too noisy",
                             sc.id,
                             p.prompt,
                             o.noise * 100.0,

@@ -38,6 +38,9 @@ pub struct Flags {
     /// The slowdown the synthetic A/B trials apply (0.1 = each step 10 % longer).
     #[arg(long, default_value_t = gate::DEFAULT_SLOWDOWN)]
     pub slowdown: f64,
+    /// Fewest runs a spread is taken from (the gate's own minimum; fewer shows why it is one).
+    #[arg(long, default_value_t = gate::MIN_RUNS)]
+    pub min_runs: usize,
     /// Where `study.json` and `study.md` go [default: results/gate-study-<date>].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -110,13 +113,14 @@ pub fn run(flags: Flags) -> Result<()> {
         tolerance: flags.tolerance,
         max_threshold: flags.max_threshold,
         slowdown: flags.slowdown,
+        min_runs: flags.min_runs,
     };
     let s = study::study(&profile, &flags.model, &runs, &rules);
     if s.rows.is_empty() {
         bail!(
             "{} runs, but no number was measured in {} or more of them: nothing to study",
             runs.len(),
-            gate::MIN_RUNS
+            flags.min_runs
         );
     }
     let out = flags.out.clone().unwrap_or_else(|| {
@@ -146,6 +150,13 @@ pub fn run(flags: Flags) -> Result<()> {
         gate::rate(t.real_ab_detected, t.real_ab_judged)
     );
     eprintln!("study: {}", out.join("study.md").display());
+    if flags.write_spread && flags.min_runs < gate::MIN_RUNS {
+        bail!(
+            "--write-spread with --min-runs {}: check judges only with spreads of {} or more runs",
+            flags.min_runs,
+            gate::MIN_RUNS
+        );
+    }
     if flags.write_spread {
         let dir = lab_results::baseline::dir_for(
             &paths::root().join("baselines"),

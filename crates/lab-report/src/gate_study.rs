@@ -39,7 +39,7 @@ pub fn markdown(s: &Study) -> String {
     days.dedup();
     let _ = writeln!(
         out,
-        "{plain} runs of an unchanged build and {} with an injected slowdown, over {} day{}. Judged by `check`'s rules: tolerance {}, a number judged only where its alarm threshold is at most {}; synthetic A/B = each unchanged candidate's number slowed by {} (throughput ÷ {:.2}, latency × {:.2}); real A/B = runs made with `bench --slowdown`. Every pair of runs is one trial, its threshold from the spread of the *other* runs. Definitions: `lab_results::gate` (README, \"The gate\").\n",
+        "{plain} runs of an unchanged build and {} with an injected slowdown, over {} day{}. Judged by `check`'s rules: tolerance {}, a number judged only where its alarm threshold is at most {}; synthetic A/B = each unchanged candidate's number slowed by {} (throughput ÷ {:.2}, latency × {:.2}); real A/B = runs made with `bench --slowdown`. Every pair of runs is one trial, its threshold from the spread of the *other* runs ({} or more of them). Definitions: `lab_results::gate` (README, \"The gate\").\n",
         s.runs.len() - plain,
         days.len(),
         if days.len() == 1 { "" } else { "s" },
@@ -48,6 +48,7 @@ pub fn markdown(s: &Study) -> String {
         pct(s.slowdown),
         1.0 + s.slowdown,
         1.0 + s.slowdown,
+        s.min_runs,
     );
     let t = &s.totals;
     let _ = writeln!(out, "## What the gate said on these runs\n");

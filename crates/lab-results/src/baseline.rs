@@ -605,7 +605,7 @@ pub fn classify(
         return (Verdict::TooNoisy, detail);
     }
     let Some(ev) = evidence else {
-        detail += "; cannot judge on this machine: no evidence of its between-run spread (run `cargo xtask gate-study` over 3 or more runs of this profile, or bench with --repeat 3)";
+        detail += "; cannot judge on this machine: no evidence of its between-run spread (run `cargo xtask gate-study` over 5 or more runs of this profile in different sessions, or bench with --repeat 5)";
         return (Verdict::CannotJudge, detail);
     };
     let higher = metric.higher_is_better();

@@ -55,6 +55,8 @@ pub struct Study {
     pub tolerance: f64,
     pub max_threshold: f64,
     pub slowdown: f64,
+    /// Fewest runs a spread was taken from.
+    pub min_runs: usize,
     pub runs: Vec<StudyRun>,
     pub rows: Vec<StudyRow>,
     /// Every row's trials summed, and per target.
@@ -146,7 +148,7 @@ pub fn study(
     let mut per_target: BTreeMap<String, Trials> = BTreeMap::new();
     for ((target, scenario, prompt, metric), points) in series {
         let higher = metric.higher_is_better();
-        let Some(spread) = gate::spread_of(&points, higher) else {
+        let Some(spread) = gate::spread_of(&points, higher, rules.min_runs) else {
             continue;
         };
         let trials = gate::trials(&points, higher, rules);
@@ -170,6 +172,7 @@ pub fn study(
         tolerance: rules.tolerance,
         max_threshold: rules.max_threshold,
         slowdown: rules.slowdown,
+        min_runs: rules.min_runs,
         runs: runs
             .iter()
             .map(|(m, results)| StudyRun {
@@ -230,7 +233,11 @@ mod tests {
     fn a_study_of_quiet_runs_flags_nothing_and_finds_the_slowdown() {
         let mut all = runs(&[1.0, 1.01, 0.99, 1.005, 0.995], None);
         all.extend(runs(&[1.0 / 1.1], Some(0.1)));
-        let s = study("cpu-fixture", "smollm2-135m", &all, &StudyRules::default());
+        let rules = StudyRules {
+            min_runs: 3,
+            ..StudyRules::default()
+        };
+        let s = study("cpu-fixture", "smollm2-135m", &all, &rules);
         assert!(!s.rows.is_empty());
         assert_eq!(s.totals.aa_flagged, 0, "{:?}", s.totals);
         let unjudged: Vec<_> = s.rows.iter().filter(|r| r.trials.aa_unjudged > 0).collect();
