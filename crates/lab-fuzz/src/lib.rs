@@ -33,12 +33,23 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The checkout (the corpus lives under `fuzz/corpus/`).
+/// The checkout (the corpus lives under `fuzz/corpus/`): the first directory above the working
+/// directory (a test's is its package) that has one, else the one this crate was compiled in. The
+/// compile-time path alone is not enough: a build cache shared by two checkouts keeps the first
+/// one's.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("project root")
+    let here = std::env::current_dir().ok();
+    here.iter()
+        .flat_map(|d| d.ancestors())
+        .find(|d| d.join("fuzz").join("corpus").is_dir())
+        .map(Path::to_path_buf)
+        .or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../..")
+                .canonicalize()
+                .ok()
+        })
+        .expect("project root: no fuzz/corpus above the working directory")
 }
 
 /// Replaces a target's number of mutated cases (a longer campaign: `LAB_FUZZ_CASES=200000`).
