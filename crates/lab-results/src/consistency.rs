@@ -105,8 +105,9 @@ fn levels(asked: &ScenarioRequest, got: &ScenarioReport, want: &[u32]) -> Option
     })
 }
 
-/// S2: every asked batch size reported; each batch of a level holds that many sequences, one
-/// decode step per token after the first, every sequence's tokens counted, in time order.
+/// S2: every asked batch size reported; each batch of a level holds that many sequences (or
+/// fewer: an engine that cannot batch runs them one at a time), one decode step per token after
+/// the first, every sequence's tokens counted, in time order.
 fn batches(asked: &ScenarioRequest, got: &ScenarioReport, sizes: &[u32]) -> Vec<String> {
     let mut out: Vec<String> = levels(asked, got, sizes).into_iter().collect();
     let n = asked.generation.max_new_tokens;
@@ -119,7 +120,9 @@ fn batches(asked: &ScenarioRequest, got: &ScenarioReport, sizes: &[u32]) -> Vec<
         let mut last_start = 0;
         for (i, b) in p.batches.iter().enumerate() {
             let steps_ok = b.step_ns.len() + 1 == n as usize;
-            if b.sequences != p.level || !steps_ok || b.new_tokens != b.sequences * n {
+            // An engine that cannot batch serves a level one sequence at a time.
+            let size_ok = (1..=p.level).contains(&b.sequences);
+            if !size_ok || !steps_ok || b.new_tokens != b.sequences * n {
                 out.push(at(format!(
                     "batch {}: {} sequences, {} decode steps, {} tokens for {n} tokens a sequence",
                     i + 1,
@@ -354,9 +357,20 @@ mod tests {
             "levels [] reported, [2] asked",
         );
         one(
-            &|r| r.scenarios[0].points[0].batches[0].sequences = 1,
-            "batch 1: 1 sequences",
+            &|r| {
+                let b = &mut r.scenarios[0].points[0].batches[0];
+                b.sequences = 3;
+                b.new_tokens = 12;
+            },
+            "batch 1: 3 sequences",
         );
+        // A serial engine's level: one-sequence batches are fine.
+        let p = with(&|r| {
+            let b = &mut r.scenarios[0].points[0].batches[0];
+            b.sequences = 1;
+            b.new_tokens = 4;
+        });
+        assert!(p.is_empty(), "{p:?}");
         one(
             &|r| {
                 r.scenarios[0].points[0].batches[0].step_ns.pop();
