@@ -15,6 +15,7 @@ pub mod options;
 pub mod placement;
 pub mod plan;
 pub mod prepare;
+pub mod probe;
 pub mod progress;
 pub mod provenance;
 pub mod run;

@@ -119,7 +119,7 @@ pub fn prepare(
     let mut probe = None;
     if !gpu && runnable.iter().any(|t| t.engine == "native") {
         let bin = shop.target_dir().join("release").join("native-membw");
-        prov.read_bandwidth_gb_per_s = read_bandwidth(&bin, spec.threads);
+        prov.read_bandwidth_gb_per_s = crate::probe::read_bandwidth(&bin, spec.threads);
         probe = prov.read_bandwidth_gb_per_s.is_some().then_some(bin);
     }
     let profile = lab_results::provenance::hardware_profile(&prov.host, &spec.device, spec.threads);
@@ -135,45 +135,6 @@ pub fn prepare(
         provenance: prov,
         probe,
     })
-}
-
-/// The machine's read bandwidth with `threads` threads (`bin` = `native-membw`, built with
-/// engine-native), for the achieved-bandwidth figures; `None` (said on stderr) when it cannot run.
-pub fn read_bandwidth(bin: &Path, threads: usize) -> Option<f64> {
-    match measure_bandwidth(bin, threads) {
-        Ok((gbs, text)) => {
-            eprintln!("{text}");
-            gbs
-        }
-        Err(e) => {
-            eprintln!("read bandwidth not measured: {}: {e}", bin.display());
-            None
-        }
-    }
-}
-
-/// [`read_bandwidth`] without a word on stderr: the probes around every engine.
-pub fn probe_bandwidth(bin: &Path, threads: usize) -> Option<f64> {
-    measure_bandwidth(bin, threads)
-        .ok()
-        .and_then(|(gbs, _)| gbs)
-}
-
-fn measure_bandwidth(bin: &Path, threads: usize) -> Result<(Option<f64>, String)> {
-    let threads = threads.to_string();
-    let text = xshell::Shell::new()
-        .and_then(|sh| {
-            xshell::cmd!(sh, "{bin} {threads} 512")
-                .quiet()
-                .ignore_stderr()
-                .read()
-        })
-        .map_err(|e| crate::Error::msg(e.to_string()))?;
-    let gbs = text
-        .strip_prefix("read bandwidth: ")
-        .and_then(|t| t.split_whitespace().next())
-        .and_then(|v| v.parse().ok());
-    Ok((gbs, text.trim().to_string()))
 }
 
 /// Targets that cannot run, with the reason.

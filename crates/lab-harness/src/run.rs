@@ -87,13 +87,13 @@ pub fn bench_with(
             let before = plan
                 .probe
                 .as_deref()
-                .and_then(|b| crate::prepare::probe_bandwidth(b, plan.spec.threads));
+                .and_then(|b| crate::probe::probe_bandwidth(b, plan.spec.threads));
             let finished = run_target(&ctx, t, interrupted)?;
             let after = plan
                 .probe
                 .as_deref()
                 .filter(|_| matches!(finished, TargetRun::Finished(..)))
-                .and_then(|b| crate::prepare::probe_bandwidth(b, plan.spec.threads));
+                .and_then(|b| crate::probe::probe_bandwidth(b, plan.spec.threads));
             match finished {
                 TargetRun::Finished(outcome, mut result) => {
                     if let Some(r) = result.as_deref_mut().filter(|_| plan.probe.is_some()) {
