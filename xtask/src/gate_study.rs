@@ -64,51 +64,7 @@ pub fn run(flags: Flags) -> Result<()> {
             results::load_run(&latest)?.0.profile
         }
     };
-    let dirs = if flags.runs.is_empty() {
-        run_dirs(&results_dir)?
-    } else {
-        flags.runs.clone()
-    };
-    let mut runs: Vec<(RunManifest, Vec<TargetResult>)> = Vec::new();
-    for dir in dirs {
-        let (m, r) = results::load_run(&dir)?;
-        let skip = |why: String| eprintln!("skipped {}: {why}", dir.display());
-        if m.profile != profile || m.settings.model.name != flags.model {
-            if !flags.runs.is_empty() {
-                bail!(
-                    "{}: measured `{}` on `{}`, the study is of `{}` on `{profile}`",
-                    dir.display(),
-                    m.settings.model.name,
-                    m.profile,
-                    flags.model
-                );
-            }
-            continue;
-        }
-        let measure = m.plan.as_ref().map(|p| p.measure.name().to_string());
-        if let Some(want) = &flags.measure {
-            if measure.as_deref() != Some(want.as_str()) {
-                skip(format!("measurement profile {measure:?}, not {want}"));
-                continue;
-            }
-        }
-        if m.status != RunStatus::Complete {
-            skip(format!("status {:?}", m.status));
-            continue;
-        }
-        if m.provenance.git_dirty && !flags.include_dirty {
-            skip("made from a tree with uncommitted changes (--include-dirty studies it)".into());
-            continue;
-        }
-        runs.push((m, r));
-    }
-    if runs.is_empty() {
-        bail!(
-            "no run of `{}` on `{profile}` to study under {}",
-            flags.model,
-            results_dir.display()
-        );
-    }
+    let runs = select_runs(&flags, &results_dir, &profile)?;
     let rules = StudyRules {
         tolerance: flags.tolerance,
         max_threshold: flags.max_threshold,
@@ -166,6 +122,62 @@ pub fn run(flags: Flags) -> Result<()> {
         write_spread(&dir, &s)?;
     }
     Ok(())
+}
+
+/// The runs studied: `--run` as given (each of the profile and model, else refused), or every
+/// complete, clean run of them under `results/` (dirty ones with `--include-dirty`), of the
+/// `--measure` profile when one is named.
+fn select_runs(
+    flags: &Flags,
+    results_dir: &Path,
+    profile: &str,
+) -> Result<Vec<(RunManifest, Vec<TargetResult>)>> {
+    let dirs = if flags.runs.is_empty() {
+        run_dirs(results_dir)?
+    } else {
+        flags.runs.clone()
+    };
+    let mut runs: Vec<(RunManifest, Vec<TargetResult>)> = Vec::new();
+    for dir in dirs {
+        let (m, r) = results::load_run(&dir)?;
+        let skip = |why: String| eprintln!("skipped {}: {why}", dir.display());
+        if m.profile != profile || m.settings.model.name != flags.model {
+            if !flags.runs.is_empty() {
+                bail!(
+                    "{}: measured `{}` on `{}`, the study is of `{}` on `{profile}`",
+                    dir.display(),
+                    m.settings.model.name,
+                    m.profile,
+                    flags.model
+                );
+            }
+            continue;
+        }
+        let measure = m.plan.as_ref().map(|p| p.measure.name().to_string());
+        if let Some(want) = &flags.measure {
+            if measure.as_deref() != Some(want.as_str()) {
+                skip(format!("measurement profile {measure:?}, not {want}"));
+                continue;
+            }
+        }
+        if m.status != RunStatus::Complete {
+            skip(format!("status {:?}", m.status));
+            continue;
+        }
+        if m.provenance.git_dirty && !flags.include_dirty {
+            skip("made from a tree with uncommitted changes (--include-dirty studies it)".into());
+            continue;
+        }
+        runs.push((m, r));
+    }
+    if runs.is_empty() {
+        bail!(
+            "no run of `{}` on `{profile}` to study under {}",
+            flags.model,
+            results_dir.display()
+        );
+    }
+    Ok(runs)
 }
 
 fn write_spread(dir: &Path, s: &study::Study) -> Result<()> {

@@ -27,51 +27,9 @@ fn s1_decode<'a>(s: &'a Study, target: &'a str) -> impl Iterator<Item = &'a Stud
     })
 }
 
-pub fn markdown(s: &Study) -> String {
-    let mut out = format!("# Gate study: `{}`, `{}`\n\n", s.profile, s.model);
-    let plain = s.runs.iter().filter(|r| r.slowdown.is_none()).count();
-    let mut days: Vec<&str> = s
-        .runs
-        .iter()
-        .map(|r| &r.started_at[..10.min(r.started_at.len())])
-        .collect();
-    days.sort();
-    days.dedup();
-    let _ = writeln!(
-        out,
-        "{plain} runs of an unchanged build and {} with an injected slowdown, over {} day{}. Judged by `check`'s rules: tolerance {}, a number judged only where its alarm threshold is at most {}; synthetic A/B = each unchanged candidate's number slowed by {} (throughput ÷ {:.2}, latency × {:.2}); real A/B = runs made with `bench --slowdown`. Every pair of runs is one trial, its threshold from the spread of the *other* runs ({} or more of them). Definitions: `lab_results::gate` (README, \"The gate\").\n",
-        s.runs.len() - plain,
-        days.len(),
-        if days.len() == 1 { "" } else { "s" },
-        pct(s.tolerance),
-        pct(s.max_threshold),
-        pct(s.slowdown),
-        1.0 + s.slowdown,
-        1.0 + s.slowdown,
-        s.min_runs,
-    );
-    let t = &s.totals;
-    let _ = writeln!(out, "## What the gate said on these runs\n");
-    let _ = writeln!(
-        out,
-        "- A/A (false alarms): {} judged comparisons flagged; {} not judged (threshold beyond {}).",
-        rate(t.aa_flagged, t.aa_judged),
-        t.aa_unjudged,
-        pct(s.max_threshold)
-    );
-    let _ = writeln!(
-        out,
-        "- A/B, synthetic {} slowdown (detection): {} detected; {} not judged.",
-        pct(s.slowdown),
-        rate(t.ab_detected, t.ab_judged),
-        t.ab_unjudged
-    );
-    let _ = writeln!(
-        out,
-        "- A/B, real `--slowdown` runs: {} detected; {} not judged.\n",
-        rate(t.real_ab_detected, t.real_ab_judged),
-        t.real_ab_unjudged
-    );
+/// The per-target table: trials, and S1 decode tok/s's spread, thresholds and runs needed.
+fn per_target(s: &Study) -> String {
+    let mut out = String::new();
     let _ = writeln!(out, "## Per target\n");
     let _ = writeln!(out, "S1 decode tok/s columns are medians over its prompts; A/A, A/B over every gated number of the target.\n");
     let _ = writeln!(out, "| target | A/A flagged | A/B detected | real A/B detected | S1 decode between-run CV (raw / per GB/s) | form | alarm, 1 run a side | detectable at 95 % power | runs a side to judge at {} |", pct(s.max_threshold));
@@ -117,6 +75,55 @@ pub fn markdown(s: &Study) -> String {
             detect.map_or("–".into(), pct),
         );
     }
+    out
+}
+
+pub fn markdown(s: &Study) -> String {
+    let mut out = format!("# Gate study: `{}`, `{}`\n\n", s.profile, s.model);
+    let plain = s.runs.iter().filter(|r| r.slowdown.is_none()).count();
+    let mut days: Vec<&str> = s
+        .runs
+        .iter()
+        .map(|r| &r.started_at[..10.min(r.started_at.len())])
+        .collect();
+    days.sort();
+    days.dedup();
+    let _ = writeln!(
+        out,
+        "{plain} runs of an unchanged build and {} with an injected slowdown, over {} day{}. Judged by `check`'s rules: tolerance {}, a number judged only where its alarm threshold is at most {}; synthetic A/B = each unchanged candidate's number slowed by {} (throughput ÷ {:.2}, latency × {:.2}); real A/B = runs made with `bench --slowdown`. Every pair of runs is one trial, its threshold from the spread of the *other* runs ({} or more of them). Definitions: `lab_results::gate` (README, \"The gate\").\n",
+        s.runs.len() - plain,
+        days.len(),
+        if days.len() == 1 { "" } else { "s" },
+        pct(s.tolerance),
+        pct(s.max_threshold),
+        pct(s.slowdown),
+        1.0 + s.slowdown,
+        1.0 + s.slowdown,
+        s.min_runs,
+    );
+    let t = &s.totals;
+    let _ = writeln!(out, "## What the gate said on these runs\n");
+    let _ = writeln!(
+        out,
+        "- A/A (false alarms): {} judged comparisons flagged; {} not judged (threshold beyond {}).",
+        rate(t.aa_flagged, t.aa_judged),
+        t.aa_unjudged,
+        pct(s.max_threshold)
+    );
+    let _ = writeln!(
+        out,
+        "- A/B, synthetic {} slowdown (detection): {} detected; {} not judged.",
+        pct(s.slowdown),
+        rate(t.ab_detected, t.ab_judged),
+        t.ab_unjudged
+    );
+    let _ = writeln!(
+        out,
+        "- A/B, real `--slowdown` runs: {} detected; {} not judged.\n",
+        rate(t.real_ab_detected, t.real_ab_judged),
+        t.real_ab_unjudged
+    );
+    out.push_str(&per_target(s));
     let _ = writeln!(out, "\n## Runs\n");
     let _ = writeln!(
         out,
