@@ -129,6 +129,8 @@ pub fn scenario_requests(
         .load
         .clone()
         .unwrap_or_else(|| plan.spec.measure.load_settings());
+    // Whether a timed scenario ran before in the engine's process (see `Profile::warms_up_once`).
+    let mut warm = false;
     for s in &catalog::select_scenarios(&plan.spec.scenarios)? {
         let parts = match s.source {
             PromptSource::Ops => {
@@ -139,7 +141,14 @@ pub fn scenario_requests(
                 out.push(lora_request(plan, s, file, generation(plan, 1))?);
                 continue;
             }
-            PromptSource::Passage(file) => passage_parts(plan, s, file, &load, &chosen)?,
+            PromptSource::Passage(file) => {
+                let mut parts = passage_parts(plan, s, file, &load, &chosen)?;
+                if warm && plan.spec.measure.warms_up_once() {
+                    parts.2 = 0;
+                }
+                warm = true;
+                parts
+            }
             PromptSource::ReferenceGreedy | PromptSource::ReferenceTeacherForced => {
                 match reference_parts(plan, s, &mut reference)? {
                     Some(parts) => parts,

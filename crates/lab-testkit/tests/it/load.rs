@@ -167,6 +167,47 @@ fn a_prompt_longer_than_the_context_is_refused_before_any_engine_starts() {
     assert!(!p.run_dir.exists());
 }
 
+/// `budget` warms an engine process up once: S1's prompts get the profile's warm-up, the
+/// timed scenarios after it in the same process none; `standard` warms every scenario up (a
+/// load level with at most one untimed batch); correctness scenarios never.
+#[test]
+fn budget_warms_up_the_first_timed_scenario_only() {
+    use lab_results::measure::Profile;
+    let mut p = plan(
+        "warm-once",
+        vec![mock(Dtype::F32, "ok")],
+        Duration::from_secs(60),
+    );
+    p.spec.scenarios = testkit::ids(&["s1", "s2", "s3", "s5", "ref-greedy"]);
+    p.spec.load = Some(testkit::load::small_load());
+    let warmups = |p: &lab_harness::BenchPlan| -> Vec<(String, u32)> {
+        let (requests, _) = lab_harness::scenario_requests(p).unwrap();
+        requests
+            .iter()
+            .map(|r| (r.id.clone(), r.warmup_iterations))
+            .collect()
+    };
+    let pairs = |v: &[(&str, u32)]| -> Vec<(String, u32)> {
+        v.iter().map(|(s, n)| (s.to_string(), *n)).collect()
+    };
+    p.spec.measure = Profile::Budget;
+    p.spec.warmup_iterations = 1;
+    assert_eq!(
+        warmups(&p),
+        pairs(&[("s1", 1), ("s2", 0), ("s3", 0), ("s5", 0), ("ref-greedy", 0)])
+    );
+    // Without S1 the first timed scenario is the one warmed up.
+    p.spec.scenarios = testkit::ids(&["s5", "s2"]);
+    assert_eq!(warmups(&p), pairs(&[("s2", 1), ("s5", 0)]));
+    p.spec.scenarios = testkit::ids(&["s1", "s2", "s3", "s5", "ref-greedy"]);
+    p.spec.measure = Profile::Standard;
+    p.spec.warmup_iterations = 2;
+    assert_eq!(
+        warmups(&p),
+        pairs(&[("s1", 2), ("s2", 1), ("s3", 1), ("s5", 2), ("ref-greedy", 0)])
+    );
+}
+
 /// The analyses through the whole harness: `kv-on`/`kv-off` and `sampling` run by the mock
 /// engine (a step-wise engine: the kit recomputes the prefix without the cache), their tables in
 /// `report.md` and `index.html`; a top-k above the model's vocabulary is refused before any
