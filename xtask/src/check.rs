@@ -311,7 +311,7 @@ impl Summary {
             ),
         }
         if let Some(plan) = &manifest.plan {
-            println!("measured with the `{}` profile", plan.measure.name());
+            println!("{}", profile_line(plan.measure));
         }
         // One line per target: verdict counts and the change it can detect on S1 decode.
         let mut targets: Vec<&str> = Vec::new();
@@ -377,6 +377,21 @@ impl Summary {
 }
 
 /// The median over prompts of the detectable S1 decode change a target's findings state.
+/// The measurement profile, and what a small one means for the verdicts.
+fn profile_line(measure: lab_results::measure::Profile) -> String {
+    use lab_results::measure::Profile;
+    let first_look = matches!(measure, Profile::Quick | Profile::Budget);
+    format!(
+        "measured with the `{}` profile{}",
+        measure.name(),
+        if first_look {
+            " — a first look: its numbers are judged only where this machine's spread allows; publish and gate from `standard` with --repeat"
+        } else {
+            ""
+        }
+    )
+}
+
 fn detectable_decode(findings: &[&Finding]) -> Option<String> {
     let mut d: Vec<f64> = findings
         .iter()

@@ -351,7 +351,7 @@ mod tests {
         // A failure after the first result is the case's error; what ran before is kept.
         let mlp = &r.ops[4];
         assert_eq!(mlp.error.as_deref(), Some("device lost"));
-        assert_eq!(mlp.checksum.map(|c| c.sum), Some(1.0));
+        assert_eq!(mlp.checksum.as_ref().map(|c| c.sum), Some(1.0));
         assert!(mlp.unsupported.is_none() && mlp.host_ns.is_empty());
     }
 

@@ -84,22 +84,26 @@ pub fn bench_with(
                 progress: &progress,
                 sampling,
             };
-            let before = plan
-                .probe
-                .as_deref()
-                .and_then(|b| crate::probe::probe_bandwidth(b, plan.spec.threads));
+            let probe = |b: &std::path::Path| crate::probe::probe(b, plan.spec.threads);
+            let before = plan.probe.as_deref().map(probe).unwrap_or_default();
+            let ticks_before = crate::probe::cpu_ticks();
             let finished = run_target(&ctx, t, interrupted)?;
+            let ticks_after = crate::probe::cpu_ticks();
             let after = plan
                 .probe
                 .as_deref()
                 .filter(|_| matches!(finished, TargetRun::Finished(..)))
-                .and_then(|b| crate::probe::probe_bandwidth(b, plan.spec.threads));
+                .map(probe)
+                .unwrap_or_default();
             match finished {
                 TargetRun::Finished(outcome, mut result) => {
                     if let Some(r) = result.as_deref_mut().filter(|_| plan.probe.is_some()) {
                         r.probe = Some(lab_results::provenance::Probe {
-                            read_bandwidth_before_gb_per_s: before,
-                            read_bandwidth_after_gb_per_s: after,
+                            read_bandwidth_before_gb_per_s: before.read_bandwidth_gb_per_s,
+                            read_bandwidth_after_gb_per_s: after.read_bandwidth_gb_per_s,
+                            gemm_before_gflop_per_s: before.gemm_gflop_per_s,
+                            gemm_after_gflop_per_s: after.gemm_gflop_per_s,
+                            cpu_steal_share: crate::probe::steal_share(ticks_before, ticks_after),
                         });
                     }
                     let current = (outcome.target.clone(), outcome.repetition);

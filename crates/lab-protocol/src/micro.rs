@@ -310,38 +310,67 @@ pub struct Micro {
     pub seed: u64,
 }
 
+/// How many of an output's elements [`OpChecksum`] keeps, evenly strided.
+pub const SAMPLE_ELEMENTS: usize = 64;
+
 /// A sum of an op's output (f64, over every element of its result, in the case's dtype read
-/// back as f32), so frameworks can be checked against each other.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// back as f32) and a strided sample of its elements, so frameworks can be checked against each
+/// other: the sums catch wrong values, the sample a permuted or transposed output (same sums).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpChecksum {
     pub sum: f64,
     pub sum_abs: f64,
     pub elements: u64,
+    /// The elements at [`sample_indices`] of the flattened output (row-major), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sample: Vec<f32>,
+}
+
+/// The indices [`OpChecksum`] samples from an output of `n` elements: `k·n / m` for
+/// `k < m = min(n, SAMPLE_ELEMENTS)` (every element of a small output).
+pub fn sample_indices(n: usize) -> impl Iterator<Item = usize> {
+    let m = n.min(SAMPLE_ELEMENTS);
+    (0..m).map(move |k| k * n / m)
 }
 
 impl OpChecksum {
     pub fn of(values: impl IntoIterator<Item = f32>) -> OpChecksum {
-        let (mut sum, mut sum_abs, mut elements) = (0f64, 0f64, 0u64);
-        for v in values {
+        let values: Vec<f32> = values.into_iter().collect();
+        let (mut sum, mut sum_abs) = (0f64, 0f64);
+        for &v in &values {
             sum += v as f64;
             sum_abs += (v as f64).abs();
-            elements += 1;
         }
         OpChecksum {
             sum,
             sum_abs,
-            elements,
+            elements: values.len() as u64,
+            sample: sample_indices(values.len()).map(|i| values[i]).collect(),
         }
     }
 
     /// Whether two frameworks computed the same thing: the same element count, `sum_abs`
-    /// within `rel`, and `sum` within `rel · sum_abs`.
+    /// within `rel`, `sum` within `rel · sum_abs`, and, where both kept a sample, each sampled
+    /// element within `4 · rel` of the larger of the two values and the mean magnitude.
     pub fn agrees(&self, other: &OpChecksum, rel: f64) -> bool {
         let scale = self.sum_abs.max(other.sum_abs).max(f64::MIN_POSITIVE);
         self.elements == other.elements
             && (self.sum_abs - other.sum_abs).abs() <= rel * scale
             && (self.sum - other.sum).abs() <= rel * scale
+            && self.samples_agree(other, rel)
+    }
+
+    fn samples_agree(&self, other: &OpChecksum, rel: f64) -> bool {
+        if self.sample.is_empty() || other.sample.is_empty() {
+            return true;
+        }
+        let mean_abs = self.sum_abs.max(other.sum_abs) / self.elements.max(1) as f64;
+        self.sample.len() == other.sample.len()
+            && self.sample.iter().zip(&other.sample).all(|(&a, &b)| {
+                let (a, b) = (a as f64, b as f64);
+                (a - b).abs() <= 4.0 * rel * a.abs().max(b.abs()).max(mean_abs)
+            })
     }
 }
 
@@ -445,5 +474,29 @@ mod tests {
         assert!(!a.agrees(&OpChecksum::of([1.0, -2.0, 3.0, 0.0]), 1e-3));
         // A sign error keeps the magnitudes but not the sum.
         assert!(!a.agrees(&OpChecksum::of([1.0, 2.0, 3.0]), 1e-3));
+    }
+
+    #[test]
+    fn a_permuted_or_transposed_output_disagrees_though_its_sums_agree() {
+        assert_eq!(sample_indices(3).collect::<Vec<_>>(), [0, 1, 2]);
+        let idx: Vec<usize> = sample_indices(1000).collect();
+        assert_eq!((idx.len(), idx[1], idx[63]), (64, 15, 984));
+        // A 48 x 40 matrix and its transpose: the same sums, different elements.
+        let (r, c) = (48, 40);
+        let m: Vec<f32> = (0..r * c).map(|i| ((i * 37) % 101) as f32 - 50.0).collect();
+        let t: Vec<f32> = (0..r * c).map(|i| m[(i % r) * c + i / r]).collect();
+        let (a, b) = (OpChecksum::of(m.clone()), OpChecksum::of(t));
+        assert_eq!(a.sample.len(), 64);
+        assert!((a.sum - b.sum).abs() < 1e-9 && (a.sum_abs - b.sum_abs).abs() < 1e-9);
+        assert!(!a.agrees(&b, 2e-2));
+        let mut rev = m.clone();
+        rev.reverse();
+        assert!(!a.agrees(&OpChecksum::of(rev), 2e-2));
+        // Rounding every element by 0.5 % still agrees at the half-precision tolerance.
+        let rounded: Vec<f32> = m.iter().map(|v| v * 1.005).collect();
+        assert!(a.agrees(&OpChecksum::of(rounded), 2e-2));
+        // A checksum without a sample (older results) is judged by its sums.
+        let old = OpChecksum { sample: Vec::new(), ..a.clone() };
+        assert!(old.agrees(&b, 2e-2) && b.agrees(&old, 2e-2));
     }
 }

@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use lab_results::gate::rate;
+use lab_results::gate::{rate, CONTROL_TARGET, NORMALISE_GAIN};
 use lab_results::metric::Metric;
 use lab_results::study::{Study, StudyRow};
 
@@ -32,7 +32,7 @@ fn per_target(s: &Study) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "## Per target\n");
     let _ = writeln!(out, "S1 decode tok/s columns are medians over its prompts; A/A, A/B over every gated number of the target.\n");
-    let _ = writeln!(out, "| target | A/A flagged | A/B detected | real A/B detected | S1 decode between-run CV (raw / per GB/s) | form | alarm, 1 run a side | detectable at 95 % power | runs a side to judge at {} |", pct(s.max_threshold));
+    let _ = writeln!(out, "| target | A/A flagged | A/B detected | real A/B detected | S1 decode between-run CV (raw / per GB/s / ÷ control) | form | alarm, 1 run a side | detectable at 95 % power | runs a side to judge at {} |", pct(s.max_threshold));
     let _ = writeln!(out, "|---|---|---|---|---|---|---:|---:|---:|");
     for (target, tr) in &s.per_target {
         let rows: Vec<&StudyRow> = s1_decode(s, target).collect();
@@ -42,6 +42,7 @@ fn per_target(s: &Study) -> String {
                 .filter_map(|r| r.spread.cv_per_bandwidth)
                 .collect(),
         );
+        let cv_ctl = median(rows.iter().filter_map(|r| r.spread.cv_per_control).collect());
         let alarm = median(rows.iter().map(|r| r.alarm).collect());
         let detect = median(rows.iter().map(|r| r.detectable).collect());
         let needs = rows
@@ -60,12 +61,13 @@ fn per_target(s: &Study) -> String {
         };
         let _ = writeln!(
             out,
-            "| {target} | {} | {} | {} | {} / {} | {} | {} | {} | {needs} |",
+            "| {target} | {} | {} | {} | {} / {} / {} | {} | {} | {} | {needs} |",
             rate(tr.aa_flagged, tr.aa_judged),
             rate(tr.ab_detected, tr.ab_judged),
             rate(tr.real_ab_detected, tr.real_ab_judged),
             cv_raw.map_or("–".into(), pct),
             cv_bw.map_or("–".into(), pct),
+            cv_ctl.map_or("–".into(), pct),
             if forms.is_empty() {
                 "–".into()
             } else {
@@ -76,6 +78,30 @@ fn per_target(s: &Study) -> String {
         );
     }
     out
+}
+
+/// What dividing by the in-run control did to the spread, over every number that has both.
+fn control_line(s: &Study) -> String {
+    let pairs: Vec<(f64, f64)> = s
+        .rows
+        .iter()
+        .filter_map(|r| Some((r.spread.cv_raw, r.spread.cv_per_control?)))
+        .collect();
+    if pairs.is_empty() {
+        return format!("- In-run control (`{CONTROL_TARGET}` in the same run): not measured in enough of these runs.\n");
+    }
+    let lower = pairs
+        .iter()
+        .filter(|(raw, c)| *c < raw * (1.0 - NORMALISE_GAIN))
+        .count();
+    format!(
+        "- In-run control (each number ÷ `{CONTROL_TARGET}`'s same number in the same run; reported, not judged): median CV {} raw, {} ÷ control, over {} numbers; lower by {} or more for {}.\n",
+        pct(median(pairs.iter().map(|p| p.0).collect()).unwrap_or(0.0)),
+        pct(median(pairs.iter().map(|p| p.1).collect()).unwrap_or(0.0)),
+        pairs.len(),
+        pct(NORMALISE_GAIN),
+        rate(lower, pairs.len()),
+    )
 }
 
 pub fn markdown(s: &Study) -> String {
@@ -105,35 +131,39 @@ pub fn markdown(s: &Study) -> String {
     let _ = writeln!(out, "## What the gate said on these runs\n");
     let _ = writeln!(
         out,
-        "- A/A (false alarms): {} judged comparisons flagged; {} not judged (threshold beyond {}).",
+        "- A/A (false alarms), judged comparisons flagged: {}; {} not judged (threshold beyond {}); {} pairs without evidence (fewer than {} other unchanged runs).",
         rate(t.aa_flagged, t.aa_judged),
         t.aa_unjudged,
-        pct(s.max_threshold)
+        pct(s.max_threshold),
+        t.aa_no_evidence,
+        s.min_runs
     );
     let _ = writeln!(
         out,
-        "- A/B, synthetic {} slowdown (detection): {} detected; {} not judged.",
+        "- A/B, synthetic {} slowdown (detection), judged comparisons detected: {}; {} not judged.",
         pct(s.slowdown),
         rate(t.ab_detected, t.ab_judged),
         t.ab_unjudged
     );
     let _ = writeln!(
         out,
-        "- A/B, real `--slowdown` runs: {} detected; {} not judged.\n",
+        "- A/B, real `--slowdown` runs, judged comparisons detected: {}; {} not judged.",
         rate(t.real_ab_detected, t.real_ab_judged),
         t.real_ab_unjudged
     );
+    out.push_str(&control_line(s));
+    out.push('\n');
     out.push_str(&per_target(s));
     let _ = writeln!(out, "\n## Runs\n");
     let _ = writeln!(
         out,
-        "| run | started | measure | runtime | tree | read bandwidth GB/s | slowdown |"
+        "| run | started | measure | runtime | tree | read bandwidth GB/s | f32 GEMM GFLOP/s | most CPU stolen while a target ran | slowdown |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---:|---:|");
+    let _ = writeln!(out, "|---|---|---|---|---|---:|---:|---:|---:|");
     for r in &s.runs {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.run_id,
             r.started_at,
             r.measure,
@@ -141,19 +171,22 @@ pub fn markdown(s: &Study) -> String {
             if r.git_dirty { "dirty" } else { "clean" },
             r.read_bandwidth_gb_per_s
                 .map_or("–".into(), |b| format!("{b:.1}")),
+            r.gemm_gflop_per_s
+                .map_or("–".into(), |g| format!("{g:.1}")),
+            r.max_cpu_steal_share.map_or("–".into(), pct),
             r.slowdown.map_or("–".into(), pct),
         );
     }
     let _ = writeln!(out, "\n## Every number\n");
-    let _ = writeln!(out, "| target | scenario | prompt | metric | runs | days | CV raw | CV per GB/s | form | alarm | detectable | A/A flagged | A/B detected |");
+    let _ = writeln!(out, "| target | scenario | prompt | metric | runs | days | CV raw | CV per GB/s | CV ÷ control | form | alarm | detectable | A/A flagged | A/B detected |");
     let _ = writeln!(
         out,
-        "|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---|---|"
+        "|---|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|---|"
     );
     for r in &s.rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.target,
             r.scenario,
             r.prompt,
@@ -162,6 +195,7 @@ pub fn markdown(s: &Study) -> String {
             r.spread.sessions,
             pct(r.spread.cv_raw),
             r.spread.cv_per_bandwidth.map_or("–".into(), pct),
+            r.spread.cv_per_control.map_or("–".into(), pct),
             r.spread.form.name(),
             pct(r.alarm),
             pct(r.detectable),

@@ -62,6 +62,11 @@ pub struct MetricsBaseline {
     /// baselines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_bandwidth_gb_per_s: Option<f64>,
+    /// What defined the numbers besides the engine ([`crate::scenario::settings_of`]: prompts,
+    /// tokens, warm-ups, requests per level; absent in older baselines): a run measured with
+    /// other settings is not judged against them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<String>,
     /// prompt -> metric -> median (the mean of the run medians for several runs).
     pub medians: BTreeMap<String, BTreeMap<String, f64>>,
     /// prompt -> metric -> 95 % interval of that value (absent in older baselines).
@@ -446,6 +451,14 @@ pub fn compare(
                 }
             };
             let runtime_note = runtime_note(&base, runs[0]);
+            if let Some(why) = settings_differ(&base, runs[0], &sc.id) {
+                for pr in &sc.prompts {
+                    for metric in Metric::CHECKED {
+                        findings.push(f(&pr.prompt, metric.name(), Verdict::CannotJudge, why.clone()));
+                    }
+                }
+                continue;
+            }
             for pr in &sc.prompts {
                 for metric in Metric::CHECKED {
                     let Some(want) = base
@@ -742,9 +755,25 @@ fn metrics_baseline(runs: &[&TargetResult], scenario: &str) -> MetricsBaseline {
         runs: Some(runs.len()),
         runtime: first.runtime.as_ref().map(|r| r.kind.to_string()),
         read_bandwidth_gb_per_s: first.read_bandwidth_gb_per_s(),
+        settings: scenario_settings(first, scenario),
         medians,
         intervals,
     }
+}
+
+/// [`crate::scenario::settings_of`] of `scenario` as `r` ran it.
+fn scenario_settings(r: &TargetResult, scenario: &str) -> Option<String> {
+    let s = r.report.scenarios.iter().find(|s| s.id == scenario)?;
+    crate::scenario::settings_of(s)
+}
+
+/// Says when the baseline was measured with other settings than the run's scenario.
+fn settings_differ(base: &MetricsBaseline, run: &TargetResult, scenario: &str) -> Option<String> {
+    let then = base.settings.as_deref()?;
+    let now = scenario_settings(run, scenario)?;
+    (then != now).then(|| {
+        format!("cannot judge: the baseline was measured with other settings ({then}), this run with {now}; accept a baseline of these settings")
+    })
 }
 
 /// The weights file a target reads (`candle:gguf-q8_0` -> `model-q8_0.gguf`): what its baseline
@@ -935,6 +964,44 @@ mod tests {
         assert_eq!(b.medians["p10"]["decode_tok_per_s"], 20.0);
         assert_eq!(b.intervals["p10"]["decode_tok_per_s"], [20.0, 25.0]);
         assert_eq!(b.read_bandwidth_gb_per_s, Some(20.0));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_run_with_other_scenario_settings_is_not_judged_against_the_baseline() {
+        let (_, mut r) = fixture();
+        let dir = std::env::temp_dir().join(format!("lab-baseline-set-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        accept(&r, &dir, Some("budget")).unwrap();
+        let b: MetricsBaseline = read_json(&dir.join("mock.hf-f32.s1.metrics.json")).unwrap();
+        let settings = b.settings.clone().unwrap();
+        assert!(settings.contains("warm-up"), "{settings}");
+        let about = |findings: &[Finding]| {
+            findings
+                .iter()
+                .filter(|f| f.scenario == "s1" && f.detail.contains("other settings"))
+                .count()
+        };
+        let same = check(&r, &dir, CheckOptions::default()).unwrap();
+        assert_eq!(about(&same), 0);
+        // One warm-up fewer before a prompt: every S1 number is "cannot judge", none fails.
+        let s1 = r[0].report.scenarios.iter_mut().find(|s| s.id == "s1").unwrap();
+        s1.prompts[0].warmup_iterations += 1;
+        let other = check(&r, &dir, CheckOptions::default()).unwrap();
+        let s1_numbers: Vec<&Finding> = other
+            .iter()
+            .filter(|f| f.scenario == "s1" && f.metric != "token_ids")
+            .collect();
+        assert!(!s1_numbers.is_empty());
+        assert!(s1_numbers
+            .iter()
+            .all(|f| f.verdict == Verdict::CannotJudge && f.detail.contains(&settings)));
+        assert_eq!(about(&other), s1_numbers.len());
+        // An older baseline without settings is compared as before.
+        let mut old = b.clone();
+        old.settings = None;
+        write_json_atomic(&dir.join("mock.hf-f32.s1.metrics.json"), &old).unwrap();
+        assert_eq!(about(&check(&r, &dir, CheckOptions::default()).unwrap()), 0);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -20,6 +20,10 @@
 //! - **normalised form** of a number: a throughput ÷ (a latency ×) the read bandwidth measured in
 //!   the same run, GB/s; the gate judges it instead of the raw number where the study found its σ
 //!   lower by at least [`NORMALISE_GAIN`], and says which form each verdict used.
+//! - **in-run control**: a number ÷ the same number of [`CONTROL_TARGET`] in the same run. The
+//!   study reports its CV (`cv_per_control`) beside the others; the gate does not judge it: on
+//!   the dev VM it did not lower the spread (the noise is not shared by engines measured minutes
+//!   apart; `results/gate-study-budget-20261207`, README "The gate").
 
 use std::collections::BTreeMap;
 
@@ -41,6 +45,8 @@ pub const MIN_RUNS: usize = 5;
 /// The normalised form is used where it lowers σ by at least this share (a lower estimate
 /// from the same few runs is otherwise as likely luck as signal).
 pub const NORMALISE_GAIN: f64 = 0.10;
+/// The in-run control the study tries: the speed reference, in every default run.
+pub const CONTROL_TARGET: &str = "llamacpp:gguf-q4_1";
 /// The slowdown the study's A/B trials inject (each step 10 % longer).
 pub const DEFAULT_SLOWDOWN: f64 = 0.10;
 
@@ -94,6 +100,10 @@ pub struct SpreadEntry {
     pub cv_raw: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cv_per_bandwidth: Option<f64>,
+    /// The CV of the number ÷ [`CONTROL_TARGET`]'s same number in the same run, over the runs
+    /// with both (reported, not judged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cv_per_control: Option<f64>,
 }
 
 /// `baselines/<profile>/<model>/spread.json`: what the gate study measured.
@@ -170,6 +180,8 @@ pub struct Point {
     pub session: String,
     pub value: f64,
     pub bandwidth: Option<f64>,
+    /// The same number of [`CONTROL_TARGET`] in the same run (`None` for the control itself).
+    pub control: Option<f64>,
     /// The slowdown the run injected (0 for an unchanged build).
     pub slowdown: f64,
 }
@@ -205,6 +217,10 @@ pub fn spread_of(points: &[Point], higher_is_better: bool, min_runs: usize) -> O
         .filter_map(|p| Form::PerBandwidth.apply(p.value, higher_is_better, p.bandwidth))
         .collect();
     let cv_per_bandwidth = cv_of(&norm, min_runs);
+    let per_control: Vec<f64> = plain
+        .iter()
+        .filter_map(|p| Some(p.value / p.control.filter(|c| *c > 0.0)?))
+        .collect();
     let raw_same_runs = cv_of(
         &measured.iter().map(|p| p.value).collect::<Vec<_>>(),
         min_runs,
@@ -232,6 +248,7 @@ pub fn spread_of(points: &[Point], higher_is_better: bool, min_runs: usize) -> O
         },
         cv_raw,
         cv_per_bandwidth,
+        cv_per_control: cv_of(&per_control, min_runs),
     })
 }
 
@@ -244,6 +261,9 @@ pub struct Trials {
     pub aa_flagged: usize,
     /// Pairs whose threshold was beyond `max_threshold` ("cannot judge").
     pub aa_unjudged: usize,
+    /// Pairs left without evidence: fewer than `min_runs` *other* unchanged runs.
+    #[serde(default)]
+    pub aa_no_evidence: usize,
     /// A/B with the slowdown applied to the candidate's value (the slowdown's exact effect on
     /// a step-bound number: throughput ÷ (1 + s), latency × (1 + s)).
     pub ab_judged: usize,
@@ -260,6 +280,7 @@ impl Trials {
         self.aa_judged += o.aa_judged;
         self.aa_flagged += o.aa_flagged;
         self.aa_unjudged += o.aa_unjudged;
+        self.aa_no_evidence += o.aa_no_evidence;
         self.ab_judged += o.ab_judged;
         self.ab_detected += o.ab_detected;
         self.ab_unjudged += o.ab_unjudged;
@@ -333,6 +354,7 @@ pub fn trials(points: &[Point], higher_is_better: bool, rules: &StudyRules) -> T
                 continue;
             }
             let Some(ev) = spread_of(&others_for(&[i, j]), higher_is_better, rules.min_runs) else {
+                t.aa_no_evidence += 1;
                 continue;
             };
             match judge(base, cand, &ev, higher_is_better, rules) {
@@ -413,6 +435,7 @@ mod tests {
                 session: format!("2026-11-{:02}", 20 + i / 2),
                 value: *v,
                 bandwidth: Some(*b),
+                control: Some(2.0 * v),
                 slowdown: 0.0,
             })
             .collect()
@@ -443,6 +466,15 @@ mod tests {
         assert_eq!(s.form, Form::PerBandwidth);
         assert!(s.cv < 1e-9 && s.cv_raw > 0.1, "{s:?}");
         assert_eq!((s.runs, s.sessions), (4, 2));
+        // A control that moves with the value: its ratio does not move (reported, not judged).
+        assert!(s.cv_per_control.unwrap() < 1e-9);
+        let mut own = p.clone();
+        own.iter_mut().for_each(|q| q.control = Some(50.0));
+        let s = spread_of(&own, true, 3).unwrap();
+        assert!((s.cv_per_control.unwrap() - s.cv_raw).abs() < 1e-9);
+        own[0].control = None;
+        own[1].control = None;
+        assert_eq!(spread_of(&own, true, 3).unwrap().cv_per_control, None);
         // Bandwidth unrelated to the value: raw stays.
         let p = pts(&[100.0, 101.0, 99.0, 100.5], &[10.0, 14.0, 8.0, 12.0]);
         assert_eq!(spread_of(&p, true, 3).unwrap().form, Form::Raw);
@@ -491,6 +523,7 @@ mod tests {
             session: "2026-11-30".into(),
             value: 90.0,
             bandwidth: Some(10.0),
+            control: None,
             slowdown: 0.1,
         });
         let t = trials(&with_slow, true, &three);

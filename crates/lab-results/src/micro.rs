@@ -222,13 +222,13 @@ pub fn table(results: &[TargetResult]) -> Vec<OpRow> {
             .cells
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| Some((i, c.checksum?)))
+            .filter_map(|(i, c)| Some((i, c.checksum.clone()?)))
             .collect();
         for (i, c) in row.cells.iter_mut().enumerate() {
             c.vs_fastest = c.host_us.as_ref().map(|s| s.median / fastest);
             // Agreeing with at least half of the others: one framework's outlier does not mark
             // the ones that agree with each other (two that disagree are both marked).
-            if let Some(mine) = c.checksum {
+            if let Some(mine) = &c.checksum {
                 let others: Vec<_> = sums.iter().filter(|(j, _)| *j != i).collect();
                 let agreeing = others.iter().filter(|(_, o)| mine.agrees(o, tol)).count();
                 c.agrees = (!others.is_empty()).then_some(2 * agreeing >= others.len());
@@ -268,7 +268,7 @@ fn cell(
         return c;
     };
     c.note = o.note.clone();
-    c.checksum = o.checksum;
+    c.checksum = o.checksum.clone();
     // Only the first line: some frameworks append a backtrace to their message.
     let line = |s: &str| s.lines().next().unwrap_or_default().trim().to_string();
     if let Some(why) = &o.unsupported {
@@ -413,6 +413,7 @@ mod tests {
                         sum,
                         sum_abs: 100.0,
                         elements: 64,
+                        sample: Vec::new(),
                     }),
                     note: None,
                     unsupported: None,

@@ -30,13 +30,23 @@ pub struct Provenance {
     pub gpu_clocks: Option<String>,
 }
 
-/// The machine measured right around one engine run (the drift control): read bandwidth just
-/// before the engine started and just after it ended, with the run's threads (`native-membw`).
+/// The machine measured right around one engine run (the drift probes): read bandwidth and an
+/// f32 GEMM's speed just before the engine started and just after it ended, with the run's
+/// threads (`native-membw`), and the share of CPU time the hypervisor took meanwhile.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Probe {
     pub read_bandwidth_before_gb_per_s: Option<f64>,
     pub read_bandwidth_after_gb_per_s: Option<f64>,
+    /// f32 GEMM (256³) GFLOP/s before and after (absent in older runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gemm_before_gflop_per_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gemm_after_gflop_per_s: Option<f64>,
+    /// Steal time ÷ all CPU time of the machine (`/proc/stat`) while the engine ran: the share
+    /// the hypervisor gave to other guests; absent where not readable and in older runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_steal_share: Option<f64>,
 }
 
 impl Probe {
@@ -46,6 +56,14 @@ impl Probe {
             self.read_bandwidth_before_gb_per_s,
             self.read_bandwidth_after_gb_per_s,
         ) {
+            (Some(a), Some(b)) => Some((a + b) / 2.0),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The mean of the GEMM speeds measured around the engine, if any.
+    pub fn gemm_gflop_per_s(&self) -> Option<f64> {
+        match (self.gemm_before_gflop_per_s, self.gemm_after_gflop_per_s) {
             (Some(a), Some(b)) => Some((a + b) / 2.0),
             (a, b) => a.or(b),
         }

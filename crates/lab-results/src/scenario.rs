@@ -4,6 +4,42 @@
 
 use std::fmt;
 
+use lab_protocol::ScenarioReport;
+
+/// What, besides the engine, defines a scenario's numbers, as the engine's report shows it: per
+/// prompt its tokens, the tokens generated and the warm-ups before it; per load level (S2 batch,
+/// S3 concurrency) the requests served and the tokens each generated. A baseline records it, and
+/// a run measured otherwise is not compared with it. (An S2 level's untimed warm-up batch is not
+/// in the report.) `None` for a scenario that measured nothing.
+pub fn settings_of(s: &ScenarioReport) -> Option<String> {
+    let mut parts: Vec<String> = s
+        .prompts
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {}+{} tokens, {} warm-up",
+                p.prompt,
+                p.prompt_tokens,
+                p.generated_token_ids.len(),
+                p.warmup_iterations
+            )
+        })
+        .collect();
+    parts.extend(s.points.iter().map(|p| {
+        let new = p.outputs.first().map_or(0, |o| o.token_ids.len());
+        if p.requests.is_empty() {
+            format!("level {}: {new} tokens per sequence", p.level)
+        } else {
+            format!(
+                "level {}: {} requests, {new} tokens each",
+                p.level,
+                p.requests.len()
+            )
+        }
+    }));
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
 /// A scenario the lab runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ScenarioId {

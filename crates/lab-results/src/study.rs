@@ -25,6 +25,12 @@ pub struct StudyRun {
     /// The runtimes its targets ran under (`native`, `podman`, …).
     pub runtime: String,
     pub read_bandwidth_gb_per_s: Option<f64>,
+    /// The mean f32 GEMM speed probed around its targets (absent in runs before that probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gemm_gflop_per_s: Option<f64>,
+    /// The largest share of CPU time the hypervisor took while one of its targets ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cpu_steal_share: Option<f64>,
     pub slowdown: Option<f64>,
 }
 
@@ -90,6 +96,11 @@ impl Study {
     }
 }
 
+fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let v: Vec<f64> = values.collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
 /// The runtimes of a run's targets, as text (`native`, `podman`, `native,podman`).
 fn runtimes(results: &[TargetResult]) -> String {
     let mut kinds: Vec<String> = results
@@ -106,6 +117,28 @@ fn runtimes(results: &[TargetResult]) -> String {
     kinds.join(",")
 }
 
+type Series = BTreeMap<(String, String, String, Metric), Vec<Point>>;
+
+/// Gives every other target's point the same number of [`gate::CONTROL_TARGET`] in its run.
+fn with_control(series: &mut Series) {
+    let mut control: BTreeMap<(String, String, Metric, String), f64> = BTreeMap::new();
+    for ((t, s, p, m), points) in series.iter() {
+        if t == gate::CONTROL_TARGET {
+            for q in points {
+                control.insert((s.clone(), p.clone(), *m, q.run_id.clone()), q.value);
+            }
+        }
+    }
+    for ((t, s, p, m), points) in series.iter_mut() {
+        if t != gate::CONTROL_TARGET {
+            for q in points {
+                let k = (s.clone(), p.clone(), *m, q.run_id.clone());
+                q.control = control.get(&k).copied();
+            }
+        }
+    }
+}
+
 /// The study of `runs` (each a manifest and its results; all of one profile and model, which
 /// the caller selected), judged by `rules`.
 pub fn study(
@@ -115,7 +148,7 @@ pub fn study(
     rules: &StudyRules,
 ) -> Study {
     // (target, scenario, prompt, metric) -> one point per run.
-    let mut series: BTreeMap<(String, String, String, Metric), Vec<Point>> = BTreeMap::new();
+    let mut series: Series = BTreeMap::new();
     for (m, results) in runs {
         let slowdown = m.settings.slowdown.unwrap_or(0.0);
         for (target, group) in by_target(results) {
@@ -136,6 +169,7 @@ pub fn study(
                                 session: m.provenance.started_at.chars().take(10).collect(),
                                 value: o.value,
                                 bandwidth: group[0].read_bandwidth_gb_per_s(),
+                                control: None,
                                 slowdown,
                             });
                     }
@@ -143,6 +177,7 @@ pub fn study(
             }
         }
     }
+    with_control(&mut series);
     let mut rows = Vec::new();
     let mut totals = Trials::default();
     let mut per_target: BTreeMap<String, Trials> = BTreeMap::new();
@@ -187,6 +222,11 @@ pub fn study(
                 git_dirty: m.provenance.git_dirty,
                 runtime: runtimes(results),
                 read_bandwidth_gb_per_s: m.provenance.read_bandwidth_gb_per_s,
+                gemm_gflop_per_s: mean(results.iter().filter_map(|r| r.probe?.gemm_gflop_per_s())),
+                max_cpu_steal_share: results
+                    .iter()
+                    .filter_map(|r| r.probe?.cpu_steal_share)
+                    .reduce(f64::max),
                 slowdown: m.settings.slowdown,
             })
             .collect(),

@@ -136,7 +136,7 @@ pub fn rows(results: &[TargetResult]) -> (Vec<TrainRow>, Vec<TrainMissing>) {
             .map(|g| {
                 (
                     format!("{:05}.{}.{}", g.layer, g.target, g.matrix),
-                    g.checksum,
+                    g.checksum.clone(),
                 )
             })
             .collect();
@@ -187,6 +187,7 @@ mod tests {
                 elements,
                 sum,
                 sum_abs: sum.abs(),
+                sample: Vec::new(),
             },
         )
     }

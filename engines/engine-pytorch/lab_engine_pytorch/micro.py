@@ -158,9 +158,21 @@ def first_line(s):
     return lines[0].strip() if lines else ""
 
 
+SAMPLE_ELEMENTS = 64  # lab_protocol::micro::SAMPLE_ELEMENTS
+
+
 def checksum(values):
-    v = values.astype(np.float64)
-    return {"sum": float(v.sum()), "sum_abs": float(np.abs(v).sum()), "elements": int(v.size)}
+    """lab_protocol::micro::OpChecksum: sums over the output and its elements at `k·n / m`,
+    `k < m = min(n, 64)` of the flattened (row-major) output."""
+    flat = np.asarray(values, dtype=np.float32).reshape(-1)
+    v = flat.astype(np.float64)
+    n = int(v.size)
+    m = min(n, SAMPLE_ELEMENTS)
+    idx = (np.arange(m, dtype=np.int64) * n) // m if m else np.zeros(0, dtype=np.int64)
+    out = {"sum": float(v.sum()), "sum_abs": float(np.abs(v).sum()), "elements": n}
+    if m:
+        out["sample"] = [float(x) for x in flat[idx]]
+    return out
 
 
 def prepare(engine, case, micro):

@@ -336,6 +336,7 @@ fn check_passes_on_itself_and_fails_on_shifted_numbers_and_tokens() {
                             cv,
                             cv_raw: cv,
                             cv_per_bandwidth: None,
+                            cv_per_control: None,
                         },
                     )
                 })
