@@ -183,7 +183,11 @@ pub fn run(flags: Flags) -> Result<()> {
         }
     };
     if let Some(missing) = missing_baseline(&root, &profile, &model.name) {
-        print_findings(&run_dir, &dir, &findings);
+        if flags.table {
+            print_findings(&run_dir, &dir, &findings);
+        } else {
+            print_correctness(&run_dir, &dir, &findings);
+        }
         keep(
             "no baseline".into(),
             CheckOutcome::NoBaseline(missing.clone()),
@@ -526,6 +530,28 @@ fn print_findings(run_dir: &Path, dir: &Path, findings: &[Finding]) {
             "| {} | {} | {} | {} | {:?} | {} |",
             f.target, f.scenario, f.prompt, f.metric, f.verdict, f.detail
         );
+    }
+}
+
+/// Correctness in one line (and a table of what failed): what a run without baselines can
+/// still be judged on.
+fn print_correctness(run_dir: &Path, dir: &Path, findings: &[Finding]) {
+    let failed: Vec<Finding> = findings
+        .iter()
+        .filter(|f| f.verdict.fails())
+        .cloned()
+        .collect();
+    let mut targets: Vec<&str> = findings.iter().map(|f| f.target.as_str()).collect();
+    targets.sort();
+    targets.dedup();
+    println!(
+        "correctness against the model's reference: {} of {} checks passed over {} targets (--table lists them)",
+        findings.len() - failed.len(),
+        findings.len(),
+        targets.len()
+    );
+    if !failed.is_empty() {
+        print_findings(run_dir, dir, &failed);
     }
 }
 
