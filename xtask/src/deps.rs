@@ -18,12 +18,14 @@ fn on_path(tool: &str) -> bool {
 
 /// Whether `docker info` answers (a daemon is running and reachable).
 fn docker_works() -> bool {
-    std::process::Command::new("docker")
-        .arg("info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    paths::shell().is_ok_and(|sh| {
+        cmd!(sh, "docker info")
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run()
+            .is_ok()
+    })
 }
 
 /// bindgen loads `libclang.so` (not `libclang-cpp`, which llvm also ships).

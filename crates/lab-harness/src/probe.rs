@@ -91,7 +91,10 @@ fn measure(bin: &Path, threads: usize) -> Result<String> {
 
 fn measure_bandwidth(bin: &Path, threads: usize) -> Result<(Option<f64>, String)> {
     let text = measure(bin, threads)?;
-    Ok((parse(&text).read_bandwidth_gb_per_s, text.trim().to_string()))
+    Ok((
+        parse(&text).read_bandwidth_gb_per_s,
+        text.trim().to_string(),
+    ))
 }
 
 #[cfg(test)]

@@ -496,7 +496,10 @@ mod tests {
         let rounded: Vec<f32> = m.iter().map(|v| v * 1.005).collect();
         assert!(a.agrees(&OpChecksum::of(rounded), 2e-2));
         // A checksum without a sample (older results) is judged by its sums.
-        let old = OpChecksum { sample: Vec::new(), ..a.clone() };
+        let old = OpChecksum {
+            sample: Vec::new(),
+            ..a.clone()
+        };
         assert!(old.agrees(&b, 2e-2) && b.agrees(&old, 2e-2));
     }
 }

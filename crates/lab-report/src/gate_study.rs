@@ -42,7 +42,11 @@ fn per_target(s: &Study) -> String {
                 .filter_map(|r| r.spread.cv_per_bandwidth)
                 .collect(),
         );
-        let cv_ctl = median(rows.iter().filter_map(|r| r.spread.cv_per_control).collect());
+        let cv_ctl = median(
+            rows.iter()
+                .filter_map(|r| r.spread.cv_per_control)
+                .collect(),
+        );
         let alarm = median(rows.iter().map(|r| r.alarm).collect());
         let detect = median(rows.iter().map(|r| r.detectable).collect());
         let needs = rows
@@ -171,8 +175,7 @@ pub fn markdown(s: &Study) -> String {
             if r.git_dirty { "dirty" } else { "clean" },
             r.read_bandwidth_gb_per_s
                 .map_or("–".into(), |b| format!("{b:.1}")),
-            r.gemm_gflop_per_s
-                .map_or("–".into(), |g| format!("{g:.1}")),
+            r.gemm_gflop_per_s.map_or("–".into(), |g| format!("{g:.1}")),
             r.max_cpu_steal_share.map_or("–".into(), pct),
             r.slowdown.map_or("–".into(), pct),
         );

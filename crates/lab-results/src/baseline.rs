@@ -454,7 +454,12 @@ pub fn compare(
             if let Some(why) = settings_differ(&base, runs[0], &sc.id) {
                 for pr in &sc.prompts {
                     for metric in Metric::CHECKED {
-                        findings.push(f(&pr.prompt, metric.name(), Verdict::CannotJudge, why.clone()));
+                        findings.push(f(
+                            &pr.prompt,
+                            metric.name(),
+                            Verdict::CannotJudge,
+                            why.clone(),
+                        ));
                     }
                 }
                 continue;
@@ -985,7 +990,12 @@ mod tests {
         let same = check(&r, &dir, CheckOptions::default()).unwrap();
         assert_eq!(about(&same), 0);
         // One warm-up fewer before a prompt: every S1 number is "cannot judge", none fails.
-        let s1 = r[0].report.scenarios.iter_mut().find(|s| s.id == "s1").unwrap();
+        let s1 = r[0]
+            .report
+            .scenarios
+            .iter_mut()
+            .find(|s| s.id == "s1")
+            .unwrap();
         s1.prompts[0].warmup_iterations += 1;
         let other = check(&r, &dir, CheckOptions::default()).unwrap();
         let s1_numbers: Vec<&Finding> = other

@@ -67,7 +67,12 @@ pub fn assert_micro(
                     let sums: Vec<_> = row
                         .cells
                         .iter()
-                        .map(|c| (c.target.as_str(), c.checksum.as_ref().map(|k| (k.sum, k.sum_abs, k.elements))))
+                        .map(|c| {
+                            (
+                                c.target.as_str(),
+                                c.checksum.as_ref().map(|k| (k.sum, k.sum_abs, k.elements)),
+                            )
+                        })
                         .collect();
                     panic!("{}: outputs disagree: {sums:?}", row.case.id)
                 }

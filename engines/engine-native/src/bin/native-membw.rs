@@ -53,8 +53,12 @@ fn main() {
 
 /// The best GFLOP/s of `passes` products of two `n`×`n` f32 matrices, and the sum of the result.
 fn gemm(threads: usize, n: usize, passes: usize) -> (f64, f64) {
-    let a: Vec<f32> = (0..n * n).map(|i| ((i * 7) % 13) as f32 / 13.0 - 0.5).collect();
-    let b: Vec<f32> = (0..n * n).map(|i| ((i * 5) % 11) as f32 / 11.0 - 0.5).collect();
+    let a: Vec<f32> = (0..n * n)
+        .map(|i| ((i * 7) % 13) as f32 / 13.0 - 0.5)
+        .collect();
+    let b: Vec<f32> = (0..n * n)
+        .map(|i| ((i * 5) % 11) as f32 / 11.0 - 0.5)
+        .collect();
     let mut c = vec![0f32; n * n];
     let rows = n.div_ceil(threads.max(1));
     let mut best = f64::INFINITY;
