@@ -9,11 +9,13 @@
 //!   every framework's linear layer), `2·m·k·n` FLOPs; bytes `(m·k + n·k + m·n)·element`.
 //! - **softmax** over the last dimension of `[rows, cols]`; **rms_norm** of `[rows, dim]` with a
 //!   weight `[dim]`; **rope** (half-split, HF layout) of `[tokens, heads, head_dim]` at positions
-//!   `0..tokens`: no FLOPs claimed (memory-bound), bytes = input read + output written.
+//!   `0..tokens`: no FLOPs claimed (memory-bound), bytes = input read + output written; its
+//!   output is compared heads-first, `[heads, tokens, head_dim]` (transformers' layout).
 //! - **attention**: scaled dot-product attention of `tokens` queries (`heads` heads) over
 //!   `past + tokens` keys and values (`kv_heads` heads, grouped-query), causal;
 //!   `4·heads·tokens·(past+tokens)·head_dim` FLOPs (the full score matrix, as frameworks compute
-//!   it), bytes = q, k, v read + output written.
+//!   it), bytes = q, k, v read + output written; q, k and v are filled `[positions, heads,
+//!   head_dim]`, the output is compared heads-first, `[heads, tokens, head_dim]`.
 //! - **components** use layer 0 of the real model (its weights, converted to the case's dtype):
 //!   `embedding` (gather `tokens` rows), `attention_block` (RMSNorm → q/k/v → RoPE → attention
 //!   over a `past`-position cache + the new tokens → o → residual), `mlp_block` (RMSNorm →

@@ -16,6 +16,27 @@ fn output(want: bool, v: &[f32]) -> Call {
     }
 }
 
+/// The protocol's output layout of rope and attention, `[heads, tokens, head_dim]` (what
+/// transformers' heads-first tensors flatten to), from the engine's token-major
+/// `[tokens, heads, head_dim]`; only the checked first call pays for it (`want`).
+fn heads_first(want: bool, v: &[f32], heads: usize, head_dim: usize) -> Call {
+    if !want {
+        return output(false, v);
+    }
+    let tokens = v.len() / (heads * head_dim);
+    let mut out = Vec::with_capacity(v.len());
+    for h in 0..heads {
+        for t in 0..tokens {
+            let at = (t * heads + h) * head_dim;
+            out.extend_from_slice(&v[at..at + head_dim]);
+        }
+    }
+    Call {
+        device_ns: None,
+        output: Some(out),
+    }
+}
+
 fn unsupported(why: impl Into<String>) -> OpRefusal {
     OpRefusal::Unsupported(why.into())
 }
@@ -138,7 +159,7 @@ impl OpBench for Model {
                     for (pos, t) in v.chunks_exact_mut(heads * hd).enumerate() {
                         rope(t, hd, pos, &inv_freq, false);
                     }
-                    Ok(output(want, &v))
+                    Ok(heads_first(want, &v, heads, hd))
                 })
             }
             Op::Softmax { .. } => {
@@ -166,7 +187,8 @@ impl OpBench for Model {
                     )));
                 }
                 let (tokens, past) = (tokens as usize, past as usize);
-                let d = c.dim;
+                let (d, hd) = (c.dim, c.head_dim());
+                let heads = heads as usize;
                 self.fill_cache(seed, past + tokens)?;
                 let q = fill(seed, stream::X, tokens * d, 1.0);
                 let mut out = Vec::new();
@@ -183,7 +205,7 @@ impl OpBench for Model {
                             out.extend_from_slice(&self.att[..t * d]);
                         }
                     }
-                    Ok(output(want, &out))
+                    Ok(heads_first(want, &out, heads, hd))
                 })
             }
             Op::Embedding { .. } | Op::AttentionBlock { .. } | Op::MlpBlock { .. } | Op::Layer { .. } => {
