@@ -30,6 +30,14 @@ pub struct Provenance {
     pub gpu_clocks: Option<String>,
 }
 
+/// The mean of a probe before and after an engine, or whichever of the two was measured.
+fn around(before: Option<f64>, after: Option<f64>) -> Option<f64> {
+    match (before, after) {
+        (Some(a), Some(b)) => Some((a + b) / 2.0),
+        (a, b) => a.or(b),
+    }
+}
+
 /// The machine measured right around one engine run (the drift probes): read bandwidth and an
 /// f32 GEMM's speed just before the engine started and just after it ended, with the run's
 /// threads (`native-membw`), and the share of CPU time the hypervisor took meanwhile.
@@ -52,21 +60,15 @@ pub struct Probe {
 impl Probe {
     /// The mean of what was measured around the engine, if anything.
     pub fn read_bandwidth_gb_per_s(&self) -> Option<f64> {
-        match (
+        around(
             self.read_bandwidth_before_gb_per_s,
             self.read_bandwidth_after_gb_per_s,
-        ) {
-            (Some(a), Some(b)) => Some((a + b) / 2.0),
-            (a, b) => a.or(b),
-        }
+        )
     }
 
     /// The mean of the GEMM speeds measured around the engine, if any.
     pub fn gemm_gflop_per_s(&self) -> Option<f64> {
-        match (self.gemm_before_gflop_per_s, self.gemm_after_gflop_per_s) {
-            (Some(a), Some(b)) => Some((a + b) / 2.0),
-            (a, b) => a.or(b),
-        }
+        around(self.gemm_before_gflop_per_s, self.gemm_after_gflop_per_s)
     }
 }
 
