@@ -507,6 +507,18 @@ fn correctness_findings(manifest: &RunManifest, results: &[TargetResult]) -> Res
         );
         return Ok(Vec::new());
     }
+    let scenarios = &manifest.settings.scenarios;
+    if !scenarios
+        .iter()
+        .any(|s| lab_results::scenario::is_correctness_scenario(s))
+    {
+        // Not asked for, so not missing: said, and not a failure.
+        println!(
+            "correctness: not measured in this run (its scenarios: {}); the default scenarios or `--scenario ref` measure it",
+            scenarios.join(", ")
+        );
+        return Ok(Vec::new());
+    }
     let path = correctness::reference_path(&paths::root(), &model.name);
     if !path.exists() {
         bail!(
@@ -536,6 +548,9 @@ fn print_findings(run_dir: &Path, dir: &Path, findings: &[Finding]) {
 /// Correctness in one line (and a table of what failed): what a run without baselines can
 /// still be judged on.
 fn print_correctness(run_dir: &Path, dir: &Path, findings: &[Finding]) {
+    if findings.is_empty() {
+        return;
+    }
     let failed: Vec<Finding> = findings
         .iter()
         .filter(|f| f.verdict.fails())

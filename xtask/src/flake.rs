@@ -15,14 +15,29 @@ fn read(rel: &str) -> String {
 
 /// `nix-instantiate` when installed; without it the test fails if `LAB_REQUIRE_NIX=1` (CI
 /// installs nix-bin and sets it), else it says loudly that it is skipped.
+///
+/// The first evaluation on a machine creates Nix's state directories; several tests doing that
+/// at once race (`creating symlink … gcroots/profiles … File exists`, seen on a fresh machine),
+/// so one evaluation runs first, once, and every test waits for it.
 fn nix_instantiate() -> Option<&'static str> {
-    let sh = paths::shell().unwrap();
-    if xshell::cmd!(sh, "nix-instantiate --version")
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .is_ok()
-    {
+    static READY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let installed = *READY.get_or_init(|| {
+        let sh = paths::shell().unwrap();
+        let found = xshell::cmd!(sh, "nix-instantiate --version")
+            .quiet()
+            .ignore_stderr()
+            .read()
+            .is_ok();
+        if found {
+            // Evaluating anything initialises the state; its own failure shows in the tests.
+            let _ = xshell::cmd!(sh, "nix-instantiate --eval --expr 1")
+                .quiet()
+                .ignore_stderr()
+                .read();
+        }
+        found
+    });
+    if installed {
         return Some("nix-instantiate");
     }
     assert!(

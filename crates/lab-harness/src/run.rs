@@ -98,13 +98,17 @@ pub fn bench_with(
             match finished {
                 TargetRun::Finished(outcome, mut result) => {
                     if let Some(r) = result.as_deref_mut().filter(|_| plan.probe.is_some()) {
+                        let steal = crate::probe::steal_share(ticks_before, ticks_after);
                         r.probe = Some(lab_results::provenance::Probe {
                             read_bandwidth_before_gb_per_s: before.read_bandwidth_gb_per_s,
                             read_bandwidth_after_gb_per_s: after.read_bandwidth_gb_per_s,
                             gemm_before_gflop_per_s: before.gemm_gflop_per_s,
                             gemm_after_gflop_per_s: after.gemm_gflop_per_s,
-                            cpu_steal_share: crate::probe::steal_share(ticks_before, ticks_after),
+                            cpu_steal_share: steal,
                         });
+                        if let Some(note) = lab_results::gate::disturbed_note(steal, "this run's") {
+                            progress.println(&format!("{}: {note}", t.label()));
+                        }
                     }
                     let current = (outcome.target.clone(), outcome.repetition);
                     if let Err(e) = sink.record(outcome, result) {

@@ -135,12 +135,14 @@ pub fn markdown(s: &Study) -> String {
     let _ = writeln!(out, "## What the gate said on these runs\n");
     let _ = writeln!(
         out,
-        "- A/A (false alarms), judged comparisons flagged: {}; {} not judged (threshold beyond {}); {} pairs without evidence (fewer than {} other unchanged runs).",
+        "- A/A (false alarms), judged comparisons flagged: {}; {} not judged (threshold beyond {}); {} pairs without evidence (fewer than {} other unchanged runs); {} not judged because a side ran disturbed (the hypervisor took more than {} of the CPU time).",
         rate(t.aa_flagged, t.aa_judged),
         t.aa_unjudged,
         pct(s.max_threshold),
         t.aa_no_evidence,
-        s.min_runs
+        s.min_runs,
+        t.aa_disturbed,
+        pct(lab_results::gate::MAX_STEAL_SHARE),
     );
     let _ = writeln!(
         out,
@@ -151,9 +153,10 @@ pub fn markdown(s: &Study) -> String {
     );
     let _ = writeln!(
         out,
-        "- A/B, real `--slowdown` runs, judged comparisons detected: {}; {} not judged.",
+        "- A/B, real `--slowdown` runs, judged comparisons detected: {}; {} not judged; {} disturbed.",
         rate(t.real_ab_detected, t.real_ab_judged),
-        t.real_ab_unjudged
+        t.real_ab_unjudged,
+        t.real_ab_disturbed
     );
     out.push_str(&control_line(s));
     out.push('\n');

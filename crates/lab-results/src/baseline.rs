@@ -67,6 +67,11 @@ pub struct MetricsBaseline {
     /// other settings is not judged against them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settings: Option<String>,
+    /// The largest share of CPU time the hypervisor took while the target ran in the accepted
+    /// runs (absent in older baselines): beyond [`gate::MAX_STEAL_SHARE`] the baseline is not
+    /// judged against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_steal_share: Option<f64>,
     /// prompt -> metric -> median (the mean of the run medians for several runs).
     pub medians: BTreeMap<String, BTreeMap<String, f64>>,
     /// prompt -> metric -> 95 % interval of that value (absent in older baselines).
@@ -451,7 +456,9 @@ pub fn compare(
                 }
             };
             let runtime_note = runtime_note(&base, runs[0]);
-            if let Some(why) = settings_differ(&base, runs[0], &sc.id) {
+            let unjudgeable =
+                settings_differ(&base, runs[0], &sc.id).or_else(|| disturbed_side(&base, &runs));
+            if let Some(why) = unjudgeable {
                 for pr in &sc.prompts {
                     for metric in Metric::CHECKED {
                         findings.push(f(
@@ -761,9 +768,25 @@ fn metrics_baseline(runs: &[&TargetResult], scenario: &str) -> MetricsBaseline {
         runtime: first.runtime.as_ref().map(|r| r.kind.to_string()),
         read_bandwidth_gb_per_s: first.read_bandwidth_gb_per_s(),
         settings: scenario_settings(first, scenario),
+        cpu_steal_share: steal_of(runs),
         medians,
         intervals,
     }
+}
+
+/// The largest steal share recorded while the target ran in `runs`.
+fn steal_of(runs: &[&TargetResult]) -> Option<f64> {
+    runs.iter()
+        .filter_map(|r| r.probe?.cpu_steal_share)
+        .reduce(f64::max)
+}
+
+/// Says when either side of a comparison was measured disturbed ([`gate::MAX_STEAL_SHARE`]).
+fn disturbed_side(base: &MetricsBaseline, runs: &[&TargetResult]) -> Option<String> {
+    gate::disturbed_note(steal_of(runs), "this run's").or_else(|| {
+        gate::disturbed_note(base.cpu_steal_share, "the baseline's")
+            .map(|n| format!("{n} (run {}); accept one from a quieter run", base.run_id))
+    })
 }
 
 /// [`crate::scenario::settings_of`] of `scenario` as `r` ran it.
@@ -1012,6 +1035,53 @@ mod tests {
         old.settings = None;
         write_json_atomic(&dir.join("mock.hf-f32.s1.metrics.json"), &old).unwrap();
         assert_eq!(about(&check(&r, &dir, CheckOptions::default()).unwrap()), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_target_measured_while_the_hypervisor_took_the_cpu_is_not_judged() {
+        use crate::provenance::Probe;
+        let (_, mut r) = fixture();
+        let dir = std::env::temp_dir().join(format!("lab-baseline-steal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let probe = |steal: f64| Probe {
+            read_bandwidth_before_gb_per_s: Some(20.0),
+            read_bandwidth_after_gb_per_s: Some(20.0),
+            gemm_before_gflop_per_s: None,
+            gemm_after_gflop_per_s: None,
+            cpu_steal_share: Some(steal),
+        };
+        r[0].probe = Some(probe(0.004));
+        accept(&r, &dir, Some("budget")).unwrap();
+        let b: MetricsBaseline = read_json(&dir.join("mock.hf-f32.s1.metrics.json")).unwrap();
+        assert_eq!(b.cpu_steal_share, Some(0.004));
+        let stolen = |findings: &[Finding]| -> Vec<Finding> {
+            findings
+                .iter()
+                .filter(|f| f.metric != "token_ids" && f.detail.contains("the hypervisor took"))
+                .cloned()
+                .collect()
+        };
+        assert!(stolen(&check(&r, &dir, CheckOptions::default()).unwrap()).is_empty());
+        // The same numbers measured while 18 % was stolen: every number "cannot judge",
+        // tokens still compared.
+        r[0].probe = Some(probe(0.18));
+        let now = check(&r, &dir, CheckOptions::default()).unwrap();
+        let numbers = now.iter().filter(|f| f.metric != "token_ids").count();
+        let s = stolen(&now);
+        assert_eq!(s.len(), numbers);
+        assert!(s.iter().all(|f| f.verdict == Verdict::CannotJudge
+            && f.detail.contains("18.0 %")
+            && f.detail.contains("this run's")));
+        assert!(now
+            .iter()
+            .any(|f| f.metric == "token_ids" && f.verdict == Verdict::Pass));
+        // A baseline accepted from a disturbed run is named, with its run.
+        accept(&r, &dir, Some("budget")).unwrap();
+        r[0].probe = Some(probe(0.004));
+        let s = stolen(&check(&r, &dir, CheckOptions::default()).unwrap());
+        assert_eq!(s.len(), numbers);
+        assert!(s[0].detail.contains("the baseline's target") && s[0].detail.contains("(run "));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -20,6 +20,10 @@
 //! - **normalised form** of a number: a throughput ÷ (a latency ×) the read bandwidth measured in
 //!   the same run, GB/s; the gate judges it instead of the raw number where the study found its σ
 //!   lower by at least [`NORMALISE_GAIN`], and says which form each verdict used.
+//! - **disturbed**: a target measured while the hypervisor took more than [`MAX_STEAL_SHARE`] of
+//!   the machine's CPU time (steal, `/proc/stat`, recorded around every engine run). Its numbers
+//!   are never judged (on either side of a comparison) and never used as evidence of the spread:
+//!   the verdict is "cannot judge" with the share that was taken.
 //! - **in-run control**: a number ÷ the same number of [`CONTROL_TARGET`] in the same run. The
 //!   study reports its CV (`cv_per_control`) beside the others; the gate does not judge it: on
 //!   the dev VM it did not lower the spread (the noise is not shared by engines measured minutes
@@ -47,6 +51,13 @@ pub const MIN_RUNS: usize = 5;
 pub const NORMALISE_GAIN: f64 = 0.10;
 /// The in-run control the study tries: the speed reference, in every default run.
 pub const CONTROL_TARGET: &str = "llamacpp:gguf-q4_1";
+/// Largest share of the machine's CPU time the hypervisor may take while a target runs for its
+/// numbers to be judged. Measured on the Xeon VM (`results/cpu-xeon-s1-aa1..aa6-20261207`): in
+/// the four quiet runs it took at most 1.6 % while any target ran (40 target runs, median
+/// 0.1 %); in the three runs of the slower spell that followed, more than 2 % for 18 of 28
+/// targets (up to 33 %), and the targets it hit decoded up to 59 % slower (candle Q4_1
+/// 3.9 tok/s at 33 %, 9.4–10.2 tok/s in the quiet runs).
+pub const MAX_STEAL_SHARE: f64 = 0.02;
 /// The slowdown the study's A/B trials inject (each step 10 % longer).
 pub const DEFAULT_SLOWDOWN: f64 = 0.10;
 
@@ -184,6 +195,31 @@ pub struct Point {
     pub control: Option<f64>,
     /// The slowdown the run injected (0 for an unchanged build).
     pub slowdown: f64,
+    /// The share of CPU time the hypervisor took while the target ran (`None`: not recorded).
+    pub steal: Option<f64>,
+}
+
+impl Point {
+    /// Measured while the hypervisor took more than [`MAX_STEAL_SHARE`] (module docs).
+    pub fn disturbed(&self) -> bool {
+        disturbed(self.steal)
+    }
+}
+
+/// A steal share beyond [`MAX_STEAL_SHARE`]; an unrecorded one (older runs, machines without
+/// `/proc/stat`) is not known to be disturbed.
+pub fn disturbed(steal: Option<f64>) -> bool {
+    steal.is_some_and(|s| s > MAX_STEAL_SHARE)
+}
+
+/// Why numbers measured with `steal` are not judged (`whose`: "this run's", "the baseline's").
+pub fn disturbed_note(steal: Option<f64>, whose: &str) -> Option<String> {
+    let s = steal.filter(|_| disturbed(steal))?;
+    Some(format!(
+        "cannot judge: the hypervisor took {:.1} % of the CPU time while {whose} target ran (more than {:.0} % disturbs every number on these VMs); measure it again when the host is quieter",
+        100.0 * s,
+        100.0 * MAX_STEAL_SHARE
+    ))
 }
 
 /// CV of `values` (sample std / mean); `None` below `min_runs` values (and below 2).
@@ -200,9 +236,13 @@ pub fn cv_of(values: &[f64], min_runs: usize) -> Option<f64> {
     Some(var.sqrt() / mean.abs())
 }
 
-/// The spread of one number over the unchanged runs of `points`; `None` below `min_runs`.
+/// The spread of one number over the unchanged, undisturbed runs of `points`; `None` below
+/// `min_runs`.
 pub fn spread_of(points: &[Point], higher_is_better: bool, min_runs: usize) -> Option<SpreadEntry> {
-    let plain: Vec<&Point> = points.iter().filter(|p| p.slowdown == 0.0).collect();
+    let plain: Vec<&Point> = points
+        .iter()
+        .filter(|p| p.slowdown == 0.0 && !p.disturbed())
+        .collect();
     let raw: Vec<f64> = plain.iter().map(|p| p.value).collect();
     let cv_raw = cv_of(&raw, min_runs)?;
     // The normalised form over the runs that measured bandwidth, against the raw form over
@@ -264,6 +304,9 @@ pub struct Trials {
     /// Pairs left without evidence: fewer than `min_runs` *other* unchanged runs.
     #[serde(default)]
     pub aa_no_evidence: usize,
+    /// Pairs not judged because one side was measured disturbed ([`MAX_STEAL_SHARE`]).
+    #[serde(default)]
+    pub aa_disturbed: usize,
     /// A/B with the slowdown applied to the candidate's value (the slowdown's exact effect on
     /// a step-bound number: throughput ÷ (1 + s), latency × (1 + s)).
     pub ab_judged: usize,
@@ -273,6 +316,9 @@ pub struct Trials {
     pub real_ab_judged: usize,
     pub real_ab_detected: usize,
     pub real_ab_unjudged: usize,
+    /// Real A/B pairs not judged because one side was measured disturbed.
+    #[serde(default)]
+    pub real_ab_disturbed: usize,
 }
 
 impl Trials {
@@ -281,12 +327,14 @@ impl Trials {
         self.aa_flagged += o.aa_flagged;
         self.aa_unjudged += o.aa_unjudged;
         self.aa_no_evidence += o.aa_no_evidence;
+        self.aa_disturbed += o.aa_disturbed;
         self.ab_judged += o.ab_judged;
         self.ab_detected += o.ab_detected;
         self.ab_unjudged += o.ab_unjudged;
         self.real_ab_judged += o.real_ab_judged;
         self.real_ab_detected += o.real_ab_detected;
         self.real_ab_unjudged += o.real_ab_unjudged;
+        self.real_ab_disturbed += o.real_ab_disturbed;
     }
 }
 
@@ -323,6 +371,7 @@ pub fn slowed(value: f64, higher_is_better: bool, s: f64) -> f64 {
 /// A/A and A/B trials of one number, judged exactly as `check` judges one run against a
 /// one-run baseline: every ordered pair of unchanged runs (baseline, candidate), the spread
 /// estimated from the *other* runs only (leave-two-out, so a pair never sets its own threshold).
+/// A pair with a disturbed side is counted, not judged, as `check` does not judge it.
 pub fn trials(points: &[Point], higher_is_better: bool, rules: &StudyRules) -> Trials {
     let mut t = Trials::default();
     let plain: Vec<&Point> = points.iter().filter(|p| p.slowdown == 0.0).collect();
@@ -338,6 +387,10 @@ pub fn trials(points: &[Point], higher_is_better: bool, rules: &StudyRules) -> T
         };
         // Real A/B: a slowed run against this baseline, spread from the other plain runs.
         for cand in &slowed_runs {
+            if base.disturbed() || cand.disturbed() {
+                t.real_ab_disturbed += 1;
+                continue;
+            }
             let Some(ev) = spread_of(&others_for(&[i]), higher_is_better, rules.min_runs) else {
                 continue;
             };
@@ -351,6 +404,10 @@ pub fn trials(points: &[Point], higher_is_better: bool, rules: &StudyRules) -> T
         }
         for (j, cand) in plain.iter().enumerate() {
             if i == j {
+                continue;
+            }
+            if base.disturbed() || cand.disturbed() {
+                t.aa_disturbed += 1;
                 continue;
             }
             let Some(ev) = spread_of(&others_for(&[i, j]), higher_is_better, rules.min_runs) else {
@@ -437,6 +494,7 @@ mod tests {
                 bandwidth: Some(*b),
                 control: Some(2.0 * v),
                 slowdown: 0.0,
+                steal: Some(0.001),
             })
             .collect()
     }
@@ -525,9 +583,29 @@ mod tests {
             bandwidth: Some(10.0),
             control: None,
             slowdown: 0.1,
+            steal: None,
         });
         let t = trials(&with_slow, true, &three);
         assert_eq!((t.real_ab_judged, t.real_ab_detected), (6, 6));
+        // A run measured while the hypervisor took 18 % of the CPU is neither judged nor
+        // evidence: a slow value there raises no alarm and does not widen the spread.
+        let mut stolen = quiet.clone();
+        stolen[5].value = 60.0;
+        stolen[5].steal = Some(0.18);
+        assert!(stolen[5].disturbed() && !quiet[5].disturbed());
+        let t = trials(&stolen, true, &three);
+        assert_eq!((t.aa_judged, t.aa_flagged, t.aa_disturbed), (20, 0, 10));
+        let s = spread_of(&stolen, true, 3).unwrap();
+        assert_eq!(s.runs, 5);
+        assert!(s.cv < 0.01, "{s:?}");
+        let mut hit = with_slow.clone();
+        hit[6].steal = Some(0.05);
+        assert_eq!(trials(&hit, true, &three).real_ab_disturbed, 6);
+        assert!(disturbed_note(Some(0.182), "this run's")
+            .unwrap()
+            .contains("took 18.2 % of the CPU time while this run's target ran"));
+        assert_eq!(disturbed_note(Some(0.01), "this run's"), None);
+        assert_eq!(disturbed_note(None, "this run's"), None);
         // For a latency a slowdown is a larger number.
         assert!((slowed(10.0, false, 0.1) - 11.0).abs() < 1e-12);
         assert_eq!(rate(3, 60), "3 of 60 (5.0 %)");

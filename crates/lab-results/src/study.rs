@@ -152,6 +152,10 @@ pub fn study(
     for (m, results) in runs {
         let slowdown = m.settings.slowdown.unwrap_or(0.0);
         for (target, group) in by_target(results) {
+            let steal = group
+                .iter()
+                .filter_map(|r| r.probe?.cpu_steal_share)
+                .reduce(f64::max);
             for sc in &group[0].stats {
                 if crate::scenario::is_correctness_scenario(&sc.id) {
                     continue;
@@ -171,6 +175,7 @@ pub fn study(
                                 bandwidth: group[0].read_bandwidth_gb_per_s(),
                                 control: None,
                                 slowdown,
+                                steal,
                             });
                     }
                 }
