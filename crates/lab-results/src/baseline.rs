@@ -532,11 +532,11 @@ fn runtime_note(base: &MetricsBaseline, run: &TargetResult) -> Option<String> {
 /// What the gate knows of a number's spread: the study's, widened by the run's own repeats
 /// when they spread more; the repeats alone (one session) when there is no study.
 fn evidence_for(opts: &CheckOptions, key: &str, got: &Observed) -> Option<Evidence> {
-    let study = opts
-        .spread
-        .as_ref()
-        .and_then(|s| s.entries.get(key))
-        .map(Evidence::from_study);
+    let stem = key.split('/').next().unwrap_or(key);
+    let study = opts.spread.as_ref().and_then(|s| {
+        let e = s.entries.get(key)?;
+        Some(Evidence::from_study(e, s.floors.get(stem).copied()))
+    });
     let repeats = (got.runs >= gate::MIN_RUNS).then(|| Evidence {
         cv: got.noise,
         runs: got.runs,

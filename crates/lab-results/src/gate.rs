@@ -13,6 +13,12 @@
 //!   prediction interval of a new run's value: a shift inside it is what A/A runs produce at a
 //!   two-sided 5 % false-alarm rate (Student's t, because σ itself comes from few runs), and is
 //!   never called "improved" or "regressed".
+//! - **floor** of a target: the median between-run CV over all its gated numbers (the spreads
+//!   of one study). No number of the target is judged with a lower σ: a number's own σ, from
+//!   five to ten runs, is itself uncertain, and the numbers whose few runs happened to agree
+//!   were exactly the ones judged — and flagged. Measured on the f6m167 Xeon VM over seven quiet
+//!   runs (`results/gate-study-f6m167-budget-20261207`): without the floor 299 of 3140 judged
+//!   A/A comparisons were flagged (9.5 %).
 //! - **minimum detectable change** (95 % power): the alarm threshold + `1.645 · σ · √(1/r + 1/b)`.
 //! - **judgeable**: the alarm threshold is at most `max_threshold` (15 % by default, or the
 //!   tolerance when a wider one is asked for). Where it is not, the verdict is "cannot judge on this machine", with the repeats that would make it
@@ -127,6 +133,9 @@ pub struct SpreadFile {
     pub runs: Vec<String>,
     /// `<engine>.<variant>/<scenario>/<prompt>/<metric>` -> spread.
     pub entries: BTreeMap<String, SpreadEntry>,
+    /// `<engine>.<variant>` -> its floor (module docs; absent in older files: no floor).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub floors: BTreeMap<String, f64>,
 }
 
 /// The key of one gated number.
@@ -146,16 +155,27 @@ pub struct Evidence {
 }
 
 impl Evidence {
-    pub fn from_study(e: &SpreadEntry) -> Evidence {
+    /// The study's spread of a number, raised to its target's `floor` when that is higher.
+    pub fn from_study(e: &SpreadEntry, floor: Option<f64>) -> Evidence {
+        let floor = floor.unwrap_or(0.0);
         Evidence {
-            cv: e.cv,
+            cv: e.cv.max(floor),
             runs: e.runs,
             form: e.form,
             source: format!(
-                "gate study over {} runs ({} session{})",
+                "gate study over {} runs ({} session{}){}",
                 e.runs,
                 e.sessions,
-                if e.sessions == 1 { "" } else { "s" }
+                if e.sessions == 1 { "" } else { "s" },
+                if floor > e.cv {
+                    format!(
+                        ", σ raised from {:.1} % to the target's median {:.1} %",
+                        100.0 * e.cv,
+                        100.0 * floor
+                    )
+                } else {
+                    String::new()
+                }
             ),
         }
     }
@@ -368,71 +388,135 @@ pub fn slowed(value: f64, higher_is_better: bool, s: f64) -> f64 {
     }
 }
 
-/// A/A and A/B trials of one number, judged exactly as `check` judges one run against a
-/// one-run baseline: every ordered pair of unchanged runs (baseline, candidate), the spread
-/// estimated from the *other* runs only (leave-two-out, so a pair never sets its own threshold).
-/// A pair with a disturbed side is counted, not judged, as `check` does not judge it.
+/// A/A and A/B trials of one number (a target with one number: its floor is its own spread).
 pub fn trials(points: &[Point], higher_is_better: bool, rules: &StudyRules) -> Trials {
-    let mut t = Trials::default();
-    let plain: Vec<&Point> = points.iter().filter(|p| p.slowdown == 0.0).collect();
-    let slowed_runs: Vec<&Point> = points.iter().filter(|p| p.slowdown > 0.0).collect();
-    for (i, base) in plain.iter().enumerate() {
-        let others_for = |skip: &[usize]| -> Vec<Point> {
-            plain
-                .iter()
-                .enumerate()
-                .filter(|(k, _)| !skip.contains(k))
-                .map(|(_, p)| (*p).clone())
-                .collect()
+    target_trials(&[(points, higher_is_better)], rules)
+        .pop()
+        .unwrap_or_default()
+}
+
+/// The median of `cvs`: a target's [floor](self) (`None` without any).
+pub fn floor_of(mut cvs: Vec<f64>) -> Option<f64> {
+    if cvs.is_empty() {
+        return None;
+    }
+    cvs.sort_by(f64::total_cmp);
+    let n = cvs.len();
+    Some(if n % 2 == 1 {
+        cvs[n / 2]
+    } else {
+        (cvs[n / 2 - 1] + cvs[n / 2]) / 2.0
+    })
+}
+
+/// A/A and A/B trials of every number of one target (each number's points, one per run, and
+/// whether higher is better), judged exactly as `check` judges one run against a one-run
+/// baseline: every ordered pair of unchanged runs (baseline, candidate), each number's spread
+/// estimated from the *other* runs only (leave-two-out, so a pair never sets its own threshold)
+/// and floored at the median of the target's numbers' spreads over those same runs. A pair with
+/// a disturbed side is counted, not judged, as `check` does not judge it. One [`Trials`] per
+/// number, in order.
+pub fn target_trials(numbers: &[(&[Point], bool)], rules: &StudyRules) -> Vec<Trials> {
+    let mut out = vec![Trials::default(); numbers.len()];
+    let mut plain_runs: Vec<&str> = Vec::new();
+    let mut slowed_runs: Vec<&str> = Vec::new();
+    for p in numbers.iter().flat_map(|(pts, _)| pts.iter()) {
+        let runs = if p.slowdown == 0.0 {
+            &mut plain_runs
+        } else {
+            &mut slowed_runs
         };
-        // Real A/B: a slowed run against this baseline, spread from the other plain runs.
-        for cand in &slowed_runs {
-            if base.disturbed() || cand.disturbed() {
-                t.real_ab_disturbed += 1;
+        if !runs.contains(&p.run_id.as_str()) {
+            runs.push(&p.run_id);
+        }
+    }
+    for base in &plain_runs {
+        for cand in slowed_runs.iter().chain(&plain_runs) {
+            if cand == base {
                 continue;
             }
-            let Some(ev) = spread_of(&others_for(&[i]), higher_is_better, rules.min_runs) else {
-                continue;
-            };
-            match judge(base, cand, &ev, higher_is_better, rules) {
+            let real = slowed_runs.contains(cand);
+            pair_trials(numbers, (base, cand), real, rules, &mut out);
+        }
+    }
+    out
+}
+
+/// One (baseline run, candidate run) pair of [`target_trials`], added to `out`.
+fn pair_trials(
+    numbers: &[(&[Point], bool)],
+    (base_run, cand_run): (&str, &str),
+    real: bool,
+    rules: &StudyRules,
+    out: &mut [Trials],
+) {
+    let find = |pts: &[Point], run: &str| pts.iter().find(|p| p.run_id == run).cloned();
+    // Each number's sides and its spread from the other unchanged runs.
+    let judged: Vec<Option<(Point, Point, Option<SpreadEntry>)>> = numbers
+        .iter()
+        .map(|(pts, higher)| {
+            let base = find(pts, base_run).filter(|p| p.slowdown == 0.0)?;
+            let cand = find(pts, cand_run)?;
+            let others: Vec<Point> = pts
+                .iter()
+                .filter(|p| p.slowdown == 0.0 && p.run_id != base_run && p.run_id != cand_run)
+                .cloned()
+                .collect();
+            let ev = spread_of(&others, *higher, rules.min_runs);
+            Some((base, cand, ev))
+        })
+        .collect();
+    let floor = floor_of(
+        judged
+            .iter()
+            .filter_map(|j| Some(j.as_ref()?.2.as_ref()?.cv))
+            .collect(),
+    )
+    .unwrap_or(0.0);
+    for ((j, (_, higher)), t) in judged.into_iter().zip(numbers).zip(out.iter_mut()) {
+        let Some((base, cand, ev)) = j else { continue };
+        let higher = *higher;
+        if base.disturbed() || cand.disturbed() {
+            if real {
+                t.real_ab_disturbed += 1;
+            } else {
+                t.aa_disturbed += 1;
+            }
+            continue;
+        }
+        let Some(ev) = ev else {
+            if !real {
+                t.aa_no_evidence += 1;
+            }
+            continue;
+        };
+        if real {
+            match judge(&base, &cand, &ev, floor, higher, rules) {
                 None => t.real_ab_unjudged += 1,
                 Some(rel) => {
                     t.real_ab_judged += 1;
-                    t.real_ab_detected += usize::from(worse(rel, higher_is_better));
+                    t.real_ab_detected += usize::from(worse(rel, higher));
                 }
+            }
+            continue;
+        }
+        match judge(&base, &cand, &ev, floor, higher, rules) {
+            None => t.aa_unjudged += 1,
+            Some(rel) => {
+                t.aa_judged += 1;
+                t.aa_flagged += usize::from(rel != 0.0);
             }
         }
-        for (j, cand) in plain.iter().enumerate() {
-            if i == j {
-                continue;
-            }
-            if base.disturbed() || cand.disturbed() {
-                t.aa_disturbed += 1;
-                continue;
-            }
-            let Some(ev) = spread_of(&others_for(&[i, j]), higher_is_better, rules.min_runs) else {
-                t.aa_no_evidence += 1;
-                continue;
-            };
-            match judge(base, cand, &ev, higher_is_better, rules) {
-                None => t.aa_unjudged += 1,
-                Some(rel) => {
-                    t.aa_judged += 1;
-                    t.aa_flagged += usize::from(rel != 0.0);
-                }
-            }
-            let mut ab = (*cand).clone();
-            ab.value = slowed(ab.value, higher_is_better, rules.slowdown);
-            match judge(base, &ab, &ev, higher_is_better, rules) {
-                None => t.ab_unjudged += 1,
-                Some(rel) => {
-                    t.ab_judged += 1;
-                    t.ab_detected += usize::from(worse(rel, higher_is_better));
-                }
+        let mut ab = cand.clone();
+        ab.value = slowed(ab.value, higher, rules.slowdown);
+        match judge(&base, &ab, &ev, floor, higher, rules) {
+            None => t.ab_unjudged += 1,
+            Some(rel) => {
+                t.ab_judged += 1;
+                t.ab_detected += usize::from(worse(rel, higher));
             }
         }
     }
-    t
 }
 
 fn worse(rel: f64, higher_is_better: bool) -> bool {
@@ -449,10 +533,11 @@ fn judge(
     base: &Point,
     cand: &Point,
     ev: &SpreadEntry,
+    floor: f64,
     higher_is_better: bool,
     rules: &StudyRules,
 ) -> Option<f64> {
-    let threshold = alarm_threshold(rules.tolerance, ev.cv, ev.runs, 1, 1);
+    let threshold = alarm_threshold(rules.tolerance, ev.cv.max(floor), ev.runs, 1, 1);
     if threshold > rules.max_threshold.max(rules.tolerance) {
         return None;
     }
@@ -606,6 +691,39 @@ mod tests {
             .contains("took 18.2 % of the CPU time while this run's target ran"));
         assert_eq!(disturbed_note(Some(0.01), "this run's"), None);
         assert_eq!(disturbed_note(None, "this run's"), None);
+    }
+
+    #[test]
+    fn a_number_is_never_judged_with_less_spread_than_its_targets_median() {
+        let three = StudyRules {
+            min_runs: 3,
+            ..StudyRules::default()
+        };
+        // One number whose six runs agree within ±1 %, two of the same target spreading ±8 %.
+        let lucky = pts(&[100.0, 101.0, 99.0, 100.5, 99.5, 108.0], &[10.0; 6]);
+        let wide = pts(&[100.0, 110.0, 92.0, 104.0, 95.0, 100.0], &[10.0; 6]);
+        // Alone, the lucky number's pairs with the sixth run are judged and flagged.
+        let alone = trials(&lucky, true, &three);
+        assert!(alone.aa_flagged > 0, "{alone:?}");
+        // Beside its target's wider numbers it is held to their median: nothing is judged.
+        let t = target_trials(&[(&lucky, true), (&wide, true), (&wide, false)], &three);
+        assert_eq!(t.len(), 3);
+        assert_eq!((t[0].aa_judged, t[0].aa_flagged), (0, 0), "{:?}", t[0]);
+        assert_eq!(t[0].aa_unjudged, 30);
+        assert_eq!(floor_of(vec![0.03, 0.01, 0.2]), Some(0.03));
+        assert_eq!(floor_of(vec![0.02, 0.04]), Some(0.03));
+        assert_eq!(floor_of(Vec::new()), None);
+        // What check reads: the study's σ raised to the floor, and said so.
+        let e = spread_of(&lucky[..5], true, 3).unwrap();
+        let ev = Evidence::from_study(&e, Some(0.08));
+        assert_eq!(ev.cv, 0.08);
+        assert!(
+            ev.source.contains("to the target's median 8.0 %"),
+            "{}",
+            ev.source
+        );
+        assert_eq!(Evidence::from_study(&e, Some(0.001)).cv, e.cv);
+        assert_eq!(Evidence::from_study(&e, None).cv, e.cv);
         // For a latency a slowdown is a larger number.
         assert!((slowed(10.0, false, 0.1) - 11.0).abs() < 1e-12);
         assert_eq!(rate(3, 60), "3 of 60 (5.0 %)");

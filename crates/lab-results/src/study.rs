@@ -68,6 +68,9 @@ pub struct Study {
     /// Every row's trials summed, and per target.
     pub totals: Trials,
     pub per_target: BTreeMap<String, Trials>,
+    /// Per target, the floor of its numbers' σ ([`gate::floor_of`] of the rows' spreads).
+    #[serde(default)]
+    pub floors: BTreeMap<String, f64>,
 }
 
 impl Study {
@@ -92,6 +95,7 @@ impl Study {
                     )
                 })
                 .collect(),
+            floors: self.floors.iter().map(|(t, f)| (stem_of(t), *f)).collect(),
         }
     }
 }
@@ -117,7 +121,9 @@ fn runtimes(results: &[TargetResult]) -> String {
     kinds.join(",")
 }
 
-type Series = BTreeMap<(String, String, String, Metric), Vec<Point>>;
+/// (target, scenario, prompt or level, metric).
+type Key = (String, String, String, Metric);
+type Series = BTreeMap<Key, Vec<Point>>;
 
 /// Gives every other target's point the same number of [`gate::CONTROL_TARGET`] in its run.
 fn with_control(series: &mut Series) {
@@ -183,28 +189,50 @@ pub fn study(
         }
     }
     with_control(&mut series);
+    let mut by_target: BTreeMap<String, Vec<(Key, Vec<Point>)>> = BTreeMap::new();
+    for (key, points) in series {
+        by_target
+            .entry(key.0.clone())
+            .or_default()
+            .push((key, points));
+    }
     let mut rows = Vec::new();
     let mut totals = Trials::default();
     let mut per_target: BTreeMap<String, Trials> = BTreeMap::new();
-    for ((target, scenario, prompt, metric), points) in series {
-        let higher = metric.higher_is_better();
-        let Some(spread) = gate::spread_of(&points, higher, rules.min_runs) else {
+    let mut floors = BTreeMap::new();
+    for (target, numbers) in by_target {
+        let spreads: Vec<Option<SpreadEntry>> = numbers
+            .iter()
+            .map(|((_, _, _, m), pts)| gate::spread_of(pts, m.higher_is_better(), rules.min_runs))
+            .collect();
+        let Some(floor) = gate::floor_of(spreads.iter().flatten().map(|e| e.cv).collect()) else {
             continue;
         };
-        let trials = gate::trials(&points, higher, rules);
-        totals.add(&trials);
-        per_target.entry(target.clone()).or_default().add(&trials);
-        rows.push(StudyRow {
-            alarm: gate::alarm_threshold(rules.tolerance, spread.cv, spread.runs, 1, 1),
-            detectable: gate::detectable_change(rules.tolerance, spread.cv, spread.runs, 1, 1),
-            repeats_needed: gate::repeats_needed(spread.cv, spread.runs, rules.max_threshold),
-            target,
-            scenario,
-            prompt,
-            metric: metric.name().to_string(),
-            spread,
-            trials,
-        });
+        floors.insert(target.clone(), floor);
+        let judged: Vec<(&[Point], bool)> = numbers
+            .iter()
+            .map(|((_, _, _, m), pts)| (pts.as_slice(), m.higher_is_better()))
+            .collect();
+        let trials = gate::target_trials(&judged, rules);
+        for ((((_, scenario, prompt, metric), _), spread), trials) in
+            numbers.into_iter().zip(spreads).zip(trials)
+        {
+            let Some(spread) = spread else { continue };
+            totals.add(&trials);
+            per_target.entry(target.clone()).or_default().add(&trials);
+            let cv = spread.cv.max(floor);
+            rows.push(StudyRow {
+                alarm: gate::alarm_threshold(rules.tolerance, cv, spread.runs, 1, 1),
+                detectable: gate::detectable_change(rules.tolerance, cv, spread.runs, 1, 1),
+                repeats_needed: gate::repeats_needed(cv, spread.runs, rules.max_threshold),
+                target: target.clone(),
+                scenario,
+                prompt,
+                metric: metric.name().to_string(),
+                spread,
+                trials,
+            });
+        }
     }
     Study {
         profile: profile.to_string(),
@@ -213,32 +241,37 @@ pub fn study(
         max_threshold: rules.max_threshold,
         slowdown: rules.slowdown,
         min_runs: rules.min_runs,
-        runs: runs
-            .iter()
-            .map(|(m, results)| StudyRun {
-                run_id: m.run_id.clone(),
-                started_at: m.provenance.started_at.clone(),
-                measure: m
-                    .plan
-                    .as_ref()
-                    .map(|p| p.measure.name().to_string())
-                    .unwrap_or_else(|| "unrecorded".into()),
-                git_rev: m.provenance.git_rev.clone(),
-                git_dirty: m.provenance.git_dirty,
-                runtime: runtimes(results),
-                read_bandwidth_gb_per_s: m.provenance.read_bandwidth_gb_per_s,
-                gemm_gflop_per_s: mean(results.iter().filter_map(|r| r.probe?.gemm_gflop_per_s())),
-                max_cpu_steal_share: results
-                    .iter()
-                    .filter_map(|r| r.probe?.cpu_steal_share)
-                    .reduce(f64::max),
-                slowdown: m.settings.slowdown,
-            })
-            .collect(),
+        runs: study_runs(runs),
         rows,
         totals,
         per_target,
+        floors,
     }
+}
+
+/// What the study says of each run it drew on.
+fn study_runs(runs: &[(RunManifest, Vec<TargetResult>)]) -> Vec<StudyRun> {
+    runs.iter()
+        .map(|(m, results)| StudyRun {
+            run_id: m.run_id.clone(),
+            started_at: m.provenance.started_at.clone(),
+            measure: m
+                .plan
+                .as_ref()
+                .map(|p| p.measure.name().to_string())
+                .unwrap_or_else(|| "unrecorded".into()),
+            git_rev: m.provenance.git_rev.clone(),
+            git_dirty: m.provenance.git_dirty,
+            runtime: runtimes(results),
+            read_bandwidth_gb_per_s: m.provenance.read_bandwidth_gb_per_s,
+            gemm_gflop_per_s: mean(results.iter().filter_map(|r| r.probe?.gemm_gflop_per_s())),
+            max_cpu_steal_share: results
+                .iter()
+                .filter_map(|r| r.probe?.cpu_steal_share)
+                .reduce(f64::max),
+            slowdown: m.settings.slowdown,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -342,6 +342,7 @@ fn check_passes_on_itself_and_fails_on_shifted_numbers_and_tokens() {
                 })
             })
             .collect(),
+        floors: Default::default(),
     };
     let write_spread = |cv: f64| {
         results::write_json_atomic(&base.join(lab_results::gate::SPREAD_FILE), &spread(cv)).unwrap()
@@ -373,6 +374,20 @@ fn check_passes_on_itself_and_fails_on_shifted_numbers_and_tokens() {
     assert_eq!(verdict(&f, "decode_tok_per_s"), vec![Verdict::Improved; 3]);
     assert_eq!(verdict(&f, "ttft_ms"), vec![Verdict::Regressed; 3]);
     assert!(f.iter().any(|x| x.verdict.fails()));
+    // The same shift where the target's numbers spread 8 % in the median: no number of it is
+    // judged with its own lucky 1 %, so the 10 % is not called a change.
+    let mut floored = spread(0.01);
+    floored.floors.insert("mock.hf-f32".into(), 0.08);
+    results::write_json_atomic(&base.join(lab_results::gate::SPREAD_FILE), &floored).unwrap();
+    let f = baseline::check(&shifted, &base, lax.clone()).unwrap();
+    assert!(
+        numbers(&f).iter().all(|v| *v == Verdict::CannotJudge),
+        "{f:#?}"
+    );
+    assert!(f.iter().any(|x| x
+        .detail
+        .contains("σ raised from 1.0 % to the target's median 8.0 %")));
+    write_spread(0.01);
 
     // A per-metric tolerance: a 10 % shift of decode is nothing when 20 % is allowed.
     let mut decode20 = lax.clone();
