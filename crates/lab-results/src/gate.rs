@@ -431,12 +431,11 @@ pub fn target_trials(numbers: &[(&[Point], bool)], rules: &StudyRules) -> Vec<Tr
         }
     }
     for base in &plain_runs {
-        for cand in slowed_runs.iter().chain(&plain_runs) {
-            if cand == base {
-                continue;
-            }
-            let real = slowed_runs.contains(cand);
-            pair_trials(numbers, (base, cand), real, rules, &mut out);
+        for cand in &slowed_runs {
+            pair_trials(numbers, (base, cand), true, rules, &mut out);
+        }
+        for cand in plain_runs.iter().filter(|c| *c != base) {
+            pair_trials(numbers, (base, cand), false, rules, &mut out);
         }
     }
     out
@@ -450,13 +449,18 @@ fn pair_trials(
     rules: &StudyRules,
     out: &mut [Trials],
 ) {
-    let find = |pts: &[Point], run: &str| pts.iter().find(|p| p.run_id == run).cloned();
+    // A run is one side only: unchanged (a baseline, or an A/A candidate) or slowed (real A/B).
+    let find = |pts: &[Point], run: &str, slowed: bool| {
+        pts.iter()
+            .find(|p| p.run_id == run && (p.slowdown > 0.0) == slowed)
+            .cloned()
+    };
     // Each number's sides and its spread from the other unchanged runs.
     let judged: Vec<Option<(Point, Point, Option<SpreadEntry>)>> = numbers
         .iter()
         .map(|(pts, higher)| {
-            let base = find(pts, base_run).filter(|p| p.slowdown == 0.0)?;
-            let cand = find(pts, cand_run)?;
+            let base = find(pts, base_run, false)?;
+            let cand = find(pts, cand_run, real)?;
             let others: Vec<Point> = pts
                 .iter()
                 .filter(|p| p.slowdown == 0.0 && p.run_id != base_run && p.run_id != cand_run)

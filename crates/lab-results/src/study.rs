@@ -288,7 +288,7 @@ mod tests {
             .map(|(i, s)| {
                 let mut m = m.clone();
                 let mut r = r.clone();
-                m.run_id = format!("run{i}");
+                m.run_id = format!("run{i}{}", if slowdown.is_some() { "-slow" } else { "" });
                 m.provenance.started_at = format!("2026-12-0{}T10:00:00Z", 1 + i % 3);
                 m.settings.slowdown = slowdown;
                 for st in r.iter_mut().flat_map(|t| t.stats.iter_mut()) {
