@@ -896,8 +896,9 @@ pub fn ensure_comparable(
         }
         if let Some(file) = other_weights(&b.model_sha256, model_sha256, weights_read(&b.target)) {
             return Err(Error::msg(format!(
-                "{}: accepted with other weights of `{model}` ({file}: sha256 differs): refusing to compare different models",
-                path.display()
+                "{}: accepted with other weights of `{model}` ({}: sha256 differs): refusing to compare different models",
+                path.display(),
+                lab_protocol::one_line(&file)
             )));
         }
     }
