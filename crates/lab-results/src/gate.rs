@@ -47,10 +47,10 @@ pub const Z_POWER: f64 = 1.645;
 pub const DEFAULT_MAX_THRESHOLD: f64 = 0.15;
 /// The evidence file beside a profile's baselines (`baselines/<profile>/<model>/spread.json`).
 pub const SPREAD_FILE: &str = "spread.json";
-/// Fewest runs a between-run CV is taken from. Measured on the dev VM
-/// (`results/gate-study-budget-min3-20261207`): judged on spreads from 3 runs, 40 of 76 A/A pairs
-/// were flagged — a comparison was judged exactly when its few runs happened to agree, so a
-/// 3-run spread under-states the noise where it matters; 5 is the least this gate accepts.
+/// Fewest runs a between-run CV is taken from. Judged on spreads from 3 runs, 40 of 76 A/A pairs
+/// were flagged on the AMD VM (before the floor) and 28 of 60 on the five quiet f6m207 Xeon runs
+/// (with it, `results/gate-study-xeon-budget-min3-20261207`): a 3-run spread under-states the
+/// noise where it matters; 5 is the least this gate accepts.
 pub const MIN_RUNS: usize = 5;
 /// The normalised form is used where it lowers σ by at least this share (a lower estimate
 /// from the same few runs is otherwise as likely luck as signal).
