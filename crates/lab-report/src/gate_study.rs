@@ -108,29 +108,9 @@ fn control_line(s: &Study) -> String {
     )
 }
 
-pub fn markdown(s: &Study) -> String {
-    let mut out = format!("# Gate study: `{}`, `{}`\n\n", s.profile, s.model);
-    let plain = s.runs.iter().filter(|r| r.slowdown.is_none()).count();
-    let mut days: Vec<&str> = s
-        .runs
-        .iter()
-        .map(|r| &r.started_at[..10.min(r.started_at.len())])
-        .collect();
-    days.sort();
-    days.dedup();
-    let _ = writeln!(
-        out,
-        "{plain} runs of an unchanged build and {} with an injected slowdown, over {} day{}. Judged by `check`'s rules: tolerance {}, a number judged only where its alarm threshold is at most {}; synthetic A/B = each unchanged candidate's number slowed by {} (throughput ÷ {:.2}, latency × {:.2}); real A/B = runs made with `bench --slowdown`. Every pair of runs is one trial, its threshold from the spread of the *other* runs ({} or more of them). Definitions: `lab_results::gate` (README, \"The gate\").\n",
-        s.runs.len() - plain,
-        days.len(),
-        if days.len() == 1 { "" } else { "s" },
-        pct(s.tolerance),
-        pct(s.max_threshold),
-        pct(s.slowdown),
-        1.0 + s.slowdown,
-        1.0 + s.slowdown,
-        s.min_runs,
-    );
+/// "What the gate said on these runs": the A/A and A/B totals.
+fn verdict_lines(s: &Study) -> String {
+    let mut out = String::new();
     let t = &s.totals;
     let _ = writeln!(out, "## What the gate said on these runs\n");
     let _ = writeln!(
@@ -158,6 +138,33 @@ pub fn markdown(s: &Study) -> String {
         t.real_ab_unjudged,
         t.real_ab_disturbed
     );
+    out
+}
+
+pub fn markdown(s: &Study) -> String {
+    let mut out = format!("# Gate study: `{}`, `{}`\n\n", s.profile, s.model);
+    let plain = s.runs.iter().filter(|r| r.slowdown.is_none()).count();
+    let mut days: Vec<&str> = s
+        .runs
+        .iter()
+        .map(|r| &r.started_at[..10.min(r.started_at.len())])
+        .collect();
+    days.sort();
+    days.dedup();
+    let _ = writeln!(
+        out,
+        "{plain} runs of an unchanged build and {} with an injected slowdown, over {} day{}. Judged by `check`'s rules: tolerance {}, a number judged only where its alarm threshold is at most {}; synthetic A/B = each unchanged candidate's number slowed by {} (throughput ÷ {:.2}, latency × {:.2}); real A/B = runs made with `bench --slowdown`. Every pair of runs is one trial, its threshold from the spread of the *other* runs ({} or more of them). Definitions: `lab_results::gate` (README, \"The gate\").\n",
+        s.runs.len() - plain,
+        days.len(),
+        if days.len() == 1 { "" } else { "s" },
+        pct(s.tolerance),
+        pct(s.max_threshold),
+        pct(s.slowdown),
+        1.0 + s.slowdown,
+        1.0 + s.slowdown,
+        s.min_runs,
+    );
+    out.push_str(&verdict_lines(s));
     out.push_str(&control_line(s));
     out.push('\n');
     out.push_str(&per_target(s));

@@ -775,7 +775,7 @@ fn metrics_baseline(runs: &[&TargetResult], scenario: &str) -> MetricsBaseline {
 }
 
 /// The largest steal share recorded while the target ran in `runs`.
-fn steal_of(runs: &[&TargetResult]) -> Option<f64> {
+pub fn steal_of(runs: &[&TargetResult]) -> Option<f64> {
     runs.iter()
         .filter_map(|r| r.probe?.cpu_steal_share)
         .reduce(f64::max)

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::baseline::{by_target, observe, stem_of};
+use crate::baseline::{by_target, observe, steal_of, stem_of};
 use crate::gate::{self, Point, SpreadEntry, SpreadFile, StudyRules, Trials};
 use crate::metric::Metric;
 use crate::results::{RunManifest, TargetResult};
@@ -145,23 +145,13 @@ fn with_control(series: &mut Series) {
     }
 }
 
-/// The study of `runs` (each a manifest and its results; all of one profile and model, which
-/// the caller selected), judged by `rules`.
-pub fn study(
-    profile: &str,
-    model: &str,
-    runs: &[(RunManifest, Vec<TargetResult>)],
-    rules: &StudyRules,
-) -> Study {
-    // (target, scenario, prompt, metric) -> one point per run.
+/// One point per run of every gated number: (target, scenario, prompt, metric) -> points.
+fn series_of(runs: &[(RunManifest, Vec<TargetResult>)]) -> Series {
     let mut series: Series = BTreeMap::new();
     for (m, results) in runs {
         let slowdown = m.settings.slowdown.unwrap_or(0.0);
         for (target, group) in by_target(results) {
-            let steal = group
-                .iter()
-                .filter_map(|r| r.probe?.cpu_steal_share)
-                .reduce(f64::max);
+            let steal = steal_of(&group);
             for sc in &group[0].stats {
                 if crate::scenario::is_correctness_scenario(&sc.id) {
                     continue;
@@ -188,6 +178,18 @@ pub fn study(
             }
         }
     }
+    series
+}
+
+/// The study of `runs` (each a manifest and its results; all of one profile and model, which
+/// the caller selected), judged by `rules`.
+pub fn study(
+    profile: &str,
+    model: &str,
+    runs: &[(RunManifest, Vec<TargetResult>)],
+    rules: &StudyRules,
+) -> Study {
+    let mut series = series_of(runs);
     with_control(&mut series);
     let mut by_target: BTreeMap<String, Vec<(Key, Vec<Point>)>> = BTreeMap::new();
     for (key, points) in series {
@@ -265,10 +267,7 @@ fn study_runs(runs: &[(RunManifest, Vec<TargetResult>)]) -> Vec<StudyRun> {
             runtime: runtimes(results),
             read_bandwidth_gb_per_s: m.provenance.read_bandwidth_gb_per_s,
             gemm_gflop_per_s: mean(results.iter().filter_map(|r| r.probe?.gemm_gflop_per_s())),
-            max_cpu_steal_share: results
-                .iter()
-                .filter_map(|r| r.probe?.cpu_steal_share)
-                .reduce(f64::max),
+            max_cpu_steal_share: steal_of(&results.iter().collect::<Vec<_>>()),
             slowdown: m.settings.slowdown,
         })
         .collect()
