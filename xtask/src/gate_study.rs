@@ -41,6 +41,10 @@ pub struct Flags {
     /// Fewest runs a spread is taken from (the gate's own minimum; fewer shows why it is one).
     #[arg(long, default_value_t = gate::MIN_RUNS)]
     pub min_runs: usize,
+    /// Runs on each side of a trial: the mean of N runs judged against the mean of N others, as
+    /// `check` judges a `bench --repeat N` run against a baseline accepted from N runs.
+    #[arg(long, default_value_t = 1)]
+    pub runs_a_side: usize,
     /// Where `study.json` and `study.md` go [default: results/gate-study-<date>].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -65,11 +69,16 @@ pub fn run(flags: Flags) -> Result<()> {
         }
     };
     let runs = select_runs(&flags, &results_dir, &profile)?;
+    if flags.runs_a_side == 0 {
+        bail!("--runs-a-side 0: a side has at least one run");
+    }
+
     let rules = StudyRules {
         tolerance: flags.tolerance,
         max_threshold: flags.max_threshold,
         slowdown: flags.slowdown,
         min_runs: flags.min_runs,
+        runs_a_side: flags.runs_a_side,
     };
     let s = study::study(&profile, &flags.model, &runs, &rules);
     if s.rows.is_empty() {

@@ -27,13 +27,32 @@ fn s1_decode<'a>(s: &'a Study, target: &'a str) -> impl Iterator<Item = &'a Stud
     })
 }
 
+/// The most runs a side any of a target's numbers needs (`>20` for one that never gets there).
+fn most_runs(needs: impl Iterator<Item = Option<usize>>) -> String {
+    needs
+        .map(|n| n.map_or(usize::MAX, |n| n))
+        .max()
+        .map_or("–".into(), |n| {
+            if n == usize::MAX {
+                ">20".into()
+            } else {
+                n.to_string()
+            }
+        })
+}
+
+/// `1 run a side`, `4 runs a side`.
+fn sides(n: usize) -> String {
+    format!("{n} run{} a side", if n == 1 { "" } else { "s" })
+}
+
 /// The per-target table: trials, and S1 decode tok/s's spread, thresholds and runs needed.
 fn per_target(s: &Study) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "## Per target\n");
     let _ = writeln!(out, "S1 decode tok/s columns are medians over its prompts; A/A, A/B over every gated number of the target.\n");
-    let _ = writeln!(out, "| target | A/A flagged | A/B detected | real A/B detected | S1 decode between-run CV (raw / per GB/s / ÷ control) | form | alarm, 1 run a side | detectable at 95 % power | runs a side to judge at {} |", pct(s.max_threshold));
-    let _ = writeln!(out, "|---|---|---|---|---|---|---:|---:|---:|");
+    let _ = writeln!(out, "| target | A/A flagged | A/B detected | real A/B detected | S1 decode between-run CV (raw / per GB/s / ÷ control) | form | alarm, {} | detectable at 95 % power | runs a side to judge at {} | runs a side to detect {} at 95 % power |", sides(s.runs_a_side), pct(s.max_threshold), pct(s.slowdown));
+    let _ = writeln!(out, "|---|---|---|---|---|---|---:|---:|---:|---:|");
     for (target, tr) in &s.per_target {
         let rows: Vec<&StudyRow> = s1_decode(s, target).collect();
         let cv_raw = median(rows.iter().map(|r| r.spread.cv_raw).collect());
@@ -49,14 +68,8 @@ fn per_target(s: &Study) -> String {
         );
         let alarm = median(rows.iter().map(|r| r.alarm).collect());
         let detect = median(rows.iter().map(|r| r.detectable).collect());
-        let needs = rows
-            .iter()
-            .map(|r| {
-                r.repeats_needed
-                    .map_or(">20".to_string(), |n| n.to_string())
-            })
-            .max_by_key(|n| n.len() * 100 + n.parse::<usize>().unwrap_or(0))
-            .unwrap_or_else(|| "–".into());
+        let needs = most_runs(rows.iter().map(|r| r.repeats_needed));
+        let to_detect = most_runs(rows.iter().map(|r| r.runs_to_detect));
         let forms: Vec<&str> = {
             let mut f: Vec<&str> = rows.iter().map(|r| r.spread.form.name()).collect();
             f.sort();
@@ -65,7 +78,7 @@ fn per_target(s: &Study) -> String {
         };
         let _ = writeln!(
             out,
-            "| {target} | {} | {} | {} | {} / {} / {} | {} | {} | {} | {needs} |",
+            "| {target} | {} | {} | {} | {} / {} / {} | {} | {} | {} | {needs} | {to_detect} |",
             rate(tr.aa_flagged, tr.aa_judged),
             rate(tr.ab_detected, tr.ab_judged),
             rate(tr.real_ab_detected, tr.real_ab_judged),
@@ -153,7 +166,7 @@ pub fn markdown(s: &Study) -> String {
     days.dedup();
     let _ = writeln!(
         out,
-        "{plain} runs of an unchanged build and {} with an injected slowdown, over {} day{}. Judged by `check`'s rules: tolerance {}, a number judged only where its alarm threshold is at most {}; synthetic A/B = each unchanged candidate's number slowed by {} (throughput ÷ {:.2}, latency × {:.2}); real A/B = runs made with `bench --slowdown`. Every pair of runs is one trial, its threshold from the spread of the *other* runs ({} or more of them). Definitions: `lab_results::gate` (README, \"The gate\").\n",
+        "{plain} runs of an unchanged build and {} with an injected slowdown, over {} day{}. Judged by `check`'s rules: tolerance {}, a number judged only where its alarm threshold is at most {}; synthetic A/B = each unchanged candidate's number slowed by {} (throughput ÷ {:.2}, latency × {:.2}); real A/B = runs made with `bench --slowdown`. Every pair of sides ({}: {}) is one trial, its threshold from the spread of the *other* runs ({} or more of them). Definitions: `lab_results::gate` (README, \"The gate\").\n",
         s.runs.len() - plain,
         days.len(),
         if days.len() == 1 { "" } else { "s" },
@@ -162,6 +175,15 @@ pub fn markdown(s: &Study) -> String {
         pct(s.slowdown),
         1.0 + s.slowdown,
         1.0 + s.slowdown,
+        sides(s.runs_a_side),
+        if s.runs_a_side == 1 {
+            "one run against a one-run baseline".to_string()
+        } else {
+            format!(
+                "the mean of {0} runs against the mean of {0} others, as `check` judges a `--repeat {0}` run against a baseline accepted from {0}",
+                s.runs_a_side
+            )
+        },
         s.min_runs,
     );
     out.push_str(&verdict_lines(s));

@@ -500,7 +500,7 @@ pub fn compare(
                     let evidence = evidence_for(opts, &key, &got);
                     let bandwidths = Bandwidths {
                         baseline: base.read_bandwidth_gb_per_s,
-                        run: runs[0].read_bandwidth_gb_per_s(),
+                        run: bandwidth_of(&runs),
                     };
                     let (verdict, mut detail) = classify(
                         metric,
@@ -766,12 +766,22 @@ fn metrics_baseline(runs: &[&TargetResult], scenario: &str) -> MetricsBaseline {
         measure: None,
         runs: Some(runs.len()),
         runtime: first.runtime.as_ref().map(|r| r.kind.to_string()),
-        read_bandwidth_gb_per_s: first.read_bandwidth_gb_per_s(),
+        read_bandwidth_gb_per_s: bandwidth_of(runs),
         settings: scenario_settings(first, scenario),
         cpu_steal_share: steal_of(runs),
         medians,
         intervals,
     }
+}
+
+/// The mean read bandwidth measured around the target's `runs` (the divisor of the normalised
+/// form of their mean), `None` unless every run measured it.
+pub fn bandwidth_of(runs: &[&TargetResult]) -> Option<f64> {
+    let sum = runs
+        .iter()
+        .map(|r| r.read_bandwidth_gb_per_s())
+        .sum::<Option<f64>>()?;
+    (!runs.is_empty()).then(|| sum / runs.len() as f64)
 }
 
 /// The largest steal share recorded while the target ran in `runs`.
@@ -1087,6 +1097,29 @@ mod tests {
     }
 
     #[test]
+    fn repeats_are_normalised_by_the_mean_of_their_bandwidths() {
+        use crate::provenance::Probe;
+        let (_, r) = fixture();
+        let at = |gb: Option<f64>| {
+            let mut t = r[0].clone();
+            t.probe = Some(Probe {
+                read_bandwidth_before_gb_per_s: gb,
+                read_bandwidth_after_gb_per_s: gb,
+                gemm_before_gflop_per_s: None,
+                gemm_after_gflop_per_s: None,
+                cpu_steal_share: None,
+            });
+            t
+        };
+        let (a, b, mut none) = (at(Some(18.0)), at(Some(22.0)), at(None));
+        none.provenance.read_bandwidth_gb_per_s = None;
+        assert_eq!(bandwidth_of(&[&a, &b]), Some(20.0));
+        assert_eq!(bandwidth_of(&[&a]), Some(18.0));
+        assert_eq!(bandwidth_of(&[&a, &none]), None);
+        assert_eq!(bandwidth_of(&[]), None);
+    }
+
+    #[test]
     fn the_weights_a_target_reads_come_from_its_variant() {
         assert_eq!(weights_read("candle:gguf-q8_0"), Some("model-q8_0.gguf"));
         assert_eq!(weights_read("llamacpp:gguf-q4_1"), Some("model.gguf"));
@@ -1126,7 +1159,7 @@ mod tests {
         let (verdict, detail) = v(70.0, None);
         assert_eq!(verdict, Verdict::CannotJudge);
         assert!(detail.contains("gate-study"), "{detail}");
-        // σ 2 %: alarm at ±5.5 %; 4 % passes, 5.3 % is within noise, 8 % is a regression.
+        // σ 2 %: alarm at ±7.3 %; 4 % passes, 5.3 % is within noise, 8 % is a regression.
         let quiet = study(0.02, Form::Raw);
         assert_eq!(v(96.0, Some(&quiet)).0, Verdict::Pass);
         assert_eq!(v(94.7, Some(&quiet)).0, Verdict::WithinNoise);
@@ -1136,10 +1169,10 @@ mod tests {
         let noisy = study(0.12, Form::Raw);
         let (verdict, detail) = v(70.0, Some(&noisy));
         assert_eq!(verdict, Verdict::CannotJudge);
-        assert!(detail.contains("needs --repeat 5"), "{detail}");
-        // The same σ over 5 runs a side is judged, and the drop is found.
-        let got = observed(70.0, 5, 10, 0.1);
-        let (verdict, _) = classify(m, 100.0, &got, 5, Some(&noisy), bw, &opts);
+        assert!(detail.contains("needs --repeat 9"), "{detail}");
+        // The same σ over 9 runs a side is judged, and the drop is found.
+        let got = observed(70.0, 9, 10, 0.1);
+        let (verdict, _) = classify(m, 100.0, &got, 9, Some(&noisy), bw, &opts);
         assert_eq!(verdict, Verdict::Regressed);
         // A disturbed run (robust CV over enough samples) is refused; two samples say nothing.
         let disturbed = observed(100.0, 1, 10, 0.2);

@@ -75,6 +75,20 @@ pub fn t975(df: usize) -> f64 {
     }
 }
 
+/// The 0.995 quantile of Student's t with `df` degrees of freedom (2.576 from 30 on).
+pub fn t995(df: usize) -> f64 {
+    const T: [f64; 29] = [
+        63.657, 9.925, 5.841, 4.604, 4.032, 3.707, 3.499, 3.355, 3.250, 3.169, 3.106, 3.055, 3.012,
+        2.977, 2.947, 2.921, 2.898, 2.878, 2.861, 2.845, 2.831, 2.819, 2.807, 2.797, 2.787, 2.779,
+        2.771, 2.763, 2.756,
+    ];
+    match df {
+        0 => f64::INFINITY,
+        d if d <= T.len() => T[d - 1],
+        _ => 2.576,
+    }
+}
+
 /// Between-run spread of `run_medians` (one per run); `None` with fewer than two runs.
 pub fn between_runs(run_medians: &[f64]) -> Option<Spread> {
     let mut v: Vec<f64> = run_medians

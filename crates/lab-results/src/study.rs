@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::baseline::{by_target, observe, steal_of, stem_of};
+use crate::baseline::{bandwidth_of, by_target, observe, steal_of, stem_of};
 use crate::gate::{self, Point, SpreadEntry, SpreadFile, StudyRules, Trials};
 use crate::metric::Metric;
 use crate::results::{RunManifest, TargetResult};
@@ -43,12 +43,16 @@ pub struct StudyRow {
     pub prompt: String,
     pub metric: String,
     pub spread: SpreadEntry,
-    /// One run against a one-run baseline: the alarm threshold and the minimum detectable
-    /// change at 95 % power.
+    /// The study's runs a side against as many: the alarm threshold and the minimum detectable
+    /// change at 95 % power (σ raised to the target's floor).
     pub alarm: f64,
     pub detectable: f64,
     /// Runs a side that would make it judgeable at the study's `max_threshold` (1 when it is).
     pub repeats_needed: Option<usize>,
+    /// Runs a side at which the study's slowdown is detected at 95 % power (`None`: more than
+    /// 20; absent in studies before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs_to_detect: Option<usize>,
     pub trials: Trials,
 }
 
@@ -63,6 +67,9 @@ pub struct Study {
     pub slowdown: f64,
     /// Fewest runs a spread was taken from.
     pub min_runs: usize,
+    /// Runs on each side of a trial ([`StudyRules::runs_a_side`]; 1 in studies before it).
+    #[serde(default = "one")]
+    pub runs_a_side: usize,
     pub runs: Vec<StudyRun>,
     pub rows: Vec<StudyRow>,
     /// Every row's trials summed, and per target.
@@ -98,6 +105,10 @@ impl Study {
             floors: self.floors.iter().map(|(t, f)| (stem_of(t), *f)).collect(),
         }
     }
+}
+
+fn one() -> usize {
+    1
 }
 
 fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
@@ -168,7 +179,7 @@ fn series_of(runs: &[(RunManifest, Vec<TargetResult>)]) -> Series {
                                 run_id: m.run_id.clone(),
                                 session: m.provenance.started_at.chars().take(10).collect(),
                                 value: o.value,
-                                bandwidth: group[0].read_bandwidth_gb_per_s(),
+                                bandwidth: bandwidth_of(&group),
                                 control: None,
                                 slowdown,
                                 steal,
@@ -223,10 +234,12 @@ pub fn study(
             totals.add(&trials);
             per_target.entry(target.clone()).or_default().add(&trials);
             let cv = spread.cv.max(floor);
+            let (k, r) = (spread.runs, rules.runs_a_side.max(1));
             rows.push(StudyRow {
-                alarm: gate::alarm_threshold(rules.tolerance, cv, spread.runs, 1, 1),
-                detectable: gate::detectable_change(rules.tolerance, cv, spread.runs, 1, 1),
-                repeats_needed: gate::repeats_needed(cv, spread.runs, rules.max_threshold),
+                alarm: gate::alarm_threshold(rules.tolerance, cv, k, r, r),
+                detectable: gate::detectable_change(rules.tolerance, cv, k, r, r),
+                repeats_needed: gate::repeats_needed(cv, k, rules.max_threshold),
+                runs_to_detect: gate::runs_to_detect(rules.tolerance, cv, k, rules.slowdown),
                 target: target.clone(),
                 scenario,
                 prompt,
@@ -243,6 +256,7 @@ pub fn study(
         max_threshold: rules.max_threshold,
         slowdown: rules.slowdown,
         min_runs: rules.min_runs,
+        runs_a_side: rules.runs_a_side.max(1),
         runs: study_runs(runs),
         rows,
         totals,
@@ -308,7 +322,7 @@ mod tests {
 
     #[test]
     fn a_study_of_quiet_runs_flags_nothing_and_finds_the_slowdown() {
-        let mut all = runs(&[1.0, 1.01, 0.99, 1.005, 0.995], None);
+        let mut all = runs(&[1.0, 1.004, 0.996, 1.002, 0.998], None);
         all.extend(runs(&[1.0 / 1.1], Some(0.1)));
         let rules = StudyRules {
             min_runs: 3,
@@ -336,5 +350,41 @@ mod tests {
             .any(|k| k == "mock.hf-f32/s1/p10/decode_tok_per_s"));
         assert_eq!(s.runs[5].slowdown, Some(0.1));
         assert_eq!(s.per_target.len(), 1);
+    }
+
+    #[test]
+    fn a_study_with_several_runs_a_side_judges_means_and_says_what_it_needs() {
+        let all = runs(&[1.0, 1.004, 0.996, 1.002, 0.998, 1.001, 0.999], None);
+        let rules = StudyRules {
+            min_runs: 3,
+            runs_a_side: 2,
+            ..StudyRules::default()
+        };
+        let s = study("cpu-fixture", "smollm2-135m", &all, &rules);
+        assert_eq!(s.runs_a_side, 2);
+        let t = &s.totals;
+        // C(7,2) · C(5,2) ordered pairs of disjoint sides per number.
+        let numbers = s.rows.len();
+        assert_eq!(
+            t.aa_judged + t.aa_unjudged + t.aa_no_evidence,
+            210 * numbers
+        );
+        assert_eq!((t.aa_flagged, t.ab_detected), (0, t.ab_judged));
+        // Quiet numbers: one run a side already detects 10 % at 95 % power.
+        assert!(
+            s.rows.iter().all(|r| r.runs_to_detect == Some(1)),
+            "{:?}",
+            s.rows[0]
+        );
+        let one = study(
+            "cpu-fixture",
+            "smollm2-135m",
+            &all,
+            &StudyRules {
+                runs_a_side: 1,
+                ..rules
+            },
+        );
+        assert!(s.rows[0].alarm <= one.rows[0].alarm);
     }
 }
