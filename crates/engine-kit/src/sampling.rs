@@ -50,7 +50,7 @@ pub fn argmax(logits: &[f32]) -> u32 {
 
 pub struct Sampler {
     mode: Mode,
-    scratch: Vec<(f32, u32)>,
+    scratch: Scratch,
 }
 
 enum Mode {
@@ -84,7 +84,7 @@ impl Sampler {
         };
         Sampler {
             mode,
-            scratch: Vec::new(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -129,59 +129,338 @@ fn next_unit(state: &mut u64) -> f64 {
     (splitmix64(state) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Temperature, then the `top_k` most likely (when set), then the nucleus of what is left:
-/// the smallest prefix (descending probability, ascending id on ties) whose share of the kept
-/// mass reaches `top_p`; `u` in [0, 1) picks inside it. Sums are f64, in a fixed order (id order
-/// over every token without top-k; descending order over the k kept with it).
+/// The lab's exp for `x` ≤ 0: Cephes' `expf` reduction and polynomial written as separate f32
+/// multiplies and adds (no fused multiply-add), `0` below −87 and for NaN. The AVX2 path, this
+/// scalar path and the Python engine's port perform the same IEEE operations in the same order,
+/// so all three give the same bits. Within 2 ulp of the true exp over [−87, 0] (tested).
+pub fn lab_exp(x: f32) -> f32 {
+    // Also NaN: it compares as nothing.
+    if x.partial_cmp(&EXP_MIN).is_none_or(|o| o.is_lt()) {
+        return 0.0;
+    }
+    let n = (x * LOG2E + 0.5).floor();
+    let r = x - n * C1;
+    let r = r - n * C2;
+    let z = r * r;
+    let mut y = P[0];
+    for c in &P[1..] {
+        y = y * r + c;
+    }
+    let y = y * z + r + 1.0;
+    y * f32::from_bits(((n as i32 + 127) << 23) as u32)
+}
+
+const EXP_MIN: f32 = -87.0;
+const LOG2E: f32 = f32::from_bits(0x3fb8_aa3b);
+const C1: f32 = f32::from_bits(0x3f31_8000);
+const C2: f32 = f32::from_bits(0xb95e_8083);
+const P: [f32; 6] = [
+    f32::from_bits(0x3950_6967),
+    f32::from_bits(0x3ab7_43ce),
+    f32::from_bits(0x3c08_8908),
+    f32::from_bits(0x3d2a_a9c1),
+    f32::from_bits(0x3e2a_aaaa),
+    f32::from_bits(0x3f00_0000),
+];
+
+/// Tokens per block of the probability sums (8 lanes × 8 steps).
+const BLOCK: usize = 64;
+
+/// A sampler's working memory, kept between draws.
+#[derive(Default)]
+struct Scratch {
+    /// `lab_exp((logit − max) · 1/T)` per token, zero-padded to whole blocks.
+    p: Vec<f32>,
+    /// Each block's sum ([`block_sums`]).
+    blocks: Vec<f64>,
+    /// Candidates: (p, id).
+    kept: Vec<(f32, u32)>,
+}
+
+/// The largest logit, NaN ignored (`-inf` for none).
+fn max_logit(logits: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let mut chunks = logits.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = a.max(x);
+        }
+    }
+    let mut m = acc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for &x in chunks.remainder() {
+        m = m.max(x);
+    }
+    m
+}
+
+/// Fills `s.p` and `s.blocks` and returns (the total, the tokens with p > 0). A block's sum:
+/// token `64b + 8i + j` is added to lane `j` in step order `i` (f64, from 0), then the lanes
+/// as `((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))`; the total is the blocks' sums
+/// added in block order.
+fn probabilities(logits: &[f32], inv_t: f32, s: &mut Scratch) -> (f64, usize) {
+    let m = max_logit(logits);
+    let blocks = logits.len().div_ceil(BLOCK);
+    s.p.clear();
+    s.p.resize(blocks * BLOCK, 0.0);
+    s.blocks.clear();
+    s.blocks.resize(blocks, 0.0);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present (checked just above).
+        unsafe { simd::probabilities(logits, m, inv_t, &mut s.p, &mut s.blocks) };
+        return totals(&s.p, &s.blocks);
+    }
+    scalar_probabilities(logits, m, inv_t, &mut s.p, &mut s.blocks);
+    totals(&s.p, &s.blocks)
+}
+
+/// [`probabilities`] one token at a time (the same operations as the AVX2 path).
+fn scalar_probabilities(logits: &[f32], m: f32, inv_t: f32, p: &mut [f32], blocks: &mut [f64]) {
+    for (b, sum) in blocks.iter_mut().enumerate() {
+        let mut lanes = [0f64; 8];
+        for i in 0..8 {
+            for (j, lane) in lanes.iter_mut().enumerate() {
+                let id = b * BLOCK + 8 * i + j;
+                let x = logits
+                    .get(id)
+                    .map_or(f32::NEG_INFINITY, |&l| (l - m) * inv_t);
+                let e = lab_exp(x);
+                p[id] = e;
+                *lane += e as f64;
+            }
+        }
+        *sum = lanes_sum(&lanes);
+    }
+}
+
+fn lanes_sum(l: &[f64; 8]) -> f64 {
+    ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
+}
+
+fn totals(p: &[f32], blocks: &[f64]) -> (f64, usize) {
+    let mut total = 0f64;
+    for b in blocks {
+        total += b;
+    }
+    (total, p.iter().filter(|&&q| q > 0.0).count())
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    /// [`super::lab_exp`] on eight lanes: the same operations.
+    #[target_feature(enable = "avx2")]
+    unsafe fn exp8(x: __m256) -> __m256 {
+        let valid = _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_set1_ps(super::EXP_MIN));
+        let t = _mm256_add_ps(
+            _mm256_mul_ps(x, _mm256_set1_ps(super::LOG2E)),
+            _mm256_set1_ps(0.5),
+        );
+        let n = _mm256_floor_ps(t);
+        let r = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(super::C1)));
+        let r = _mm256_sub_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(super::C2)));
+        let z = _mm256_mul_ps(r, r);
+        let mut y = _mm256_set1_ps(super::P[0]);
+        for c in &super::P[1..] {
+            y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(*c));
+        }
+        let y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(y, z), r), _mm256_set1_ps(1.0));
+        let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(n),
+            _mm256_set1_epi32(127),
+        ));
+        _mm256_and_ps(_mm256_mul_ps(y, _mm256_castsi256_ps(bits)), valid)
+    }
+
+    /// [`super::probabilities`]'s exp and block sums, eight lanes at a time.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn probabilities(
+        logits: &[f32],
+        m: f32,
+        inv_t: f32,
+        p: &mut [f32],
+        blocks: &mut [f64],
+    ) {
+        // SAFETY: every load and store is inside `logits` (checked), `p` (whole blocks) or
+        // `lanes`; the caller has AVX2.
+        unsafe {
+            let (vm, vt) = (_mm256_set1_ps(m), _mm256_set1_ps(inv_t));
+            for (b, sum) in blocks.iter_mut().enumerate() {
+                let (mut lo, mut hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+                for i in 0..8 {
+                    let at = b * super::BLOCK + 8 * i;
+                    let x = if at + 8 <= logits.len() {
+                        _mm256_loadu_ps(logits.as_ptr().add(at))
+                    } else {
+                        let mut tail = [f32::NEG_INFINITY; 8];
+                        for (j, t) in tail.iter_mut().enumerate() {
+                            if let Some(&l) = logits.get(at + j) {
+                                *t = l;
+                            }
+                        }
+                        _mm256_loadu_ps(tail.as_ptr())
+                    };
+                    let e = exp8(_mm256_mul_ps(_mm256_sub_ps(x, vm), vt));
+                    _mm256_storeu_ps(p.as_mut_ptr().add(at), e);
+                    lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+                    hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(e)));
+                }
+                let mut lanes = [0f64; 8];
+                _mm256_storeu_pd(lanes.as_mut_ptr(), lo);
+                _mm256_storeu_pd(lanes.as_mut_ptr().add(4), hi);
+                *sum = super::lanes_sum(&lanes);
+            }
+        }
+    }
+}
+
+/// Every token with `τ ≤ p` and `0 < p`, as (p, id), into `out`.
+fn at_least(p: &[f32], tau: f32, out: &mut Vec<(f32, u32)>) {
+    out.clear();
+    for (c, chunk) in p.chunks_exact(8).enumerate() {
+        // Most chunks hold no candidate: test the eight at once.
+        if chunk
+            .iter()
+            .fold(false, |any, &q| any | (q >= tau && q > 0.0))
+        {
+            for (j, &q) in chunk.iter().enumerate() {
+                if q >= tau && q > 0.0 {
+                    out.push((q, (8 * c + j) as u32));
+                }
+            }
+        }
+    }
+}
+
+/// Descending probability, ascending id on ties: a total order, so every result is
+/// deterministic.
+fn order(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
+/// Thresholds (p relative to the most likely token's 1) tried in turn for the candidates of a
+/// top-k or a nucleus before every token: each a prefix of the descending order, so a result
+/// found inside one is the result over all tokens.
+const THRESHOLDS: [f32; 3] = [1.0 / 16.0, 1.0 / 256.0, 1.0 / 4096.0];
+
+/// Temperature, then the `top_k` most likely (when set and fewer than the tokens with p > 0),
+/// then the nucleus of what is left (`top_p` < 1): the smallest prefix, in descending
+/// probability and ascending id on ties, whose share of the kept mass (`Σ p / kept total`, in
+/// that order, f64) reaches `top_p`. `u` in [0, 1) picks inside what is kept by walking it
+/// with a running f64 sum until the sum exceeds `u` × its mass: in that descending order for a
+/// top-k or a nucleus, in id order over the blocks of [`probabilities`] (their sums first, then
+/// the tokens of the block reached) when every token is kept. The kept total is the block total
+/// over every token, the descending-order sum over a top-k. Candidates are found above
+/// [`THRESHOLDS`], never by sorting the vocabulary; the result is the one a full sort gives.
 fn sample_top_p(
     logits: &[f32],
     inv_t: f32,
     top_p: f32,
     top_k: Option<usize>,
     u: f64,
-    scratch: &mut Vec<(f32, u32)>,
+    s: &mut Scratch,
 ) -> u32 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    scratch.clear();
-    let mut sum = 0f64;
-    for (i, &l) in logits.iter().enumerate() {
-        let p = ((l - max) * inv_t).exp();
-        if p > 0.0 {
-            sum += p as f64;
-            scratch.push((p, i as u32));
-        }
+    let (total, positive) = probabilities(logits, inv_t, s);
+    if positive == 0 {
+        return argmax(logits);
     }
-    // Descending probability, ascending id on ties: a total order, so the result is deterministic.
-    let order = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-    match top_k {
-        Some(k) if k < scratch.len() => {
-            scratch.select_nth_unstable_by(k - 1, order);
-            scratch.truncate(k);
-            scratch.sort_unstable_by(order);
-            sum = scratch.iter().map(|&(p, _)| p as f64).sum();
+    let top_k = top_k.filter(|&k| k < positive);
+    let kept_total = match top_k {
+        Some(k) => {
+            let tau = THRESHOLDS
+                .iter()
+                .copied()
+                .find(|&t| s.p.iter().filter(|&&q| q >= t).count() >= k)
+                .unwrap_or(0.0);
+            at_least(&s.p, tau, &mut s.kept);
+            s.kept.select_nth_unstable_by(k - 1, order);
+            s.kept.truncate(k);
+            s.kept.sort_unstable_by(order);
+            s.kept.iter().map(|&(q, _)| q as f64).sum()
         }
-        _ => scratch.sort_unstable_by(order),
-    }
-    let mut kept = 0f64;
-    let mut n = 0;
-    for &(p, _) in scratch.iter() {
-        kept += p as f64 / sum;
-        n += 1;
-        if kept >= top_p as f64 {
-            break;
-        }
-    }
-    let nucleus = &scratch[..n.max(1)];
-    let mass: f64 = nucleus.iter().map(|&(p, _)| p as f64).sum();
+        None if top_p >= 1.0 => return draw_by_blocks(&s.p, &s.blocks, u * total),
+        None => total,
+    };
+    let n = if top_p >= 1.0 {
+        s.kept.len()
+    } else if top_k.is_some() {
+        nucleus_len(&s.kept, kept_total, top_p).unwrap_or(s.kept.len())
+    } else {
+        nucleus_of_all(s, total, top_p)
+    };
+    let nucleus = &s.kept[..n.max(1)];
+    let mass: f64 = nucleus.iter().map(|&(q, _)| q as f64).sum();
     let target = u * mass;
     let mut acc = 0f64;
-    for &(p, id) in nucleus {
-        acc += p as f64;
+    for &(q, id) in nucleus {
+        acc += q as f64;
         if target < acc {
             return id;
         }
     }
     nucleus[nucleus.len() - 1].1
+}
+
+/// The nucleus over every token: candidates above each threshold in turn (then every token),
+/// sorted into `s.kept`; its length.
+fn nucleus_of_all(s: &mut Scratch, total: f64, top_p: f32) -> usize {
+    // Below this bound all tokens together hold less than half of the mass the nucleus may
+    // leave out, so its candidates always hold the nucleus.
+    let safe = ((1.0 - top_p as f64) * total / (2.0 * s.p.len() as f64)) as f32;
+    for tau in THRESHOLDS.into_iter().chain([safe]).filter(|&t| t > 0.0) {
+        at_least(&s.p, tau, &mut s.kept);
+        let mass: f64 = s.kept.iter().map(|&(q, _)| q as f64).sum();
+        if mass < (top_p as f64 + 1e-6) * total {
+            continue;
+        }
+        s.kept.sort_unstable_by(order);
+        if let Some(n) = nucleus_len(&s.kept, total, top_p) {
+            return n;
+        }
+    }
+    at_least(&s.p, 0.0, &mut s.kept);
+    s.kept.sort_unstable_by(order);
+    nucleus_len(&s.kept, total, top_p).unwrap_or(s.kept.len())
+}
+
+/// The nucleus's length in `sorted` (`None`: the share never reaches `top_p` there).
+fn nucleus_len(sorted: &[(f32, u32)], total: f64, top_p: f32) -> Option<usize> {
+    let mut kept = 0f64;
+    for (n, &(q, _)) in sorted.iter().enumerate() {
+        kept += q as f64 / total;
+        if kept >= top_p as f64 {
+            return Some(n + 1);
+        }
+    }
+    None
+}
+
+/// The first token, in id order, at which the running sum exceeds `target`: the blocks' sums
+/// first, then the tokens of the block reached from the sum before it; the last token with
+/// p > 0 where rounding leaves the sum at or below it.
+fn draw_by_blocks(p: &[f32], blocks: &[f64], target: f64) -> u32 {
+    let mut before = 0f64;
+    for (b, sum) in blocks.iter().enumerate() {
+        let acc = before + sum;
+        if acc > target {
+            let block = &p[b * BLOCK..(b + 1) * BLOCK];
+            let mut acc = before;
+            for (j, &q) in block.iter().enumerate() {
+                acc += q as f64;
+                if acc > target {
+                    return (b * BLOCK + j) as u32;
+                }
+            }
+            return last_positive(block).map_or(0, |j| (b * BLOCK + j) as u32);
+        }
+        before = acc;
+    }
+    last_positive(p).map_or(0, |j| j as u32)
+}
+
+fn last_positive(p: &[f32]) -> Option<usize> {
+    p.iter().rposition(|&q| q > 0.0)
 }
 
 #[cfg(test)]
@@ -283,5 +562,161 @@ mod tests {
         };
         assert_eq!(draw(Some(5000)), draw(None));
         assert_ne!(draw(Some(2)), draw(None));
+    }
+
+    #[test]
+    fn the_labs_exp_is_within_two_ulp_of_exp() {
+        let mut worst = 0i64;
+        for i in 0..=870_000 {
+            let x = -(i as f32) * 1e-4;
+            let want = (x as f64).exp() as f32;
+            let got = lab_exp(x);
+            worst = worst.max((got.to_bits() as i64 - want.to_bits() as i64).abs());
+        }
+        assert!(worst <= 2, "{worst} ulp");
+        assert_eq!(lab_exp(0.0), 1.0);
+        assert_eq!(lab_exp(f32::NAN), 0.0);
+        assert_eq!(lab_exp(f32::NEG_INFINITY), 0.0);
+        assert_eq!(lab_exp(-87.5), 0.0);
+        assert!(lab_exp(-86.9) > 0.0);
+    }
+
+    /// Logits like a language model's: a few large, a long tail, and `n` of them.
+    fn lm_logits(n: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed;
+        (0..n)
+            .map(|i| {
+                let u = next_unit(&mut state) as f32;
+                if i % 997 == 3 {
+                    8.0 + 4.0 * u
+                } else {
+                    -6.0 + 10.0 * u
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_avx2_and_scalar_paths_give_the_same_bits() {
+        for n in [1, 7, 64, 100, 1000, 49_152] {
+            let mut logits = lm_logits(n, n as u64);
+            if n > 10 {
+                logits[5] = f32::NAN;
+                logits[6] = f32::NEG_INFINITY;
+            }
+            let mut s = Scratch::default();
+            let (total, positive) = probabilities(&logits, 1.0 / 0.7, &mut s);
+            let blocks = n.div_ceil(BLOCK);
+            let (mut p, mut b) = (vec![0f32; blocks * BLOCK], vec![0f64; blocks]);
+            scalar_probabilities(&logits, max_logit(&logits), 1.0 / 0.7, &mut p, &mut b);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&s.p), bits(&p), "{n} logits");
+            assert_eq!(s.blocks, b, "{n} logits");
+            assert_eq!((total, positive), totals(&p, &b));
+            assert_eq!(positive, n - usize::from(n > 10) * 2);
+        }
+    }
+
+    /// The sampler's result by sorting every token (the definition `sample_top_p` implements
+    /// with candidates), for a top-k or a nucleus.
+    fn by_full_sort(logits: &[f32], inv_t: f32, top_p: f32, top_k: Option<usize>, u: f64) -> u32 {
+        let mut s = Scratch::default();
+        let (total, positive) = probabilities(logits, inv_t, &mut s);
+        let mut all: Vec<(f32, u32)> = (0..s.p.len())
+            .filter(|&i| s.p[i] > 0.0)
+            .map(|i| (s.p[i], i as u32))
+            .collect();
+        all.sort_by(order);
+        let top_k = top_k.filter(|&k| k < positive);
+        let kept_total = match top_k {
+            Some(k) => {
+                all.truncate(k);
+                all.iter().map(|&(q, _)| q as f64).sum()
+            }
+            None => total,
+        };
+        let n = if top_p >= 1.0 {
+            all.len()
+        } else {
+            nucleus_len(&all, kept_total, top_p).unwrap_or(all.len())
+        };
+        let mass: f64 = all[..n].iter().map(|&(q, _)| q as f64).sum();
+        let mut acc = 0f64;
+        for &(q, id) in &all[..n] {
+            acc += q as f64;
+            if u * mass < acc {
+                return id;
+            }
+        }
+        all[n - 1].1
+    }
+
+    #[test]
+    fn candidates_give_what_sorting_every_token_gives() {
+        let mut state = 77u64;
+        let mut s = Scratch::default();
+        let mut distinct = std::collections::BTreeSet::new();
+        for case in 0..300 {
+            let logits = lm_logits(if case % 3 == 0 { 49_152 } else { 3000 }, case);
+            let t = [0.3f32, 0.7, 1.0, 1.6][case as usize % 4];
+            let (top_p, top_k) = match case % 5 {
+                0 => (0.9, None),
+                1 => (0.5, None),
+                2 => (0.999, None),
+                3 => (1.0, Some(50)),
+                _ => (0.9, Some(40 + case as usize)),
+            };
+            for _ in 0..5 {
+                let u = next_unit(&mut state);
+                let got = sample_top_p(&logits, 1.0 / t, top_p, top_k, u, &mut s);
+                assert_eq!(
+                    got,
+                    by_full_sort(&logits, 1.0 / t, top_p, top_k, u),
+                    "case {case}"
+                );
+                distinct.insert(got);
+            }
+        }
+        assert!(distinct.len() > 100, "{}", distinct.len());
+    }
+
+    #[test]
+    fn draws_follow_the_softmax_of_the_kept_tokens() {
+        // Five tokens, temperature 1: the exact softmax is known.
+        let logits = [1.0f32, 0.0, 2.0, -1.0, 0.5];
+        let weights: Vec<f64> = logits.iter().map(|&l| (l as f64).exp()).collect();
+        let cases = [
+            (1.0f32, None, vec![0usize, 1, 2, 3, 4]),
+            (1.0, Some(2), vec![2, 0]),
+            (0.8, None, vec![2, 0, 4]),
+        ];
+        for (top_p, top_k, kept) in cases {
+            let mut sampler = Sampler::new(&Sampling::TopP {
+                temperature: 1.0,
+                top_p,
+                seed: 2026,
+                top_k,
+            });
+            let draws = 40_000;
+            let mut counts = [0usize; 5];
+            for _ in 0..draws {
+                counts[sampler.sample(&logits) as usize] += 1;
+            }
+            let mass: f64 = kept.iter().map(|&i| weights[i]).sum();
+            for i in 0..5 {
+                let want = if kept.contains(&i) {
+                    weights[i] / mass
+                } else {
+                    0.0
+                };
+                let got = counts[i] as f64 / draws as f64;
+                // Four standard errors of a share out of 40,000 draws.
+                let se = (want * (1.0 - want) / draws as f64).sqrt();
+                assert!(
+                    (got - want).abs() <= 4.0 * se + 1e-12,
+                    "top_p {top_p} top_k {top_k:?}: token {i} drawn {got:.4}, softmax {want:.4}"
+                );
+            }
+        }
     }
 }

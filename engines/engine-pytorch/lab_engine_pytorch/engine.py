@@ -267,7 +267,83 @@ def splitmix64(state):
     return state, z ^ (z >> 31)
 
 
+def _f32(bits):
+    import numpy as np
+
+    return np.array([bits], dtype=np.uint32).view(np.float32)[0]
+
+
+# The kit's `lab_exp` constants (engine-kit's sampling.rs), as bits.
+EXP_BITS = {
+    "log2e": 0x3FB8AA3B,
+    "c1": 0x3F318000,
+    "c2": 0xB95E8083,
+    "p": (0x39506967, 0x3AB743CE, 0x3C088908, 0x3D2AA9C1, 0x3E2AAAAA, 0x3F000000),
+}
+BLOCK = 64
+
+
+def lab_exp(x):
+    """The kit's `lab_exp` over a float32 array: the same IEEE operations in the same order."""
+    import numpy as np
+
+    f = np.float32
+    valid = x >= f(-87.0)
+    xs = np.where(valid, x, f(0.0)).astype(np.float32)
+    n = np.floor(xs * _f32(EXP_BITS["log2e"]) + f(0.5))
+    r = xs - n * _f32(EXP_BITS["c1"])
+    r = r - n * _f32(EXP_BITS["c2"])
+    z = r * r
+    p = [_f32(b) for b in EXP_BITS["p"]]
+    y = np.full_like(r, p[0])
+    for c in p[1:]:
+        y = y * r + c
+    y = y * z + r + f(1.0)
+    pow2 = ((n.astype(np.int32) + 127) << 23).astype(np.int32).view(np.float32)
+    return np.where(valid, y * pow2, f(0.0)).astype(np.float32)
+
+
+def probabilities(x, inv_t):
+    """The kit's `probabilities`: p per token (zero-padded to whole blocks of 64) and the running
+    sum of the block sums (lane j of a block adds its tokens 8i + j in order i, f64; lanes then
+    ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)))."""
+    import numpy as np
+
+    v = len(x)
+    nb = -(-v // BLOCK)
+    m = np.fmax.reduce(x, initial=-np.inf).astype(np.float32)
+    xp = np.full(nb * BLOCK, -np.inf, dtype=np.float32)
+    xp[:v] = (x - m) * inv_t
+    p = lab_exp(xp)
+    lanes = np.cumsum(p.astype(np.float64).reshape(nb, 8, 8), axis=1)[:, -1, :]
+    blocks = ((lanes[:, 0] + lanes[:, 1]) + (lanes[:, 2] + lanes[:, 3])) + (
+        (lanes[:, 4] + lanes[:, 5]) + (lanes[:, 6] + lanes[:, 7])
+    )
+    return p, np.cumsum(blocks)
+
+
+def draw_by_blocks(p, cum, target):
+    """The kit's `draw_by_blocks`: the first token, in id order, where the running sum exceeds
+    `target` (block sums first, then the tokens of the block reached)."""
+    import numpy as np
+
+    b = int(np.searchsorted(cum, target, side="right"))
+    if b >= len(cum):
+        return int(np.nonzero(p > 0)[0][-1])
+    before = float(cum[b - 1]) if b > 0 else 0.0
+    block = p[b * BLOCK : (b + 1) * BLOCK].astype(np.float64)
+    acc = np.cumsum(np.concatenate(([before], block)))[1:]
+    j = int(np.searchsorted(acc, target, side="right"))
+    if j >= BLOCK:
+        j = int(np.nonzero(block > 0)[0][-1])
+    return b * BLOCK + j
+
+
 class Sampler:
+    """The kit's `Sampler` (engine-kit's sampling.rs), drawing the same ids from the same logits
+    and seed. The kit finds a top-k's or a nucleus's candidates above thresholds; this port sorts
+    every token, which gives the same result by the kit's definition."""
+
     def __init__(self, sampling):
         self.greedy = True
         if sampling.get("kind") == "top_p" and sampling["temperature"] > 0:
@@ -281,6 +357,39 @@ class Sampler:
             self.top_k = None if k is None else max(int(k), 1)
             self.state = sampling["seed"] & MASK64
 
+    def candidates(self, p, ids, total, k):
+        """The kit's candidates: (p, ids) sorted (descending p, ascending id) over the tokens
+        above the first threshold that holds `k` of them (a top-k) or more than `top_p` of the
+        mass (a nucleus), else every token; a prefix of the full order either way."""
+        np = self.np
+        safe = np.float32((1.0 - self.top_p) * total / (2.0 * len(p)))
+        taus = [np.float32(1 / 16), np.float32(1 / 256), np.float32(1 / 4096)]
+        if k is None:
+            taus.append(safe)
+        chosen = ids
+        for tau in taus:
+            if tau <= 0:
+                continue
+            above = ids[p[ids] >= tau]
+            enough = (
+                len(above) >= k
+                if k is not None
+                else float(p[above].astype(np.float64).sum()) >= (self.top_p + 1e-6) * total
+            )
+            if enough:
+                chosen = above
+                break
+        q = p[chosen]
+        order = np.lexsort((chosen, -q))  # descending p, ascending id
+        q, chosen = q[order], chosen[order]
+        if k is None and chosen is not ids and len(chosen) < len(ids):
+            kept = np.cumsum(q.astype(np.float64) / total)
+            if not len(np.nonzero(kept >= self.top_p)[0]):
+                q = p[ids]
+                order = np.lexsort((ids, -q))
+                return q[order], ids[order]
+        return q, chosen
+
     def sample(self, logits):
         """`logits` is a 1-D float32 torch tensor (on any device)."""
         import torch
@@ -293,21 +402,26 @@ class Sampler:
         self.state, r = splitmix64(self.state)
         u = (r >> 11) / float(1 << 53)
         x = logits.float().cpu().numpy()
-        mx = x.max()
-        p = np.exp((x - mx) * self.inv_t).astype(np.float32)
+        p, cum = probabilities(x, self.inv_t)
         ids = np.nonzero(p > 0)[0]
-        p = p[ids]
-        total = float(np.cumsum(p.astype(np.float64))[-1])  # id order, sequential
-        order = np.lexsort((ids, -p))  # descending p, ascending id
-        p, ids = p[order], ids[order]
-        if self.top_k is not None and self.top_k < len(p):
-            p, ids = p[: self.top_k], ids[: self.top_k]
-            total = float(np.cumsum(p.astype(np.float64))[-1])  # descending order, as the kit
-        p64 = p.astype(np.float64)
-        kept = np.cumsum(p64 / total)
-        reached = np.nonzero(kept >= self.top_p)[0]
-        n = int(reached[0]) + 1 if len(reached) else len(p)
-        acc = np.cumsum(p64[:n])
+        if len(ids) == 0:
+            return int(torch.argmax(logits).item())
+        total = float(cum[-1])
+        k = self.top_k if self.top_k is not None and self.top_k < len(ids) else None
+        if k is None and self.top_p >= 1.0:
+            return draw_by_blocks(p, cum, u * total)
+        q, ids = self.candidates(p, ids, total, k)
+        if k is not None:
+            q, ids = q[:k], ids[:k]
+            total = float(np.cumsum(q.astype(np.float64))[-1])  # descending order, as the kit
+        q64 = q.astype(np.float64)
+        if self.top_p >= 1.0:
+            n = len(q)
+        else:
+            kept = np.cumsum(q64 / total)
+            reached = np.nonzero(kept >= self.top_p)[0]
+            n = int(reached[0]) + 1 if len(reached) else len(q)
+        acc = np.cumsum(q64[:n])
         target = u * float(acc[-1])
         i = int(np.searchsorted(acc, target, side="right"))
         return int(ids[min(i, n - 1)])
