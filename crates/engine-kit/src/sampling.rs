@@ -179,6 +179,15 @@ struct Scratch {
 
 /// The largest logit, NaN ignored (`-inf` for none).
 fn max_logit(logits: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present (checked just above).
+        return unsafe { simd::max(logits) };
+    }
+    scalar_max(logits)
+}
+
+fn scalar_max(logits: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; 8];
     let mut chunks = logits.chunks_exact(8);
     for c in &mut chunks {
@@ -207,8 +216,8 @@ fn probabilities(logits: &[f32], inv_t: f32, s: &mut Scratch) -> (f64, usize) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is present (checked just above).
-        unsafe { simd::probabilities(logits, m, inv_t, &mut s.p, &mut s.blocks) };
-        return totals(&s.p, &s.blocks);
+        let positive = unsafe { simd::probabilities(logits, m, inv_t, &mut s.p, &mut s.blocks) };
+        return (total_of(&s.blocks), positive);
     }
     scalar_probabilities(logits, m, inv_t, &mut s.p, &mut s.blocks);
     totals(&s.p, &s.blocks)
@@ -238,11 +247,16 @@ fn lanes_sum(l: &[f64; 8]) -> f64 {
 }
 
 fn totals(p: &[f32], blocks: &[f64]) -> (f64, usize) {
+    (total_of(blocks), p.iter().filter(|&&q| q > 0.0).count())
+}
+
+/// The blocks' sums added in block order.
+fn total_of(blocks: &[f64]) -> f64 {
     let mut total = 0f64;
     for b in blocks {
         total += b;
     }
-    (total, p.iter().filter(|&&q| q > 0.0).count())
+    total
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -281,11 +295,12 @@ mod simd {
         inv_t: f32,
         p: &mut [f32],
         blocks: &mut [f64],
-    ) {
+    ) -> usize {
         // SAFETY: every load and store is inside `logits` (checked), `p` (whole blocks) or
         // `lanes`; the caller has AVX2.
         unsafe {
             let (vm, vt) = (_mm256_set1_ps(m), _mm256_set1_ps(inv_t));
+            let mut positive = 0;
             for (b, sum) in blocks.iter_mut().enumerate() {
                 let (mut lo, mut hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
                 for i in 0..8 {
@@ -303,6 +318,8 @@ mod simd {
                     };
                     let e = exp8(_mm256_mul_ps(_mm256_sub_ps(x, vm), vt));
                     _mm256_storeu_ps(p.as_mut_ptr().add(at), e);
+                    let above = _mm256_cmp_ps::<_CMP_GT_OQ>(e, _mm256_setzero_ps());
+                    positive += _mm256_movemask_ps(above).count_ones() as usize;
                     lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
                     hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(e)));
                 }
@@ -311,6 +328,69 @@ mod simd {
                 _mm256_storeu_pd(lanes.as_mut_ptr().add(4), hi);
                 *sum = super::lanes_sum(&lanes);
             }
+            positive
+        }
+    }
+
+    /// [`super::max_logit`], eight at a time.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn max(logits: &[f32]) -> f32 {
+        let mut acc = _mm256_set1_ps(f32::NEG_INFINITY);
+        let mut chunks = logits.chunks_exact(8);
+        for chunk in &mut chunks {
+            // SAFETY: eight floats of `chunk`.
+            let v = unsafe { _mm256_loadu_ps(chunk.as_ptr()) };
+            // maxps returns its second operand when either is NaN: a NaN logit never wins.
+            acc = _mm256_max_ps(v, acc);
+        }
+        let mut lanes = [0f32; 8];
+        // SAFETY: eight floats into `lanes`.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+        lanes
+            .into_iter()
+            .chain(chunks.remainder().iter().copied())
+            .fold(f32::NEG_INFINITY, f32::max)
+    }
+
+    /// How many of `p` are at least each of `taus`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn counts<const N: usize>(p: &[f32], taus: &[f32; N]) -> [usize; N] {
+        let t = taus.map(|t| _mm256_set1_ps(t));
+        let mut acc = [_mm256_setzero_si256(); N];
+        for chunk in p.chunks_exact(8) {
+            // SAFETY: eight floats of `chunk`.
+            let q = unsafe { _mm256_loadu_ps(chunk.as_ptr()) };
+            for (a, t) in acc.iter_mut().zip(&t) {
+                // A true lane is all ones: −1.
+                let hit = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GE_OQ>(q, *t));
+                *a = _mm256_sub_epi32(*a, hit);
+            }
+        }
+        acc.map(|a| {
+            let mut lanes = [0u32; 8];
+            // SAFETY: eight u32 into `lanes`.
+            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), a) };
+            lanes.iter().map(|&n| n as usize).sum()
+        })
+    }
+
+    /// [`super::at_least`], eight at a time.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn at_least(p: &[f32], tau: f32, out: &mut Vec<(f32, u32)>) {
+        let (t, zero) = (_mm256_set1_ps(tau), _mm256_setzero_ps());
+        for (c, chunk) in p.chunks_exact(8).enumerate() {
+            // SAFETY: eight floats of `chunk`.
+            let q = unsafe { _mm256_loadu_ps(chunk.as_ptr()) };
+            let hit = _mm256_and_ps(
+                _mm256_cmp_ps::<_CMP_GE_OQ>(q, t),
+                _mm256_cmp_ps::<_CMP_GT_OQ>(q, zero),
+            );
+            let mut mask = _mm256_movemask_ps(hit) as u32;
+            while mask != 0 {
+                let j = mask.trailing_zeros() as usize;
+                out.push((chunk[j], (8 * c + j) as u32));
+                mask &= mask - 1;
+            }
         }
     }
 }
@@ -318,6 +398,16 @@ mod simd {
 /// Every token with `τ ≤ p` and `0 < p`, as (p, id), into `out`.
 fn at_least(p: &[f32], tau: f32, out: &mut Vec<(f32, u32)>) {
     out.clear();
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present (checked just above).
+        unsafe { simd::at_least(p, tau, out) };
+        return;
+    }
+    scalar_at_least(p, tau, out);
+}
+
+fn scalar_at_least(p: &[f32], tau: f32, out: &mut Vec<(f32, u32)>) {
     for (c, chunk) in p.chunks_exact(8).enumerate() {
         // Most chunks hold no candidate: test the eight at once.
         if chunk
@@ -344,6 +434,40 @@ fn order(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
 /// found inside one is the result over all tokens.
 const THRESHOLDS: [f32; 3] = [1.0 / 16.0, 1.0 / 256.0, 1.0 / 4096.0];
 
+/// Thresholds for a top-k's candidates, counted in one pass: the highest that `k` tokens reach.
+const TOP_K_THRESHOLDS: [f32; 6] = [
+    1.0 / 16.0,
+    1.0 / 256.0,
+    1.0 / 4096.0,
+    1.0 / 65536.0,
+    1.0 / 1048576.0,
+    1.0 / 16777216.0,
+];
+
+/// The highest of [`TOP_K_THRESHOLDS`] that at least `k` of `p` reach, else 0 (every token).
+fn top_k_threshold(p: &[f32], k: usize) -> f32 {
+    let counts = count_at_least(p, &TOP_K_THRESHOLDS);
+    TOP_K_THRESHOLDS
+        .iter()
+        .zip(counts)
+        .find(|&(_, n)| n >= k)
+        .map_or(0.0, |(&t, _)| t)
+}
+
+/// How many of `p` are at least each of `taus`.
+fn count_at_least<const N: usize>(p: &[f32], taus: &[f32; N]) -> [usize; N] {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present (checked just above).
+        return unsafe { simd::counts(p, taus) };
+    }
+    scalar_counts(p, taus)
+}
+
+fn scalar_counts<const N: usize>(p: &[f32], taus: &[f32; N]) -> [usize; N] {
+    taus.map(|t| p.iter().filter(|&&q| q >= t).count())
+}
+
 /// Temperature, then the `top_k` most likely (when set and fewer than the tokens with p > 0),
 /// then the nucleus of what is left (`top_p` < 1): the smallest prefix, in descending
 /// probability and ascending id on ties, whose share of the kept mass (`Σ p / kept total`, in
@@ -368,11 +492,7 @@ fn sample_top_p(
     let top_k = top_k.filter(|&k| k < positive);
     let kept_total = match top_k {
         Some(k) => {
-            let tau = THRESHOLDS
-                .iter()
-                .copied()
-                .find(|&t| s.p.iter().filter(|&&q| q >= t).count() >= k)
-                .unwrap_or(0.0);
+            let tau = top_k_threshold(&s.p, k);
             at_least(&s.p, tau, &mut s.kept);
             s.kept.select_nth_unstable_by(k - 1, order);
             s.kept.truncate(k);
@@ -613,7 +733,19 @@ mod tests {
             assert_eq!(bits(&s.p), bits(&p), "{n} logits");
             assert_eq!(s.blocks, b, "{n} logits");
             assert_eq!((total, positive), totals(&p, &b));
+            assert_eq!(max_logit(&logits), scalar_max(&logits));
             assert_eq!(positive, n - usize::from(n > 10) * 2);
+            // The candidates and their counts, whichever path finds them.
+            assert_eq!(
+                count_at_least(&p, &TOP_K_THRESHOLDS),
+                scalar_counts(&p, &TOP_K_THRESHOLDS)
+            );
+            for tau in [0.0, 1.0 / 4096.0, 0.5] {
+                let (mut fast, mut slow) = (Vec::new(), Vec::new());
+                at_least(&p, tau, &mut fast);
+                scalar_at_least(&p, tau, &mut slow);
+                assert_eq!(fast, slow, "{n} logits, τ {tau}");
+            }
         }
     }
 
