@@ -362,10 +362,11 @@ class Sampler:
         above the first threshold that holds `k` of them (a top-k) or more than `top_p` of the
         mass (a nucleus), else every token; a prefix of the full order either way."""
         np = self.np
-        safe = np.float32((1.0 - self.top_p) * total / (2.0 * len(p)))
-        taus = [np.float32(1 / 16), np.float32(1 / 256), np.float32(1 / 4096)]
-        if k is None:
-            taus.append(safe)
+        if k is not None:  # the kit's TOP_K_THRESHOLDS
+            taus = [np.float32(2.0 ** -e) for e in (4, 8, 12, 16, 20, 24)]
+        else:  # the kit's THRESHOLDS, then the bound that always holds the nucleus
+            safe = np.float32((1.0 - self.top_p) * total / (2.0 * len(p)))
+            taus = [np.float32(2.0 ** -e) for e in (4, 8, 12)] + [safe]
         chosen = ids
         for tau in taus:
             if tau <= 0:
