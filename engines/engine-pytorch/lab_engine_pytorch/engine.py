@@ -359,37 +359,34 @@ class Sampler:
 
     def candidates(self, p, ids, total, k):
         """The kit's candidates: (p, ids) sorted (descending p, ascending id) over the tokens
-        above the first threshold that holds `k` of them (a top-k) or more than `top_p` of the
-        mass (a nucleus), else every token; a prefix of the full order either way."""
+        above the first threshold that holds `k` of them (a top-k) or the nucleus (a nucleus), else
+        every token; a prefix of the full order either way."""
         np = self.np
         if k is not None:  # the kit's TOP_K_THRESHOLDS
             taus = [np.float32(2.0 ** -e) for e in (4, 8, 12, 16, 20, 24)]
         else:  # the kit's THRESHOLDS, then the bound that always holds the nucleus
             safe = np.float32((1.0 - self.top_p) * total / (2.0 * len(p)))
             taus = [np.float32(2.0 ** -e) for e in (4, 8, 12)] + [safe]
-        chosen = ids
+
+        def by_order(sel):
+            q = p[sel]
+            order = np.lexsort((sel, -q))  # descending p, ascending id
+            return q[order], sel[order]
+
         for tau in taus:
             if tau <= 0:
                 continue
             above = ids[p[ids] >= tau]
-            enough = (
-                len(above) >= k
-                if k is not None
-                else float(p[above].astype(np.float64).sum()) >= (self.top_p + 1e-6) * total
-            )
-            if enough:
-                chosen = above
-                break
-        q = p[chosen]
-        order = np.lexsort((chosen, -q))  # descending p, ascending id
-        q, chosen = q[order], chosen[order]
-        if k is None and chosen is not ids and len(chosen) < len(ids):
-            kept = np.cumsum(q.astype(np.float64) / total)
-            if not len(np.nonzero(kept >= self.top_p)[0]):
-                q = p[ids]
-                order = np.lexsort((ids, -q))
-                return q[order], ids[order]
-        return q, chosen
+            if k is not None:
+                if len(above) >= k:
+                    return by_order(above)
+                continue
+            if float(p[above].astype(np.float64).sum()) < (self.top_p + 1e-6) * total:
+                continue
+            q, sel = by_order(above)
+            if len(np.nonzero(np.cumsum(q.astype(np.float64) / total) >= self.top_p)[0]):
+                return q, sel
+        return by_order(ids)
 
     def sample(self, logits):
         """`logits` is a 1-D float32 torch tensor (on any device)."""
